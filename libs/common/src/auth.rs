@@ -1,0 +1,329 @@
+//! Bearer JWT verification against a cached JWKS.
+//!
+//! The gateway and every service verify tokens themselves (zero trust): no
+//! call to the auth service per request, only a JWKS fetch when the cache is
+//! stale or a token names a key id it has not seen.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::http::{HeaderMap, header};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::{error::Problem, http::client::HttpClient};
+
+/// The only signing algorithm Portico issues and accepts.
+pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
+
+/// Audience of tokens one service presents to another.
+pub const INTERNAL_AUDIENCE: &str = "portico-internal";
+
+/// Role carried by service tokens.
+pub const SERVICE_ROLE: &str = "service";
+
+/// Claims of a Portico access token (and of service tokens, which have no
+/// session).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// User id (UUIDv7) or `service:<name>`.
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    /// Session id; absent on service tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Why a token was refused. All but [`VerifyError::KeysUnavailable`] are the
+/// client's fault (401); that one means we could not check (503).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported token algorithm")]
+    UnsupportedAlgorithm,
+    #[error("token signed by an unknown key")]
+    UnknownKey,
+    #[error("token rejected: {0}")]
+    Rejected(String),
+    #[error("signing keys unavailable: {0}")]
+    KeysUnavailable(String),
+}
+
+impl VerifyError {
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            Self::Missing => Problem::unauthorized("a bearer token is required"),
+            Self::KeysUnavailable(_) => {
+                Problem::service_unavailable("tokens cannot be verified right now; retry shortly")
+            }
+            _ => Problem::unauthorized("the bearer token is invalid or expired"),
+        }
+    }
+}
+
+/// The token in `Authorization: Bearer <token>`.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, VerifyError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(VerifyError::Missing)?
+        .to_str()
+        .map_err(|_| VerifyError::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(VerifyError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(VerifyError::Malformed);
+    }
+    Ok(token.trim())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwksConfig {
+    /// Where the auth service publishes its keys.
+    pub url: String,
+    /// Keys are refetched after this many seconds.
+    pub cache_ttl_secs: u64,
+    /// A token with an unknown `kid` triggers a refetch at most this often.
+    pub min_refresh_interval_secs: u64,
+}
+
+impl Default for JwksConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8082/.well-known/jwks.json".to_owned(),
+            cache_ttl_secs: 300,
+            min_refresh_interval_secs: 5,
+        }
+    }
+}
+
+#[derive(Default)]
+struct CachedKeys {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+    last_attempt: Option<Instant>,
+}
+
+/// Public keys fetched from a JWKS URL, kept across fetch failures.
+pub struct JwksCache {
+    config: JwksConfig,
+    client: HttpClient,
+    cached: RwLock<CachedKeys>,
+    /// One fetch at a time; the others wait for its result.
+    refreshing: Mutex<()>,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache").field("url", &self.config.url).finish()
+    }
+}
+
+impl JwksCache {
+    pub fn new(config: JwksConfig, client: HttpClient) -> Self {
+        Self {
+            config,
+            client,
+            cached: RwLock::new(CachedKeys::default()),
+            refreshing: Mutex::new(()),
+        }
+    }
+
+    fn is_fresh(&self, cached: &CachedKeys) -> bool {
+        cached
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(self.config.cache_ttl_secs))
+    }
+
+    /// The key with id `kid`, refetching the set when stale or when `kid` is new.
+    pub async fn key(&self, kid: &str) -> Result<DecodingKey, VerifyError> {
+        {
+            let cached = self.cached.read().await;
+            if self.is_fresh(&cached)
+                && let Some(key) = cached.keys.get(kid)
+            {
+                return Ok(key.clone());
+            }
+        }
+        let _guard = self.refreshing.lock().await;
+        {
+            // Another task may have refreshed while we waited.
+            let cached = self.cached.read().await;
+            let recently_tried = cached.last_attempt.is_some_and(|at| {
+                at.elapsed() < Duration::from_secs(self.config.min_refresh_interval_secs)
+            });
+            if let Some(key) = cached.keys.get(kid)
+                && (self.is_fresh(&cached) || recently_tried)
+            {
+                return Ok(key.clone());
+            }
+            if recently_tried {
+                return if cached.fetched_at.is_some() {
+                    Err(VerifyError::UnknownKey)
+                } else {
+                    Err(VerifyError::KeysUnavailable("JWKS fetch failed recently".into()))
+                };
+            }
+        }
+        let fetched = self.fetch().await;
+        let mut cached = self.cached.write().await;
+        cached.last_attempt = Some(Instant::now());
+        match fetched {
+            Ok(keys) => {
+                cached.keys = keys;
+                cached.fetched_at = Some(Instant::now());
+            }
+            Err(err) => {
+                tracing::warn!(url = %self.config.url, %err, "JWKS fetch failed; keeping cached keys");
+                if cached.keys.is_empty() {
+                    return Err(VerifyError::KeysUnavailable(err));
+                }
+            }
+        }
+        cached.keys.get(kid).cloned().ok_or(VerifyError::UnknownKey)
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
+        let response = self
+            .client
+            .get(&self.config.url)
+            .send()
+            .await
+            .map_err(|err| err.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("JWKS endpoint answered {}", response.status()));
+        }
+        let set: JwkSet = response.json().await.map_err(|err| err.to_string())?;
+        Ok(decoding_keys(&set))
+    }
+}
+
+/// Usable keys of a JWKS: those with a `kid` that parse as keys.
+pub fn decoding_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            DecodingKey::from_jwk(jwk).ok().map(|key| (kid, key))
+        })
+        .collect()
+}
+
+/// Where a verifier gets public keys.
+#[derive(Clone)]
+pub enum KeySource {
+    /// A remote JWKS (gateway, user service).
+    Remote(Arc<JwksCache>),
+    /// Keys held in-process (the auth service verifying its own tokens).
+    Local(Arc<dyn Fn(&str) -> Option<DecodingKey> + Send + Sync>),
+}
+
+/// Verifies tokens for one issuer and audience.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    keys: KeySource,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").field("aud", &self.validation.aud).finish()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(keys: KeySource, issuer: &str, audience: &str) -> Self {
+        let mut validation = Validation::new(ALGORITHM);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        Self { keys, validation }
+    }
+
+    /// Checks signature, algorithm, issuer, audience and time claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        // `alg: none` and unknown algorithms fail to parse here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        if header.alg != ALGORITHM {
+            return Err(VerifyError::UnsupportedAlgorithm);
+        }
+        let kid = header.kid.ok_or(VerifyError::Malformed)?;
+        let key = match &self.keys {
+            KeySource::Remote(cache) => cache.key(&kid).await?,
+            KeySource::Local(lookup) => lookup(&kid).ok_or(VerifyError::UnknownKey)?,
+        };
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|err| VerifyError::Rejected(err.to_string()))
+    }
+
+    /// Verifies the bearer token of a request.
+    pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Claims, VerifyError> {
+        self.verify(bearer_token(headers)?).await
+    }
+
+    /// Like [`Self::verify_headers`], logging the reason and answering with
+    /// the problem a client should see.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Claims, Problem> {
+        self.verify_headers(headers).await.map_err(|err| {
+            tracing::info!(reason = %err, "bearer token refused");
+            err.to_problem()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_requires_the_bearer_scheme() {
+        let mut headers = HeaderMap::new();
+        assert!(matches!(bearer_token(&headers), Err(VerifyError::Missing)));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert!(matches!(bearer_token(&headers), Err(VerifyError::Malformed)));
+        headers.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers).unwrap(), "abc");
+    }
+
+    #[tokio::test]
+    async fn alg_none_token_is_refused() {
+        let verifier = TokenVerifier::new(KeySource::Local(Arc::new(|_| None)), "iss", "aud");
+        // {"alg":"none","typ":"JWT","kid":"k"}.{"sub":"x"}.
+        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoiayJ9.eyJzdWIiOiJ4In0.";
+        assert!(verifier.verify(token).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn hs256_token_is_refused_before_key_lookup() {
+        let verifier = TokenVerifier::new(KeySource::Local(Arc::new(|_| None)), "iss", "aud");
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header {
+                kid: Some("k".into()),
+                ..jsonwebtoken::Header::new(Algorithm::HS256)
+            },
+            &serde_json::json!({"sub": "x"}),
+            &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert!(matches!(
+            verifier.verify(&token).await,
+            Err(VerifyError::UnsupportedAlgorithm)
+        ));
+    }
+}

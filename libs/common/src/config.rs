@@ -1,0 +1,274 @@
+//! Layered, typed configuration: built-in defaults → optional TOML file →
+//! environment variables.
+//!
+//! Every service has one env prefix (`PORTICO_GATEWAY_`, `PORTICO_USER_`,
+//! `PORTICO_AUTH_`); `__` separates nesting levels, so `database.url` is
+//! `PORTICO_USER_DATABASE__URL`. `<PREFIX>CONFIG_FILE` names a TOML file.
+//! Any key can also be given as `<VAR>_FILE`, naming a file whose contents are
+//! the value — the usual way to mount secrets in containers.
+//!
+//! Defaults live in the config structs (`#[serde(default)]` + `Default`), so
+//! secret fields never need to be serialisable.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Format, Serialized, Toml},
+};
+use serde::{Deserialize, de::DeserializeOwned};
+
+/// A configuration problem, rendered as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    /// An error about one key, naming both its dotted path and its env var.
+    pub fn key(prefix: &str, key: &str, message: impl std::fmt::Display) -> Self {
+        Self(format!(
+            "key `{key}` (env {}): {message}",
+            env_var_name(prefix, key)
+        ))
+    }
+}
+
+/// Env var that sets a dotted key: `database.url` → `PORTICO_USER_DATABASE__URL`.
+pub fn env_var_name(prefix: &str, key: &str) -> String {
+    format!("{prefix}{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Loads `T` from the layers described in the module docs, reading env vars
+/// from the process environment. Keys are case-insensitive; unknown keys are
+/// errors (config structs use `deny_unknown_fields`) so typos are caught.
+pub fn load<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
+    load_from(prefix, std::env::vars())
+}
+
+/// Like [`load`], with the environment passed in (for tests).
+pub fn load_from<T: DeserializeOwned>(
+    prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .collect();
+
+    let mut figment = Figment::new();
+
+    let config_file_var = format!("{prefix}CONFIG_FILE");
+    if let Some((_, path)) = env.iter().find(|(name, _)| *name == config_file_var) {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            return Err(ConfigError::new(format!(
+                "{config_file_var}: file `{}` does not exist",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+
+    // Env layer. Values are parsed the way figment's `Env` provider does:
+    // `8080`, `true` and `["a", "b"]` become numbers, booleans and arrays.
+    for (name, value) in env.iter().filter(|(name, _)| *name != config_file_var) {
+        let (name, value) = match name.strip_suffix("_FILE") {
+            Some(base) => {
+                let contents = std::fs::read_to_string(value).map_err(|err| {
+                    ConfigError::new(format!("{name}: cannot read `{value}`: {err}"))
+                })?;
+                (base.to_owned(), contents.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            None => (name.clone(), value.clone()),
+        };
+        let key = name[prefix.len()..].to_lowercase().replace("__", ".");
+        if key.is_empty() {
+            continue;
+        }
+        let parsed: figment::value::Value = value
+            .parse()
+            .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+        figment = figment.merge(Serialized::default(&key, parsed));
+    }
+
+    figment.extract::<T>().map_err(|err| describe(prefix, err))
+}
+
+fn describe(prefix: &str, err: figment::Error) -> ConfigError {
+    let key = err.path.join(".");
+    let message = err.kind.to_string();
+    if key.is_empty() {
+        ConfigError::new(message)
+    } else {
+        ConfigError::key(prefix, &key, message)
+    }
+}
+
+/// Loads the config or stops the process with one line on stderr and exit
+/// code 2 — the behaviour every service's `main` wants.
+pub fn load_or_exit<T: DeserializeOwned>(prefix: &str, validate: impl FnOnce(&T) -> Result<(), ConfigError>) -> T {
+    let result = load::<T>(prefix).and_then(|config| validate(&config).map(|()| config));
+    match result {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The two listeners every service has: the API and the admin endpoints
+/// (health, readiness, metrics), kept apart so admin is never exposed by
+/// accident through the public port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address of the API listener.
+    pub api: SocketAddr,
+    /// Address of the admin listener.
+    pub admin: SocketAddr,
+}
+
+/// How long a stopping service waits for in-flight requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Upper bound on draining in-flight requests after SIGTERM, in seconds.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_secs: 20,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::{ExposeSecret, SecretString};
+
+    #[derive(Debug, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Sample {
+        port: u16,
+        database: Database,
+        names: Vec<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Database {
+        url: SecretString,
+        max_connections: u32,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self {
+                port: 1,
+                database: Database::default(),
+                names: vec!["default".into()],
+            }
+        }
+    }
+
+    impl Default for Database {
+        fn default() -> Self {
+            Self {
+                url: SecretString::from("sqlite://default.db"),
+                max_connections: 5,
+            }
+        }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config: Sample = load_from("T1_", vars(&[])).unwrap();
+        assert_eq!(config.port, 1);
+        assert_eq!(config.database.max_connections, 5);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_lists() {
+        let config: Sample = load_from(
+            "T2_",
+            vars(&[
+                ("T2_PORT", "8080"),
+                ("T2_DATABASE__MAX_CONNECTIONS", "9"),
+                ("T2_NAMES", "[\"a\", \"b\"]"),
+                ("OTHER_PORT", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.database.max_connections, 9);
+        assert_eq!(config.names, ["a", "b"]);
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "port = 7\n[database]\nmax_connections = 3\n").unwrap();
+        let config: Sample = load_from(
+            "T3_",
+            vars(&[
+                ("T3_CONFIG_FILE", path.to_str().unwrap()),
+                ("T3_PORT", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.port, 8, "env wins over the file");
+        assert_eq!(config.database.max_connections, 3, "file wins over defaults");
+    }
+
+    #[test]
+    fn file_variant_reads_a_mounted_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("url");
+        std::fs::write(&path, "postgres://u:p@h/db\n").unwrap();
+        let config: Sample =
+            load_from("T4_", vars(&[("T4_DATABASE__URL_FILE", path.to_str().unwrap())])).unwrap();
+        assert_eq!(config.database.url.expose_secret(), "postgres://u:p@h/db");
+    }
+
+    #[test]
+    fn bad_value_names_the_key_and_the_variable() {
+        let err = load_from::<Sample>("T5_", vars(&[("T5_DATABASE__MAX_CONNECTIONS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+        assert!(err.contains("T5_DATABASE__MAX_CONNECTIONS"), "{err}");
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = load_from::<Sample>("T6_", vars(&[("T6_PROT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = load_from::<Sample>("T7_", vars(&[("T7_CONFIG_FILE", "/nonexistent.toml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("T7_CONFIG_FILE"), "{err}");
+    }
+}

@@ -1,0 +1,10 @@
+//! HTTP plumbing shared by every service: the request pipeline, the servers
+//! with graceful shutdown, and the outgoing client.
+
+pub mod client;
+pub mod pipeline;
+pub mod server;
+pub mod shutdown;
+
+/// Header carrying the request id end to end.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";

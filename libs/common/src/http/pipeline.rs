@@ -1,0 +1,303 @@
+//! The middleware every API router is wrapped in.
+//!
+//! Outermost first: [`observe`] (request id, span with the W3C parent, RED
+//! metrics, problem normalisation), panic catching, the request body limit
+//! and the handler timeout.
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{MatchedPath, Request},
+    http::{HeaderName, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tracing::{Instrument, field::Empty};
+
+use super::REQUEST_ID_HEADER;
+use crate::{
+    error::{PROBLEM_JSON, Problem},
+    telemetry,
+};
+
+/// Largest body an API accepts unless a service says otherwise.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: RequestId;
+}
+
+/// The id of the request being served; also in request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// Request id of the request whose task we are in (for outgoing calls).
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(|id| id.0.clone()).ok()
+}
+
+/// What the pipeline applies besides observation.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Maximum request body size in bytes; `None` leaves bodies to the handler.
+    pub body_limit: Option<usize>,
+    /// Upper bound for one handler; `None` leaves time limits to the handler.
+    pub handler_timeout: Option<Duration>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            body_limit: Some(DEFAULT_BODY_LIMIT),
+            handler_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Wraps `router` in the pipeline.
+pub fn apply<S>(router: Router<S>, options: &PipelineOptions) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let mut router = router;
+    if let Some(timeout) = options.handler_timeout {
+        router = router.layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ));
+    }
+    if let Some(limit) = options.body_limit {
+        router = router.layer(RequestBodyLimitLayer::new(limit));
+    }
+    router
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            Problem::internal().into_response()
+        }))
+        .layer(middleware::from_fn(observe))
+}
+
+/// Accepts a client-sent request id only if it is short and plain, so it can
+/// be logged and echoed safely; otherwise a new one is minted.
+fn incoming_request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let valid = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    valid.then(|| value.to_owned())
+}
+
+async fn observe(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id =
+        incoming_request_id(request.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        route = %route,
+        request_id = %request_id,
+        trace_id = Empty,
+        status = Empty,
+    );
+    telemetry::set_parent_from_headers(&span, request.headers());
+    if let Some(trace_id) = span.in_scope(telemetry::current_trace_id) {
+        span.record("trace_id", trace_id);
+    }
+
+    let response = CURRENT_REQUEST_ID
+        .scope(RequestId(request_id.clone()), next.run(request))
+        .instrument(span.clone())
+        .await;
+    let mut response = with_problem_body(response, &request_id);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    span.record("status", status);
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(latency_ms = elapsed.as_millis() as u64, "request failed");
+        } else {
+            tracing::info!(latency_ms = elapsed.as_millis() as u64, "request completed");
+        }
+    });
+    response
+}
+
+/// Puts the request id into problem bodies and turns bare error responses
+/// (router 404/405, body-limit 413, timeouts) into problems.
+fn with_problem_body(response: Response, request_id: &str) -> Response {
+    let problem = match response.extensions().get::<Problem>() {
+        Some(problem) => problem.clone(),
+        None => {
+            let status = response.status();
+            let is_problem = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|ct| ct.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+            if !(status.is_client_error() || status.is_server_error()) || is_problem {
+                return response;
+            }
+            Problem::from_status(status)
+        }
+    };
+    let (parts, _) = response.into_parts();
+    let mut problem = problem;
+    problem.request_id = Some(request_id.to_owned());
+    let mut rendered = problem.to_response();
+    // Keep headers the original response set (Allow, Retry-After, ...).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rendered.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rendered
+}
+
+/// Fallback for unknown routes: a 404 problem.
+pub async fn not_found() -> Response {
+    Problem::not_found("no resource at this path").into_response()
+}
+
+/// Convenience for tests and handlers that need an empty body response.
+pub fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{http::HeaderMap, routing::get};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn body_json(response: Response) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn app() -> Router {
+        let router = Router::new()
+            .route("/ok", get(|| async { "ok" }))
+            .route(
+                "/conflict",
+                get(|| async { Problem::conflict("taken").into_response() }),
+            )
+            .fallback(not_found);
+        apply(router, &PipelineOptions::default())
+    }
+
+    #[tokio::test]
+    async fn generates_a_request_id_when_none_is_sent() {
+        let response = app()
+            .oneshot(Request::get("/ok").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let id = response.headers()[REQUEST_ID_HEADER].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+
+    #[tokio::test]
+    async fn echoes_a_well_formed_request_id() {
+        let response = app()
+            .oneshot(
+                Request::get("/ok")
+                    .header(REQUEST_ID_HEADER, "abc-123")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "abc-123");
+    }
+
+    #[tokio::test]
+    async fn replaces_a_request_id_with_unsafe_characters() {
+        let response = app()
+            .oneshot(
+                Request::get("/ok")
+                    .header(REQUEST_ID_HEADER, "a b<script>")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_ne!(response.headers()[REQUEST_ID_HEADER], "a b<script>");
+    }
+
+    #[tokio::test]
+    async fn problems_carry_the_request_id() {
+        let response = app()
+            .oneshot(
+                Request::get("/conflict")
+                    .header(REQUEST_ID_HEADER, "rid-1")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = body_json(response).await;
+        assert_eq!(body["request_id"], "rid-1");
+        assert_eq!(body["status"], 409);
+    }
+
+    #[tokio::test]
+    async fn method_not_allowed_becomes_a_problem() {
+        let response = app()
+            .oneshot(Request::post("/ok").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert!(response.headers().contains_key(header::ALLOW));
+        let body = body_json(response).await;
+        assert!(body["request_id"].is_string());
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_a_404_problem() {
+        let response = app()
+            .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body_json(response).await["status"], 404);
+    }
+
+    #[test]
+    fn request_id_longer_than_128_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        assert_eq!(incoming_request_id(&headers), None);
+    }
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one command that runs all Portico checks and tests:
+#   fmt check, clippy (warnings are errors), build binaries, test suite.
+# Starts throwaway PostgreSQL and Redis servers unless PORTICO_TEST_POSTGRES_URL
+# / PORTICO_TEST_REDIS_URL are already set. Extra arguments go to the test
+# runner (cargo nextest run / cargo test), e.g. `scripts/test.sh -p auth`.
+set -euo pipefail
+
+cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/lib/test-services.sh
+source scripts/lib/test-services.sh
+
+# Always stop the servers we started, including on Ctrl-C / kill: turning the
+# signals into a normal exit makes bash run the EXIT trap.
+trap portico_stop_test_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+START=$SECONDS
+section() {
+    printf '\n==> [%4ds] %s\n' "$((SECONDS - START))" "$*"
+}
+
+section "test services"
+portico_ensure_postgres
+portico_ensure_redis
+printf 'PORTICO_TEST_POSTGRES_URL=%s\n' "$PORTICO_TEST_POSTGRES_URL"
+printf 'PORTICO_TEST_REDIS_URL=%s\n' "$PORTICO_TEST_REDIS_URL"
+
+section "cargo fmt --check"
+cargo fmt --all -- --check
+
+section "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The end-to-end tests spawn the service binaries from target/debug, so they
+# must be built (and current) before the tests run.
+section "cargo build (binaries)"
+cargo build --workspace --bins --locked
+
+if cargo nextest --version >/dev/null 2>&1; then
+    section "cargo nextest run"
+    cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+    section "cargo test (cargo-nextest not installed)"
+    cargo test --workspace --locked --no-fail-fast "$@"
+fi
+
+section "all checks passed"
