@@ -11,16 +11,27 @@ cd "$(dirname -- "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib/test-services.sh
 source scripts/lib/test-services.sh
 
-# Always stop the servers we started, including on Ctrl-C / kill: turning the
-# signals into a normal exit makes bash run the EXIT trap.
-trap portico_stop_test_services EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 START=$SECONDS
+CURRENT="startup"
 section() {
+    CURRENT=$*
     printf '\n==> [%4ds] %s\n' "$((SECONDS - START))" "$*"
 }
+
+# Always stop the servers we started, and say which step failed.
+on_exit() {
+    local rc=$?
+    portico_stop_test_services
+    if ((rc != 0)); then
+        printf '\n==> [%4ds] FAILED in step "%s" (exit %d)\n' \
+            "$((SECONDS - START))" "$CURRENT" "$rc" >&2
+    fi
+    return "$rc"
+}
+trap on_exit EXIT
+# Turning Ctrl-C / kill into a normal exit makes bash run the EXIT trap too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 section "test services"
 portico_ensure_postgres

@@ -240,7 +240,7 @@ portico_ensure_postgres() {
         opts+=" -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         _portico_log "starting postgres on 127.0.0.1:$port (attempt $attempt)"
         if _portico_as_pg_user "$dir" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" \
-            -w -t 60 -o "$opts" start >/dev/null; then
+            -w -t 60 -o "$opts" start >"$dir/pg_ctl.log" 2>&1; then
             export PORTICO_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
             if _portico_pg_answers "$PORTICO_TEST_POSTGRES_URL" "$bin"; then
                 return 0
@@ -257,6 +257,7 @@ portico_ensure_postgres() {
         # Keep the old log aside so the next attempt's check starts clean.
         mv -f "$dir/postgres.log" "$dir/postgres.log.$attempt" 2>/dev/null || true
     done
+    _portico_tail_log "$dir/pg_ctl.log"
     _portico_tail_log "$dir/postgres.log"
     _portico_fail "could not start postgres (data dir $dir/data)"
     return 1

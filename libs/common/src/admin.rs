@@ -61,6 +61,25 @@ impl Readiness {
         self
     }
 
+    /// Adds the `database` check: a round trip to the service's database.
+    pub fn with_database(self, db: crate::db::Db) -> Self {
+        self.with_check("database", move || {
+            let db = db.clone();
+            async move { db.ping().await.map_err(|err| err.to_string()) }
+        })
+    }
+
+    /// Adds the `redis` check when Redis is configured.
+    pub fn with_redis(self, client: Option<redis::Client>) -> Self {
+        match client {
+            Some(client) => self.with_check("redis", move || {
+                let client = client.clone();
+                async move { crate::redis::ping(&client).await.map_err(|err| err.to_string()) }
+            }),
+            None => self,
+        }
+    }
+
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }

@@ -222,6 +222,33 @@ pub fn decoding_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
         .collect()
 }
 
+/// What a service needs to verify user access tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim of user access tokens.
+    pub audience: String,
+    /// Where the public keys come from.
+    pub jwks: JwksConfig,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: DEFAULT_ISSUER.to_owned(),
+            audience: DEFAULT_AUDIENCE.to_owned(),
+            jwks: JwksConfig::default(),
+        }
+    }
+}
+
+/// Default `iss`: the public URL of a local gateway.
+pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
+/// Default `aud` of user access tokens.
+pub const DEFAULT_AUDIENCE: &str = "portico-api";
+
 /// Where a verifier gets public keys.
 #[derive(Clone)]
 pub enum KeySource {

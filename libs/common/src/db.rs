@@ -165,3 +165,18 @@ pub fn is_unique_violation(err: &sqlx::Error, hint: &str) -> bool {
                 || db_err.message().contains(hint))
     })
 }
+
+/// The problem a client sees for a storage error: 503 when the database is
+/// unreachable (retry later), 500 otherwise. The cause is logged, never sent.
+pub fn problem_for(err: &sqlx::Error) -> crate::Problem {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::error!(error = %err, "database unavailable");
+            crate::Problem::service_unavailable("the database is unavailable; retry shortly")
+        }
+        _ => {
+            tracing::error!(error = %err, "database error");
+            crate::Problem::internal()
+        }
+    }
+}

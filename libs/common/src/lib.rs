@@ -14,6 +14,8 @@
 //! - [`admin`] — `/healthz`, `/readyz`, `/metrics`.
 //! - [`db`] / [`redis`] — connecting to the stores each service owns.
 //! - [`auth`] — bearer JWT verification against a cached JWKS.
+//! - [`types`] — value types shared by services (`Email`, `DisplayName`).
+//! - [`openapi`] — pieces every OpenAPI document shares.
 
 pub mod admin;
 pub mod auth;
@@ -21,7 +23,9 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod openapi;
 pub mod redis;
 pub mod telemetry;
+pub mod types;
 
 pub use error::{FieldError, Problem};

@@ -1,0 +1,53 @@
+//! HTTP layer of the user service: routes, OpenAPI, shared handler state.
+
+mod internal;
+mod profile;
+
+use std::sync::Arc;
+
+use axum::{Json, Router, routing::get};
+use portico_common::{
+    FieldError, Problem,
+    auth::TokenVerifier,
+    http::pipeline::{self, PipelineOptions},
+    openapi::BearerSecurity,
+};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::storage::UserStore;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: UserStore,
+    /// Verifies user access tokens (public API).
+    pub user_tokens: Arc<TokenVerifier>,
+    /// Verifies service tokens (internal API).
+    pub service_tokens: Arc<TokenVerifier>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Portico user service",
+        description = "Profiles. `/v1/users/*` is public through the gateway; `/internal/*` is for other services only."
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerSecurity),
+    tags((name = "users", description = "The caller's profile"), (name = "internal", description = "Service-to-service API"))
+)]
+struct ApiDoc;
+
+/// The API router (pipeline included) and its OpenAPI document.
+pub fn router(state: AppState) -> Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(profile::get_me, profile::update_me))
+        .routes(routes!(internal::create_user))
+        .split_for_parts();
+    let router = router
+        .route("/openapi.json", get(move || async move { Json(api) }))
+        .fallback(pipeline::not_found)
+        .with_state(state);
+    pipeline::apply(router, &PipelineOptions::default())
+}

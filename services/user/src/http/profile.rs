@@ -1,0 +1,114 @@
+//! `/v1/users/me`: the caller's own profile.
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use portico_common::{
+    Problem,
+    error::{ApiJson, Validation},
+    types::DisplayName,
+};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::{
+    domain::{self, Profile, ProfileBody},
+    error::UserError,
+};
+
+/// Fields of the profile a user may change. Absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfile {
+    /// 1–100 characters after trimming.
+    #[schema(example = "Ann B.")]
+    pub display_name: Option<String>,
+}
+
+async fn caller_id(state: &AppState, headers: &HeaderMap) -> Result<Uuid, UserError> {
+    let claims = state.user_tokens.authenticate(headers).await?;
+    // A valid token whose subject is not a user id is not a user's token.
+    Uuid::parse_str(&claims.sub)
+        .map_err(|_| UserError::Rejected(Problem::unauthorized("the bearer token is not a user token")))
+}
+
+fn profile_response(profile: Profile) -> Response {
+    let etag = HeaderValue::from_str(&profile.etag()).ok();
+    let mut response = ApiJson(ProfileBody::from(profile)).into_response();
+    if let Some(etag) = etag {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// The caller's profile.
+#[utoipa::path(
+    get,
+    path = "/v1/users/me",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The profile", body = ProfileBody,
+            headers(("etag" = String, description = "Version of the profile"))),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database or signing keys unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, UserError> {
+    let id = caller_id(&state, &headers).await?;
+    let profile = state.store.get(id).await?.ok_or(UserError::NotFound)?;
+    Ok(profile_response(profile))
+}
+
+/// Changes the caller's profile.
+#[utoipa::path(
+    patch,
+    path = "/v1/users/me",
+    tag = "users",
+    security(("bearer" = [])),
+    request_body = UpdateProfile,
+    responses(
+        (status = 200, description = "The updated profile", body = ProfileBody,
+            headers(("etag" = String, description = "Version of the profile"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database or signing keys unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update_me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<UpdateProfile>, Problem>,
+) -> Result<Response, UserError> {
+    // Authenticate before looking at the body: an anonymous caller learns nothing.
+    let id = caller_id(&state, &headers).await?;
+    let ApiJson(update) = body?;
+    let mut validation = Validation::new();
+    let display_name = match update.display_name {
+        Some(raw) => validation.check("display_name", DisplayName::parse(&raw)),
+        None => {
+            validation.check::<()>("display_name", Err("nothing to update: give `display_name`".into()));
+            None
+        }
+    };
+    validation.finish()?;
+    let Some(display_name) = display_name else {
+        return Err(Problem::internal().into());
+    };
+    let profile = state
+        .store
+        .update_display_name(id, display_name.as_str(), domain::now())
+        .await?
+        .ok_or(UserError::NotFound)?;
+    tracing::info!(user_id = %id, "profile updated");
+    Ok(profile_response(profile))
+}
