@@ -17,10 +17,11 @@
 # instead of a silent `set -e` exit.
 
 # State of what this library started; empty means "nothing to clean up".
-_PORTICO_PG_DIR=""
-_PORTICO_PG_BIN=""
-_PORTICO_REDIS_DIR=""
-_PORTICO_APT_UPDATED=""
+# Kept (not reset) if the file is sourced a second time.
+_PORTICO_PG_DIR=${_PORTICO_PG_DIR:-}
+_PORTICO_PG_BIN=${_PORTICO_PG_BIN:-}
+_PORTICO_REDIS_DIR=${_PORTICO_REDIS_DIR:-}
+_PORTICO_APT_UPDATED=${_PORTICO_APT_UPDATED:-}
 
 # Where the temp dirs go. /tmp by default (not $TMPDIR) because the postgres
 # system user must be able to reach the data dir, and a private TMPDIR under

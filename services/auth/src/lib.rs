@@ -1,1 +1,18 @@
-pub fn placeholder() {}
+//! The auth service: credentials, sessions, signing keys and tokens.
+//!
+//! Layers: [`http`] (handlers: parse, call, map) → [`accounts`] (the flows)
+//! → [`domain`] (passwords, keys, tokens; no I/O) and [`storage`] (SQL on
+//! PostgreSQL or SQLite) and [`user_directory`] (the user service's internal
+//! API). [`app`] wires them into a server.
+
+pub mod accounts;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod storage;
+pub mod user_directory;
+
+pub use app::Application;
+pub use config::Config;

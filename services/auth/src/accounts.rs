@@ -1,0 +1,184 @@
+//! The account flows — register, log in, refresh, log out — orchestrating
+//! hashing, storage, the user service and token issuing. Handlers parse
+//! requests and call these; nothing here knows about HTTP.
+
+use portico_common::types::{DisplayName, Email};
+use secrecy::SecretString;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        password::{Password, PasswordHashing},
+        tokens::{RefreshToken, TokenIssuer},
+    },
+    error::AuthError,
+    storage::AuthStore,
+    user_directory::{DirectoryError, UserDirectory},
+};
+
+/// Tokens handed to a client after register, login or refresh.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub user_id: Uuid,
+    pub access_token: String,
+    pub refresh_token: RefreshToken,
+    pub expires_in: i64,
+}
+
+/// A registration whose fields have been validated.
+#[derive(Debug)]
+pub struct Registration {
+    pub email: Email,
+    pub password: Password,
+    pub display_name: DisplayName,
+}
+
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    store: AuthStore,
+    hashing: PasswordHashing,
+    issuer: TokenIssuer,
+    directory: UserDirectory,
+}
+
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    // Microseconds: what both databases keep.
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+impl Accounts {
+    pub fn new(store: AuthStore, hashing: PasswordHashing, issuer: TokenIssuer, directory: UserDirectory) -> Self {
+        Self {
+            store,
+            hashing,
+            issuer,
+            directory,
+        }
+    }
+
+    pub fn issuer(&self) -> &TokenIssuer {
+        &self.issuer
+    }
+
+    /// Stores a pending credential, has the user service create the profile,
+    /// then activates the credential with a first session. If the profile
+    /// cannot be created the credential is removed again: no half-made
+    /// account is left behind.
+    pub async fn register(&self, registration: Registration) -> Result<IssuedTokens, AuthError> {
+        let email_lower = registration.email.normalized();
+        // Cheap check first so a duplicate does not cost a password hash;
+        // the unique constraint still decides races.
+        if self.store.email_exists(&email_lower).await? {
+            return Err(AuthError::EmailTaken);
+        }
+        let hash = self.hashing.hash(&registration.password).await?;
+        let user_id = Uuid::now_v7();
+        self.store
+            .insert_pending(user_id, &email_lower, &hash, now())
+            .await?;
+
+        let created = self
+            .directory
+            .create_profile(user_id, registration.email.as_str(), registration.display_name.as_str())
+            .await;
+        if let Err(err) = created {
+            if let Err(cleanup) = self.store.delete_pending(user_id).await {
+                // The reconciler (a later capability) removes stale pending rows.
+                tracing::error!(%user_id, error = %cleanup, "could not remove pending credential");
+            }
+            return Err(match err {
+                DirectoryError::EmailTaken => AuthError::EmailTaken,
+                DirectoryError::Unavailable(cause) => AuthError::ProfileUnavailable(cause),
+            });
+        }
+
+        let session_id = Uuid::now_v7();
+        let refresh = RefreshToken::generate().map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
+        let now = now();
+        self.store
+            .activate_with_session(user_id, session_id, &refresh.hash(), now, self.refresh_expiry(now))
+            .await?;
+        tracing::info!(%user_id, "account registered");
+        self.tokens(user_id, session_id, vec!["user".to_owned()], refresh, now)
+    }
+
+    /// Opens a session for a correct email and password. Unknown email and
+    /// wrong password take the same time and give the same error.
+    pub async fn login(&self, email: &str, password: SecretString) -> Result<IssuedTokens, AuthError> {
+        let email_lower = email.trim().to_lowercase();
+        let credential = self.store.active_credential(&email_lower).await?;
+        // A password outside the length rules can never have been stored, but
+        // it still costs a verification so timing says nothing.
+        let password = Password::parse(password).ok();
+        let decoy = Password::parse(SecretString::from("decoy-password")).ok();
+        let Some(candidate) = password.as_ref().or(decoy.as_ref()) else {
+            return Err(AuthError::Internal("decoy password rejected".into()));
+        };
+        let matches = self
+            .hashing
+            .verify(candidate, credential.as_ref().map(|c| c.password_hash.as_str()))
+            .await?;
+        let credential = match credential {
+            Some(credential) if matches && password.is_some() => credential,
+            _ => return Err(AuthError::InvalidCredentials),
+        };
+        let session_id = Uuid::now_v7();
+        let refresh = RefreshToken::generate().map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
+        let now = now();
+        self.store
+            .create_session(session_id, credential.user_id, &refresh.hash(), now, self.refresh_expiry(now))
+            .await?;
+        tracing::info!(user_id = %credential.user_id, %session_id, "logged in");
+        self.tokens(credential.user_id, session_id, credential.roles, refresh, now)
+    }
+
+    /// Rotates a refresh token: the presented one stops working. Presenting
+    /// an already-rotated token revokes its whole session.
+    pub async fn refresh(&self, presented: RefreshToken) -> Result<IssuedTokens, AuthError> {
+        let next = RefreshToken::generate().map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
+        let now = now();
+        let old_hash = presented.hash();
+        let Some(session) = self.store.rotate_refresh(&old_hash, &next.hash(), now).await? else {
+            if let Some(session_id) = self.store.revoke_by_previous_hash(&old_hash, now).await? {
+                tracing::warn!(%session_id, "rotated refresh token replayed; session revoked");
+            }
+            return Err(AuthError::InvalidRefreshToken);
+        };
+        let roles = self
+            .store
+            .roles(session.user_id)
+            .await?
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        self.tokens(session.user_id, session.session_id, roles, next, now)
+    }
+
+    /// Revokes the session the access token belongs to.
+    pub async fn logout(&self, user_id: Uuid, session_id: Uuid) -> Result<(), AuthError> {
+        let revoked = self.store.revoke_session(session_id, user_id, now()).await?;
+        tracing::info!(%user_id, %session_id, revoked, "logged out");
+        Ok(())
+    }
+
+    fn refresh_expiry(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now + Duration::seconds(self.issuer.settings().refresh_token_ttl_secs)
+    }
+
+    fn tokens(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        roles: Vec<String>,
+        refresh_token: RefreshToken,
+        now: OffsetDateTime,
+    ) -> Result<IssuedTokens, AuthError> {
+        Ok(IssuedTokens {
+            user_id,
+            access_token: self.issuer.access_token(user_id, session_id, roles, now)?,
+            refresh_token,
+            expires_in: self.issuer.settings().access_token_ttl_secs,
+        })
+    }
+}

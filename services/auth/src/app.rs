@@ -1,0 +1,95 @@
+//! Wiring: config → store, keys, hashing, user directory → a running server.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use portico_common::{
+    admin::{self, Readiness},
+    auth::{KeySource, TokenVerifier},
+    db::Db,
+    http::{
+        client::HttpClient,
+        server::{Listeners, Server},
+    },
+};
+use time::OffsetDateTime;
+
+use crate::{
+    accounts::Accounts,
+    config::Config,
+    domain::{keys::Keyring, password::PasswordHashing, tokens::TokenIssuer},
+    http::{self, AppState},
+    storage::{AuthStore, MIGRATIONS},
+    user_directory::UserDirectory,
+};
+
+/// A built auth service, listening but not yet serving.
+pub struct Application {
+    server: Server,
+    store: AuthStore,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listeners = Listeners::bind(&config.listen).await?;
+        Self::build_with_listeners(config, listeners).await
+    }
+
+    pub async fn build_with_listeners(config: Config, listeners: Listeners) -> anyhow::Result<Self> {
+        config.validate()?;
+        let db = Db::connect(&config.database)
+            .await
+            .context("cannot connect to the database (database.url)")?;
+        db.migrate(&MIGRATIONS).await.context("database migration failed")?;
+        tracing::info!(backend = db.backend(), "database ready");
+        let redis = config.redis.client().context("invalid redis.url")?;
+        let store = AuthStore::new(db.clone());
+
+        let keys = store.signing_keys(OffsetDateTime::now_utc()).await?;
+        let keyring = Arc::new(Keyring::new(&keys)?);
+        tracing::info!(kid = keyring.signing_kid(), published = keys.len(), "signing keys loaded");
+        let issuer = TokenIssuer::new(keyring.clone(), config.tokens.clone());
+        let verifier = TokenVerifier::new(
+            KeySource::Local(Arc::new(move |kid| keyring.public_key(kid))),
+            &config.tokens.issuer,
+            &config.tokens.audience,
+        );
+
+        let hashing = PasswordHashing::new(&config.password_hashing).await?;
+        let client = HttpClient::new(&config.http_client)?;
+        let directory = UserDirectory::new(client, &config.user_service, issuer.clone());
+        let state = AppState {
+            accounts: Accounts::new(store.clone(), hashing, issuer, directory),
+            verifier: Arc::new(verifier),
+        };
+
+        let readiness = Readiness::new().with_database(db).with_redis(redis);
+        let server = Server::new(
+            listeners,
+            http::router(state),
+            admin::router(readiness.clone()),
+            readiness,
+            Duration::from_secs(config.shutdown.drain_timeout_secs),
+        );
+        Ok(Self { server, store })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.server.api_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server.admin_addr()
+    }
+
+    /// The store, for tests that check what was (not) written.
+    pub fn store(&self) -> AuthStore {
+        self.store.clone()
+    }
+
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let result = self.server.run(stop).await;
+        self.store.db().close().await;
+        result
+    }
+}

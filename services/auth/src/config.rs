@@ -1,0 +1,77 @@
+//! Configuration of the auth service (env prefix `PORTICO_AUTH_`).
+
+use portico_common::{
+    config::{self, ConfigError, ListenConfig, ShutdownConfig},
+    db::DatabaseConfig,
+    http::client::HttpClientConfig,
+    redis::RedisConfig,
+    telemetry::TelemetryConfig,
+};
+use serde::Deserialize;
+
+use crate::{
+    domain::{password::HashingConfig, tokens::TokenSettings},
+    user_directory::UserServiceConfig,
+};
+
+pub const ENV_PREFIX: &str = "PORTICO_AUTH_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub tokens: TokenSettings,
+    pub password_hashing: HashingConfig,
+    pub user_service: UserServiceConfig,
+    pub http_client: HttpClientConfig,
+    pub telemetry: TelemetryConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: ListenConfig {
+                api: ([127, 0, 0, 1], 8082).into(),
+                admin: ([127, 0, 0, 1], 9082).into(),
+            },
+            database: DatabaseConfig::with_url("sqlite://data/auth.db"),
+            redis: RedisConfig::default(),
+            tokens: TokenSettings::default(),
+            password_hashing: HashingConfig::default(),
+            user_service: UserServiceConfig::default(),
+            http_client: HttpClientConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, ConfigError> {
+        config::load(ENV_PREFIX).and_then(|config: Self| config.validate().map(|()| config))
+    }
+
+    pub fn load_or_exit() -> Self {
+        config::load_or_exit(ENV_PREFIX, Self::validate)
+    }
+
+    /// Rules serde cannot express: hashing costs and positive lifetimes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err((key, message)) = self.password_hashing.check() {
+            return Err(ConfigError::key(ENV_PREFIX, key, message));
+        }
+        for (key, value) in [
+            ("tokens.access_token_ttl_secs", self.tokens.access_token_ttl_secs),
+            ("tokens.refresh_token_ttl_secs", self.tokens.refresh_token_ttl_secs),
+            ("tokens.service_token_ttl_secs", self.tokens.service_token_ttl_secs),
+        ] {
+            if value <= 0 {
+                return Err(ConfigError::key(ENV_PREFIX, key, "must be positive"));
+            }
+        }
+        Ok(())
+    }
+}

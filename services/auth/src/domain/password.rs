@@ -1,0 +1,189 @@
+//! Passwords: length rules, argon2id hashing on the blocking pool.
+
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Shortest password accepted, in bytes.
+pub const MIN_PASSWORD_BYTES: usize = 8;
+/// Longest password accepted, in bytes (bounds hashing work per request).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// OWASP's floor for argon2id: 19 MiB, 2 passes, 1 lane.
+pub const MIN_MEMORY_KIB: u32 = 19 * 1024;
+pub const MIN_ITERATIONS: u32 = 2;
+
+/// A password that satisfies the length rules. Never logged or printed.
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password([REDACTED])")
+    }
+}
+
+impl Password {
+    pub fn parse(raw: SecretString) -> Result<Self, String> {
+        let len = raw.expose_secret().len();
+        if len < MIN_PASSWORD_BYTES {
+            Err(format!("must be at least {MIN_PASSWORD_BYTES} bytes"))
+        } else if len > MAX_PASSWORD_BYTES {
+            Err(format!("must be at most {MAX_PASSWORD_BYTES} bytes"))
+        } else {
+            Ok(Self(raw))
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+}
+
+/// argon2id cost parameters (config key `password_hashing`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HashingConfig {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashingConfig {
+    fn default() -> Self {
+        Self {
+            memory_kib: MIN_MEMORY_KIB,
+            iterations: MIN_ITERATIONS,
+            parallelism: 1,
+        }
+    }
+}
+
+impl HashingConfig {
+    /// Refuses costs under the floor, naming the offending key.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.memory_kib < MIN_MEMORY_KIB {
+            return Err(("password_hashing.memory_kib", format!("must be at least {MIN_MEMORY_KIB}")));
+        }
+        if self.iterations < MIN_ITERATIONS {
+            return Err(("password_hashing.iterations", format!("must be at least {MIN_ITERATIONS}")));
+        }
+        if self.parallelism < 1 {
+            return Err(("password_hashing.parallelism", "must be at least 1".to_owned()));
+        }
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map(|_| ())
+            .map_err(|err| ("password_hashing", err.to_string()))
+    }
+}
+
+/// Hashes and verifies passwords off the async workers.
+#[derive(Clone)]
+pub struct PasswordHashing {
+    params: Params,
+    /// Hash verified when the email is unknown, so that a login for an
+    /// unknown email costs the same time as one with a wrong password.
+    decoy_hash: String,
+}
+
+impl std::fmt::Debug for PasswordHashing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHashing").field("params", &self.params).finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    #[error("password hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl PasswordHashing {
+    pub async fn new(config: &HashingConfig) -> Result<Self, HashError> {
+        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
+            .map_err(|err| HashError::Hashing(err.to_string()))?;
+        let decoy = Password(SecretString::from("decoy password for unknown emails"));
+        let decoy_hash = hash_blocking(params.clone(), decoy).await?;
+        Ok(Self { params, decoy_hash })
+    }
+
+    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        hash_blocking(self.params.clone(), password.clone()).await
+    }
+
+    /// True when `password` matches `hash`. With `hash = None` (unknown
+    /// account) it verifies against the decoy and returns false.
+    pub async fn verify(&self, password: &Password, hash: Option<&str>) -> Result<bool, HashError> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or(&self.decoy_hash).to_owned();
+        let password = password.clone();
+        let matches = tokio::task::spawn_blocking(move || {
+            argon2().verify_password(password.bytes(), hash.as_str()).is_ok()
+        })
+        .await?;
+        Ok(known && matches)
+    }
+}
+
+fn argon2() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
+}
+
+async fn hash_blocking(params: Params, password: Password) -> Result<String, HashError> {
+    tokio::task::spawn_blocking(move || {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(password.bytes())
+            .map(|hash| hash.to_string())
+            .map_err(|err| HashError::Hashing(err.to_string()))
+    })
+    .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn password(s: &str) -> Password {
+        Password::parse(SecretString::from(s)).unwrap()
+    }
+
+    #[test]
+    fn length_rules_are_in_bytes() {
+        assert!(Password::parse(SecretString::from("1234567")).is_err());
+        assert!(Password::parse(SecretString::from("12345678")).is_ok());
+        assert!(Password::parse(SecretString::from("é".repeat(512))).is_ok());
+        assert!(Password::parse(SecretString::from("é".repeat(513))).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        assert_eq!(format!("{:?}", password("hunter2hunter2")), "Password([REDACTED])");
+    }
+
+    #[test]
+    fn weak_costs_are_refused() {
+        let weak = HashingConfig { memory_kib: 1024, ..HashingConfig::default() };
+        assert_eq!(weak.check().unwrap_err().0, "password_hashing.memory_kib");
+        let weak = HashingConfig { iterations: 1, ..HashingConfig::default() };
+        assert_eq!(weak.check().unwrap_err().0, "password_hashing.iterations");
+        assert!(HashingConfig::default().check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn hash_is_argon2id_with_the_configured_cost_and_verifies() {
+        let hashing = PasswordHashing::new(&HashingConfig::default()).await.unwrap();
+        let hash = hashing.hash(&password("correct horse")).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(hashing.verify(&password("correct horse"), Some(&hash)).await.unwrap());
+        assert!(!hashing.verify(&password("wrong horse!"), Some(&hash)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn unknown_account_never_verifies() {
+        let hashing = PasswordHashing::new(&HashingConfig::default()).await.unwrap();
+        let decoy = password("decoy password for unknown emails");
+        assert!(!hashing.verify(&decoy, None).await.unwrap());
+    }
+}

@@ -1,0 +1,191 @@
+//! Access tokens (EdDSA JWTs), service tokens and opaque refresh tokens.
+
+use std::sync::Arc;
+
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::Header;
+use portico_common::auth::{ALGORITHM, Claims, INTERNAL_AUDIENCE, SERVICE_ROLE};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::keys::Keyring;
+
+/// Bytes of randomness in a refresh token (256 bits).
+const REFRESH_TOKEN_BYTES: usize = 32;
+
+/// Token lifetimes and identity (config key `tokens`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// `iss` of every token; also the base of the discovery document.
+    pub issuer: String,
+    /// `aud` of user access tokens.
+    pub audience: String,
+    pub access_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
+    pub service_token_ttl_secs: i64,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: portico_common::auth::DEFAULT_ISSUER.to_owned(),
+            audience: portico_common::auth::DEFAULT_AUDIENCE.to_owned(),
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            service_token_ttl_secs: 60,
+        }
+    }
+}
+
+/// Signs tokens with the keyring's signing key.
+#[derive(Debug, Clone)]
+pub struct TokenIssuer {
+    keyring: Arc<Keyring>,
+    settings: TokenSettings,
+}
+
+impl TokenIssuer {
+    pub fn new(keyring: Arc<Keyring>, settings: TokenSettings) -> Self {
+        Self { keyring, settings }
+    }
+
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        let header = Header {
+            kid: Some(self.keyring.signing_kid().to_owned()),
+            ..Header::new(ALGORITHM)
+        };
+        jsonwebtoken::encode(&header, claims, self.keyring.signing_key())
+    }
+
+    /// An access token for a user's session.
+    pub fn access_token(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        roles: Vec<String>,
+        now: OffsetDateTime,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let iat = now.unix_timestamp();
+        self.sign(&Claims {
+            iss: self.settings.issuer.clone(),
+            sub: user_id.to_string(),
+            aud: self.settings.audience.clone(),
+            exp: iat + self.settings.access_token_ttl_secs,
+            iat,
+            nbf: iat,
+            jti: Uuid::now_v7().to_string(),
+            sid: Some(session_id.to_string()),
+            roles,
+        })
+    }
+
+    /// A short-lived token this service presents to other services.
+    pub fn service_token(&self, now: OffsetDateTime) -> Result<String, jsonwebtoken::errors::Error> {
+        let iat = now.unix_timestamp();
+        self.sign(&Claims {
+            iss: self.settings.issuer.clone(),
+            sub: "service:auth".to_owned(),
+            aud: INTERNAL_AUDIENCE.to_owned(),
+            exp: iat + self.settings.service_token_ttl_secs,
+            iat,
+            nbf: iat,
+            jti: Uuid::now_v7().to_string(),
+            sid: None,
+            roles: vec![SERVICE_ROLE.to_owned()],
+        })
+    }
+}
+
+/// An opaque refresh token as handed to the client.
+#[derive(Debug, Clone)]
+pub struct RefreshToken(SecretString);
+
+impl RefreshToken {
+    pub fn generate() -> Result<Self, aws_lc_rs::error::Unspecified> {
+        let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+        SystemRandom::new().fill(&mut bytes)?;
+        Ok(Self(SecretString::from(URL_SAFE_NO_PAD.encode(bytes))))
+    }
+
+    pub fn from_client(raw: SecretString) -> Self {
+        Self(raw)
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// What is stored: SHA-256 of the token. A plain (unsalted) hash is
+    /// enough because the token itself has 256 bits of entropy.
+    pub fn hash(&self) -> Vec<u8> {
+        Sha256::digest(self.0.expose_secret().as_bytes()).to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::keys::StoredKey;
+    use portico_common::auth::{KeySource, TokenVerifier};
+
+    fn issuer() -> TokenIssuer {
+        let keyring = Arc::new(Keyring::new(&[StoredKey::generate().unwrap()]).unwrap());
+        TokenIssuer::new(keyring, TokenSettings::default())
+    }
+
+    fn verifier(issuer: &TokenIssuer, audience: &str) -> TokenVerifier {
+        let keyring = issuer.keyring().clone();
+        TokenVerifier::new(
+            KeySource::Local(Arc::new(move |kid| keyring.public_key(kid))),
+            &issuer.settings().issuer,
+            audience,
+        )
+    }
+
+    #[tokio::test]
+    async fn access_token_carries_the_documented_claims() {
+        let issuer = issuer();
+        let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
+        let now = OffsetDateTime::now_utc();
+        let token = issuer.access_token(user, session, vec!["user".into()], now).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, ALGORITHM);
+        assert_eq!(header.kid.as_deref(), Some(issuer.keyring().signing_kid()));
+        let claims = verifier(&issuer, &issuer.settings().audience).verify(&token).await.unwrap();
+        assert_eq!(claims.sub, user.to_string());
+        assert_eq!(claims.sid, Some(session.to_string()));
+        assert_eq!(claims.exp - claims.iat, 15 * 60);
+        assert_eq!(claims.roles, ["user"]);
+    }
+
+    #[tokio::test]
+    async fn service_token_is_not_a_user_token() {
+        let issuer = issuer();
+        let token = issuer.service_token(OffsetDateTime::now_utc()).unwrap();
+        assert!(verifier(&issuer, &issuer.settings().audience).verify(&token).await.is_err());
+        let claims = verifier(&issuer, INTERNAL_AUDIENCE).verify(&token).await.unwrap();
+        assert_eq!(claims.roles, [SERVICE_ROLE]);
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_hashed() {
+        let a = RefreshToken::generate().unwrap();
+        let b = RefreshToken::generate().unwrap();
+        assert_ne!(a.expose(), b.expose());
+        assert_eq!(URL_SAFE_NO_PAD.decode(a.expose()).unwrap().len(), 32);
+        assert_eq!(a.hash().len(), 32);
+        assert_eq!(a.hash(), RefreshToken::from_client(SecretString::from(a.expose().to_owned())).hash());
+    }
+}

@@ -1,0 +1,56 @@
+//! HTTP layer of the auth service: routes, OpenAPI, shared handler state.
+
+mod sessions;
+mod well_known;
+
+use std::sync::Arc;
+
+use axum::{Json, Router, routing::get};
+use portico_common::{
+    FieldError, Problem,
+    auth::TokenVerifier,
+    http::pipeline::{self, PipelineOptions},
+    openapi::BearerSecurity,
+};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::accounts::Accounts;
+
+pub use sessions::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse};
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub accounts: Accounts,
+    /// Verifies this service's own access tokens (logout).
+    pub verifier: Arc<TokenVerifier>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Portico auth service",
+        description = "Registration, login, token refresh and logout; the public keys that verify access tokens."
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerSecurity),
+    tags((name = "auth", description = "Accounts and sessions"), (name = "keys", description = "Token verification keys and discovery"))
+)]
+struct ApiDoc;
+
+pub fn router(state: AppState) -> Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(sessions::register))
+        .routes(routes!(sessions::login))
+        .routes(routes!(sessions::refresh))
+        .routes(routes!(sessions::logout))
+        .routes(routes!(well_known::jwks))
+        .routes(routes!(well_known::openid_configuration))
+        .split_for_parts();
+    let router = router
+        .route("/openapi.json", get(move || async move { Json(api) }))
+        .fallback(pipeline::not_found)
+        .with_state(state);
+    pipeline::apply(router, &PipelineOptions::default())
+}

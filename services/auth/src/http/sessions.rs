@@ -1,0 +1,199 @@
+//! `/v1/auth/*`: register, login, refresh, logout.
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use portico_common::{
+    Problem,
+    error::{ApiJson, Validation},
+    types::{DisplayName, Email},
+};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::{
+    accounts::{IssuedTokens, Registration},
+    domain::{password::Password, tokens::RefreshToken},
+    error::AuthError,
+};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    /// 8–1024 bytes.
+    #[schema(value_type = String, example = "correct horse battery staple")]
+    pub password: SecretString,
+    /// 1–100 characters after trimming.
+    #[schema(example = "Ann")]
+    pub display_name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    #[schema(value_type = String, example = "correct horse battery staple")]
+    pub password: SecretString,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[schema(value_type = String)]
+    pub refresh_token: SecretString,
+}
+
+/// Tokens for a session.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// EdDSA-signed JWT for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Opaque; exchange at `/v1/auth/refresh`. Single use: rotated on refresh.
+    pub refresh_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    #[schema(example = 900)]
+    pub expires_in: i64,
+    /// The new user's id (registration only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+}
+
+impl TokenResponse {
+    fn from_issued(tokens: IssuedTokens, with_user_id: bool) -> Self {
+        Self {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token.expose().to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: tokens.expires_in,
+            user_id: with_user_id.then_some(tokens.user_id),
+        }
+    }
+}
+
+/// Token responses must never be cached (RFC 6749 §5.1).
+fn no_store(status: StatusCode, body: TokenResponse) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], ApiJson(body)).into_response()
+}
+
+/// Creates an account and its profile, and opens a session.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/register",
+    tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created; tokens for its first session", body = TokenResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email already registered (in any letter case)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Profile could not be created; nothing was stored", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    body: Result<ApiJson<RegisterRequest>, Problem>,
+) -> Result<Response, AuthError> {
+    let ApiJson(request) = body?;
+    let mut validation = Validation::new();
+    let email = validation.check("email", Email::parse(&request.email));
+    let password = validation.check("password", Password::parse(request.password));
+    let display_name = validation.check("display_name", DisplayName::parse(&request.display_name));
+    validation.finish()?;
+    let (Some(email), Some(password), Some(display_name)) = (email, password, display_name) else {
+        return Err(AuthError::Internal("validation passed without values".into()));
+    };
+    let tokens = state
+        .accounts
+        .register(Registration {
+            email,
+            password,
+            display_name,
+        })
+        .await?;
+    Ok(no_store(StatusCode::CREATED, TokenResponse::from_issued(tokens, true)))
+}
+
+/// Opens a session with email and password.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Tokens for a new session", body = TokenResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    body: Result<ApiJson<LoginRequest>, Problem>,
+) -> Result<Response, AuthError> {
+    let ApiJson(request) = body?;
+    let tokens = state.accounts.login(&request.email, request.password).await?;
+    Ok(no_store(StatusCode::OK, TokenResponse::from_issued(tokens, false)))
+}
+
+/// Exchanges a refresh token for new tokens; the old refresh token stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens (rotated)", body = TokenResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Refresh token invalid, expired, used or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    body: Result<ApiJson<RefreshRequest>, Problem>,
+) -> Result<Response, AuthError> {
+    let ApiJson(request) = body?;
+    let tokens = state
+        .accounts
+        .refresh(RefreshToken::from_client(request.refresh_token))
+        .await?;
+    Ok(no_store(StatusCode::OK, TokenResponse::from_issued(tokens, false)))
+}
+
+/// Ends the session of the presented access token: its refresh token stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Session revoked"),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AuthError> {
+    let claims = state.verifier.authenticate(&headers).await?;
+    let user_id = Uuid::parse_str(&claims.sub).ok();
+    let session_id = claims.sid.as_deref().and_then(|sid| Uuid::parse_str(sid).ok());
+    let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
+        return Err(Problem::unauthorized("the bearer token has no session").into());
+    };
+    state.accounts.logout(user_id, session_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,54 @@
+//! `/.well-known/*`: the JWKS and the OpenID discovery document.
+
+use axum::{
+    Json,
+    extract::State,
+    http::header,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::domain::keys::Jwks;
+
+/// Public keys that verify access tokens.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "keys",
+    responses((status = 200, description = "JSON Web Key Set", body = Jwks))
+)]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let keys = state.accounts.issuer().keyring().jwks().clone();
+    // Verifiers cache keys; five minutes bounds how long a rotation takes to reach them.
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys)).into_response()
+}
+
+/// OpenID Provider metadata (the subset Portico implements).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiscoveryDocument {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub token_endpoint: String,
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+}
+
+/// Where the issuer's keys and endpoints are.
+#[utoipa::path(
+    get,
+    path = "/.well-known/openid-configuration",
+    tag = "keys",
+    responses((status = 200, description = "Discovery document", body = DiscoveryDocument))
+)]
+pub async fn openid_configuration(State(state): State<AppState>) -> Json<DiscoveryDocument> {
+    let issuer = state.accounts.issuer().settings().issuer.trim_end_matches('/').to_owned();
+    Json(DiscoveryDocument {
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        token_endpoint: format!("{issuer}/v1/auth/login"),
+        id_token_signing_alg_values_supported: vec!["EdDSA".to_owned()],
+        grant_types_supported: vec!["password".to_owned(), "refresh_token".to_owned()],
+        issuer,
+    })
+}

@@ -1,0 +1,333 @@
+//! Auth storage: credentials, sessions and signing keys. Every query is
+//! written once and runs on PostgreSQL and SQLite alike.
+
+use portico_common::{
+    db::{self, Db},
+    on_db,
+};
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::keys::StoredKey;
+
+pub const MIGRATIONS: db::Migrations = db::Migrations {
+    postgres: &[(
+        1,
+        "create auth tables",
+        include_str!("../migrations/postgres/0001_create_auth.sql"),
+    )],
+    sqlite: &[(
+        1,
+        "create auth tables",
+        include_str!("../migrations/sqlite/0001_create_auth.sql"),
+    )],
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("email already registered")]
+    EmailTaken,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// An active credential found by email.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub user_id: Uuid,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+}
+
+/// A session found by its current refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRef {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+}
+
+fn split_roles(roles: &str) -> Vec<String> {
+    roles
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthStore {
+    db: Db,
+}
+
+impl AuthStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Whether any credential (pending or active) holds this email.
+    pub async fn email_exists(&self, email_lower: &str) -> Result<bool, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let row = sqlx::query("SELECT 1 AS one FROM credentials WHERE email_lower = $1")
+                .bind(email_lower)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.is_some())
+        })
+    }
+
+    /// Stores a pending credential (registration step one).
+    pub async fn insert_pending(
+        &self,
+        user_id: Uuid,
+        email_lower: &str,
+        password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let result = on_db!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO credentials (user_id, email_lower, password_hash, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'pending', $4, $4)",
+            )
+            .bind(user_id)
+            .bind(email_lower)
+            .bind(password_hash)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) if db::is_unique_violation(&err, "email_lower") => Err(StoreError::EmailTaken),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Removes a pending credential whose registration failed.
+    pub async fn delete_pending(&self, user_id: Uuid) -> Result<(), sqlx::Error> {
+        on_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND status = 'pending'")
+                .bind(user_id)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    /// Activates a credential and opens its first session, atomically.
+    pub async fn activate_with_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        refresh_hash: &[u8],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE credentials SET status = 'active', updated_at = $2 WHERE user_id = $1")
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $4, $5)",
+            )
+            .bind(session_id)
+            .bind(user_id)
+            .bind(refresh_hash)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
+    }
+
+    pub async fn active_credential(&self, email_lower: &str) -> Result<Option<Credential>, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT user_id, password_hash, roles FROM credentials \
+                 WHERE email_lower = $1 AND status = 'active'",
+            )
+            .bind(email_lower)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| -> Result<Credential, sqlx::Error> {
+                Ok(Credential {
+                    user_id: row.try_get("user_id")?,
+                    password_hash: row.try_get("password_hash")?,
+                    roles: split_roles(row.try_get::<&str, _>("roles")?),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Roles of an active user; `None` when the credential is gone.
+    pub async fn roles(&self, user_id: Uuid) -> Result<Option<Vec<String>>, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let row = sqlx::query("SELECT roles FROM credentials WHERE user_id = $1 AND status = 'active'")
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|row| row.try_get::<&str, _>("roles").map(split_roles)).transpose()
+        })
+    }
+
+    pub async fn create_session(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        refresh_hash: &[u8],
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), sqlx::Error> {
+        on_db!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $4, $5)",
+            )
+            .bind(session_id)
+            .bind(user_id)
+            .bind(refresh_hash)
+            .bind(now)
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+    }
+
+    /// Swaps the session's refresh token hash `old` for `new` if `old` is
+    /// current, unexpired and unrevoked. A compare-and-swap: of two
+    /// concurrent refreshes with the same token only one wins.
+    pub async fn rotate_refresh(
+        &self,
+        old: &[u8],
+        new: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionRef>, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let row = sqlx::query(
+                "UPDATE sessions SET refresh_hash = $2, previous_hash = $1, last_used_at = $3 \
+                 WHERE refresh_hash = $1 AND revoked_at IS NULL AND expires_at > $3 \
+                 RETURNING id, user_id",
+            )
+            .bind(old)
+            .bind(new)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| -> Result<SessionRef, sqlx::Error> {
+                Ok(SessionRef { session_id: row.try_get("id")?, user_id: row.try_get("user_id")? })
+            })
+            .transpose()
+        })
+    }
+
+    /// Revokes the session whose *previous* refresh token is `hash`: a
+    /// rotated-away token coming back means it was copied. Returns the
+    /// revoked session, if any.
+    pub async fn revoke_by_previous_hash(
+        &self,
+        hash: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let row = sqlx::query(
+                "UPDATE sessions SET revoked_at = $2 \
+                 WHERE previous_hash = $1 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| row.try_get::<Uuid, _>("id")).transpose()
+        })
+    }
+
+    /// Revokes one of the user's sessions; false when there was none to revoke.
+    pub async fn revoke_session(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $3 \
+                 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(session_id)
+            .bind(user_id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() > 0)
+        })
+    }
+
+    /// Active signing keys, oldest first; creates one when there is none.
+    /// Replicas racing at first start may each insert a key; all of them are
+    /// published and every replica signs with the same (oldest) one.
+    pub async fn signing_keys(&self, now: OffsetDateTime) -> anyhow::Result<Vec<StoredKey>> {
+        let keys = self.active_keys().await?;
+        if !keys.is_empty() {
+            return Ok(keys);
+        }
+        let key = StoredKey::generate()?;
+        on_db!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, private_pkcs8, public_key, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&key.kid)
+            .bind(&key.private_pkcs8)
+            .bind(&key.public_key)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        tracing::info!(kid = %key.kid, "generated a new signing key");
+        Ok(self.active_keys().await?)
+    }
+
+    async fn active_keys(&self) -> Result<Vec<StoredKey>, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT kid, private_pkcs8, public_key FROM signing_keys \
+                 WHERE retired_at IS NULL ORDER BY created_at, kid",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| -> Result<StoredKey, sqlx::Error> {
+                    Ok(StoredKey {
+                        kid: row.try_get("kid")?,
+                        private_pkcs8: row.try_get("private_pkcs8")?,
+                        public_key: row.try_get("public_key")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Row counts of (credentials, sessions), for tests proving nothing was written.
+    pub async fn counts(&self) -> Result<(i64, i64), sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM credentials) AS c, (SELECT COUNT(*) FROM sessions) AS s",
+            )
+            .fetch_one(pool)
+            .await?;
+            Ok((row.try_get::<i64, _>("c")?, row.try_get::<i64, _>("s")?))
+        })
+    }
+}
