@@ -40,7 +40,10 @@ impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Readiness")
             .field("draining", &self.is_draining())
-            .field("checks", &self.checks.iter().map(|(n, _)| *n).collect::<Vec<_>>())
+            .field(
+                "checks",
+                &self.checks.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -74,7 +77,11 @@ impl Readiness {
         match client {
             Some(client) => self.with_check("redis", move || {
                 let client = client.clone();
-                async move { crate::redis::ping(&client).await.map_err(|err| err.to_string()) }
+                async move {
+                    crate::redis::ping(&client)
+                        .await
+                        .map_err(|err| err.to_string())
+                }
             }),
             None => self,
         }
@@ -90,15 +97,16 @@ impl Readiness {
 
     /// Runs every check concurrently; `(ready, per-check status)`.
     pub async fn report(&self) -> (bool, BTreeMap<&'static str, String>) {
-        let results = futures::future::join_all(self.checks.iter().map(|(name, check)| async move {
-            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(err),
-                Err(_) => Err("timed out".to_owned()),
-            };
-            (*name, outcome)
-        }))
-        .await;
+        let results =
+            futures::future::join_all(self.checks.iter().map(|(name, check)| async move {
+                let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(err),
+                    Err(_) => Err("timed out".to_owned()),
+                };
+                (*name, outcome)
+            }))
+            .await;
         let mut ready = !self.is_draining();
         let mut statuses = BTreeMap::new();
         for (name, outcome) in results {

@@ -128,7 +128,9 @@ pub struct JwksCache {
 
 impl std::fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwksCache").field("url", &self.config.url).finish()
+        f.debug_struct("JwksCache")
+            .field("url", &self.config.url)
+            .finish()
     }
 }
 
@@ -174,7 +176,9 @@ impl JwksCache {
                 return if cached.fetched_at.is_some() {
                     Err(VerifyError::UnknownKey)
                 } else {
-                    Err(VerifyError::KeysUnavailable("JWKS fetch failed recently".into()))
+                    Err(VerifyError::KeysUnavailable(
+                        "JWKS fetch failed recently".into(),
+                    ))
                 };
             }
         }
@@ -267,7 +271,9 @@ pub struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("aud", &self.validation.aud).finish()
+        f.debug_struct("TokenVerifier")
+            .field("aud", &self.validation.aud)
+            .finish()
     }
 }
 
@@ -323,7 +329,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert!(matches!(bearer_token(&headers), Err(VerifyError::Missing)));
         headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert!(matches!(bearer_token(&headers), Err(VerifyError::Malformed)));
+        assert!(matches!(
+            bearer_token(&headers),
+            Err(VerifyError::Malformed)
+        ));
         headers.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
         assert_eq!(bearer_token(&headers).unwrap(), "abc");
     }

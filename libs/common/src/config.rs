@@ -7,14 +7,16 @@
 //! Any key can also be given as `<VAR>_FILE`, naming a file whose contents are
 //! the value — the usual way to mount secrets in containers.
 //!
-//! Defaults live in the config structs (`#[serde(default)]` + `Default`), so
-//! secret fields never need to be serialisable.
+//! Each service ships its defaults as a TOML document compiled into the
+//! binary (`config/defaults.toml` in the service), so layers merge key by
+//! key: setting `upstreams.user.endpoints` keeps every other upstream.
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use figment::{
     Figment,
     providers::{Format, Serialized, Toml},
+    value::Value,
 };
 use serde::{Deserialize, de::DeserializeOwned};
 
@@ -45,13 +47,14 @@ pub fn env_var_name(prefix: &str, key: &str) -> String {
 /// Loads `T` from the layers described in the module docs, reading env vars
 /// from the process environment. Keys are case-insensitive; unknown keys are
 /// errors (config structs use `deny_unknown_fields`) so typos are caught.
-pub fn load<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
-    load_from(prefix, std::env::vars())
+pub fn load<T: DeserializeOwned>(prefix: &str, defaults: &str) -> Result<T, ConfigError> {
+    load_from(prefix, defaults, std::env::vars())
 }
 
 /// Like [`load`], with the environment passed in (for tests).
 pub fn load_from<T: DeserializeOwned>(
     prefix: &str,
+    defaults: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
     let env: Vec<(String, String)> = env
@@ -59,7 +62,7 @@ pub fn load_from<T: DeserializeOwned>(
         .filter(|(name, _)| name.starts_with(prefix))
         .collect();
 
-    let mut figment = Figment::new();
+    let mut figment = Figment::from(Toml::string(defaults));
 
     let config_file_var = format!("{prefix}CONFIG_FILE");
     if let Some((_, path)) = env.iter().find(|(name, _)| *name == config_file_var) {
@@ -75,27 +78,62 @@ pub fn load_from<T: DeserializeOwned>(
 
     // Env layer. Values are parsed the way figment's `Env` provider does:
     // `8080`, `true` and `["a", "b"]` become numbers, booleans and arrays.
+    let mut values = Vec::new();
     for (name, value) in env.iter().filter(|(name, _)| *name != config_file_var) {
         let (name, value) = match name.strip_suffix("_FILE") {
             Some(base) => {
                 let contents = std::fs::read_to_string(value).map_err(|err| {
                     ConfigError::new(format!("{name}: cannot read `{value}`: {err}"))
                 })?;
-                (base.to_owned(), contents.trim_end_matches(['\r', '\n']).to_owned())
+                (
+                    base.to_owned(),
+                    contents.trim_end_matches(['\r', '\n']).to_owned(),
+                )
             }
             None => (name.clone(), value.clone()),
         };
         let key = name[prefix.len()..].to_lowercase().replace("__", ".");
-        if key.is_empty() {
-            continue;
+        if !key.is_empty() {
+            values.push((key, value));
         }
-        let parsed: figment::value::Value = value
-            .parse()
-            .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
-        figment = figment.merge(Serialized::default(&key, parsed));
     }
 
-    figment.extract::<T>().map_err(|err| describe(prefix, err))
+    // A value that parses as a number or boolean but lands in a string field
+    // (a numeric password, say) is retried as the literal string.
+    let mut literal_keys: Vec<String> = Vec::new();
+    loop {
+        let mut layered = figment.clone();
+        for (key, value) in &values {
+            let parsed: Value = if literal_keys.contains(key) {
+                Value::from(value.clone())
+            } else {
+                value.parse().unwrap_or_else(|_| Value::from(value.clone()))
+            };
+            layered = layered.merge(Serialized::default(key, parsed));
+        }
+        match layered.extract::<T>() {
+            Ok(config) => return Ok(config),
+            Err(err) => {
+                let key = err.path.join(".");
+                let retry = matches!(
+                    err.kind,
+                    figment::error::Kind::InvalidType(
+                        figment::error::Actual::Signed(_)
+                            | figment::error::Actual::Unsigned(_)
+                            | figment::error::Actual::Float(_)
+                            | figment::error::Actual::Bool(_),
+                        _
+                    )
+                ) && values.iter().any(|(k, _)| *k == key)
+                    && !literal_keys.contains(&key);
+                if retry {
+                    literal_keys.push(key);
+                } else {
+                    return Err(describe(prefix, err));
+                }
+            }
+        }
+    }
 }
 
 fn describe(prefix: &str, err: figment::Error) -> ConfigError {
@@ -110,8 +148,12 @@ fn describe(prefix: &str, err: figment::Error) -> ConfigError {
 
 /// Loads the config or stops the process with one line on stderr and exit
 /// code 2 — the behaviour every service's `main` wants.
-pub fn load_or_exit<T: DeserializeOwned>(prefix: &str, validate: impl FnOnce(&T) -> Result<(), ConfigError>) -> T {
-    let result = load::<T>(prefix).and_then(|config| validate(&config).map(|()| config));
+pub fn load_or_exit<T: DeserializeOwned>(
+    prefix: &str,
+    defaults: &str,
+    validate: impl FnOnce(&T) -> Result<(), ConfigError>,
+) -> T {
+    let result = load::<T>(prefix, defaults).and_then(|config| validate(&config).map(|()| config));
     match result {
         Ok(config) => config,
         Err(err) => {
@@ -172,9 +214,9 @@ mod tests {
     impl Default for Sample {
         fn default() -> Self {
             Self {
-                port: 1,
+                port: 0,
                 database: Database::default(),
-                names: vec!["default".into()],
+                names: Vec::new(),
             }
         }
     }
@@ -182,11 +224,14 @@ mod tests {
     impl Default for Database {
         fn default() -> Self {
             Self {
-                url: SecretString::from("sqlite://default.db"),
+                url: SecretString::from("unset"),
                 max_connections: 5,
             }
         }
     }
+
+    const DEFAULTS: &str =
+        "port = 1\nnames = [\"default\"]\n[database]\nurl = \"sqlite://default.db\"\n";
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -196,8 +241,26 @@ mod tests {
     }
 
     #[test]
+    fn numeric_looking_value_still_fills_a_string_field() {
+        let config: Sample =
+            load_from("T8_", DEFAULTS, vars(&[("T8_DATABASE__URL", "12345")])).unwrap();
+        assert_eq!(config.database.url.expose_secret(), "12345");
+    }
+
+    #[test]
+    fn setting_one_nested_key_keeps_its_siblings() {
+        let config: Sample = load_from(
+            "T9_",
+            DEFAULTS,
+            vars(&[("T9_DATABASE__MAX_CONNECTIONS", "2")]),
+        )
+        .unwrap();
+        assert_eq!(config.database.url.expose_secret(), "sqlite://default.db");
+    }
+
+    #[test]
     fn defaults_apply_when_nothing_is_set() {
-        let config: Sample = load_from("T1_", vars(&[])).unwrap();
+        let config: Sample = load_from("T1_", DEFAULTS, vars(&[])).unwrap();
         assert_eq!(config.port, 1);
         assert_eq!(config.database.max_connections, 5);
     }
@@ -206,6 +269,7 @@ mod tests {
     fn env_overrides_nested_keys_and_lists() {
         let config: Sample = load_from(
             "T2_",
+            DEFAULTS,
             vars(&[
                 ("T2_PORT", "8080"),
                 ("T2_DATABASE__MAX_CONNECTIONS", "9"),
@@ -226,14 +290,15 @@ mod tests {
         std::fs::write(&path, "port = 7\n[database]\nmax_connections = 3\n").unwrap();
         let config: Sample = load_from(
             "T3_",
-            vars(&[
-                ("T3_CONFIG_FILE", path.to_str().unwrap()),
-                ("T3_PORT", "8"),
-            ]),
+            DEFAULTS,
+            vars(&[("T3_CONFIG_FILE", path.to_str().unwrap()), ("T3_PORT", "8")]),
         )
         .unwrap();
         assert_eq!(config.port, 8, "env wins over the file");
-        assert_eq!(config.database.max_connections, 3, "file wins over defaults");
+        assert_eq!(
+            config.database.max_connections, 3,
+            "file wins over defaults"
+        );
     }
 
     #[test]
@@ -241,16 +306,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("url");
         std::fs::write(&path, "postgres://u:p@h/db\n").unwrap();
-        let config: Sample =
-            load_from("T4_", vars(&[("T4_DATABASE__URL_FILE", path.to_str().unwrap())])).unwrap();
+        let config: Sample = load_from(
+            "T4_",
+            DEFAULTS,
+            vars(&[("T4_DATABASE__URL_FILE", path.to_str().unwrap())]),
+        )
+        .unwrap();
         assert_eq!(config.database.url.expose_secret(), "postgres://u:p@h/db");
     }
 
     #[test]
     fn bad_value_names_the_key_and_the_variable() {
-        let err = load_from::<Sample>("T5_", vars(&[("T5_DATABASE__MAX_CONNECTIONS", "many")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_from::<Sample>(
+            "T5_",
+            DEFAULTS,
+            vars(&[("T5_DATABASE__MAX_CONNECTIONS", "many")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("database.max_connections"), "{err}");
         assert!(err.contains("T5_DATABASE__MAX_CONNECTIONS"), "{err}");
         assert_eq!(err.lines().count(), 1);
@@ -258,7 +331,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected() {
-        let err = load_from::<Sample>("T6_", vars(&[("T6_PROT", "1")]))
+        let err = load_from::<Sample>("T6_", DEFAULTS, vars(&[("T6_PROT", "1")]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("prot"), "{err}");
@@ -266,9 +339,13 @@ mod tests {
 
     #[test]
     fn missing_config_file_is_an_error() {
-        let err = load_from::<Sample>("T7_", vars(&[("T7_CONFIG_FILE", "/nonexistent.toml")]))
-            .unwrap_err()
-            .to_string();
+        let err = load_from::<Sample>(
+            "T7_",
+            DEFAULTS,
+            vars(&[("T7_CONFIG_FILE", "/nonexistent.toml")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("T7_CONFIG_FILE"), "{err}");
     }
 }

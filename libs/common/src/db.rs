@@ -13,7 +13,9 @@ use sqlx::{
     SqlSafeStr,
     migrate::{Migration, MigrationType, Migrator},
     postgres::{PgPool, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,7 +132,10 @@ impl Db {
     }
 
     /// Applies the service's pending migrations.
-    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), sqlx::migrate::MigrateError> {
+    pub async fn migrate(
+        &self,
+        migrations: &Migrations,
+    ) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
             Self::Postgres(pool) => migrator(migrations.postgres).run(pool).await,
             Self::Sqlite(pool) => migrator(migrations.sqlite).run(pool).await,

@@ -212,7 +212,9 @@ impl From<JsonRejection> for Problem {
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Problem::payload_too_large("the request body exceeds the limit")
             }
-            other => Problem::bad_request(format!("the body could not be read: {}", other.body_text())),
+            other => {
+                Problem::bad_request(format!("the body could not be read: {}", other.body_text()))
+            }
         }
     }
 }
@@ -221,18 +223,17 @@ impl From<JsonRejection> for Problem {
 /// field error naming the field when serde named it.
 fn field_error_from_serde(message: &str) -> FieldError {
     // axum prefixes the serde error with a fixed sentence; keep serde's part.
-    let serde_part = message
-        .split_once(": ")
-        .map_or(message, |(_, rest)| rest);
+    let serde_part = message.split_once(": ").map_or(message, |(_, rest)| rest);
     let field = serde_part
         .split_once("missing field `")
         .and_then(|(_, rest)| rest.split_once('`'))
         .map(|(name, _)| name)
         .or_else(|| {
             // "fieldname: invalid type ..." comes from a nested path.
-            serde_part.split_once(": ").map(|(path, _)| path).filter(|p| {
-                !p.contains(' ') && !p.is_empty()
-            })
+            serde_part
+                .split_once(": ")
+                .map(|(path, _)| path)
+                .filter(|p| !p.contains(' ') && !p.is_empty())
         })
         .unwrap_or("body");
     let text = serde_part

@@ -58,7 +58,10 @@ impl Drop for TelemetryGuard {
 }
 
 /// Installs the global subscriber, tracer provider and W3C propagator.
-pub fn init(service_name: &'static str, config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+pub fn init(
+    service_name: &'static str,
+    config: &TelemetryConfig,
+) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
 
     let resource = Resource::builder()
@@ -77,8 +80,8 @@ pub fn init(service_name: &'static str, config: &TelemetryConfig) -> anyhow::Res
     global::set_tracer_provider(provider.clone());
     let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name));
 
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log_filter))?;
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log_filter))?;
     let json = match config.log_format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

@@ -85,7 +85,9 @@ impl DisplayName {
             return Err("must not be empty".to_owned());
         }
         if name.chars().count() > MAX_DISPLAY_NAME_CHARS {
-            return Err(format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"));
+            return Err(format!(
+                "must be at most {MAX_DISPLAY_NAME_CHARS} characters"
+            ));
         }
         if name.chars().any(char::is_control) {
             return Err("must not contain control characters".to_owned());
@@ -124,7 +126,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_addresses() {
-        for bad in ["", "plain", "@x.io", "a@", "a@b", "a b@c.io", "a@b..io", "a@.b.io", "a@b.io."] {
+        for bad in [
+            "", "plain", "@x.io", "a@", "a@b", "a b@c.io", "a@b..io", "a@.b.io", "a@b.io.",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
         assert!(Email::parse(&format!("{}@x.io", "a".repeat(250))).is_err());

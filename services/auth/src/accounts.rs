@@ -50,7 +50,12 @@ fn now() -> OffsetDateTime {
 }
 
 impl Accounts {
-    pub fn new(store: AuthStore, hashing: PasswordHashing, issuer: TokenIssuer, directory: UserDirectory) -> Self {
+    pub fn new(
+        store: AuthStore,
+        hashing: PasswordHashing,
+        issuer: TokenIssuer,
+        directory: UserDirectory,
+    ) -> Self {
         Self {
             store,
             hashing,
@@ -82,7 +87,11 @@ impl Accounts {
 
         let created = self
             .directory
-            .create_profile(user_id, registration.email.as_str(), registration.display_name.as_str())
+            .create_profile(
+                user_id,
+                registration.email.as_str(),
+                registration.display_name.as_str(),
+            )
             .await;
         if let Err(err) = created {
             if let Err(cleanup) = self.store.delete_pending(user_id).await {
@@ -96,10 +105,17 @@ impl Accounts {
         }
 
         let session_id = Uuid::now_v7();
-        let refresh = RefreshToken::generate().map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
+        let refresh = RefreshToken::generate()
+            .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = now();
         self.store
-            .activate_with_session(user_id, session_id, &refresh.hash(), now, self.refresh_expiry(now))
+            .activate_with_session(
+                user_id,
+                session_id,
+                &refresh.hash(),
+                now,
+                self.refresh_expiry(now),
+            )
             .await?;
         tracing::info!(%user_id, "account registered");
         self.tokens(user_id, session_id, vec!["user".to_owned()], refresh, now)
@@ -107,7 +123,11 @@ impl Accounts {
 
     /// Opens a session for a correct email and password. Unknown email and
     /// wrong password take the same time and give the same error.
-    pub async fn login(&self, email: &str, password: SecretString) -> Result<IssuedTokens, AuthError> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: SecretString,
+    ) -> Result<IssuedTokens, AuthError> {
         let email_lower = email.trim().to_lowercase();
         let credential = self.store.active_credential(&email_lower).await?;
         // A password outside the length rules can never have been stored, but
@@ -119,29 +139,50 @@ impl Accounts {
         };
         let matches = self
             .hashing
-            .verify(candidate, credential.as_ref().map(|c| c.password_hash.as_str()))
+            .verify(
+                candidate,
+                credential.as_ref().map(|c| c.password_hash.as_str()),
+            )
             .await?;
         let credential = match credential {
             Some(credential) if matches && password.is_some() => credential,
             _ => return Err(AuthError::InvalidCredentials),
         };
         let session_id = Uuid::now_v7();
-        let refresh = RefreshToken::generate().map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
+        let refresh = RefreshToken::generate()
+            .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = now();
         self.store
-            .create_session(session_id, credential.user_id, &refresh.hash(), now, self.refresh_expiry(now))
+            .create_session(
+                session_id,
+                credential.user_id,
+                &refresh.hash(),
+                now,
+                self.refresh_expiry(now),
+            )
             .await?;
         tracing::info!(user_id = %credential.user_id, %session_id, "logged in");
-        self.tokens(credential.user_id, session_id, credential.roles, refresh, now)
+        self.tokens(
+            credential.user_id,
+            session_id,
+            credential.roles,
+            refresh,
+            now,
+        )
     }
 
     /// Rotates a refresh token: the presented one stops working. Presenting
     /// an already-rotated token revokes its whole session.
     pub async fn refresh(&self, presented: RefreshToken) -> Result<IssuedTokens, AuthError> {
-        let next = RefreshToken::generate().map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
+        let next = RefreshToken::generate()
+            .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = now();
         let old_hash = presented.hash();
-        let Some(session) = self.store.rotate_refresh(&old_hash, &next.hash(), now).await? else {
+        let Some(session) = self
+            .store
+            .rotate_refresh(&old_hash, &next.hash(), now)
+            .await?
+        else {
             if let Some(session_id) = self.store.revoke_by_previous_hash(&old_hash, now).await? {
                 tracing::warn!(%session_id, "rotated refresh token replayed; session revoked");
             }
@@ -157,7 +198,10 @@ impl Accounts {
 
     /// Revokes the session the access token belongs to.
     pub async fn logout(&self, user_id: Uuid, session_id: Uuid) -> Result<(), AuthError> {
-        let revoked = self.store.revoke_session(session_id, user_id, now()).await?;
+        let revoked = self
+            .store
+            .revoke_session(session_id, user_id, now())
+            .await?;
         tracing::info!(%user_id, %session_id, revoked, "logged out");
         Ok(())
     }

@@ -35,19 +35,28 @@ impl Application {
         Self::build_with_listeners(config, listeners).await
     }
 
-    pub async fn build_with_listeners(config: Config, listeners: Listeners) -> anyhow::Result<Self> {
+    pub async fn build_with_listeners(
+        config: Config,
+        listeners: Listeners,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         let db = Db::connect(&config.database)
             .await
             .context("cannot connect to the database (database.url)")?;
-        db.migrate(&MIGRATIONS).await.context("database migration failed")?;
+        db.migrate(&MIGRATIONS)
+            .await
+            .context("database migration failed")?;
         tracing::info!(backend = db.backend(), "database ready");
         let redis = config.redis.client().context("invalid redis.url")?;
         let store = AuthStore::new(db.clone());
 
         let keys = store.signing_keys(OffsetDateTime::now_utc()).await?;
         let keyring = Arc::new(Keyring::new(&keys)?);
-        tracing::info!(kid = keyring.signing_kid(), published = keys.len(), "signing keys loaded");
+        tracing::info!(
+            kid = keyring.signing_kid(),
+            published = keys.len(),
+            "signing keys loaded"
+        );
         let issuer = TokenIssuer::new(keyring.clone(), config.tokens.clone());
         let verifier = TokenVerifier::new(
             KeySource::Local(Arc::new(move |kid| keyring.public_key(kid))),
@@ -87,7 +96,10 @@ impl Application {
         self.store.clone()
     }
 
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let result = self.server.run(stop).await;
         self.store.db().close().await;
         result

@@ -17,7 +17,7 @@ use crate::{
 pub const ENV_PREFIX: &str = "PORTICO_AUTH_";
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: ListenConfig,
     pub database: DatabaseConfig,
@@ -30,32 +30,26 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
 }
 
+/// The built-in defaults, also the reference for every key.
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
 impl Default for Config {
+    /// The built-in defaults (no file, no environment).
     fn default() -> Self {
-        Self {
-            listen: ListenConfig {
-                api: ([127, 0, 0, 1], 8082).into(),
-                admin: ([127, 0, 0, 1], 9082).into(),
-            },
-            database: DatabaseConfig::with_url("sqlite://data/auth.db"),
-            redis: RedisConfig::default(),
-            tokens: TokenSettings::default(),
-            password_hashing: HashingConfig::default(),
-            user_service: UserServiceConfig::default(),
-            http_client: HttpClientConfig::default(),
-            telemetry: TelemetryConfig::default(),
-            shutdown: ShutdownConfig::default(),
-        }
+        #[allow(clippy::expect_used)] // the defaults are tested to parse
+        config::load_from(ENV_PREFIX, DEFAULTS, std::iter::empty())
+            .expect("built-in defaults parse")
     }
 }
 
 impl Config {
     pub fn load() -> Result<Self, ConfigError> {
-        config::load(ENV_PREFIX).and_then(|config: Self| config.validate().map(|()| config))
+        config::load(ENV_PREFIX, DEFAULTS)
+            .and_then(|config: Self| config.validate().map(|()| config))
     }
 
     pub fn load_or_exit() -> Self {
-        config::load_or_exit(ENV_PREFIX, Self::validate)
+        config::load_or_exit(ENV_PREFIX, DEFAULTS, Self::validate)
     }
 
     /// Rules serde cannot express: hashing costs and positive lifetimes.
@@ -64,9 +58,18 @@ impl Config {
             return Err(ConfigError::key(ENV_PREFIX, key, message));
         }
         for (key, value) in [
-            ("tokens.access_token_ttl_secs", self.tokens.access_token_ttl_secs),
-            ("tokens.refresh_token_ttl_secs", self.tokens.refresh_token_ttl_secs),
-            ("tokens.service_token_ttl_secs", self.tokens.service_token_ttl_secs),
+            (
+                "tokens.access_token_ttl_secs",
+                self.tokens.access_token_ttl_secs,
+            ),
+            (
+                "tokens.refresh_token_ttl_secs",
+                self.tokens.refresh_token_ttl_secs,
+            ),
+            (
+                "tokens.service_token_ttl_secs",
+                self.tokens.service_token_ttl_secs,
+            ),
         ] {
             if value <= 0 {
                 return Err(ConfigError::key(ENV_PREFIX, key, "must be positive"));

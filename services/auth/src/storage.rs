@@ -151,7 +151,10 @@ impl AuthStore {
         })
     }
 
-    pub async fn active_credential(&self, email_lower: &str) -> Result<Option<Credential>, sqlx::Error> {
+    pub async fn active_credential(
+        &self,
+        email_lower: &str,
+    ) -> Result<Option<Credential>, sqlx::Error> {
         on_db!(&self.db, pool => {
             let row = sqlx::query(
                 "SELECT user_id, password_hash, roles FROM credentials \

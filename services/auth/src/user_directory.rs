@@ -63,29 +63,41 @@ impl UserDirectory {
 
     /// Creates the user's profile, authenticated with a service token.
     /// Idempotent on the user service's side, so a retry is harmless.
-    pub async fn create_profile(&self, id: Uuid, email: &str, display_name: &str) -> Result<(), DirectoryError> {
+    pub async fn create_profile(
+        &self,
+        id: Uuid,
+        email: &str,
+        display_name: &str,
+    ) -> Result<(), DirectoryError> {
         let token = self
             .issuer
             .service_token(OffsetDateTime::now_utc())
-            .map_err(|err| DirectoryError::Unavailable(format!("cannot sign service token: {err}")))?;
+            .map_err(|err| {
+                DirectoryError::Unavailable(format!("cannot sign service token: {err}"))
+            })?;
         let response = self
             .client
             .post(&self.create_url)
             .bearer_auth(token)
-            .json(&CreateUser { id, email, display_name })
+            .json(&CreateUser {
+                id,
+                email,
+                display_name,
+            })
             .send()
             .await
             .map_err(|err| DirectoryError::Unavailable(err.to_string()))?;
         match response.status().as_u16() {
             200 | 201 => {
-                let created: Created = response
-                    .json()
-                    .await
-                    .map_err(|err| DirectoryError::Unavailable(format!("unreadable answer: {err}")))?;
+                let created: Created = response.json().await.map_err(|err| {
+                    DirectoryError::Unavailable(format!("unreadable answer: {err}"))
+                })?;
                 if created.id == id {
                     Ok(())
                 } else {
-                    Err(DirectoryError::Unavailable("answer names another user".into()))
+                    Err(DirectoryError::Unavailable(
+                        "answer names another user".into(),
+                    ))
                 }
             }
             409 => Err(DirectoryError::EmailTaken),

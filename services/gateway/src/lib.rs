@@ -1,1 +1,18 @@
-pub fn placeholder() {}
+//! The gateway: the one entry point clients talk to.
+//!
+//! Routes path prefixes to upstreams ([`config`]), balances round-robin
+//! across replicas with passive ejection ([`upstream`]), verifies bearer
+//! tokens at the edge and forwards over pooled keep-alive connections with
+//! per-route timeouts and failover ([`proxy`]), and serves the public
+//! OpenAPI document and `/docs` ([`openapi`]). Every error it produces is a
+//! problem+json ([`error`]).
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod proxy;
+pub mod upstream;
+
+pub use app::Application;
+pub use config::Config;

@@ -33,11 +33,16 @@ impl Application {
     }
 
     /// Builds the service on listeners the caller bound (tests use port 0).
-    pub async fn build_with_listeners(config: Config, listeners: Listeners) -> anyhow::Result<Self> {
+    pub async fn build_with_listeners(
+        config: Config,
+        listeners: Listeners,
+    ) -> anyhow::Result<Self> {
         let db = Db::connect(&config.database)
             .await
             .context("cannot connect to the database (database.url)")?;
-        db.migrate(&MIGRATIONS).await.context("database migration failed")?;
+        db.migrate(&MIGRATIONS)
+            .await
+            .context("database migration failed")?;
         tracing::info!(backend = db.backend(), "database ready");
         let redis = config.redis.client().context("invalid redis.url")?;
 
@@ -52,7 +57,11 @@ impl Application {
                 &config.tokens.issuer,
                 &config.tokens.audience,
             )),
-            service_tokens: Arc::new(TokenVerifier::new(keys, &config.tokens.issuer, INTERNAL_AUDIENCE)),
+            service_tokens: Arc::new(TokenVerifier::new(
+                keys,
+                &config.tokens.issuer,
+                INTERNAL_AUDIENCE,
+            )),
         };
 
         let readiness = Readiness::new().with_database(db).with_redis(redis);
@@ -80,7 +89,10 @@ impl Application {
     }
 
     /// Serves until `stop` completes, then drains and returns.
-    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let result = self.server.run(stop).await;
         self.store.db().close().await;
         result

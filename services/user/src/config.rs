@@ -13,7 +13,7 @@ use serde::Deserialize;
 pub const ENV_PREFIX: &str = "PORTICO_USER_";
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: ListenConfig,
     pub database: DatabaseConfig,
@@ -25,29 +25,24 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
 }
 
+/// The built-in defaults, also the reference for every key.
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
 impl Default for Config {
+    /// The built-in defaults (no file, no environment).
     fn default() -> Self {
-        Self {
-            listen: ListenConfig {
-                api: ([127, 0, 0, 1], 8081).into(),
-                admin: ([127, 0, 0, 1], 9081).into(),
-            },
-            database: DatabaseConfig::with_url("sqlite://data/user.db"),
-            redis: RedisConfig::default(),
-            tokens: TokenConfig::default(),
-            http_client: HttpClientConfig::default(),
-            telemetry: TelemetryConfig::default(),
-            shutdown: ShutdownConfig::default(),
-        }
+        #[allow(clippy::expect_used)] // the defaults are tested to parse
+        config::load_from(ENV_PREFIX, DEFAULTS, std::iter::empty())
+            .expect("built-in defaults parse")
     }
 }
 
 impl Config {
     pub fn load() -> Result<Self, ConfigError> {
-        config::load(ENV_PREFIX)
+        config::load(ENV_PREFIX, DEFAULTS)
     }
 
     pub fn load_or_exit() -> Self {
-        config::load_or_exit(ENV_PREFIX, |_: &Self| Ok(()))
+        config::load_or_exit(ENV_PREFIX, DEFAULTS, |_: &Self| Ok(()))
     }
 }

@@ -72,7 +72,11 @@ impl UserStore {
 
     /// Creates the profile, or returns the existing one when the same id was
     /// already created with the same email (a retried call).
-    pub async fn create(&self, new: &NewProfile, now: OffsetDateTime) -> Result<Created, StoreError> {
+    pub async fn create(
+        &self,
+        new: &NewProfile,
+        now: OffsetDateTime,
+    ) -> Result<Created, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO users (id, email, email_lower, display_name, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"

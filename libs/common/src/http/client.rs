@@ -46,7 +46,9 @@ impl HttpClient {
 
     /// A request carrying the current trace context and request id.
     pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        self.inner.request(method, url).headers(propagation_headers())
+        self.inner
+            .request(method, url)
+            .headers(propagation_headers())
     }
 
     pub fn get(&self, url: &str) -> reqwest::RequestBuilder {

@@ -14,7 +14,9 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
-use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+};
 use tracing::{Instrument, field::Empty};
 
 use super::REQUEST_ID_HEADER;
@@ -297,7 +299,10 @@ mod tests {
     #[test]
     fn request_id_longer_than_128_is_refused() {
         let mut headers = HeaderMap::new();
-        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        headers.insert(
+            REQUEST_ID_HEADER,
+            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        );
         assert_eq!(incoming_request_id(&headers), None);
     }
 }

@@ -21,7 +21,10 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(config: &ListenConfig) -> std::io::Result<Self> {
         let api = TcpListener::bind(config.api).await.map_err(|err| {
-            std::io::Error::new(err.kind(), format!("cannot listen on {}: {err}", config.api))
+            std::io::Error::new(
+                err.kind(),
+                format!("cannot listen on {}: {err}", config.api),
+            )
         })?;
         let admin = TcpListener::bind(config.admin).await.map_err(|err| {
             std::io::Error::new(
@@ -33,11 +36,15 @@ impl Listeners {
     }
 
     pub fn api_addr(&self) -> SocketAddr {
-        self.api.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.api
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 }
 
@@ -85,8 +92,7 @@ impl Server {
 
         let api = axum::serve(
             self.listeners.api,
-            self.api
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.api.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -107,7 +113,10 @@ impl Server {
 
         self.readiness.set_draining();
         let _ = stop_tx.send(true);
-        tracing::info!(timeout_secs = self.drain_timeout.as_secs(), "draining in-flight requests");
+        tracing::info!(
+            timeout_secs = self.drain_timeout.as_secs(),
+            "draining in-flight requests"
+        );
         let drained = tokio::time::timeout(self.drain_timeout, &mut api_task).await;
         let api_result = match drained {
             Ok(result) => flatten(result),
@@ -124,9 +133,7 @@ impl Server {
     }
 }
 
-fn flatten(
-    result: Result<std::io::Result<()>, tokio::task::JoinError>,
-) -> std::io::Result<()> {
+fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Result<()> {
     result.map_err(std::io::Error::other)?
 }
 

@@ -21,7 +21,9 @@ pub struct StoredKey {
 
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,14 +76,18 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("signing_kid", &self.signing_kid).finish_non_exhaustive()
+        f.debug_struct("Keyring")
+            .field("signing_kid", &self.signing_kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl Keyring {
     /// `keys` are the active keys, oldest first; the oldest signs.
     pub fn new(keys: &[StoredKey]) -> anyhow::Result<Self> {
-        let signing = keys.first().ok_or_else(|| anyhow::anyhow!("no signing key"))?;
+        let signing = keys
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         let mut public = HashMap::new();
         let mut jwks = Vec::new();
         for key in keys {

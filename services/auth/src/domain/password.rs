@@ -63,13 +63,22 @@ impl HashingConfig {
     /// Refuses costs under the floor, naming the offending key.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if self.memory_kib < MIN_MEMORY_KIB {
-            return Err(("password_hashing.memory_kib", format!("must be at least {MIN_MEMORY_KIB}")));
+            return Err((
+                "password_hashing.memory_kib",
+                format!("must be at least {MIN_MEMORY_KIB}"),
+            ));
         }
         if self.iterations < MIN_ITERATIONS {
-            return Err(("password_hashing.iterations", format!("must be at least {MIN_ITERATIONS}")));
+            return Err((
+                "password_hashing.iterations",
+                format!("must be at least {MIN_ITERATIONS}"),
+            ));
         }
         if self.parallelism < 1 {
-            return Err(("password_hashing.parallelism", "must be at least 1".to_owned()));
+            return Err((
+                "password_hashing.parallelism",
+                "must be at least 1".to_owned(),
+            ));
         }
         Params::new(self.memory_kib, self.iterations, self.parallelism, None)
             .map(|_| ())
@@ -88,7 +97,9 @@ pub struct PasswordHashing {
 
 impl std::fmt::Debug for PasswordHashing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHashing").field("params", &self.params).finish()
+        f.debug_struct("PasswordHashing")
+            .field("params", &self.params)
+            .finish()
     }
 }
 
@@ -102,8 +113,13 @@ pub enum HashError {
 
 impl PasswordHashing {
     pub async fn new(config: &HashingConfig) -> Result<Self, HashError> {
-        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
-            .map_err(|err| HashError::Hashing(err.to_string()))?;
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(|err| HashError::Hashing(err.to_string()))?;
         let decoy = Password(SecretString::from("decoy password for unknown emails"));
         let decoy_hash = hash_blocking(params.clone(), decoy).await?;
         Ok(Self { params, decoy_hash })
@@ -120,7 +136,9 @@ impl PasswordHashing {
         let hash = hash.unwrap_or(&self.decoy_hash).to_owned();
         let password = password.clone();
         let matches = tokio::task::spawn_blocking(move || {
-            argon2().verify_password(password.bytes(), hash.as_str()).is_ok()
+            argon2()
+                .verify_password(password.bytes(), hash.as_str())
+                .is_ok()
         })
         .await?;
         Ok(known && matches)
@@ -159,30 +177,56 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_password() {
-        assert_eq!(format!("{:?}", password("hunter2hunter2")), "Password([REDACTED])");
+        assert_eq!(
+            format!("{:?}", password("hunter2hunter2")),
+            "Password([REDACTED])"
+        );
     }
 
     #[test]
     fn weak_costs_are_refused() {
-        let weak = HashingConfig { memory_kib: 1024, ..HashingConfig::default() };
+        let weak = HashingConfig {
+            memory_kib: 1024,
+            ..HashingConfig::default()
+        };
         assert_eq!(weak.check().unwrap_err().0, "password_hashing.memory_kib");
-        let weak = HashingConfig { iterations: 1, ..HashingConfig::default() };
+        let weak = HashingConfig {
+            iterations: 1,
+            ..HashingConfig::default()
+        };
         assert_eq!(weak.check().unwrap_err().0, "password_hashing.iterations");
         assert!(HashingConfig::default().check().is_ok());
     }
 
     #[tokio::test]
     async fn hash_is_argon2id_with_the_configured_cost_and_verifies() {
-        let hashing = PasswordHashing::new(&HashingConfig::default()).await.unwrap();
+        let hashing = PasswordHashing::new(&HashingConfig::default())
+            .await
+            .unwrap();
         let hash = hashing.hash(&password("correct horse")).await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(hashing.verify(&password("correct horse"), Some(&hash)).await.unwrap());
-        assert!(!hashing.verify(&password("wrong horse!"), Some(&hash)).await.unwrap());
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(
+            hashing
+                .verify(&password("correct horse"), Some(&hash))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hashing
+                .verify(&password("wrong horse!"), Some(&hash))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
     async fn unknown_account_never_verifies() {
-        let hashing = PasswordHashing::new(&HashingConfig::default()).await.unwrap();
+        let hashing = PasswordHashing::new(&HashingConfig::default())
+            .await
+            .unwrap();
         let decoy = password("decoy password for unknown emails");
         assert!(!hashing.verify(&decoy, None).await.unwrap());
     }

@@ -92,7 +92,10 @@ impl TokenIssuer {
     }
 
     /// A short-lived token this service presents to other services.
-    pub fn service_token(&self, now: OffsetDateTime) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn service_token(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now.unix_timestamp();
         self.sign(&Claims {
             iss: self.settings.issuer.clone(),
@@ -159,11 +162,16 @@ mod tests {
         let issuer = issuer();
         let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
         let now = OffsetDateTime::now_utc();
-        let token = issuer.access_token(user, session, vec!["user".into()], now).unwrap();
+        let token = issuer
+            .access_token(user, session, vec!["user".into()], now)
+            .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, ALGORITHM);
         assert_eq!(header.kid.as_deref(), Some(issuer.keyring().signing_kid()));
-        let claims = verifier(&issuer, &issuer.settings().audience).verify(&token).await.unwrap();
+        let claims = verifier(&issuer, &issuer.settings().audience)
+            .verify(&token)
+            .await
+            .unwrap();
         assert_eq!(claims.sub, user.to_string());
         assert_eq!(claims.sid, Some(session.to_string()));
         assert_eq!(claims.exp - claims.iat, 15 * 60);
@@ -174,8 +182,16 @@ mod tests {
     async fn service_token_is_not_a_user_token() {
         let issuer = issuer();
         let token = issuer.service_token(OffsetDateTime::now_utc()).unwrap();
-        assert!(verifier(&issuer, &issuer.settings().audience).verify(&token).await.is_err());
-        let claims = verifier(&issuer, INTERNAL_AUDIENCE).verify(&token).await.unwrap();
+        assert!(
+            verifier(&issuer, &issuer.settings().audience)
+                .verify(&token)
+                .await
+                .is_err()
+        );
+        let claims = verifier(&issuer, INTERNAL_AUDIENCE)
+            .verify(&token)
+            .await
+            .unwrap();
         assert_eq!(claims.roles, [SERVICE_ROLE]);
     }
 
@@ -186,6 +202,9 @@ mod tests {
         assert_ne!(a.expose(), b.expose());
         assert_eq!(URL_SAFE_NO_PAD.decode(a.expose()).unwrap().len(), 32);
         assert_eq!(a.hash().len(), 32);
-        assert_eq!(a.hash(), RefreshToken::from_client(SecretString::from(a.expose().to_owned())).hash());
+        assert_eq!(
+            a.hash(),
+            RefreshToken::from_client(SecretString::from(a.expose().to_owned())).hash()
+        );
     }
 }

@@ -112,7 +112,9 @@ pub async fn register(
     let display_name = validation.check("display_name", DisplayName::parse(&request.display_name));
     validation.finish()?;
     let (Some(email), Some(password), Some(display_name)) = (email, password, display_name) else {
-        return Err(AuthError::Internal("validation passed without values".into()));
+        return Err(AuthError::Internal(
+            "validation passed without values".into(),
+        ));
     };
     let tokens = state
         .accounts
@@ -122,7 +124,10 @@ pub async fn register(
             display_name,
         })
         .await?;
-    Ok(no_store(StatusCode::CREATED, TokenResponse::from_issued(tokens, true)))
+    Ok(no_store(
+        StatusCode::CREATED,
+        TokenResponse::from_issued(tokens, true),
+    ))
 }
 
 /// Opens a session with email and password.
@@ -145,8 +150,14 @@ pub async fn login(
     body: Result<ApiJson<LoginRequest>, Problem>,
 ) -> Result<Response, AuthError> {
     let ApiJson(request) = body?;
-    let tokens = state.accounts.login(&request.email, request.password).await?;
-    Ok(no_store(StatusCode::OK, TokenResponse::from_issued(tokens, false)))
+    let tokens = state
+        .accounts
+        .login(&request.email, request.password)
+        .await?;
+    Ok(no_store(
+        StatusCode::OK,
+        TokenResponse::from_issued(tokens, false),
+    ))
 }
 
 /// Exchanges a refresh token for new tokens; the old refresh token stops working.
@@ -173,7 +184,10 @@ pub async fn refresh(
         .accounts
         .refresh(RefreshToken::from_client(request.refresh_token))
         .await?;
-    Ok(no_store(StatusCode::OK, TokenResponse::from_issued(tokens, false)))
+    Ok(no_store(
+        StatusCode::OK,
+        TokenResponse::from_issued(tokens, false),
+    ))
 }
 
 /// Ends the session of the presented access token: its refresh token stops working.
@@ -187,10 +201,16 @@ pub async fn refresh(
         (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AuthError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, AuthError> {
     let claims = state.verifier.authenticate(&headers).await?;
     let user_id = Uuid::parse_str(&claims.sub).ok();
-    let session_id = claims.sid.as_deref().and_then(|sid| Uuid::parse_str(sid).ok());
+    let session_id = claims
+        .sid
+        .as_deref()
+        .and_then(|sid| Uuid::parse_str(sid).ok());
     let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
         return Err(Problem::unauthorized("the bearer token has no session").into());
     };

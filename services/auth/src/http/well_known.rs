@@ -43,7 +43,13 @@ pub struct DiscoveryDocument {
     responses((status = 200, description = "Discovery document", body = DiscoveryDocument))
 )]
 pub async fn openid_configuration(State(state): State<AppState>) -> Json<DiscoveryDocument> {
-    let issuer = state.accounts.issuer().settings().issuer.trim_end_matches('/').to_owned();
+    let issuer = state
+        .accounts
+        .issuer()
+        .settings()
+        .issuer
+        .trim_end_matches('/')
+        .to_owned();
     Json(DiscoveryDocument {
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         token_endpoint: format!("{issuer}/v1/auth/login"),

@@ -79,6 +79,8 @@ pub async fn create_user(
             tracing::info!(user_id = %profile.id, caller = %claims.sub, "profile created");
             (StatusCode::CREATED, ApiJson(ProfileBody::from(profile))).into_response()
         }
-        Created::Existing(profile) => (StatusCode::OK, ApiJson(ProfileBody::from(profile))).into_response(),
+        Created::Existing(profile) => {
+            (StatusCode::OK, ApiJson(ProfileBody::from(profile))).into_response()
+        }
     })
 }

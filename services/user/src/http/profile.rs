@@ -32,8 +32,11 @@ pub struct UpdateProfile {
 async fn caller_id(state: &AppState, headers: &HeaderMap) -> Result<Uuid, UserError> {
     let claims = state.user_tokens.authenticate(headers).await?;
     // A valid token whose subject is not a user id is not a user's token.
-    Uuid::parse_str(&claims.sub)
-        .map_err(|_| UserError::Rejected(Problem::unauthorized("the bearer token is not a user token")))
+    Uuid::parse_str(&claims.sub).map_err(|_| {
+        UserError::Rejected(Problem::unauthorized(
+            "the bearer token is not a user token",
+        ))
+    })
 }
 
 fn profile_response(profile: Profile) -> Response {
@@ -59,7 +62,10 @@ fn profile_response(profile: Profile) -> Response {
         (status = 503, description = "Database or signing keys unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, UserError> {
+pub async fn get_me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, UserError> {
     let id = caller_id(&state, &headers).await?;
     let profile = state.store.get(id).await?.ok_or(UserError::NotFound)?;
     Ok(profile_response(profile))
@@ -96,7 +102,10 @@ pub async fn update_me(
     let display_name = match update.display_name {
         Some(raw) => validation.check("display_name", DisplayName::parse(&raw)),
         None => {
-            validation.check::<()>("display_name", Err("nothing to update: give `display_name`".into()));
+            validation.check::<()>(
+                "display_name",
+                Err("nothing to update: give `display_name`".into()),
+            );
             None
         }
     };

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runs the whole system locally on SQLite: the gateway on 127.0.0.1:8080,
+# two user replicas and one auth replica, data under ./data/. Needs only the
+# Rust toolchain. Ctrl-C stops everything cleanly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GATEWAY_PORT=${PORTICO_DEV_GATEWAY_PORT:-8080}
+mkdir -p data logs
+
+echo "==> building"
+cargo build --bins --locked
+
+pids=()
+stop_all() {
+    trap - INT TERM EXIT
+    if [ ${#pids[@]} -gt 0 ]; then
+        echo
+        echo "==> stopping (SIGTERM, waiting for in-flight requests)"
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+    fi
+    echo "==> stopped"
+}
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# GET /readyz on an admin port with bash's /dev/tcp (no curl needed).
+is_ready() {
+    local port=$1 status
+    { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
+    printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    IFS= read -r -t 2 status <&3 || status=""
+    exec 3<&- 3>&-
+    [[ $status == *" 200 "* ]]
+}
+
+wait_ready() {
+    local name=$1 port=$2 pid=$3
+    for _ in $(seq 1 300); do
+        if is_ready "$port"; then
+            echo "    $name ready (admin :$port)"
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "!!! $name exited during startup; see logs/$name.log" >&2
+            tail -n 20 "logs/$name.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "!!! $name not ready after 30 s; see logs/$name.log" >&2
+    exit 1
+}
+
+start() {
+    local name=$1 binary=$2 admin_port=$3
+    shift 3
+    env "$@" "target/debug/$binary" >"logs/$name.log" 2>&1 &
+    pids+=($!)
+    wait_ready "$name" "$admin_port" "$!"
+}
+
+echo "==> starting services (logs in ./logs)"
+# The first user replica applies migrations before the second shares the file.
+start user-1 portico-user 9081 \
+    PORTICO_USER_LISTEN__API=127.0.0.1:8081 PORTICO_USER_LISTEN__ADMIN=127.0.0.1:9081 \
+    PORTICO_USER_DATABASE__URL=sqlite://data/user.db
+start user-2 portico-user 9083 \
+    PORTICO_USER_LISTEN__API=127.0.0.1:8083 PORTICO_USER_LISTEN__ADMIN=127.0.0.1:9083 \
+    PORTICO_USER_DATABASE__URL=sqlite://data/user.db
+start auth portico-auth 9082 \
+    PORTICO_AUTH_DATABASE__URL=sqlite://data/auth.db \
+    PORTICO_AUTH_USER_SERVICE__URL=http://127.0.0.1:8081
+start gateway portico-gateway 9080 \
+    PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$GATEWAY_PORT" \
+    PORTICO_GATEWAY_UPSTREAMS__USER__ENDPOINTS='["http://127.0.0.1:8081", "http://127.0.0.1:8083"]'
+
+echo
+echo "Portico is up: http://127.0.0.1:$GATEWAY_PORT  (API reference: http://127.0.0.1:$GATEWAY_PORT/docs)"
+echo "Press Ctrl-C to stop."
+# Wake on Ctrl-C or when any service exits.
+wait -n "${pids[@]}" || true
+echo "!!! a service exited; stopping the rest" >&2
+exit 1

@@ -1,0 +1,252 @@
+//! Configuration of the gateway (env prefix `PORTICO_GATEWAY_`).
+//!
+//! Upstreams are named groups of replicas; routes map path prefixes to
+//! upstreams with a timeout and whether a bearer token is required.
+
+use std::collections::BTreeMap;
+
+use portico_common::{
+    auth::TokenConfig,
+    config::{self, ConfigError, ListenConfig, ShutdownConfig},
+    http::client::HttpClientConfig,
+    redis::RedisConfig,
+    telemetry::TelemetryConfig,
+};
+use serde::Deserialize;
+
+pub const ENV_PREFIX: &str = "PORTICO_GATEWAY_";
+
+/// Paths the gateway never forwards, whatever the routes say.
+pub const DENIED_PREFIX: &str = "/internal";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URLs of the replicas (`http://host:port`).
+    pub endpoints: Vec<String>,
+    /// Path of the upstream's OpenAPI document, merged into the gateway's.
+    #[serde(default = "default_openapi_path")]
+    pub openapi_path: Option<String>,
+}
+
+fn default_openapi_path() -> Option<String> {
+    Some("/openapi.json".to_owned())
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Matches this path and everything below it (`/v1/users` matches
+    /// `/v1/users` and `/v1/users/me`, not `/v1/usersx`).
+    pub path_prefix: String,
+    /// Name of the upstream that serves it.
+    pub upstream: String,
+    /// Time allowed for the upstream's response headers, across retries.
+    #[serde(default = "default_route_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Require a valid bearer token at the edge.
+    #[serde(default)]
+    pub require_auth: bool,
+}
+
+fn default_route_timeout_ms() -> u64 {
+    15_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Largest request body forwarded; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// TCP connect timeout to an upstream replica.
+    pub connect_timeout_ms: u64,
+    /// Idle pooled connections are closed after this long.
+    pub pool_idle_timeout_secs: u64,
+    /// Maximum idle pooled connections per replica.
+    pub pool_max_idle_per_host: usize,
+    /// A replica that refused a connection is skipped for this long.
+    pub eject_secs: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            connect_timeout_ms: 1_000,
+            pool_idle_timeout_secs: 60,
+            pool_max_idle_per_host: 64,
+            eject_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub proxy: ProxyConfig,
+    /// How bearer tokens are verified at the edge.
+    pub tokens: TokenConfig,
+    pub redis: RedisConfig,
+    /// Client used for the JWKS and upstream OpenAPI documents.
+    pub http_client: HttpClientConfig,
+    pub telemetry: TelemetryConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// The built-in defaults, also the reference for every key.
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
+impl Default for Config {
+    /// The built-in defaults (no file, no environment).
+    fn default() -> Self {
+        #[allow(clippy::expect_used)] // the defaults are tested to parse
+        config::load_from(ENV_PREFIX, DEFAULTS, std::iter::empty())
+            .expect("built-in defaults parse")
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, ConfigError> {
+        config::load(ENV_PREFIX, DEFAULTS)
+            .and_then(|config: Self| config.validate().map(|()| config))
+    }
+
+    pub fn load_or_exit() -> Self {
+        config::load_or_exit(ENV_PREFIX, DEFAULTS, Self::validate)
+    }
+
+    /// Cross-field rules: routes name existing upstreams, prefixes are
+    /// absolute and never expose `/internal`, endpoints are http URLs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: String, msg: String| ConfigError::key(ENV_PREFIX, &k, msg);
+        for (name, upstream) in &self.upstreams {
+            if upstream.endpoints.is_empty() {
+                return Err(key(
+                    format!("upstreams.{name}.endpoints"),
+                    "must list at least one endpoint".into(),
+                ));
+            }
+            for endpoint in &upstream.endpoints {
+                let uri: http::Uri = endpoint.parse().map_err(|err| {
+                    key(
+                        format!("upstreams.{name}.endpoints"),
+                        format!("`{endpoint}`: {err}"),
+                    )
+                })?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err(key(
+                        format!("upstreams.{name}.endpoints"),
+                        format!("`{endpoint}` must be an http://host:port URL"),
+                    ));
+                }
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !self.upstreams.contains_key(&route.upstream) {
+                return Err(key(
+                    format!("routes.{i}.upstream"),
+                    format!("no upstream named `{}`", route.upstream),
+                ));
+            }
+            let prefix = route.path_prefix.trim_end_matches('/');
+            if !route.path_prefix.starts_with('/') || prefix.is_empty() {
+                return Err(key(
+                    format!("routes.{i}.path_prefix"),
+                    "must start with `/` and not be `/`".into(),
+                ));
+            }
+            if prefix == DENIED_PREFIX || prefix.starts_with(&format!("{DENIED_PREFIX}/")) {
+                return Err(key(
+                    format!("routes.{i}.path_prefix"),
+                    "internal APIs are never routed".into(),
+                ));
+            }
+            if prefix.contains(['{', '}', '*']) {
+                return Err(key(
+                    format!("routes.{i}.path_prefix"),
+                    "must be a literal path".into(),
+                ));
+            }
+            if route.timeout_ms == 0 {
+                return Err(key(
+                    format!("routes.{i}.timeout_ms"),
+                    "must be positive".into(),
+                ));
+            }
+        }
+        let mut prefixes: Vec<&str> = self
+            .routes
+            .iter()
+            .map(|r| r.path_prefix.trim_end_matches('/'))
+            .collect();
+        prefixes.sort_unstable();
+        if let Some(pair) = prefixes.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(key(
+                "routes".into(),
+                format!("two routes share the prefix `{}`", pair[0]),
+            ));
+        }
+        if self.proxy.max_body_bytes == 0 {
+            return Err(key(
+                "proxy.max_body_bytes".into(),
+                "must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn route_to_an_unknown_upstream_is_refused() {
+        let mut config = Config::default();
+        config.routes[0].upstream = "nope".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("routes.0.upstream"), "{err}");
+    }
+
+    #[test]
+    fn routing_internal_paths_is_refused() {
+        let mut config = Config::default();
+        config.routes[0].path_prefix = "/internal/users".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("routes.0.path_prefix"), "{err}");
+    }
+
+    #[test]
+    fn non_http_endpoint_is_refused() {
+        let mut config = Config::default();
+        config.upstreams.get_mut("user").unwrap().endpoints = vec!["ftp://x".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("upstreams.user.endpoints"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_can_be_set_as_a_list_in_one_variable() {
+        let config: Config = portico_common::config::load_from(
+            ENV_PREFIX,
+            DEFAULTS,
+            [(
+                "PORTICO_GATEWAY_UPSTREAMS__USER__ENDPOINTS".to_owned(),
+                r#"["http://127.0.0.1:1", "http://127.0.0.1:2"]"#.to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.upstreams["user"].endpoints.len(), 2);
+        assert_eq!(
+            config.upstreams["auth"].endpoints,
+            ["http://127.0.0.1:8082"]
+        );
+    }
+}

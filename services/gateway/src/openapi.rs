@@ -1,0 +1,211 @@
+//! The public API's OpenAPI document, assembled from the upstreams' own
+//! documents (so it always describes what is deployed), and a browsable
+//! reference at `/docs` served from assets compiled into the binary.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use portico_common::http::client::HttpClient;
+use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
+
+use crate::{config::DENIED_PREFIX, proxy::Route, upstream::Upstream};
+
+/// How long an assembled document is served before upstreams are asked again.
+const CACHE_FOR: Duration = Duration::from_secs(30);
+
+/// Where to fetch one upstream's document.
+#[derive(Debug)]
+pub struct Source {
+    pub upstream: Arc<Upstream>,
+    pub path: String,
+}
+
+#[derive(Debug)]
+pub struct PublicDocument {
+    client: HttpClient,
+    sources: Vec<Source>,
+    /// Route prefixes: only operations under them are public.
+    prefixes: Vec<String>,
+    cached: Mutex<Option<(Instant, Value)>>,
+}
+
+impl PublicDocument {
+    pub fn new(client: HttpClient, sources: Vec<Source>, routes: &[Arc<Route>]) -> Self {
+        Self {
+            client,
+            sources,
+            prefixes: routes
+                .iter()
+                .map(|r| r.path_prefix.trim_end_matches('/').to_owned())
+                .collect(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The merged document. A complete result is cached; when an upstream
+    /// cannot be reached the document omits it and is not cached.
+    pub async fn get(&self) -> Value {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, doc)) = cached.as_ref()
+            && at.elapsed() < CACHE_FOR
+        {
+            return doc.clone();
+        }
+        let mut parts = Vec::new();
+        let mut complete = true;
+        for source in &self.sources {
+            match self.fetch(source).await {
+                Some(doc) => parts.push(doc),
+                None => complete = false,
+            }
+        }
+        let merged = merge(&parts, &self.prefixes);
+        if complete {
+            *cached = Some((Instant::now(), merged.clone()));
+        }
+        merged
+    }
+
+    async fn fetch(&self, source: &Source) -> Option<Value> {
+        for endpoint in source.upstream.attempt_order() {
+            let url = format!("{}{}", endpoint.label, source.path);
+            match self.client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => match response
+                    .json::<Value>()
+                    .await
+                {
+                    Ok(doc) => return Some(doc),
+                    Err(err) => tracing::warn!(%url, %err, "upstream OpenAPI document unreadable"),
+                },
+                Ok(response) => {
+                    tracing::warn!(%url, status = %response.status(), "upstream OpenAPI document unavailable")
+                }
+                Err(err) => tracing::warn!(%url, %err, "upstream OpenAPI document unavailable"),
+            }
+        }
+        None
+    }
+}
+
+fn is_public(path: &str, prefixes: &[String]) -> bool {
+    let internal = path == DENIED_PREFIX || path.starts_with(&format!("{DENIED_PREFIX}/"));
+    !internal
+        && prefixes
+            .iter()
+            .any(|prefix| path == prefix || path.starts_with(&format!("{prefix}/")))
+}
+
+/// Statuses the gateway itself may answer on any proxied operation.
+fn gateway_responses() -> [(&'static str, &'static str); 4] {
+    [
+        ("413", "Body over the gateway's limit"),
+        ("502", "The service failed mid-request"),
+        ("503", "No replica of the service is reachable"),
+        ("504", "The service did not answer in time"),
+    ]
+}
+
+/// Merges upstream documents: public paths only, their component schemas,
+/// the bearer scheme, and the gateway's own error responses on every
+/// operation.
+pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
+    let mut paths = Map::new();
+    let mut schemas = Map::new();
+    let mut security_schemes = Map::new();
+    let mut tags = Vec::new();
+    for doc in docs {
+        if let Some(doc_paths) = doc.get("paths").and_then(Value::as_object) {
+            for (path, item) in doc_paths {
+                if is_public(path, prefixes) {
+                    paths.insert(path.clone(), item.clone());
+                }
+            }
+        }
+        let components = doc.get("components");
+        for (target, key) in [
+            (&mut schemas, "schemas"),
+            (&mut security_schemes, "securitySchemes"),
+        ] {
+            if let Some(map) = components
+                .and_then(|c| c.get(key))
+                .and_then(Value::as_object)
+            {
+                for (name, value) in map {
+                    target.entry(name.clone()).or_insert_with(|| value.clone());
+                }
+            }
+        }
+        for tag in doc
+            .get("tags")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if tag.get("name").and_then(Value::as_str) != Some("internal") && !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
+    }
+    for item in paths.values_mut() {
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            for (status, description) in gateway_responses() {
+                responses.entry(status.to_owned()).or_insert_with(|| {
+                    json!({
+                        "description": description,
+                        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+                    })
+                });
+            }
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Portico API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The public API, as served through the gateway. Errors are RFC 9457 problem details (`application/problem+json`) carrying a `request_id`."
+        },
+        "tags": tags,
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": security_schemes},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_paths_and_unrouted_paths_are_left_out() {
+        let doc = json!({
+            "paths": {
+                "/v1/users/me": {"get": {"responses": {"200": {"description": "ok"}}}},
+                "/internal/users": {"post": {"responses": {}}},
+                "/v2/other": {"get": {"responses": {}}}
+            },
+            "components": {"schemas": {"Problem": {"type": "object"}}},
+            "tags": [{"name": "users"}, {"name": "internal"}]
+        });
+        let merged = merge(&[doc], &["/v1/users".to_owned()]);
+        let paths = merged["paths"].as_object().unwrap();
+        assert_eq!(paths.keys().collect::<Vec<_>>(), ["/v1/users/me"]);
+        assert_eq!(merged["tags"], json!([{"name": "users"}]));
+        let responses = &merged["paths"]["/v1/users/me"]["get"]["responses"];
+        for status in ["200", "413", "502", "503", "504"] {
+            assert!(responses.get(status).is_some(), "{status}");
+        }
+        assert!(merged["components"]["schemas"]["Problem"].is_object());
+    }
+}

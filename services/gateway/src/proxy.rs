@@ -1,0 +1,336 @@
+//! Forwarding a request to an upstream replica.
+//!
+//! The body is buffered (bounded by `proxy.max_body_bytes`) so that a
+//! request can be replayed on another replica: always when the connection
+//! was refused (nothing reached the upstream), and for idempotent methods
+//! when the connection failed mid-request.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request},
+    response::Response,
+};
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Uri,
+    header::{self, CONNECTION},
+};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use portico_common::{auth::TokenVerifier, telemetry};
+
+use crate::{config::ProxyConfig, error::GatewayError, upstream::Upstream};
+
+/// A configured route, resolved to its upstream.
+#[derive(Debug)]
+pub struct Route {
+    pub path_prefix: String,
+    pub upstream: Arc<Upstream>,
+    pub timeout: Duration,
+    pub require_auth: bool,
+}
+
+/// Shared by every proxied request.
+pub struct Proxy {
+    client: Client<HttpConnector, Full<Bytes>>,
+    verifier: Arc<TokenVerifier>,
+    max_body_bytes: usize,
+    eject_for: Duration,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Header prefixes only Portico itself may set; never accepted from clients.
+const INTERNAL_PREFIXES: [&str; 3] = ["x-portico-", "x-internal-", "x-forwarded-"];
+
+/// Headers a client could use to spoof its address; replaced by ours.
+const SPOOFABLE: [&str; 2] = ["forwarded", "x-real-ip"];
+
+impl Proxy {
+    pub fn new(config: &ProxyConfig, verifier: Arc<TokenVerifier>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .build(connector);
+        Self {
+            client,
+            verifier,
+            max_body_bytes: config.max_body_bytes,
+            eject_for: Duration::from_secs(config.eject_secs),
+        }
+    }
+
+    /// Forwards `request` along `route`.
+    pub async fn forward(&self, route: &Route, request: Request) -> Result<Response, GatewayError> {
+        let (parts, body) = request.into_parts();
+        if is_ambiguous(parts.uri.path()) {
+            return Err(GatewayError::AmbiguousPath);
+        }
+        if route.require_auth {
+            self.verifier.verify_headers(&parts.headers).await?;
+        }
+        let body = self.read_body(&parts.headers, body).await?;
+        let client_addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        let headers = upstream_headers(&parts.headers, client_addr);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+
+        let attempts = self.try_replicas(route, &parts.method, &path_and_query, &headers, body);
+        match tokio::time::timeout(route.timeout, attempts).await {
+            Ok(result) => result,
+            Err(_) => {
+                metrics::counter!("gateway_upstream_timeouts_total", "upstream" => route.upstream.name.clone())
+                    .increment(1);
+                Err(GatewayError::Timeout(route.upstream.name.clone()))
+            }
+        }
+    }
+
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > self.max_body_bytes) {
+            return Err(GatewayError::BodyTooLarge);
+        }
+        match Limited::new(body, self.max_body_bytes).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(GatewayError::BodyTooLarge)
+            }
+            Err(err) => Err(GatewayError::BodyUnreadable(err.to_string())),
+        }
+    }
+
+    async fn try_replicas(
+        &self,
+        route: &Route,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, GatewayError> {
+        let upstream = &route.upstream;
+        let replayable = is_idempotent(method);
+        let mut last_failure = None;
+        for endpoint in upstream.attempt_order() {
+            let uri = Uri::builder()
+                .scheme(endpoint.scheme.clone())
+                .authority(endpoint.authority.clone())
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|_| GatewayError::AmbiguousPath)?;
+            let mut request = http::Request::new(Full::new(body.clone()));
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers.clone();
+
+            let started = Instant::now();
+            let outcome = self.client.request(request).await;
+            let labels = [
+                ("upstream", upstream.name.clone()),
+                ("endpoint", endpoint.label.clone()),
+            ];
+            match outcome {
+                Ok(response) => {
+                    endpoint.restore();
+                    metrics::histogram!("gateway_upstream_duration_seconds", &labels)
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("gateway_upstream_requests_total", &labels).increment(1);
+                    return Ok(downstream_response(response));
+                }
+                Err(err) if err.is_connect() => {
+                    // Nothing reached the replica: always safe to try another.
+                    tracing::warn!(endpoint = %endpoint.label, error = %err, "replica refused connection; ejecting");
+                    endpoint.eject(self.eject_for);
+                    metrics::counter!("gateway_upstream_connect_failures_total", &labels)
+                        .increment(1);
+                    last_failure.get_or_insert(GatewayError::NoReplica(upstream.name.clone()));
+                }
+                Err(err) => {
+                    tracing::warn!(endpoint = %endpoint.label, error = %err, replayable, "replica failed mid-request");
+                    endpoint.eject(self.eject_for);
+                    metrics::counter!("gateway_upstream_failures_total", &labels).increment(1);
+                    let failure = GatewayError::BadGateway {
+                        upstream: upstream.name.clone(),
+                        cause: err.to_string(),
+                    };
+                    if !replayable {
+                        return Err(failure);
+                    }
+                    last_failure = Some(failure);
+                }
+            }
+        }
+        Err(last_failure.unwrap_or_else(|| GatewayError::NoReplica(upstream.name.clone())))
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+/// Paths whose meaning depends on who normalises them: dot segments,
+/// encoded dots, slashes or backslashes. Refusing them keeps the gateway's
+/// view of a path (and of `/internal`) the same as the upstream's.
+pub fn is_ambiguous(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || path.contains('\\')
+        || path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
+/// The headers sent upstream: the client's, minus hop-by-hop and internal
+/// ones, plus forwarding information and the current trace context.
+fn upstream_headers(incoming: &HeaderMap, client_addr: Option<SocketAddr>) -> HeaderMap {
+    let connection_listed: Vec<String> = incoming
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
+    for (name, value) in incoming {
+        let lower = name.as_str();
+        let dropped = HOP_BY_HOP.contains(&lower)
+            || SPOOFABLE.contains(&lower)
+            || INTERNAL_PREFIXES
+                .iter()
+                .any(|prefix| lower.starts_with(prefix))
+            || connection_listed.iter().any(|listed| listed == lower)
+            || name == header::HOST
+            || lower == "traceparent"
+            || lower == "tracestate";
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(addr) = client_addr
+        && let Ok(value) = HeaderValue::from_str(&addr.ip().to_string())
+    {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = incoming.get(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    // The gateway's span is the parent of the upstream's.
+    telemetry::inject_current_context(&mut headers);
+    headers
+}
+
+fn downstream_response(response: http::Response<hyper::body::Incoming>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    for name in HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    Response::from_parts(parts, Body::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_and_encoded_separators_are_ambiguous() {
+        for path in [
+            "/v1/users/../internal/users",
+            "/v1/users/./me",
+            "/v1/users/%2e%2e/internal",
+            "/v1/users%2Fme",
+            "/v1/users/..",
+            "/v1\\users",
+        ] {
+            assert!(is_ambiguous(path), "{path}");
+        }
+        assert!(!is_ambiguous("/v1/users/me"));
+        assert!(!is_ambiguous("/.well-known/jwks.json"));
+    }
+
+    #[test]
+    fn internal_and_hop_by_hop_headers_are_stripped() {
+        let mut incoming = HeaderMap::new();
+        for (name, value) in [
+            ("x-portico-user-id", "admin"),
+            ("x-internal-role", "admin"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("connection", "keep-alive, x-custom"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("host", "gateway.example"),
+            ("authorization", "Bearer t"),
+            ("x-request-id", "r1"),
+            ("accept", "application/json"),
+        ] {
+            incoming.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let out = upstream_headers(&incoming, Some(SocketAddr::from(([10, 0, 0, 7], 5555))));
+        for gone in [
+            "x-portico-user-id",
+            "x-internal-role",
+            "forwarded",
+            "connection",
+            "x-custom",
+            "keep-alive",
+            "host",
+        ] {
+            assert!(!out.contains_key(gone), "{gone} should be stripped");
+        }
+        assert_eq!(out["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(out["x-forwarded-host"], "gateway.example");
+        assert_eq!(out["authorization"], "Bearer t");
+        assert_eq!(out["x-request-id"], "r1");
+        assert_eq!(out["accept"], "application/json");
+    }
+}
