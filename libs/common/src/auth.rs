@@ -253,13 +253,16 @@ pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
 /// Default `aud` of user access tokens.
 pub const DEFAULT_AUDIENCE: &str = "portico-api";
 
+/// Looks up an in-process public key by key id.
+pub type KeyLookup = Arc<dyn Fn(&str) -> Option<DecodingKey> + Send + Sync>;
+
 /// Where a verifier gets public keys.
 #[derive(Clone)]
 pub enum KeySource {
     /// A remote JWKS (gateway, user service).
     Remote(Arc<JwksCache>),
     /// Keys held in-process (the auth service verifying its own tokens).
-    Local(Arc<dyn Fn(&str) -> Option<DecodingKey> + Send + Sync>),
+    Local(KeyLookup),
 }
 
 /// Verifies tokens for one issuer and audience.

@@ -196,7 +196,7 @@ mod tests {
     use super::*;
     use secrecy::{ExposeSecret, SecretString};
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Default, Deserialize)]
     #[serde(default, deny_unknown_fields)]
     struct Sample {
         port: u16,
@@ -209,16 +209,6 @@ mod tests {
     struct Database {
         url: SecretString,
         max_connections: u32,
-    }
-
-    impl Default for Sample {
-        fn default() -> Self {
-            Self {
-                port: 0,
-                database: Database::default(),
-                names: Vec::new(),
-            }
-        }
     }
 
     impl Default for Database {
