@@ -1,1 +1,331 @@
-//! End-to-end tests live in `tests/`.
+//! Runs the real Portico binaries as a system for end-to-end tests: two user
+//! replicas, one auth replica and the gateway, each a separate process with
+//! its own log file, on PostgreSQL or SQLite.
+//!
+//! The binaries come from the same `target/` profile directory as the test
+//! executable; `scripts/test.sh` builds them before running the tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: fail loudly
+
+use std::{
+    fs::File,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use portico_testkit::{Backend, TestDatabase, eventually};
+
+/// Issuer and audience the whole test system agrees on.
+const ISSUER: &str = "http://portico.e2e";
+
+/// Directory holding the service binaries (`target/debug`).
+fn binaries_dir() -> PathBuf {
+    // The test executable lives in target/debug/deps.
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = binaries_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (scripts/test.sh runs `cargo build --bins`)",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks; the listener is released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// One running service process.
+#[derive(Debug)]
+pub struct Process {
+    pub name: String,
+    pub api_port: u16,
+    pub admin_port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(
+        name: &str,
+        binary_name: &str,
+        env_prefix: &str,
+        env: &[(String, String)],
+        logs: &Path,
+    ) -> Self {
+        let api_port = free_port();
+        let admin_port = free_port();
+        let log = logs.join(format!("{name}.log"));
+        let file = File::create(&log).expect("log file");
+        let mut command = Command::new(binary(binary_name));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env(
+                format!("{env_prefix}LISTEN__API"),
+                format!("127.0.0.1:{api_port}"),
+            )
+            .env(
+                format!("{env_prefix}LISTEN__ADMIN"),
+                format!("127.0.0.1:{admin_port}"),
+            )
+            .env(format!("{env_prefix}TELEMETRY__LOG_FORMAT"), "json")
+            .env(format!("{env_prefix}SHUTDOWN__DRAIN_TIMEOUT_SECS"), "5")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone().expect("log file")))
+            .stderr(Stdio::from(file));
+        for (key, value) in env {
+            command.env(format!("{env_prefix}{key}"), value);
+        }
+        let child = command.spawn().expect("spawn service");
+        Self {
+            name: name.to_owned(),
+            api_port,
+            admin_port,
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
+    }
+
+    /// The process's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    /// Waits until `/readyz` answers 200, failing with the log if the
+    /// process exits or the deadline passes.
+    pub async fn wait_ready(&mut self, client: &reqwest::Client) {
+        let url = format!("{}/readyz", self.admin_url());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{} exited during startup ({status}):\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            if let Ok(response) = client.get(&url).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} not ready after 60 s:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: the process dies without any chance to clean up.
+    pub fn kill_hard(&mut self) {
+        kill(self.pid(), Signal::SIGKILL).expect("SIGKILL");
+        self.child.take().expect("running").wait().expect("reap");
+    }
+
+    /// SIGTERM, then waits for the exit (bounded).
+    pub async fn terminate(&mut self) -> ExitStatus {
+        kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
+        let mut child = self.child.take().expect("running");
+        eventually(
+            Duration::from_secs(30),
+            "process exit after SIGTERM",
+            || {
+                let status = child.try_wait().expect("try_wait");
+                async move { status }
+            },
+        )
+        .await
+    }
+
+    /// Sum of the `http_requests_total` counters for `route`.
+    pub async fn request_count(&self, client: &reqwest::Client, route: &str) -> u64 {
+        let text = client
+            .get(format!("{}/metrics", self.admin_url()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let needle = format!("route=\"{route}\"");
+        text.lines()
+            .filter(|line| line.starts_with("http_requests_total{") && line.contains(&needle))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The whole system: gateway → two user replicas and one auth replica.
+#[derive(Debug)]
+pub struct System {
+    pub gateway: Process,
+    pub users: Vec<Process>,
+    pub auth: Process,
+    pub client: reqwest::Client,
+    _databases: Vec<TestDatabase>,
+    logs: tempfile::TempDir,
+}
+
+impl System {
+    pub async fn start(backend: Backend) -> Self {
+        let logs = tempfile::tempdir().expect("log dir");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let user_db = TestDatabase::new(backend).await;
+        let auth_db = TestDatabase::new(backend).await;
+
+        // Auth's port must be known before the users start (their JWKS URL)
+        // and the users' before auth starts (its user service URL), so the
+        // auth process is spawned with a pre-picked port.
+        let token_env = |jwks_port: u16| {
+            vec![
+                ("TOKENS__ISSUER".to_owned(), ISSUER.to_owned()),
+                ("TOKENS__AUDIENCE".to_owned(), "portico-api".to_owned()),
+                (
+                    "TOKENS__JWKS__URL".to_owned(),
+                    format!("http://127.0.0.1:{jwks_port}/.well-known/jwks.json"),
+                ),
+            ]
+        };
+        let auth_api_port = free_port();
+
+        let mut users = Vec::new();
+        for i in 1..=2 {
+            let mut env = token_env(auth_api_port);
+            env.push(("DATABASE__URL".to_owned(), user_db.url.clone()));
+            let mut user = Process::spawn(
+                &format!("user-{i}"),
+                "portico-user",
+                "PORTICO_USER_",
+                &env,
+                logs.path(),
+            );
+            // The first replica migrates the shared database before the second starts.
+            user.wait_ready(&client).await;
+            users.push(user);
+        }
+
+        let auth_env = vec![
+            (
+                "LISTEN__API".to_owned(),
+                format!("127.0.0.1:{auth_api_port}"),
+            ),
+            ("DATABASE__URL".to_owned(), auth_db.url.clone()),
+            ("TOKENS__ISSUER".to_owned(), ISSUER.to_owned()),
+            ("TOKENS__AUDIENCE".to_owned(), "portico-api".to_owned()),
+            ("USER_SERVICE__URL".to_owned(), users[0].api_url()),
+        ];
+        let mut auth = Process::spawn(
+            "auth",
+            "portico-auth",
+            "PORTICO_AUTH_",
+            &auth_env,
+            logs.path(),
+        );
+        auth.api_port = auth_api_port;
+        auth.wait_ready(&client).await;
+
+        let user_endpoints = format!(
+            "[{}]",
+            users
+                .iter()
+                .map(|u| format!("\"{}\"", u.api_url()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut gateway_env = token_env(auth_api_port);
+        gateway_env.push(("UPSTREAMS__USER__ENDPOINTS".to_owned(), user_endpoints));
+        gateway_env.push((
+            "UPSTREAMS__AUTH__ENDPOINTS".to_owned(),
+            format!("[\"{}\"]", auth.api_url()),
+        ));
+        let mut gateway = Process::spawn(
+            "gateway",
+            "portico-gateway",
+            "PORTICO_GATEWAY_",
+            &gateway_env,
+            logs.path(),
+        );
+        gateway.wait_ready(&client).await;
+
+        Self {
+            gateway,
+            users,
+            auth,
+            client,
+            _databases: vec![user_db, auth_db],
+            logs,
+        }
+    }
+
+    /// URL of `path` through the gateway.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.api_url())
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        std::fs::read_dir(self.logs.path())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| {
+                        format!(
+                            "--- {} ---\n{}",
+                            e.file_name().to_string_lossy(),
+                            std::fs::read_to_string(e.path()).unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
+}

@@ -10,6 +10,8 @@ use std::{fmt, future::Future, path::PathBuf, time::Duration};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+pub mod issuer;
+
 pub const POSTGRES_URL_VAR: &str = "PORTICO_TEST_POSTGRES_URL";
 pub const REDIS_URL_VAR: &str = "PORTICO_TEST_REDIS_URL";
 

@@ -1,0 +1,145 @@
+//! A token issuer for tests of token *consumers* (gateway, user service):
+//! an Ed25519 key whose JWKS is served over real HTTP on a free port, and
+//! tokens with any claims — including expired, wrong-audience or tampered
+//! ones that the real auth service would never mint.
+
+use aws_lc_rs::{
+    rand::SystemRandom,
+    signature::{Ed25519KeyPair, KeyPair},
+};
+use axum::{Json, Router, routing::get};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+pub const ISSUER: &str = "http://portico.test";
+pub const AUDIENCE: &str = "portico-api";
+pub const INTERNAL_AUDIENCE: &str = "portico-internal";
+
+#[derive(Debug)]
+pub struct TestIssuer {
+    kid: String,
+    key: EncodingKey,
+    /// URL of the served JWKS.
+    pub jwks_url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+impl TestIssuer {
+    pub async fn start() -> Self {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+        let kid = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let jwks = json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+            "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        }]});
+        let app = Router::new().route(
+            "/.well-known/jwks.json",
+            get(move || {
+                let jwks = jwks.clone();
+                async move { Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self {
+            kid,
+            key: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            jwks_url: format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+            server,
+        }
+    }
+
+    /// Valid claims for a user's access token (15 minutes).
+    pub fn user_claims(&self, user_id: uuid::Uuid) -> Value {
+        let now = now();
+        json!({
+            "iss": ISSUER, "sub": user_id.to_string(), "aud": AUDIENCE,
+            "iat": now, "nbf": now, "exp": now + 900,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "sid": uuid::Uuid::new_v4().to_string(),
+            "roles": ["user"],
+        })
+    }
+
+    /// Valid claims for a service token.
+    pub fn service_claims(&self) -> Value {
+        let now = now();
+        json!({
+            "iss": ISSUER, "sub": "service:auth", "aud": INTERNAL_AUDIENCE,
+            "iat": now, "nbf": now, "exp": now + 60,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "roles": ["service"],
+        })
+    }
+
+    /// Signs `claims` with the served key.
+    pub fn sign(&self, claims: &Value) -> String {
+        let header = Header {
+            kid: Some(self.kid.clone()),
+            ..Header::new(Algorithm::EdDSA)
+        };
+        jsonwebtoken::encode(&header, claims, &self.key).expect("sign")
+    }
+
+    pub fn user_token(&self, user_id: uuid::Uuid) -> String {
+        self.sign(&self.user_claims(user_id))
+    }
+
+    pub fn service_token(&self) -> String {
+        self.sign(&self.service_claims())
+    }
+
+    /// A token for `user_id` that expired an hour ago.
+    pub fn expired_token(&self, user_id: uuid::Uuid) -> String {
+        let mut claims = self.user_claims(user_id);
+        claims["exp"] = json!(now() - 3600);
+        claims["iat"] = json!(now() - 7200);
+        claims["nbf"] = json!(now() - 7200);
+        self.sign(&claims)
+    }
+
+    /// A valid token for another audience.
+    pub fn wrong_audience_token(&self, user_id: uuid::Uuid) -> String {
+        let mut claims = self.user_claims(user_id);
+        claims["aud"] = json!("someone-else");
+        self.sign(&claims)
+    }
+}
+
+/// `token` with its payload swapped for another subject, signature kept.
+pub fn tampered(token: &str, other_subject: &str) -> String {
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64")).expect("json");
+    payload["sub"] = json!(other_subject);
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).expect("json"));
+    parts.join(".")
+}
+
+/// An unsigned `alg: none` token with otherwise valid-looking claims.
+pub fn alg_none_token(claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("json"));
+    format!("{header}.{payload}.")
+}
