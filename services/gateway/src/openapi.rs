@@ -170,6 +170,7 @@ pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
             }
         }
     }
+    let schemas = referenced_schemas(&paths, schemas);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -181,6 +182,46 @@ pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": security_schemes},
     })
+}
+
+/// The schemas reachable from `paths` (directly or through other schemas):
+/// upstream documents also describe internal operations whose schemas must
+/// not leak into the public document.
+fn referenced_schemas(paths: &Map<String, Value>, mut all: Map<String, Value>) -> Map<String, Value> {
+    const PREFIX: &str = "#/components/schemas/";
+    fn collect_refs(value: &Value, into: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map {
+                    match (key.as_str(), inner.as_str()) {
+                        ("$ref", Some(reference)) => {
+                            if let Some(name) = reference.strip_prefix(PREFIX) {
+                                into.push(name.to_owned());
+                            }
+                        }
+                        _ => collect_refs(inner, into),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| collect_refs(item, into)),
+            _ => {}
+        }
+    }
+    let mut pending = Vec::new();
+    for item in paths.values() {
+        collect_refs(item, &mut pending);
+    }
+    let mut kept = Map::new();
+    while let Some(name) = pending.pop() {
+        if kept.contains_key(&name) {
+            continue;
+        }
+        if let Some(schema) = all.remove(&name) {
+            collect_refs(&schema, &mut pending);
+            kept.insert(name, schema);
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -195,7 +236,11 @@ mod tests {
                 "/internal/users": {"post": {"responses": {}}},
                 "/v2/other": {"get": {"responses": {}}}
             },
-            "components": {"schemas": {"Problem": {"type": "object"}}},
+            "components": {"schemas": {
+                "Problem": {"type": "object", "properties": {"errors": {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}}}},
+                "FieldError": {"type": "object"},
+                "CreateUser": {"type": "object"}
+            }},
             "tags": [{"name": "users"}, {"name": "internal"}]
         });
         let merged = merge(&[doc], &["/v1/users".to_owned()]);
@@ -206,6 +251,9 @@ mod tests {
         for status in ["200", "413", "502", "503", "504"] {
             assert!(responses.get(status).is_some(), "{status}");
         }
-        assert!(merged["components"]["schemas"]["Problem"].is_object());
+        let schemas = merged["components"]["schemas"].as_object().unwrap();
+        assert!(schemas.contains_key("Problem"), "referenced by the gateway's own responses");
+        assert!(schemas.contains_key("FieldError"), "referenced through Problem");
+        assert!(!schemas.contains_key("CreateUser"), "only used by internal operations");
     }
 }

@@ -46,6 +46,7 @@ pub struct CreateUser {
         (status = 401, description = "No valid service token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Token is not a service token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email or id belongs to another profile", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database or signing keys unavailable", body = Problem, content_type = "application/problem+json"),

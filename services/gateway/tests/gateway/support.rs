@@ -1,0 +1,368 @@
+//! Shared harness: recording upstreams, a gateway started in-process on
+//! port 0 in front of them, and assertions on problem responses.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, Once,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Request, State},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use portico_common::{
+    config::ListenConfig,
+    error::PROBLEM_JSON,
+    http::server::Listeners,
+    telemetry::{self, TelemetryConfig},
+};
+use portico_gateway::{
+    Application, Config,
+    config::{RouteConfig, UpstreamConfig},
+};
+use portico_testkit::issuer::{self, TestIssuer};
+use serde_json::{Map, Value, json};
+use tokio::{sync::Notify, task::JoinHandle};
+
+/// What a recording upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    /// Path and query, exactly as received.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+struct Shared {
+    name: String,
+    hits: AtomicUsize,
+    last: Mutex<Option<Seen>>,
+    /// Requests to `…/slow` wait for this.
+    release: Notify,
+    openapi: Option<Value>,
+}
+
+/// A stand-in for a service replica. It counts requests, records the last
+/// one, and answers by path:
+/// - `/openapi.json` (when given a document): that document;
+/// - `…/slow`: only after [`RecordingUpstream::release_slow`];
+/// - `…/conflict`: a 409 problem+json carrying the request id it received;
+/// - anything else: 200 JSON `{replica, method, path, headers, body}`.
+pub struct RecordingUpstream {
+    /// Base URL (`http://127.0.0.1:port`).
+    pub url: String,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl RecordingUpstream {
+    pub async fn start(name: &str) -> Self {
+        Self::serve(name, None).await
+    }
+
+    /// A replica that also serves `document` at `/openapi.json`.
+    pub async fn with_openapi(name: &str, document: Value) -> Self {
+        Self::serve(name, Some(document)).await
+    }
+
+    async fn serve(name: &str, openapi: Option<Value>) -> Self {
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            hits: AtomicUsize::new(0),
+            last: Mutex::new(None),
+            release: Notify::new(),
+            openapi,
+        });
+        let app = Router::new()
+            .fallback(record_and_answer)
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.ok();
+        });
+        Self {
+            url,
+            shared,
+            server,
+        }
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// The last request received; panics if there was none.
+    pub fn last(&self) -> Seen {
+        self.shared
+            .last
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the upstream received no request")
+    }
+
+    /// Lets waiting `…/slow` requests answer.
+    pub fn release_slow(&self) {
+        self.shared.release.notify_waiters();
+    }
+}
+
+async fn record_and_answer(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    *shared.last.lock().unwrap() = Some(Seen {
+        method: parts.method.clone(),
+        uri: uri.clone(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+
+    let path = parts.uri.path();
+    if path == "/openapi.json"
+        && let Some(document) = &shared.openapi
+    {
+        return Json(document.clone()).into_response();
+    }
+    if path.ends_with("/conflict") {
+        return (
+            StatusCode::CONFLICT,
+            [(header::CONTENT_TYPE, PROBLEM_JSON)],
+            conflict_body(&parts.headers),
+        )
+            .into_response();
+    }
+    if path.ends_with("/slow") {
+        shared.release.notified().await;
+    }
+    let headers: Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                Value::from(value.to_str().unwrap_or_default()),
+            )
+        })
+        .collect();
+    Json(json!({
+        "replica": shared.name,
+        "method": parts.method.as_str(),
+        "path": uri,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+    .into_response()
+}
+
+/// The exact body a recording upstream sends with its 409.
+pub fn conflict_body(request_headers: &HeaderMap) -> String {
+    let request_id = request_headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    json!({
+        "type": "urn:portico:problem:conflict",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "that display name is taken",
+        "request_id": request_id,
+    })
+    .to_string()
+}
+
+/// The URL of a replica that is down: a port that was free a moment ago.
+pub fn dead_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// Upstream config with the given replicas and no OpenAPI document.
+pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
+    UpstreamConfig {
+        endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
+        openapi_path: None,
+    }
+}
+
+/// A public route with a generous timeout.
+pub fn route(path_prefix: &str, upstream: &str) -> RouteConfig {
+    RouteConfig {
+        path_prefix: path_prefix.to_owned(),
+        upstream: upstream.to_owned(),
+        timeout_ms: 5_000,
+        require_auth: false,
+    }
+}
+
+/// As `main` does: tracing with the OpenTelemetry layer and the W3C
+/// propagator, without which no `traceparent` is produced. Once per process.
+fn init_telemetry() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let guard = telemetry::init("portico-gateway-tests", &TelemetryConfig::default())
+            .expect("telemetry init");
+        // Keep the tracer provider for the life of the process.
+        std::mem::forget(guard);
+    });
+}
+
+/// A gateway running in-process, its token issuer and a client for it.
+pub struct Gateway {
+    pub api: SocketAddr,
+    pub admin: SocketAddr,
+    pub issuer: TestIssuer,
+    pub client: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts a gateway from the built-in defaults with no upstreams and no
+    /// routes, tokens from a fresh [`TestIssuer`], then `configure`.
+    pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        init_telemetry();
+        let issuer = TestIssuer::start().await;
+        let mut config = Config::default();
+        config.upstreams.clear();
+        config.routes.clear();
+        config.tokens.issuer = issuer::ISSUER.to_owned();
+        config.tokens.audience = issuer::AUDIENCE.to_owned();
+        config.tokens.jwks.url = issuer.jwks_url.clone();
+        configure(&mut config);
+        let listeners = listeners().await;
+        let app = Application::build_with_listeners(config, listeners)
+            .await
+            .expect("gateway builds");
+        let (api, admin) = (app.api_addr(), app.admin_addr());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        Self {
+            api,
+            admin,
+            issuer,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// A valid access token for a new user.
+    pub fn token(&self) -> String {
+        self.issuer.user_token(uuid::Uuid::now_v7())
+    }
+}
+
+/// API and admin listeners on free ports.
+pub async fn listeners() -> Listeners {
+    Listeners::bind(&ListenConfig {
+        api: "127.0.0.1:0".parse().unwrap(),
+        admin: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap()
+}
+
+/// The `x-request-id` of a response.
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .expect("every response has x-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Asserts an error response is a problem+json with `status` whose
+/// `request_id` is the response's `x-request-id`; returns the body.
+pub fn assert_problem(status: StatusCode, headers: &HeaderMap, body: &[u8], expected: u16) -> Value {
+    assert_eq!(status.as_u16(), expected, "{}", String::from_utf8_lossy(body));
+    assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+    let problem: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(problem["status"], expected);
+    assert_eq!(problem["request_id"], request_id(headers), "{problem}");
+    for field in ["type", "title", "detail"] {
+        assert!(problem[field].is_string(), "{field} missing: {problem}");
+    }
+    problem
+}
+
+/// [`assert_problem`] for a reqwest response.
+pub async fn expect_problem(response: reqwest::Response, expected: u16) -> (HeaderMap, Value) {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.unwrap();
+    let problem = assert_problem(status, &headers, &body, expected);
+    (headers, problem)
+}
+
+/// A response read by [`send_raw`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends `request` over a fresh HTTP/1.1 connection with its target exactly
+/// as written (reqwest would normalise dot segments away).
+pub async fn send_raw<B>(addr: SocketAddr, request: http::Request<B>) -> RawResponse
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    RawResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// `GET target` sent verbatim.
+pub async fn raw_get(addr: SocketAddr, target: &str) -> RawResponse {
+    let request = http::Request::get(target)
+        .header(header::HOST, "gateway.test")
+        .body(Body::empty())
+        .unwrap();
+    send_raw(addr, request).await
+}

@@ -1,0 +1,263 @@
+//! A user service started in-process for one test, with typed requests.
+
+use std::net::SocketAddr;
+
+use portico_common::{
+    config::ListenConfig,
+    db::{DatabaseConfig, Db},
+    http::{REQUEST_ID_HEADER, server::Listeners},
+    types::{DisplayName, Email},
+};
+use portico_testkit::{Backend, TestDatabase, issuer, issuer::TestIssuer};
+use portico_user::{
+    Application, Config,
+    domain::{self, Created, NewProfile, Profile},
+    storage::{MIGRATIONS, UserStore},
+};
+use reqwest::{Response, StatusCode, header};
+use serde_json::Value;
+use tokio::{sync::oneshot, task::JoinHandle};
+use uuid::Uuid;
+
+/// Generates, for each listed `async fn(Backend)`, one `#[tokio::test]` per
+/// backend: `<module>::postgres::<name>` and `<module>::sqlite::<name>`.
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(portico_testkit::Backend::Postgres).await;
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(portico_testkit::Backend::Sqlite).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+pub const JSON: &str = "application/json";
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A user service on port 0 with its own database and token issuer.
+pub struct TestApp {
+    /// Base URL of the API listener.
+    pub api: String,
+    /// Base URL of the admin listener.
+    pub admin: String,
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub store: UserStore,
+    pub issuer: TestIssuer,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    _db: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Like [`Self::spawn`], letting the test change the config last.
+    pub async fn spawn_with(backend: Backend, customise: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDatabase::new(backend).await;
+        let issuer = TestIssuer::start().await;
+        let mut config = Config::default();
+        config.database = DatabaseConfig::with_url(&db.url);
+        config.tokens.issuer = issuer::ISSUER.to_owned();
+        config.tokens.audience = issuer::AUDIENCE.to_owned();
+        config.tokens.jwks.url = issuer.jwks_url.clone();
+        customise(&mut config);
+
+        let listeners = Listeners::bind(&ListenConfig {
+            api: ([127, 0, 0, 1], 0).into(),
+            admin: ([127, 0, 0, 1], 0).into(),
+        })
+        .await
+        .expect("bind listeners");
+        let app = Application::build_with_listeners(config, listeners)
+            .await
+            .expect("build the user service");
+        let (api_addr, admin_addr, store) = (app.api_addr(), app.admin_addr(), app.store());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            api: format!("http://{api_addr}"),
+            admin: format!("http://{admin_addr}"),
+            api_addr,
+            admin_addr,
+            store,
+            issuer,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            server: Some(server),
+            _db: db,
+        }
+    }
+
+    /// Sends the stop signal; the handle yields what `run_until_stopped`
+    /// returned once the service has drained.
+    pub fn stop(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.take().expect("the service was already stopped")
+    }
+
+    /// A profile stored directly, as if auth had registered the user.
+    pub async fn seed_profile(&self) -> Profile {
+        let id = Uuid::now_v7();
+        let new = NewProfile {
+            id,
+            email: Email::parse(&format!("user-{}@example.com", id.simple())).expect("email"),
+            display_name: DisplayName::parse("Ann").expect("display name"),
+        };
+        match self.store.create(&new, domain::now()).await.expect("seed") {
+            Created::New(profile) => profile,
+            Created::Existing(_) => panic!("a fresh id already existed"),
+        }
+    }
+
+    /// The stored profile and the number of profiles: what rejected
+    /// requests must leave untouched.
+    pub async fn snapshot(&self, id: Uuid) -> (Option<Profile>, i64) {
+        let profile = self.store.get(id).await.expect("get profile");
+        (profile, self.store.count().await.expect("count profiles"))
+    }
+
+    pub async fn create_user(&self, token: Option<&str>, body: &Value) -> Response {
+        let request = self.client.post(format!("{}/internal/users", self.api));
+        with_token(request, token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /internal/users")
+    }
+
+    pub async fn get_me(&self, token: Option<&str>) -> Response {
+        let request = self.client.get(format!("{}/v1/users/me", self.api));
+        with_token(request, token)
+            .send()
+            .await
+            .expect("GET /v1/users/me")
+    }
+
+    pub async fn patch_me(&self, token: Option<&str>, body: &Value) -> Response {
+        let body = serde_json::to_vec(body).expect("json");
+        self.patch_me_raw(token, JSON, body).await
+    }
+
+    /// PATCH with any content type and body bytes.
+    pub async fn patch_me_raw(
+        &self,
+        token: Option<&str>,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let request = self.client.patch(format!("{}/v1/users/me", self.api));
+        with_token(request, token)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("PATCH /v1/users/me")
+    }
+
+    pub async fn get_api(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .expect("GET on the API listener")
+    }
+
+    pub async fn get_admin(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .expect("GET on the admin listener")
+    }
+}
+
+fn with_token(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+}
+
+/// A user store on a fresh database, migrated, without a server.
+pub async fn store_on(backend: Backend) -> (UserStore, TestDatabase) {
+    let database = TestDatabase::new(backend).await;
+    let db = Db::connect(&DatabaseConfig::with_url(&database.url))
+        .await
+        .expect("connect");
+    db.migrate(&MIGRATIONS).await.expect("migrate");
+    (UserStore::new(db), database)
+}
+
+/// A new profile to create with the given id and email.
+pub fn new_profile(id: Uuid, email: &str, display_name: &str) -> NewProfile {
+    NewProfile {
+        id,
+        email: Email::parse(email).expect("email"),
+        display_name: DisplayName::parse(display_name).expect("display name"),
+    }
+}
+
+/// Checks that `response` is an RFC 9457 problem with `status` whose
+/// `request_id` is the response's `x-request-id`; returns the body.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        PROBLEM_JSON,
+        "content type of a {status} answer"
+    );
+    let request_id = response.headers()[REQUEST_ID_HEADER]
+        .to_str()
+        .expect("ascii request id")
+        .to_owned();
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["request_id"], request_id.as_str());
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+/// Like [`assert_problem`] for 401, also checking `WWW-Authenticate: Bearer`.
+pub async fn assert_unauthorized(response: Response) -> Value {
+    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    assert_problem(response, StatusCode::UNAUTHORIZED).await
+}
+
+/// Names of the fields listed in a validation problem's `errors`.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}

@@ -1,0 +1,113 @@
+//! `POST /internal/users`: profile creation by other services.
+
+use portico_testkit::Backend;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{
+    TestApp, assert_problem, assert_unauthorized, error_fields, on_both_backends,
+};
+
+fn profile_request(id: Uuid) -> Value {
+    json!({"id": id, "email": "ann@example.com", "display_name": "Ann"})
+}
+
+async fn service_token_creates_with_201_and_a_retry_answers_200(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let token = app.issuer.service_token();
+    let id = Uuid::now_v7();
+
+    // Act
+    let first = app.create_user(Some(&token), &profile_request(id)).await;
+    let first_status = first.status();
+    let first_body: Value = first.json().await.unwrap();
+    let retry = app.create_user(Some(&token), &profile_request(id)).await;
+    let retry_status = retry.status();
+    let retry_body: Value = retry.json().await.unwrap();
+
+    // Assert
+    assert_eq!(first_status, StatusCode::CREATED);
+    assert_eq!(first_body["id"], id.to_string());
+    assert_eq!(first_body["email"], "ann@example.com");
+    assert_eq!(first_body["display_name"], "Ann");
+    assert_eq!(retry_status, StatusCode::OK);
+    assert_eq!(retry_body, first_body, "a retry returns the same profile");
+    assert_eq!(app.store.count().await.unwrap(), 1);
+}
+
+async fn missing_token_is_401_and_creates_nothing(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+
+    // Act
+    let response = app.create_user(None, &profile_request(Uuid::now_v7())).await;
+
+    // Assert
+    assert_unauthorized(response).await;
+    assert_eq!(app.store.count().await.unwrap(), 0);
+}
+
+async fn user_token_is_401_because_its_audience_is_not_internal(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let id = Uuid::now_v7();
+    let user_token = app.issuer.user_token(id);
+
+    // Act
+    let response = app.create_user(Some(&user_token), &profile_request(id)).await;
+
+    // Assert
+    assert_unauthorized(response).await;
+    assert_eq!(app.store.count().await.unwrap(), 0);
+}
+
+async fn email_of_another_profile_is_409(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let token = app.issuer.service_token();
+    let first = app
+        .create_user(Some(&token), &profile_request(Uuid::now_v7()))
+        .await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+
+    // Act
+    let response = app
+        .create_user(
+            Some(&token),
+            &json!({"id": Uuid::now_v7(), "email": "ANN@example.com", "display_name": "Ann 2"}),
+        )
+        .await;
+
+    // Assert
+    assert_problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(app.store.count().await.unwrap(), 1);
+}
+
+async fn invalid_email_and_display_name_are_422_naming_both(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let token = app.issuer.service_token();
+
+    // Act
+    let response = app
+        .create_user(
+            Some(&token),
+            &json!({"id": Uuid::now_v7(), "email": "not-an-email", "display_name": "  "}),
+        )
+        .await;
+
+    // Assert
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), ["email", "display_name"]);
+    assert_eq!(app.store.count().await.unwrap(), 0);
+}
+
+on_both_backends!(
+    service_token_creates_with_201_and_a_retry_answers_200,
+    missing_token_is_401_and_creates_nothing,
+    user_token_is_401_because_its_audience_is_not_internal,
+    email_of_another_profile_is_409,
+    invalid_email_and_display_name_are_422_naming_both,
+);
