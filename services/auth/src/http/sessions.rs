@@ -8,6 +8,7 @@ use axum::{
 use portico_common::{
     Problem,
     error::{ApiJson, Validation},
+    openapi::{BearerRejections, JsonBodyRejections, Unavailable},
     types::{DisplayName, Email},
 };
 use secrecy::SecretString;
@@ -93,12 +94,9 @@ fn no_store(status: StatusCode, body: TokenResponse) -> Response {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created; tokens for its first session", body = TokenResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email already registered (in any letter case)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Profile could not be created; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        JsonBodyRejections,
     )
 )]
 pub async fn register(
@@ -138,12 +136,9 @@ pub async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Tokens for a new session", body = TokenResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        JsonBodyRejections,
+        Unavailable,
     )
 )]
 pub async fn login(
@@ -169,12 +164,9 @@ pub async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens (rotated)", body = TokenResponse),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Refresh token invalid, expired, used or revoked", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        JsonBodyRejections,
+        Unavailable,
     )
 )]
 pub async fn refresh(
@@ -200,8 +192,8 @@ pub async fn refresh(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Session revoked"),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        BearerRejections,
+        Unavailable,
     )
 )]
 pub async fn logout(

@@ -10,6 +10,7 @@ use portico_common::{
     Problem,
     auth::SERVICE_ROLE,
     error::{ApiJson, Validation},
+    openapi::{JsonBodyRejections, Unavailable},
     types::{DisplayName, Email},
 };
 use serde::Deserialize;
@@ -42,14 +43,11 @@ pub struct CreateUser {
     responses(
         (status = 201, description = "Created", body = ProfileBody),
         (status = 200, description = "Already existed (a retried call)", body = ProfileBody),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid service token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Token is not a service token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email or id belongs to another profile", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database or signing keys unavailable", body = Problem, content_type = "application/problem+json"),
+        JsonBodyRejections,
+        Unavailable,
     )
 )]
 pub async fn create_user(

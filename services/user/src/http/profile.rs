@@ -8,6 +8,7 @@ use axum::{
 use portico_common::{
     Problem,
     error::{ApiJson, Validation},
+    openapi::{BearerRejections, JsonBodyRejections, Unavailable},
     types::DisplayName,
 };
 use serde::Deserialize;
@@ -57,9 +58,9 @@ fn profile_response(profile: Profile) -> Response {
     responses(
         (status = 200, description = "The profile", body = ProfileBody,
             headers(("etag" = String, description = "Version of the profile"))),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No profile for this user", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database or signing keys unavailable", body = Problem, content_type = "application/problem+json"),
+        BearerRejections,
+        Unavailable,
     )
 )]
 pub async fn get_me(
@@ -81,13 +82,10 @@ pub async fn get_me(
     responses(
         (status = 200, description = "The updated profile", body = ProfileBody,
             headers(("etag" = String, description = "Version of the profile"))),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No profile for this user", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database or signing keys unavailable", body = Problem, content_type = "application/problem+json"),
+        JsonBodyRejections,
+        BearerRejections,
+        Unavailable,
     )
 )]
 pub async fn update_me(
