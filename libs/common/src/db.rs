@@ -131,6 +131,20 @@ impl Db {
         }
     }
 
+    /// Connects and applies the service's pending migrations: what every
+    /// service does at startup.
+    pub async fn open(config: &DatabaseConfig, migrations: &Migrations) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let db = Self::connect(config)
+            .await
+            .context("cannot connect to the database (database.url)")?;
+        db.migrate(migrations)
+            .await
+            .context("database migration failed")?;
+        tracing::info!(backend = db.backend(), "database ready");
+        Ok(db)
+    }
+
     /// Applies the service's pending migrations.
     pub async fn migrate(
         &self,

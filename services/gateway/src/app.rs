@@ -10,7 +10,7 @@ use axum::{
     routing::{any, get},
 };
 use portico_common::{
-    admin::{self, Readiness},
+    admin::Readiness,
     auth::{JwksCache, KeySource, TokenVerifier},
     http::{
         client::HttpClient,
@@ -98,9 +98,8 @@ impl Application {
         let server = Server::new(
             listeners,
             router(state, &routes),
-            admin::router(readiness.clone()),
             readiness,
-            Duration::from_secs(config.shutdown.drain_timeout_secs),
+            &config.shutdown,
         );
         for route in &routes {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,

@@ -187,7 +187,10 @@ pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
 /// The schemas reachable from `paths` (directly or through other schemas):
 /// upstream documents also describe internal operations whose schemas must
 /// not leak into the public document.
-fn referenced_schemas(paths: &Map<String, Value>, mut all: Map<String, Value>) -> Map<String, Value> {
+fn referenced_schemas(
+    paths: &Map<String, Value>,
+    mut all: Map<String, Value>,
+) -> Map<String, Value> {
     const PREFIX: &str = "#/components/schemas/";
     fn collect_refs(value: &Value, into: &mut Vec<String>) {
         match value {
@@ -252,8 +255,17 @@ mod tests {
             assert!(responses.get(status).is_some(), "{status}");
         }
         let schemas = merged["components"]["schemas"].as_object().unwrap();
-        assert!(schemas.contains_key("Problem"), "referenced by the gateway's own responses");
-        assert!(schemas.contains_key("FieldError"), "referenced through Problem");
-        assert!(!schemas.contains_key("CreateUser"), "only used by internal operations");
+        assert!(
+            schemas.contains_key("Problem"),
+            "referenced by the gateway's own responses"
+        );
+        assert!(
+            schemas.contains_key("FieldError"),
+            "referenced through Problem"
+        );
+        assert!(
+            !schemas.contains_key("CreateUser"),
+            "only used by internal operations"
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! Wiring: config → stores, verifiers and routers → a running server.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use portico_common::{
-    admin::{self, Readiness},
+    admin::Readiness,
     auth::{INTERNAL_AUDIENCE, JwksCache, KeySource, TokenVerifier},
     db::Db,
     http::{
@@ -37,13 +37,7 @@ impl Application {
         config: Config,
         listeners: Listeners,
     ) -> anyhow::Result<Self> {
-        let db = Db::connect(&config.database)
-            .await
-            .context("cannot connect to the database (database.url)")?;
-        db.migrate(&MIGRATIONS)
-            .await
-            .context("database migration failed")?;
-        tracing::info!(backend = db.backend(), "database ready");
+        let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
 
         let client = HttpClient::new(&config.http_client)?;
@@ -65,13 +59,7 @@ impl Application {
         };
 
         let readiness = Readiness::new().with_database(db).with_redis(redis);
-        let server = Server::new(
-            listeners,
-            http::router(state),
-            admin::router(readiness.clone()),
-            readiness,
-            Duration::from_secs(config.shutdown.drain_timeout_secs),
-        );
+        let server = Server::new(listeners, http::router(state), readiness, &config.shutdown);
         Ok(Self { server, store })
     }
 

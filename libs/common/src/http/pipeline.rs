@@ -14,6 +14,7 @@ use axum::{
     middleware::{self, Next},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use tower_http::{
     catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
 };
@@ -182,6 +183,24 @@ fn with_problem_body(response: Response, request_id: &str) -> Response {
         }
     }
     rendered
+}
+
+/// Finishes a service's API router: its OpenAPI document at
+/// `/openapi.json`, a 404 problem for unknown paths, and the pipeline with
+/// the default body limit and handler timeout.
+pub fn service_router(router: Router, document: &utoipa::openapi::OpenApi) -> Router {
+    // Serialised once: the document is fixed for the life of the process.
+    let document = Bytes::from(serde_json::to_vec(document).unwrap_or_default());
+    let router = router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document) }
+            }),
+        )
+        .fallback(not_found);
+    apply(router, &PipelineOptions::default())
 }
 
 /// Fallback for unknown routes: a 404 problem.

@@ -8,7 +8,10 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use axum::Router;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{admin::Readiness, config::ListenConfig};
+use crate::{
+    admin::{self, Readiness},
+    config::{ListenConfig, ShutdownConfig},
+};
 
 /// Both listeners, bound before the service is built so tests can use port 0
 /// and learn the real ports.
@@ -48,7 +51,8 @@ impl Listeners {
     }
 }
 
-/// A service ready to run.
+/// A service ready to run: its API router plus the standard admin router
+/// (`/healthz`, `/readyz`, `/metrics`) on the admin listener.
 pub struct Server {
     listeners: Listeners,
     api: Router,
@@ -61,16 +65,15 @@ impl Server {
     pub fn new(
         listeners: Listeners,
         api: Router,
-        admin: Router,
         readiness: Readiness,
-        drain_timeout: Duration,
+        shutdown: &ShutdownConfig,
     ) -> Self {
         Self {
             listeners,
             api,
-            admin,
+            admin: admin::router(readiness.clone()),
             readiness,
-            drain_timeout,
+            drain_timeout: Duration::from_secs(shutdown.drain_timeout_secs),
         }
     }
 

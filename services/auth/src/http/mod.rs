@@ -5,12 +5,9 @@ mod well_known;
 
 use std::sync::Arc;
 
-use axum::{Json, Router, routing::get};
+use axum::Router;
 use portico_common::{
-    FieldError, Problem,
-    auth::TokenVerifier,
-    http::pipeline::{self, PipelineOptions},
-    openapi::BearerSecurity,
+    FieldError, Problem, auth::TokenVerifier, http::pipeline, openapi::BearerSecurity,
 };
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -48,9 +45,5 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(well_known::jwks))
         .routes(routes!(well_known::openid_configuration))
         .split_for_parts();
-    let router = router
-        .route("/openapi.json", get(move || async move { Json(api) }))
-        .fallback(pipeline::not_found)
-        .with_state(state);
-    pipeline::apply(router, &PipelineOptions::default())
+    pipeline::service_router(router.with_state(state), &api)
 }

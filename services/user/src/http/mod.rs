@@ -5,12 +5,9 @@ mod profile;
 
 use std::sync::Arc;
 
-use axum::{Json, Router, routing::get};
+use axum::Router;
 use portico_common::{
-    FieldError, Problem,
-    auth::TokenVerifier,
-    http::pipeline::{self, PipelineOptions},
-    openapi::BearerSecurity,
+    FieldError, Problem, auth::TokenVerifier, http::pipeline, openapi::BearerSecurity,
 };
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -45,9 +42,5 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(profile::get_me, profile::update_me))
         .routes(routes!(internal::create_user))
         .split_for_parts();
-    let router = router
-        .route("/openapi.json", get(move || async move { Json(api) }))
-        .fallback(pipeline::not_found)
-        .with_state(state);
-    pipeline::apply(router, &PipelineOptions::default())
+    pipeline::service_router(router.with_state(state), &api)
 }
