@@ -211,8 +211,24 @@ pub struct System {
     logs: tempfile::TempDir,
 }
 
+/// Extra settings for one service of a [`System`]: `(service, KEY, value)`
+/// where service is `gateway`, `user` or `auth` and KEY has no prefix.
+pub type ExtraEnv<'a> = &'a [(&'a str, &'a str, &'a str)];
+
+fn extra_for(extra: ExtraEnv<'_>, service: &str) -> Vec<(String, String)> {
+    extra
+        .iter()
+        .filter(|(s, _, _)| *s == service)
+        .map(|(_, k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 impl System {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, &[]).await
+    }
+
+    pub async fn start_with(backend: Backend, extra: ExtraEnv<'_>) -> Self {
         let logs = tempfile::tempdir().expect("log dir");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -240,6 +256,7 @@ impl System {
         for i in 1..=2 {
             let mut env = token_env(auth_api_port);
             env.push(("DATABASE__URL".to_owned(), user_db.url.clone()));
+            env.extend(extra_for(extra, "user"));
             let mut user = Process::spawn(
                 &format!("user-{i}"),
                 "portico-user",
@@ -262,6 +279,7 @@ impl System {
             ("TOKENS__AUDIENCE".to_owned(), "portico-api".to_owned()),
             ("USER_SERVICE__URL".to_owned(), users[0].api_url()),
         ];
+        let auth_env = [auth_env, extra_for(extra, "auth")].concat();
         let mut auth = Process::spawn(
             "auth",
             "portico-auth",
@@ -286,6 +304,7 @@ impl System {
             "UPSTREAMS__AUTH__ENDPOINTS".to_owned(),
             format!("[\"{}\"]", auth.api_url()),
         ));
+        gateway_env.extend(extra_for(extra, "gateway"));
         let mut gateway = Process::spawn(
             "gateway",
             "portico-gateway",

@@ -1,0 +1,109 @@
+//! Trace context and span export across real processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, routing::post};
+use portico_e2e::System;
+use portico_testkit::{Backend, eventually};
+use serde_json::{Value, json};
+
+async fn register(system: &System) -> String {
+    let body: Value = system
+        .client
+        .post(system.url("/v1/auth/register"))
+        .json(&json!({"email": "trace@example.com", "password": "correct horse battery", "display_name": "T"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_client_trace_id_reaches_the_user_service_through_the_gateway() {
+    let system = System::start(Backend::Sqlite).await;
+    let token = register(&system).await;
+    let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+
+    let response = system
+        .client
+        .get(system.url("/v1/users/me"))
+        .bearer_auth(&token)
+        .header("traceparent", &traceparent)
+        .header("x-request-id", "trace-e2e-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "trace-e2e-1");
+
+    // Log lines are written as the response goes out; poll for them.
+    eventually(
+        Duration::from_secs(10),
+        "the trace id in the gateway and user logs",
+        || {
+            let gateway = system.gateway.log();
+            let users: String = system.users.iter().map(|u| u.log()).collect();
+            let seen = [gateway, users].iter().all(|log| {
+                log.lines()
+                    .any(|line| line.contains(&trace_id) && line.contains("trace-e2e-1"))
+            });
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
+    // A stand-in OpenTelemetry collector (a third party) that counts exports.
+    let exports = Arc::new(AtomicUsize::new(0));
+    let counter = exports.clone();
+    let collector = Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let counter = counter.clone();
+            async move {
+                if !body.is_empty() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await.unwrap() });
+
+    let mut system = System::start_with(
+        Backend::Sqlite,
+        &[("gateway", "TELEMETRY__OTLP_ENDPOINT", endpoint.as_str())],
+    )
+    .await;
+    let response = system
+        .client
+        .get(system.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Stopping flushes the batch exporter.
+    let status = system.gateway.terminate().await;
+    assert!(status.success(), "{}", system.logs());
+    assert!(
+        exports.load(Ordering::SeqCst) >= 1,
+        "no span export reached the collector:\n{}",
+        system.logs()
+    );
+}
