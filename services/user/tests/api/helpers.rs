@@ -71,8 +71,10 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, customise: impl FnOnce(&mut Config)) -> Self {
         let db = TestDatabase::new(backend).await;
         let issuer = TestIssuer::start().await;
-        let mut config = Config::default();
-        config.database = DatabaseConfig::with_url(&db.url);
+        let mut config = Config {
+            database: DatabaseConfig::with_url(&db.url),
+            ..Config::default()
+        };
         config.tokens.issuer = issuer::ISSUER.to_owned();
         config.tokens.audience = issuer::AUDIENCE.to_owned();
         config.tokens.jwks.url = issuer.jwks_url.clone();

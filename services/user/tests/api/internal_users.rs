@@ -42,7 +42,9 @@ async fn missing_token_is_401_and_creates_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
 
     // Act
-    let response = app.create_user(None, &profile_request(Uuid::now_v7())).await;
+    let response = app
+        .create_user(None, &profile_request(Uuid::now_v7()))
+        .await;
 
     // Assert
     assert_unauthorized(response).await;
@@ -56,7 +58,9 @@ async fn user_token_is_401_because_its_audience_is_not_internal(backend: Backend
     let user_token = app.issuer.user_token(id);
 
     // Act
-    let response = app.create_user(Some(&user_token), &profile_request(id)).await;
+    let response = app
+        .create_user(Some(&user_token), &profile_request(id))
+        .await;
 
     // Assert
     assert_unauthorized(response).await;

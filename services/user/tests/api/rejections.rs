@@ -84,7 +84,10 @@ async fn unknown_field_is_422(backend: Backend) {
 
     // Act
     let response = app
-        .patch_me(Some(&token), &json!({"display_name": "Bob", "is_admin": true}))
+        .patch_me(
+            Some(&token),
+            &json!({"display_name": "Bob", "is_admin": true}),
+        )
         .await;
 
     // Assert
@@ -124,39 +127,56 @@ async fn assert_token_refused(app: &TestApp, id: Uuid, token: Option<&str>) {
 }
 
 async fn missing_token_is_401(backend: Backend) {
+    // Arrange
     let (app, id, _) = app_with_profile(backend).await;
+
+    // Act and assert
     assert_token_refused(&app, id, None).await;
 }
 
 async fn expired_token_is_401(backend: Backend) {
+    // Arrange
     let (app, id, _) = app_with_profile(backend).await;
     let expired = app.issuer.expired_token(id);
+
+    // Act and assert
     assert_token_refused(&app, id, Some(&expired)).await;
 }
 
 async fn token_with_a_tampered_subject_is_401(backend: Backend) {
-    // Signed for someone else, payload edited to name the profile's owner.
+    // Arrange: signed for someone else, payload edited to name the profile's owner.
     let (app, id, _) = app_with_profile(backend).await;
     let other = app.issuer.user_token(Uuid::now_v7());
     let tampered = issuer::tampered(&other, &id.to_string());
+
+    // Act and assert
     assert_token_refused(&app, id, Some(&tampered)).await;
 }
 
 async fn unsigned_alg_none_token_is_401(backend: Backend) {
+    // Arrange
     let (app, id, _) = app_with_profile(backend).await;
     let unsigned = issuer::alg_none_token(&app.issuer.user_claims(id));
+
+    // Act and assert
     assert_token_refused(&app, id, Some(&unsigned)).await;
 }
 
 async fn token_for_another_audience_is_401(backend: Backend) {
+    // Arrange
     let (app, id, _) = app_with_profile(backend).await;
     let foreign = app.issuer.wrong_audience_token(id);
+
+    // Act and assert
     assert_token_refused(&app, id, Some(&foreign)).await;
 }
 
 async fn service_token_is_not_accepted_as_a_user_token(backend: Backend) {
+    // Arrange
     let (app, id, _) = app_with_profile(backend).await;
     let service = app.issuer.service_token();
+
+    // Act and assert
     assert_token_refused(&app, id, Some(&service)).await;
 }
 

@@ -108,7 +108,10 @@ async fn same_id_with_another_email_is_id_taken(backend: Backend) {
         matches!(result, Err(StoreError::IdTaken)),
         "expected IdTaken, got {result:?}"
     );
-    assert_eq!(store.get(id).await.unwrap().unwrap().email, "ann@example.com");
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().email,
+        "ann@example.com"
+    );
 }
 
 async fn updating_the_display_name_bumps_version_and_updated_at(backend: Backend) {

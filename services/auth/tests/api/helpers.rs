@@ -1,0 +1,286 @@
+//! An auth service and a real user service, started in-process for one
+//! test, with typed requests.
+
+use portico_auth::{http::TokenResponse, storage::AuthStore};
+use portico_common::{
+    config::ListenConfig,
+    db::DatabaseConfig,
+    http::{REQUEST_ID_HEADER, server::Listeners},
+};
+use portico_testkit::{Backend, TestDatabase};
+use portico_user::storage::UserStore;
+use reqwest::{Response, StatusCode, header};
+use serde_json::{Value, json};
+
+/// Generates, for each listed `async fn(Backend)`, one `#[tokio::test]` per
+/// backend: `<module>::postgres::<name>` and `<module>::sqlite::<name>`.
+macro_rules! on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(portico_testkit::Backend::Postgres).await;
+                }
+            )+
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test(portico_testkit::Backend::Sqlite).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+pub const JSON: &str = "application/json";
+pub const PROBLEM_JSON: &str = "application/problem+json";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The user service the auth service registers profiles with.
+pub struct UserService {
+    pub api: String,
+    pub store: UserStore,
+}
+
+/// An auth service on port 0 with its own database, in front of a real
+/// user service (or of a closed port).
+pub struct TestApp {
+    /// Base URL of the auth API listener.
+    pub api: String,
+    pub store: AuthStore,
+    /// `None` when the test runs without a user service.
+    pub user: Option<UserService>,
+    pub client: reqwest::Client,
+    _databases: Vec<TestDatabase>,
+}
+
+async fn bind_port_zero() -> Listeners {
+    Listeners::bind(&ListenConfig {
+        api: ([127, 0, 0, 1], 0).into(),
+        admin: ([127, 0, 0, 1], 0).into(),
+    })
+    .await
+    .expect("bind listeners")
+}
+
+fn auth_config(database: &TestDatabase) -> portico_auth::Config {
+    portico_auth::Config {
+        database: DatabaseConfig::with_url(&database.url),
+        ..portico_auth::Config::default()
+    }
+}
+
+impl TestApp {
+    /// Auth and user service, both on `backend`. The user service verifies
+    /// tokens with the auth service's JWKS, as in production.
+    pub async fn spawn(backend: Backend) -> Self {
+        let auth_db = TestDatabase::new(backend).await;
+        let user_db = TestDatabase::new(backend).await;
+        let mut config = auth_config(&auth_db);
+        // Bound first: the user service needs the auth port for its JWKS URL.
+        let auth_listeners = bind_port_zero().await;
+
+        let mut user_config = portico_user::Config {
+            database: DatabaseConfig::with_url(&user_db.url),
+            ..portico_user::Config::default()
+        };
+        user_config.tokens.issuer = config.tokens.issuer.clone();
+        user_config.tokens.audience = config.tokens.audience.clone();
+        user_config.tokens.jwks.url =
+            format!("http://{}/.well-known/jwks.json", auth_listeners.api_addr());
+        let user_app =
+            portico_user::Application::build_with_listeners(user_config, bind_port_zero().await)
+                .await
+                .expect("build the user service");
+        let user = UserService {
+            api: format!("http://{}", user_app.api_addr()),
+            store: user_app.store(),
+        };
+        tokio::spawn(user_app.run_until_stopped(std::future::pending()));
+
+        config.user_service.url = user.api.clone();
+        let mut app = Self::start(config, auth_listeners, vec![auth_db, user_db]).await;
+        app.user = Some(user);
+        app
+    }
+
+    /// The auth service alone, its `user_service.url` pointing at a port
+    /// nothing listens on.
+    pub async fn spawn_without_user_service(backend: Backend) -> Self {
+        let auth_db = TestDatabase::new(backend).await;
+        let mut config = auth_config(&auth_db);
+        config.user_service.url = format!("http://127.0.0.1:{}", closed_port());
+        Self::start(config, bind_port_zero().await, vec![auth_db]).await
+    }
+
+    async fn start(
+        config: portico_auth::Config,
+        listeners: Listeners,
+        databases: Vec<TestDatabase>,
+    ) -> Self {
+        let app = portico_auth::Application::build_with_listeners(config, listeners)
+            .await
+            .expect("build the auth service");
+        let (api, store) = (format!("http://{}", app.api_addr()), app.store());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        Self {
+            api,
+            store,
+            user: None,
+            client: reqwest::Client::new(),
+            _databases: databases,
+        }
+    }
+
+    pub fn user(&self) -> &UserService {
+        self.user
+            .as_ref()
+            .expect("this test runs without a user service")
+    }
+
+    /// Rows of (credentials, sessions).
+    pub async fn counts(&self) -> (i64, i64) {
+        self.store.counts().await.expect("count rows")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        let body = serde_json::to_vec(body).expect("json");
+        self.post_raw(path, JSON, body).await
+    }
+
+    /// POST with any content type and body bytes.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        self.client
+            .post(format!("{}{path}", self.api))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("POST {path}: {err}"))
+    }
+
+    pub async fn register(&self, body: &Value) -> Response {
+        self.post_json("/v1/auth/register", body).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post_json(
+            "/v1/auth/login",
+            &json!({"email": email, "password": password}),
+        )
+        .await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json("/v1/auth/refresh", &json!({"refresh_token": refresh_token}))
+            .await
+    }
+
+    pub async fn logout(&self, access_token: Option<&str>) -> Response {
+        let request = self.client.post(format!("{}/v1/auth/logout", self.api));
+        let request = match access_token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        request.send().await.expect("POST /v1/auth/logout")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+    }
+
+    /// `GET /v1/users/me` on the user service with an access token.
+    pub async fn user_profile(&self, access_token: &str) -> Response {
+        self.client
+            .get(format!("{}/v1/users/me", self.user().api))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("GET /v1/users/me on the user service")
+    }
+
+    /// Registers `email` with [`PASSWORD`] and display name "Ann".
+    pub async fn register_account(&self, email: &str) -> TokenResponse {
+        let response = self.register(&registration(email)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "registering {email}"
+        );
+        response.json().await.expect("token response")
+    }
+}
+
+/// A valid registration body for `email`.
+pub fn registration(email: &str) -> Value {
+    json!({"email": email, "password": PASSWORD, "display_name": "Ann"})
+}
+
+/// Reads a token response, checking the status and `cache-control: no-store`.
+pub async fn assert_tokens(response: Response, status: StatusCode) -> TokenResponse {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let tokens: TokenResponse = response.json().await.expect("token response");
+    assert_eq!(tokens.token_type, "Bearer");
+    assert_eq!(tokens.expires_in, 900);
+    assert!(!tokens.access_token.is_empty() && !tokens.refresh_token.is_empty());
+    tokens
+}
+
+/// Checks that `response` is an RFC 9457 problem with `status` whose
+/// `request_id` is the response's `x-request-id`; returns the body.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        PROBLEM_JSON,
+        "content type of a {status} answer"
+    );
+    let request_id = response.headers()[REQUEST_ID_HEADER]
+        .to_str()
+        .expect("ascii request id")
+        .to_owned();
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["request_id"], request_id.as_str());
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+/// Like [`assert_problem`] for 401, also checking `WWW-Authenticate: Bearer`.
+pub async fn assert_unauthorized(response: Response) -> Value {
+    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    assert_problem(response, StatusCode::UNAUTHORIZED).await
+}
+
+/// Names of the fields listed in a validation problem's `errors`.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}

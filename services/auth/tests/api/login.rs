@@ -1,0 +1,70 @@
+//! Login: sessions for correct credentials, one answer for every wrong one.
+
+use portico_testkit::Backend;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{PASSWORD, TestApp, assert_tokens, assert_unauthorized, on_both_backends};
+
+async fn login_with_the_email_in_other_letter_case_opens_a_session(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let registered = app.register_account("ann@example.com").await;
+
+    // Act
+    let response = app.login("ANN@Example.COM", PASSWORD).await;
+
+    // Assert
+    let tokens = assert_tokens(response, StatusCode::OK).await;
+    assert_eq!(tokens.user_id, None, "only registration names the user id");
+    assert_ne!(tokens.refresh_token, registered.refresh_token);
+    assert_eq!(app.counts().await, (1, 2), "a second session");
+    let profile = app.user_profile(&tokens.access_token).await;
+    assert_eq!(profile.status(), StatusCode::OK);
+}
+
+async fn wrong_password_and_unknown_email_get_the_same_answer(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    app.register_account("ann@example.com").await;
+
+    // Act
+    let wrong_password = app.login("ann@example.com", "not the right password").await;
+    let unknown_email = app.login("nobody@example.com", PASSWORD).await;
+
+    // Assert
+    let wrong_password = assert_unauthorized(wrong_password).await;
+    let unknown_email = assert_unauthorized(unknown_email).await;
+    for field in ["type", "title", "detail", "status"] {
+        assert_eq!(wrong_password[field], unknown_email[field], "{field}");
+    }
+    let without_request_id = |mut problem: Value| {
+        problem.as_object_mut().unwrap().remove("request_id");
+        problem
+    };
+    assert_eq!(
+        without_request_id(wrong_password),
+        without_request_id(unknown_email)
+    );
+    assert_eq!(app.counts().await, (1, 1), "no session opened");
+}
+
+async fn too_short_password_is_refused_like_a_wrong_one(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    app.register_account("ann@example.com").await;
+
+    // Act
+    let response = app.login("ann@example.com", "short").await;
+
+    // Assert
+    let problem = assert_unauthorized(response).await;
+    assert_eq!(problem["detail"], "invalid email or password");
+    assert_eq!(app.counts().await, (1, 1));
+}
+
+on_both_backends!(
+    login_with_the_email_in_other_letter_case_opens_a_session,
+    wrong_password_and_unknown_email_get_the_same_answer,
+    too_short_password_is_refused_like_a_wrong_one,
+);

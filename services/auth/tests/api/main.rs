@@ -1,0 +1,13 @@
+//! Integration tests of the auth service, started in-process on port 0 in
+//! front of a real user service.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod availability;
+mod config;
+mod discovery;
+mod login;
+mod register;
+mod rejections;
+mod sessions;

@@ -1,0 +1,12 @@
+//! Integration tests of the user service, started in-process on port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod admin;
+mod internal_users;
+mod profile;
+mod rejections;
+mod routes;
+mod shutdown;
+mod storage;
