@@ -98,10 +98,11 @@ pub fn init(
         tracing_subscriber::fmt::layer().boxed()
     };
 
+    // The filter applies to log output only: request spans must exist (and
+    // carry trace context onward) even when logging is set to `warn`.
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
-        .with(otel_layer)
+        .with(fmt_layer.with_filter(filter))
+        .with(otel_layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
         .try_init()?;
     if let Some(endpoint) = &config.otlp_endpoint {
         tracing::info!(%endpoint, "exporting traces over OTLP");

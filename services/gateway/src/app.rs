@@ -134,8 +134,10 @@ fn router(state: GatewayState, routes: &[Arc<Route>]) -> Router {
                 async move { forward(state, route, request).await }
             }
         };
+        // The prefix itself, with a trailing slash, and everything below.
         router = router
             .route(&route.path_prefix, any(handler.clone()))
+            .route(&format!("{}/", route.path_prefix), any(handler.clone()))
             .route(&format!("{}/{{*rest}}", route.path_prefix), any(handler));
     }
     let swagger: Router<GatewayState> = SwaggerUi::new("/docs")

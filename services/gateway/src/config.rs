@@ -19,6 +19,9 @@ pub const ENV_PREFIX: &str = "PORTICO_GATEWAY_";
 /// Paths the gateway never forwards, whatever the routes say.
 pub const DENIED_PREFIX: &str = "/internal";
 
+/// Paths the gateway answers itself; routes may not shadow them.
+const RESERVED_PATHS: [&str; 2] = ["/docs", "/openapi.json"];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
@@ -164,6 +167,15 @@ impl Config {
                     "internal APIs are never routed".into(),
                 ));
             }
+            if RESERVED_PATHS
+                .iter()
+                .any(|reserved| prefix == *reserved || prefix.starts_with(&format!("{reserved}/")))
+            {
+                return Err(key(
+                    format!("routes.{i}.path_prefix"),
+                    "is served by the gateway itself".into(),
+                ));
+            }
             if prefix.contains(['{', '}', '*']) {
                 return Err(key(
                     format!("routes.{i}.path_prefix"),
@@ -222,6 +234,16 @@ mod tests {
         config.routes[0].path_prefix = "/internal/users".into();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("routes.0.path_prefix"), "{err}");
+    }
+
+    #[test]
+    fn routes_shadowing_the_gateways_own_paths_are_refused() {
+        for prefix in ["/docs", "/openapi.json", "/docs/x"] {
+            let mut config = Config::default();
+            config.routes[0].path_prefix = prefix.into();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("routes.0.path_prefix"), "{prefix}: {err}");
+        }
     }
 
     #[test]

@@ -26,13 +26,25 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(example = "ann@example.com")]
+    /// Unique whatever its letter case. (The pattern is a safe subset of
+    /// what is accepted.)
+    #[schema(
+        example = "ann@example.com",
+        max_length = 254,
+        pattern = r"^[^@\s\u0000-\u001f\u007f-\u009f]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+    )]
     pub email: String,
-    /// 8–1024 bytes.
-    #[schema(value_type = String, example = "correct horse battery staple")]
+    /// 8–1024 bytes of UTF-8. (The schema's 256 characters can never exceed
+    /// 1024 bytes.)
+    #[schema(value_type = String, example = "correct horse battery staple", min_length = 8, max_length = 256)]
     pub password: SecretString,
-    /// 1–100 characters after trimming.
-    #[schema(example = "Ann")]
+    /// 1–100 characters after trimming, no control characters.
+    #[schema(
+        example = "Ann",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub display_name: String,
 }
 

@@ -307,8 +307,18 @@ pub fn request_id(headers: &HeaderMap) -> String {
 
 /// Asserts an error response is a problem+json with `status` whose
 /// `request_id` is the response's `x-request-id`; returns the body.
-pub fn assert_problem(status: StatusCode, headers: &HeaderMap, body: &[u8], expected: u16) -> Value {
-    assert_eq!(status.as_u16(), expected, "{}", String::from_utf8_lossy(body));
+pub fn assert_problem(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: u16,
+) -> Value {
+    assert_eq!(
+        status.as_u16(),
+        expected,
+        "{}",
+        String::from_utf8_lossy(body)
+    );
     assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
     let problem: Value = serde_json::from_slice(body).unwrap();
     assert_eq!(problem["status"], expected);

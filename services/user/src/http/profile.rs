@@ -21,13 +21,18 @@ use crate::{
     error::UserError,
 };
 
-/// Fields of the profile a user may change. Absent fields stay as they are.
+/// Fields of the profile a user may change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProfile {
-    /// 1–100 characters after trimming.
-    #[schema(example = "Ann B.")]
-    pub display_name: Option<String>,
+    /// 1–100 characters after trimming, no control characters.
+    #[schema(
+        example = "Ann B.",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    pub display_name: String,
 }
 
 async fn caller_id(state: &AppState, headers: &HeaderMap) -> Result<Uuid, UserError> {
@@ -97,16 +102,7 @@ pub async fn update_me(
     let id = caller_id(&state, &headers).await?;
     let ApiJson(update) = body?;
     let mut validation = Validation::new();
-    let display_name = match update.display_name {
-        Some(raw) => validation.check("display_name", DisplayName::parse(&raw)),
-        None => {
-            validation.check::<()>(
-                "display_name",
-                Err("nothing to update: give `display_name`".into()),
-            );
-            None
-        }
-    };
+    let display_name = validation.check("display_name", DisplayName::parse(&update.display_name));
     validation.finish()?;
     let Some(display_name) = display_name else {
         return Err(Problem::internal().into());

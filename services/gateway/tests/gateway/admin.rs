@@ -1,0 +1,80 @@
+//! The admin listener and startup checks.
+
+use http::StatusCode;
+use portico_gateway::{Application, Config};
+use serde_json::Value;
+
+use crate::support::{Gateway, RecordingUpstream, listeners, route, upstream};
+
+#[tokio::test]
+async fn health_and_readiness_answer_200() {
+    let gateway = Gateway::start(|_| {}).await;
+
+    let health = gateway
+        .client
+        .get(gateway.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let ready = gateway
+        .client
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+}
+
+#[tokio::test]
+async fn metrics_count_proxied_requests_per_upstream_endpoint() {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        config.routes = vec![route("/v1/users", "user")];
+    })
+    .await;
+
+    assert_eq!(gateway.get("/v1/users/me").await.status(), StatusCode::OK);
+
+    let metrics = gateway
+        .client
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let endpoint_label = format!("endpoint=\"{}\"", user.url);
+    let line = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("gateway_upstream_requests_total{") && line.contains(&endpoint_label)
+        })
+        .unwrap_or_else(|| panic!("no request count for {}:\n{metrics}", user.url));
+    assert!(line.ends_with(" 1"), "{line}");
+}
+
+#[tokio::test]
+async fn a_route_to_an_unknown_upstream_stops_startup_naming_the_key() {
+    let mut config = Config::default();
+    config.routes.push(route("/v1/orders", "orders"));
+    let index = config.routes.len() - 1;
+
+    let Err(err) = Application::build_with_listeners(config, listeners().await).await else {
+        panic!("a route to an unknown upstream was accepted");
+    };
+
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("routes.{index}.upstream")),
+        "{message}"
+    );
+    assert!(message.contains("orders"), "{message}");
+}

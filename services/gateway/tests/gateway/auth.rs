@@ -1,0 +1,159 @@
+//! Bearer tokens verified at the edge on `require_auth` routes: every bad
+//! token is a 401 problem that never reaches the upstream.
+
+use http::{StatusCode, header};
+use portico_testkit::issuer::{self, TestIssuer};
+use uuid::Uuid;
+
+use crate::support::{Gateway, RecordingUpstream, dead_endpoint, expect_problem, route, upstream};
+
+/// `/v1/users` (auth required) and `/v1/auth` (public), one upstream each.
+async fn guarded(jwks_url: Option<String>) -> (Gateway, RecordingUpstream, RecordingUpstream) {
+    let user = RecordingUpstream::start("user").await;
+    let auth = RecordingUpstream::start("auth").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        config
+            .upstreams
+            .insert("auth".into(), upstream(&[&auth.url]));
+        let mut users = route("/v1/users", "user");
+        users.require_auth = true;
+        config.routes = vec![users, route("/v1/auth", "auth")];
+        if let Some(url) = jwks_url {
+            config.tokens.jwks.url = url;
+        }
+    })
+    .await;
+    (gateway, user, auth)
+}
+
+/// Sends `GET /v1/users/me` with the `Authorization` value `authorization`
+/// makes from the gateway's issuer, and asserts the gateway refused it
+/// itself with a 401 problem.
+async fn assert_refused(authorization: impl FnOnce(&TestIssuer) -> Option<String>) {
+    let (gateway, user, _auth) = guarded(None).await;
+    let mut request = gateway.client.get(gateway.url("/v1/users/me"));
+    if let Some(value) = authorization(&gateway.issuer) {
+        request = request.header(header::AUTHORIZATION, value);
+    }
+
+    let (headers, problem) = expect_problem(request.send().await.unwrap(), 401).await;
+
+    assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(problem["type"], "urn:portico:problem:unauthenticated");
+    assert_eq!(user.hits(), 0, "a refused request reached the upstream");
+}
+
+#[tokio::test]
+async fn a_missing_token_is_refused_at_the_edge() {
+    assert_refused(|_| None).await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_at_the_edge() {
+    assert_refused(|issuer| Some(format!("Bearer {}", issuer.expired_token(Uuid::now_v7())))).await;
+}
+
+#[tokio::test]
+async fn a_tampered_token_is_refused_at_the_edge() {
+    assert_refused(|issuer| {
+        let token = issuer.user_token(Uuid::now_v7());
+        let forged = issuer::tampered(&token, &Uuid::now_v7().to_string());
+        Some(format!("Bearer {forged}"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_alg_none_token_is_refused_at_the_edge() {
+    assert_refused(|issuer| {
+        let claims = issuer.user_claims(Uuid::now_v7());
+        Some(format!("Bearer {}", issuer::alg_none_token(&claims)))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused_at_the_edge() {
+    assert_refused(|issuer| {
+        Some(format!(
+            "Bearer {}",
+            issuer.wrong_audience_token(Uuid::now_v7())
+        ))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_service_token_is_refused_on_the_public_api() {
+    assert_refused(|issuer| Some(format!("Bearer {}", issuer.service_token()))).await;
+}
+
+#[tokio::test]
+async fn a_token_from_another_key_is_refused_at_the_edge() {
+    let stranger = TestIssuer::start().await;
+    let token = stranger.user_token(Uuid::now_v7());
+    assert_refused(|_| Some(format!("Bearer {token}"))).await;
+}
+
+#[tokio::test]
+async fn the_basic_scheme_is_refused_at_the_edge() {
+    assert_refused(|_| Some("Basic YWRhOmxvdmVsYWNl".to_owned())).await;
+}
+
+#[tokio::test]
+async fn a_valid_token_is_forwarded_with_the_request() {
+    let (gateway, user, _auth) = guarded(None).await;
+    let token = gateway.token();
+
+    let response = gateway
+        .client
+        .get(gateway.url("/v1/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(user.hits(), 1);
+    assert_eq!(
+        user.last().headers[header::AUTHORIZATION],
+        format!("Bearer {token}")
+    );
+}
+
+#[tokio::test]
+async fn a_public_route_needs_no_token() {
+    let (gateway, user, auth) = guarded(None).await;
+
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/auth/login"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!((auth.hits(), user.hits()), (1, 0));
+}
+
+#[tokio::test]
+async fn unreachable_signing_keys_are_a_503_problem_not_a_401() {
+    let (gateway, user, _auth) =
+        guarded(Some(format!("{}/.well-known/jwks.json", dead_endpoint()))).await;
+    let token = gateway.token();
+
+    let response = gateway
+        .client
+        .get(gateway.url("/v1/users/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+
+    expect_problem(response, 503).await;
+    assert_eq!(user.hits(), 0);
+}

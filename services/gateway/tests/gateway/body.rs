@@ -1,0 +1,85 @@
+//! Request bodies: bounded by `proxy.max_body_bytes`, forwarded intact.
+
+use bytes::Bytes;
+use futures::stream;
+use http::{StatusCode, header};
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+
+use crate::support::{
+    Gateway, RecordingUpstream, assert_problem, expect_problem, route, send_raw, upstream,
+};
+
+const LIMIT: usize = 1024;
+
+async fn gateway() -> (Gateway, RecordingUpstream) {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        config.routes = vec![route("/v1/users", "user")];
+        config.proxy.max_body_bytes = LIMIT;
+    })
+    .await;
+    (gateway, user)
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_a_413_problem_and_not_forwarded() {
+    let (gateway, user) = gateway().await;
+
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/users"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(vec![b'x'; LIMIT + 1])
+        .send()
+        .await
+        .unwrap();
+
+    let (_, problem) = expect_problem(response, 413).await;
+    assert_eq!(problem["type"], "urn:portico:problem:payload-too-large");
+    assert_eq!(user.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_a_413_problem_and_not_forwarded() {
+    let (gateway, user) = gateway().await;
+    // No content-length: the limit must hold while the body streams in.
+    let chunks = (0..4)
+        .map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'x'; 512]))));
+    let request = http::Request::post("/v1/users")
+        .header(header::HOST, "gateway.test")
+        .body(StreamBody::new(stream::iter(chunks)))
+        .unwrap();
+
+    let response = send_raw(gateway.api, request).await;
+
+    assert_problem(response.status, &response.headers, &response.body, 413);
+    assert_eq!(user.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_body_within_the_limit_reaches_the_upstream_intact() {
+    let (gateway, user) = gateway().await;
+    let body: Vec<u8> = (0..LIMIT).map(|i| (i % 256) as u8).collect();
+
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/users"))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = user.last();
+    assert_eq!(seen.method, http::Method::POST);
+    assert_eq!(seen.body, body);
+    assert_eq!(
+        seen.headers[header::CONTENT_TYPE],
+        "application/octet-stream"
+    );
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the gateway, run in-process against recording
+//! upstreams (see `support`). One test binary, split by topic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod auth;
+mod balancing;
+mod body;
+mod docs;
+mod headers;
+mod routing;
+mod support;

@@ -1,0 +1,190 @@
+//! Prefix routing, the never-routed `/internal`, ambiguous paths, and
+//! pass-through of upstream answers.
+
+use http::{StatusCode, header};
+use portico_common::error::PROBLEM_JSON;
+use serde_json::Value;
+
+use crate::support::{
+    Gateway, RecordingUpstream, assert_problem, conflict_body, expect_problem, raw_get, request_id,
+    route, upstream,
+};
+
+/// A gateway with `/v1/users` → user and `/v1/auth` → auth.
+async fn users_and_auth() -> (Gateway, RecordingUpstream, RecordingUpstream) {
+    let user = RecordingUpstream::start("user").await;
+    let auth = RecordingUpstream::start("auth").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        config
+            .upstreams
+            .insert("auth".into(), upstream(&[&auth.url]));
+        config.routes = vec![route("/v1/users", "user"), route("/v1/auth", "auth")];
+    })
+    .await;
+    (gateway, user, auth)
+}
+
+#[tokio::test]
+async fn each_prefix_is_routed_to_its_upstream() {
+    let (gateway, user, auth) = users_and_auth().await;
+
+    for (path, replica) in [
+        ("/v1/users", "user"),
+        ("/v1/users/me", "user"),
+        ("/v1/auth/login", "auth"),
+    ] {
+        let response = gateway.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["replica"], replica, "{path}");
+        assert_eq!(body["path"], path);
+    }
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(auth.last().method, http::Method::POST);
+    assert_eq!((user.hits(), auth.hits()), (2, 2));
+}
+
+#[tokio::test]
+async fn a_path_that_merely_starts_with_the_prefix_text_is_not_routed() {
+    let (gateway, user, _auth) = users_and_auth().await;
+
+    expect_problem(gateway.get("/v1/usersx").await, 404).await;
+    expect_problem(gateway.get("/v1/usersx/me").await, 404).await;
+    assert_eq!(user.hits(), 0);
+}
+
+#[tokio::test]
+async fn the_query_string_is_forwarded_unchanged() {
+    let (gateway, user, _auth) = users_and_auth().await;
+
+    let target = "/v1/users?limit=5&cursor=abc%3D&q=ada%20lovelace";
+    let response = gateway.get(target).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(user.last().uri, target);
+}
+
+#[tokio::test]
+async fn the_longest_matching_prefix_wins() {
+    let user = RecordingUpstream::start("user").await;
+    let admin = RecordingUpstream::start("admin").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        config
+            .upstreams
+            .insert("admin".into(), upstream(&[&admin.url]));
+        config.routes = vec![
+            route("/v1/users", "user"),
+            route("/v1/users/admin", "admin"),
+        ];
+    })
+    .await;
+
+    for (path, replica) in [
+        ("/v1/users/me", "user"),
+        ("/v1/users/admin", "admin"),
+        ("/v1/users/admin/stats", "admin"),
+        ("/v1/users/administrator", "user"),
+    ] {
+        let body: Value = gateway.get(path).await.json().await.unwrap();
+        assert_eq!(body["replica"], replica, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_404_problem() {
+    let (gateway, user, auth) = users_and_auth().await;
+
+    let (_, problem) = expect_problem(gateway.get("/v2/anything").await, 404).await;
+
+    assert_eq!(problem["type"], "urn:portico:problem:not-found");
+    assert_eq!(user.hits() + auth.hits(), 0);
+}
+
+#[tokio::test]
+async fn internal_paths_are_never_routed_even_beside_a_users_route() {
+    let (gateway, user, auth) = users_and_auth().await;
+
+    for path in [
+        "/internal/users",
+        "/internal",
+        "/internal/",
+        "/internal/users/42",
+    ] {
+        expect_problem(gateway.get(path).await, 404).await;
+        let response = gateway
+            .client
+            .post(gateway.url(path))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        expect_problem(response, 404).await;
+    }
+    assert_eq!(user.hits() + auth.hits(), 0);
+}
+
+#[tokio::test]
+async fn dot_segments_into_internal_are_refused_with_400() {
+    let (gateway, user, _auth) = users_and_auth().await;
+
+    for target in [
+        "/v1/users/../internal/users",
+        "/v1/users/./me",
+        "/v1/users/..",
+    ] {
+        let response = raw_get(gateway.api, target).await;
+        assert_problem(response.status, &response.headers, &response.body, 400);
+    }
+    assert_eq!(user.hits(), 0);
+}
+
+#[tokio::test]
+async fn percent_encoded_dots_and_slashes_are_refused_with_400() {
+    let (gateway, user, _auth) = users_and_auth().await;
+
+    for target in [
+        "/v1/users/%2e%2e/internal/users",
+        "/v1/users/%2E%2E/internal/users",
+        "/v1/users/.%2e/internal/users",
+        "/v1/users/..%2finternal%2fusers",
+        "/v1/users/%5c..%5cinternal",
+    ] {
+        let response = raw_get(gateway.api, target).await;
+        assert_problem(response.status, &response.headers, &response.body, 400);
+    }
+    assert_eq!(user.hits(), 0);
+}
+
+#[tokio::test]
+async fn upstream_problem_bodies_pass_through_unchanged() {
+    let (gateway, user, _auth) = users_and_auth().await;
+
+    let response = gateway
+        .client
+        .get(gateway.url("/v1/users/conflict"))
+        .header("x-request-id", "conflict-1")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    assert_eq!(request_id(response.headers()), "conflict-1");
+    let body = response.text().await.unwrap();
+    assert_eq!(body, conflict_body(&user.last().headers));
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["request_id"], "conflict-1");
+    assert_eq!(problem["detail"], "that display name is taken");
+}
