@@ -5,8 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-GATEWAY_PORT=${PORTICO_DEV_GATEWAY_PORT:-8080}
-mkdir -p data logs
+# Ports: gateway BASE, user-1 BASE+1, auth BASE+2, user-2 BASE+3; each
+# admin listener is its API port + 1000. Data and logs go where asked.
+BASE=${PORTICO_DEV_BASE_PORT:-8080}
+DATA=${PORTICO_DEV_DATA_DIR:-data}
+LOGS=${PORTICO_DEV_LOG_DIR:-logs}
+GATEWAY_PORT=$BASE USER1_PORT=$((BASE + 1)) AUTH_PORT=$((BASE + 2)) USER2_PORT=$((BASE + 3))
+mkdir -p "$DATA" "$LOGS"
 
 echo "==> building"
 cargo build --bins --locked
@@ -44,38 +49,43 @@ wait_ready() {
             return 0
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
-            echo "!!! $name exited during startup; see logs/$name.log" >&2
-            tail -n 20 "logs/$name.log" >&2 || true
+            echo "!!! $name exited during startup; see $LOGS/$name.log" >&2
+            tail -n 20 "$LOGS/$name.log" >&2 || true
             exit 1
         fi
         sleep 0.1
     done
-    echo "!!! $name not ready after 30 s; see logs/$name.log" >&2
+    echo "!!! $name not ready after 30 s; see $LOGS/$name.log" >&2
     exit 1
 }
 
 start() {
     local name=$1 binary=$2 admin_port=$3
     shift 3
-    env "$@" "target/debug/$binary" >"logs/$name.log" 2>&1 &
+    env "$@" "target/debug/$binary" >"$LOGS/$name.log" 2>&1 &
     pids+=($!)
     wait_ready "$name" "$admin_port" "$!"
 }
 
-echo "==> starting services (logs in ./logs)"
+echo "==> starting services (logs in $LOGS/)"
+jwks="http://127.0.0.1:$AUTH_PORT/.well-known/jwks.json"
 # The first user replica applies migrations before the second shares the file.
-start user-1 portico-user 9081 \
-    PORTICO_USER_LISTEN__API=127.0.0.1:8081 PORTICO_USER_LISTEN__ADMIN=127.0.0.1:9081 \
-    PORTICO_USER_DATABASE__URL=sqlite://data/user.db
-start user-2 portico-user 9083 \
-    PORTICO_USER_LISTEN__API=127.0.0.1:8083 PORTICO_USER_LISTEN__ADMIN=127.0.0.1:9083 \
-    PORTICO_USER_DATABASE__URL=sqlite://data/user.db
-start auth portico-auth 9082 \
-    PORTICO_AUTH_DATABASE__URL=sqlite://data/auth.db \
-    PORTICO_AUTH_USER_SERVICE__URL=http://127.0.0.1:8081
-start gateway portico-gateway 9080 \
-    PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$GATEWAY_PORT" \
-    PORTICO_GATEWAY_UPSTREAMS__USER__ENDPOINTS='["http://127.0.0.1:8081", "http://127.0.0.1:8083"]'
+for replica in 1 2; do
+    port_var=USER${replica}_PORT
+    port=${!port_var}
+    start "user-$replica" portico-user $((port + 1000)) \
+        PORTICO_USER_LISTEN__API="127.0.0.1:$port" PORTICO_USER_LISTEN__ADMIN="127.0.0.1:$((port + 1000))" \
+        PORTICO_USER_DATABASE__URL="sqlite://$DATA/user.db" PORTICO_USER_TOKENS__JWKS__URL="$jwks"
+done
+start auth portico-auth $((AUTH_PORT + 1000)) \
+    PORTICO_AUTH_LISTEN__API="127.0.0.1:$AUTH_PORT" PORTICO_AUTH_LISTEN__ADMIN="127.0.0.1:$((AUTH_PORT + 1000))" \
+    PORTICO_AUTH_DATABASE__URL="sqlite://$DATA/auth.db" \
+    PORTICO_AUTH_USER_SERVICE__URL="http://127.0.0.1:$USER1_PORT"
+start gateway portico-gateway $((GATEWAY_PORT + 1000)) \
+    PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$GATEWAY_PORT" PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$((GATEWAY_PORT + 1000))" \
+    PORTICO_GATEWAY_TOKENS__JWKS__URL="$jwks" \
+    PORTICO_GATEWAY_UPSTREAMS__AUTH__ENDPOINTS="[\"http://127.0.0.1:$AUTH_PORT\"]" \
+    PORTICO_GATEWAY_UPSTREAMS__USER__ENDPOINTS="[\"http://127.0.0.1:$USER1_PORT\", \"http://127.0.0.1:$USER2_PORT\"]"
 
 echo
 echo "Portico is up: http://127.0.0.1:$GATEWAY_PORT  (API reference: http://127.0.0.1:$GATEWAY_PORT/docs)"

@@ -58,4 +58,8 @@ else
     cargo test --workspace --locked --no-fail-fast "$@"
 fi
 
+# The public OpenAPI document against the running system.
+section "contract test (schemathesis)"
+bash scripts/contract-test.sh
+
 section "all checks passed"
