@@ -80,3 +80,51 @@ pub fn now() -> OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
         .unwrap_or(now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(version: i64) -> Profile {
+        let at = now();
+        Profile {
+            id: Uuid::now_v7(),
+            email: "ann@example.com".into(),
+            display_name: "Ann".into(),
+            status: "active".into(),
+            version,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn etag_is_a_quoted_strong_tag_of_the_version() {
+        assert_eq!(profile(7).etag(), "\"7\"");
+        assert_ne!(profile(1).etag(), profile(2).etag());
+    }
+
+    #[test]
+    fn now_keeps_only_what_both_databases_store() {
+        assert_eq!(now().nanosecond() % 1_000, 0);
+    }
+
+    #[test]
+    fn public_body_has_rfc3339_times_and_no_internal_fields() {
+        let body = serde_json::to_value(ProfileBody::from(profile(3))).unwrap();
+        let keys: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["created_at", "display_name", "email", "id", "updated_at"]
+        );
+        let created = body["created_at"].as_str().unwrap();
+        assert!(
+            OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).is_ok()
+        );
+    }
+}

@@ -1,0 +1,487 @@
+#!/usr/bin/env bash
+# Side-by-side proxy benchmark. One upstream (nginx serving a ~200-byte JSON
+# file) is loaded with the same wrk workload four ways:
+#   direct   straight to the upstream (the baseline)
+#   portico  through target/release/portico-gateway
+#   nginx    through nginx as a reverse proxy with upstream keep-alive
+#   haproxy  through HAProxy (mode http, http-reuse always)
+# and a markdown report (machine, versions, one table) goes to stdout;
+# progress goes to stderr. Exits non-zero if any target answered anything
+# but 2xx/3xx or had socket errors.
+#
+# Usage: scripts/bench/gateway.sh [> report.md]
+#
+# Environment (defaults in brackets):
+#   PORTICO_BENCH_DURATION     measured wrk run per target [10s]
+#   PORTICO_BENCH_WARMUP       unmeasured wrk run before it [2s]
+#   PORTICO_BENCH_CONNECTIONS  wrk connections [64]
+#   PORTICO_BENCH_THREADS      wrk threads [2]
+#   PORTICO_BENCH_TIMEOUT      wrk per-request timeout [2s]
+#   PORTICO_BENCH_GATEWAY      gateway binary to use instead of building one
+# Other PORTICO_GATEWAY_* variables pass through to the gateway (e.g. to try
+# proxy.* settings); the ones set below win.
+#
+# Everything listens on 127.0.0.1 on free ports, lives in one temp dir and is
+# stopped on exit, Ctrl-C included. nginx, haproxy and wrk are installed from
+# Debian packages if missing, without starting their system services.
+set -euo pipefail
+cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
+
+# Reused from the test command: _portico_apt_install (apt-get update once,
+# policy-rc.d so packages start no services) and _portico_free_port.
+# shellcheck source=scripts/lib/test-services.sh
+source scripts/lib/test-services.sh
+
+DURATION=${PORTICO_BENCH_DURATION:-10s}
+WARMUP=${PORTICO_BENCH_WARMUP:-2s}
+CONNECTIONS=${PORTICO_BENCH_CONNECTIONS:-64}
+THREADS=${PORTICO_BENCH_THREADS:-2}
+TIMEOUT=${PORTICO_BENCH_TIMEOUT:-2s}
+BENCH_PATH=/v1/bench/item.json
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf '\n!!! bench: %s\n\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+
+# nginx and haproxy live in /usr/sbin, which a non-root PATH may lack.
+find_tool() {
+    command -v "$1" 2>/dev/null && return 0
+    [[ -x /usr/sbin/$1 ]] && printf '%s\n' "/usr/sbin/$1"
+}
+
+missing=()
+for pair in nginx:nginx haproxy:haproxy wrk:wrk curl:curl pgrep:procps; do
+    find_tool "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+done
+if ((${#missing[@]} > 0)); then
+    log "installing ${missing[*]}"
+    _portico_apt_install "${missing[@]}" || die "could not install ${missing[*]}"
+fi
+NGINX=$(find_tool nginx) || die "nginx not found after install"
+HAPROXY=$(find_tool haproxy) || die "haproxy not found after install"
+WRK=$(find_tool wrk) || die "wrk not found after install"
+
+# Release build; cargo makes this a no-op when the binary is up to date.
+GATEWAY=${PORTICO_BENCH_GATEWAY:-}
+if [[ -z $GATEWAY ]]; then
+    log "cargo build --release -p portico-gateway --locked"
+    cargo build --release -p portico-gateway --locked || die "release build failed"
+    GATEWAY=${CARGO_TARGET_DIR:-target}/release/portico-gateway
+fi
+[[ -x $GATEWAY ]] || die "gateway binary $GATEWAY is missing"
+
+# ---------------------------------------------------------------------------
+# Process bookkeeping: everything started goes into pids and is stopped on exit
+# ---------------------------------------------------------------------------
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/portico-bench.XXXXXX") || die "mktemp failed"
+pids=()
+
+# True while $1 runs (a zombie child that has exited counts as gone).
+alive() {
+    local stat
+    stat=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ ${stat%% *} != Z ]]
+}
+
+cleanup() {
+    local rc=$? pid i still
+    trap - EXIT INT TERM
+    if ((${#pids[@]} > 0)); then
+        log "stopping ${#pids[@]} processes"
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        # Bounded wait, then SIGKILL whatever ignored SIGTERM.
+        for ((i = 0; i < 50; i++)); do
+            still=0
+            for pid in "${pids[@]}"; do alive "$pid" && still=1; done
+            ((still)) || break
+            sleep 0.1
+        done
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+        wait "${pids[@]}" 2>/dev/null || true
+    fi
+    rm -rf -- "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() { _portico_free_port || die "no free TCP port"; }
+UP_PORT=$(free_port)
+PORTICO_PORT=$(free_port)
+PORTICO_ADMIN_PORT=$(free_port)
+NGINX_PORT=$(free_port)
+HAPROXY_PORT=$(free_port)
+
+# Waits until $url answers 200, failing early if the process died.
+wait_for() {
+    local name=$1 url=$2 pid=$3 logfile=$4 i
+    for ((i = 0; i < 300; i++)); do
+        if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+            return 0
+        fi
+        if ! alive "$pid"; then
+            tail -n 20 -- "$logfile" >&2 || true
+            die "$name exited during startup (log above)"
+        fi
+        sleep 0.1
+    done
+    tail -n 20 -- "$logfile" >&2 || true
+    die "$name did not answer $url within 30 s"
+}
+
+# ---------------------------------------------------------------------------
+# Configs
+# ---------------------------------------------------------------------------
+
+# ~200 bytes: the size of a small API answer, so per-request overhead (not
+# bandwidth) is what gets measured.
+mkdir -p "$WORK/www/v1/bench"
+printf '%s\n' '{"id":"0195f3c2-7b1e-7cc4-9a53-3f0f4a0d2e11","email":"ann@example.com","display_name":"Ann Example","created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-02T00:00:00Z","version":3,"tags":["bench"]}' \
+    >"$WORK/www$BENCH_PATH"
+BODY_BYTES=$(wc -c <"$WORK/www$BENCH_PATH")
+
+# nginx workers run as `nobody` by default and could not read the 0700 temp
+# dir; as root, keep them root (loopback-only, throwaway). As another user
+# the directive is meaningless and nginx would warn.
+NGINX_USER=""
+if [[ $(id -u) -eq 0 ]]; then NGINX_USER="user root;"; fi
+
+# Everything nginx writes (pid, logs, temp files) stays in $1.
+nginx_common() {
+    local dir=$1
+    cat <<EOF
+$NGINX_USER
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() {
+    local dir=$1
+    # No access log (none of the others log per request either); a huge
+    # keepalive_requests so no target pays for reconnects the others don't.
+    cat <<EOF
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+EOF
+}
+
+# The upstream: one worker is plenty for a cached static file and leaves the
+# second core to wrk and the proxy under test.
+mkdir -p "$WORK/upstream"
+{
+    printf 'worker_processes 1;\n'
+    nginx_common "$WORK/upstream"
+    printf 'http {\n'
+    nginx_http_common "$WORK/upstream"
+    cat <<EOF
+    default_type application/json;
+    open_file_cache max=64;
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        root $WORK/www;
+    }
+}
+EOF
+} >"$WORK/upstream/nginx.conf"
+
+# nginx as a proxy: pooled HTTP/1.1 upstream connections, one worker per core.
+mkdir -p "$WORK/nginx"
+{
+    printf 'worker_processes auto;\n'
+    nginx_common "$WORK/nginx"
+    printf 'http {\n'
+    nginx_http_common "$WORK/nginx"
+    cat <<EOF
+    upstream bench {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$WORK/nginx/nginx.conf"
+
+# HAProxy: one process, one thread per core (its default), no logging,
+# idle server connections shared across client connections.
+mkdir -p "$WORK/haproxy"
+cat >"$WORK/haproxy/haproxy.cfg" <<EOF
+global
+    maxconn 10000
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+
+frontend bench
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend bench
+
+backend bench
+    server upstream 127.0.0.1:$UP_PORT
+EOF
+
+# Portico: defaults + this file + env. Arrays replace, tables merge, so this
+# leaves exactly one route; the default auth/user upstreams stay defined but
+# unrouted (their OpenAPI documents are only fetched for /openapi.json).
+# openapi_path of `bench` keeps its default: TOML cannot spell None, and the
+# gateway never asks for it during the benchmark.
+cat >"$WORK/gateway.toml" <<EOF
+[[routes]]
+path_prefix = "/v1/bench"
+upstream = "bench"
+timeout_ms = 5000
+require_auth = false
+EOF
+
+# ---------------------------------------------------------------------------
+# Start
+# ---------------------------------------------------------------------------
+
+start_nginx() {
+    local dir=$1
+    "$NGINX" -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' \
+        >"$dir/stdout.log" 2>&1 &
+    pids+=($!)
+}
+
+log "starting upstream nginx on 127.0.0.1:$UP_PORT"
+start_nginx "$WORK/upstream"
+UP_PID=$!
+wait_for upstream "http://127.0.0.1:$UP_PORT$BENCH_PATH" "$UP_PID" "$WORK/upstream/error.log"
+
+log "starting portico-gateway on 127.0.0.1:$PORTICO_PORT"
+# RUST_LOG would override the log filter. Logs go to a file so a startup
+# failure can be shown; at `warn` nothing is written per request.
+env -u RUST_LOG \
+    PORTICO_GATEWAY_CONFIG_FILE="$WORK/gateway.toml" \
+    PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$PORTICO_PORT" \
+    PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$PORTICO_ADMIN_PORT" \
+    PORTICO_GATEWAY_UPSTREAMS__BENCH__ENDPOINTS="[\"http://127.0.0.1:$UP_PORT\"]" \
+    PORTICO_GATEWAY_TELEMETRY__LOG_FILTER=warn \
+    PORTICO_GATEWAY_TELEMETRY__LOG_FORMAT=json \
+    "$GATEWAY" >"$WORK/portico.log" 2>&1 &
+pids+=($!)
+PORTICO_PID=$!
+wait_for portico "http://127.0.0.1:$PORTICO_ADMIN_PORT/readyz" "$PORTICO_PID" "$WORK/portico.log"
+
+log "starting nginx proxy on 127.0.0.1:$NGINX_PORT"
+start_nginx "$WORK/nginx"
+NGINX_PID=$!
+wait_for nginx "http://127.0.0.1:$NGINX_PORT$BENCH_PATH" "$NGINX_PID" "$WORK/nginx/error.log"
+
+log "starting haproxy on 127.0.0.1:$HAPROXY_PORT"
+"$HAPROXY" -db -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/haproxy.log" 2>&1 &
+pids+=($!)
+HAPROXY_PID=$!
+wait_for haproxy "http://127.0.0.1:$HAPROXY_PORT$BENCH_PATH" "$HAPROXY_PID" "$WORK/haproxy/haproxy.log"
+
+TARGETS=(direct portico nginx haproxy)
+declare -A URL=(
+    [direct]="http://127.0.0.1:$UP_PORT$BENCH_PATH"
+    [portico]="http://127.0.0.1:$PORTICO_PORT$BENCH_PATH"
+    [nginx]="http://127.0.0.1:$NGINX_PORT$BENCH_PATH"
+    [haproxy]="http://127.0.0.1:$HAPROXY_PORT$BENCH_PATH"
+)
+declare -A PROXY_PID=([portico]=$PORTICO_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+
+# Every target must hand back the upstream's file unchanged, with a 200.
+for target in "${TARGETS[@]}"; do
+    status=$(curl -sS -o "$WORK/$target.body" -w '%{http_code}' --max-time 5 "${URL[$target]}") ||
+        die "$target: request failed"
+    [[ $status == 200 ]] || die "$target answered $status, not 200"
+    cmp -s "$WORK/$target.body" "$WORK/www$BENCH_PATH" || die "$target changed the body"
+done
+
+# ---------------------------------------------------------------------------
+# Measure
+# ---------------------------------------------------------------------------
+
+# The process and, for nginx, its workers.
+process_tree() {
+    printf '%s\n' "$1"
+    pgrep -P "$1" || true
+}
+
+# user+system CPU ticks of the given pids (fields 14 and 15 of /proc/PID/stat,
+# counted after the command name, which ends with ") ").
+cpu_ticks() {
+    local total=0 pid stat fields
+    for pid in "$@"; do
+        stat=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        read -r -a fields <<<"$stat"
+        total=$((total + fields[11] + fields[12]))
+    done
+    printf '%s\n' "$total"
+}
+
+# Busy ticks of the whole machine, steal included (time we did not get).
+machine_busy_ticks() {
+    awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# CPU milliseconds used by finished children of this shell (wrk), from
+# `times`. Not called in $(...): a subshell would report its own children.
+children_cpu_ms() {
+    times >"$WORK/times"
+    awk 'NR == 2 {
+        total = 0
+        for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); total += t[1] * 60 + t[2] }
+        printf "%d\n", total * 1000
+    }' "$WORK/times"
+}
+
+# Sum of a /proc/PID/status field (kB) over the given pids.
+status_kib() {
+    local field=$1 total=0 pid value
+    shift
+    for pid in "$@"; do
+        value=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
+        total=$((total + ${value:-0}))
+    done
+    printf '%s\n' "$total"
+}
+
+# wrk latency ("812.00us", "1.20ms", "1.01s") in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; unit = v; sub(/^[0-9.]+/, "", unit)
+        if (unit == "us") n /= 1000; else if (unit == "s") n *= 1000; else if (unit == "m") n *= 60000
+        printf "%.2f", n
+    }'
+}
+
+TICKS=$(getconf CLK_TCK)
+CORES=$(nproc)
+declare -A ROW
+failures=()
+
+measure() {
+    local target=$1 url=${URL[$1]} out="$WORK/$1.wrk" tree=() upstream_tree=()
+    local t0 t1 cpu0 cpu1 up0 up1 busy0 busy1 wrk0 wrk1 elapsed
+    local rps p50 p99 requests non2xx socket cpu_us rss other
+    log "$target: warm-up $WARMUP, then $DURATION ($THREADS threads, $CONNECTIONS connections)"
+    "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout "$TIMEOUT" "$url" >/dev/null
+
+    if [[ $target != direct ]]; then mapfile -t tree < <(process_tree "${PROXY_PID[$target]}"); fi
+    mapfile -t upstream_tree < <(process_tree "$UP_PID")
+    cpu0=$(cpu_ticks "${tree[@]}")
+    up0=$(cpu_ticks "${upstream_tree[@]}")
+    busy0=$(machine_busy_ticks)
+    children_cpu_ms >"$WORK/wrk0"
+    t0=$EPOCHREALTIME
+    "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$TIMEOUT" --latency "$url" >"$out"
+    t1=$EPOCHREALTIME
+    children_cpu_ms >"$WORK/wrk1"
+    busy1=$(machine_busy_ticks)
+    up1=$(cpu_ticks "${upstream_tree[@]}")
+    cpu1=$(cpu_ticks "${tree[@]}")
+    wrk0=$(<"$WORK/wrk0")
+    wrk1=$(<"$WORK/wrk1")
+
+    rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    requests=$(awk '/ requests in / { print $1 }' "$out")
+    non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' "$out")
+    socket=$(grep -o 'Socket errors:.*' "$out" || true)
+    if [[ -z $requests || $requests -eq 0 || -n $non2xx || -n $socket ]]; then
+        failures+=("$target: ${requests:-0} requests; non-2xx/3xx: ${non2xx:-0}; ${socket:-no socket errors}")
+    fi
+
+    # CPU the other processes on the machine took while this ran, as a share
+    # of all cores: how disturbed this row is.
+    elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    other=$(awk -v busy=$((busy1 - busy0)) -v ours=$((cpu1 - cpu0 + up1 - up0)) \
+        -v wrk_ms=$((wrk1 - wrk0)) -v hz="$TICKS" -v t="$elapsed" -v n="$CORES" \
+        'BEGIN { x = ((busy - ours) / hz - wrk_ms / 1000) / (t * n) * 100; if (x < 0) x = 0; printf "%.0f%%", x }')
+
+    if [[ $target == direct ]]; then
+        cpu_us="–"
+        rss="–"
+    else
+        cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v hz="$TICKS" -v r="${requests:-0}" \
+            'BEGIN { if (r > 0) printf "%.1f", d / hz * 1e6 / r; else print "?" }')
+        rss=$(awk -v k="$(status_kib VmHWM "${tree[@]}")" 'BEGIN { printf "%.1f MiB", k / 1024 }')
+        if ((${#tree[@]} > 1)); then rss+=" (${#tree[@]} procs)"; fi
+    fi
+    ROW[$target]="| $target | $rps | $p50 | $p99 | $cpu_us | $rss | $other |"
+    log "$target: $rps req/s, p50 $p50 ms, p99 $p99 ms"
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    log "warning: load average is $LOAD_BEFORE before starting; numbers will be disturbed"
+fi
+for target in "${TARGETS[@]}"; do
+    measure "$target"
+done
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+version() { "$@" 2>&1 | head -n 1 || true; }
+cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+mem_total=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+gateway_log_bytes=$(wc -c <"$WORK/portico.log")
+
+cat <<EOF
+### Gateway benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
+
+- machine: $CORES cores (${cpu_model:-unknown CPU}), $mem_total RAM, Linux $(uname -r);
+  wrk, the upstream and the proxy under test all share these cores
+- load average before the run: $LOAD_BEFORE
+- workload: \`GET $BENCH_PATH\` ($BODY_BYTES-byte JSON from nginx), \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency --timeout $TIMEOUT\` after a $WARMUP warm-up, targets one after another
+- portico: \`$GATEWAY\` at $(git describe --always --dirty 2>/dev/null || echo unknown), log filter \`warn\` ($gateway_log_bytes bytes of log written)
+- $(version "$NGINX" -v); $(version "$HAPROXY" -v); $(version "$WRK" -v)
+
+| target | req/s | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | proxy peak RSS | other CPU |
+|---|---:|---:|---:|---:|---:|---:|
+EOF
+for target in "${TARGETS[@]}"; do
+    printf '%s\n' "${ROW[$target]}"
+done
+cat <<'EOF'
+
+Proxy CPU: user+system time of the proxy's processes during the measured run
+divided by the requests served. Peak RSS: VmHWM summed over the proxy's
+processes (nginx: master and workers, so shared pages count more than once).
+Other CPU: busy time of the machine not used by wrk, the upstream or the
+proxy, as a share of all cores (steal included); high values mean the row
+was disturbed.
+EOF
+
+if ((${#failures[@]} > 0)); then
+    printf '\n' >&2
+    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n' >&2
+    for failure in "${failures[@]}"; do
+        printf '!!! bench: %s\n' "$failure" >&2
+    done
+    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n' >&2
+    exit 1
+fi
