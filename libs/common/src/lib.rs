@@ -14,11 +14,13 @@
 //! - [`admin`] — `/healthz`, `/readyz`, `/metrics`.
 //! - [`db`] / [`redis`] — connecting to the stores each service owns.
 //! - [`auth`] — bearer JWT verification against a cached JWKS.
+//! - [`clock`] — time as a dependency, so tests move it instead of sleeping.
 //! - [`types`] — value types shared by services (`Email`, `DisplayName`).
 //! - [`openapi`] — pieces every OpenAPI document shares.
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;

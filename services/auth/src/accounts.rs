@@ -2,7 +2,10 @@
 //! hashing, storage, the user service and token issuing. Handlers parse
 //! requests and call these; nothing here knows about HTTP.
 
-use portico_common::types::{DisplayName, Email};
+use portico_common::{
+    clock::SharedClock,
+    types::{DisplayName, Email},
+};
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -40,13 +43,7 @@ pub struct Accounts {
     hashing: PasswordHashing,
     issuer: TokenIssuer,
     directory: UserDirectory,
-}
-
-fn now() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    // Microseconds: what both databases keep.
-    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(now)
+    clock: SharedClock,
 }
 
 impl Accounts {
@@ -55,12 +52,14 @@ impl Accounts {
         hashing: PasswordHashing,
         issuer: TokenIssuer,
         directory: UserDirectory,
+        clock: SharedClock,
     ) -> Self {
         Self {
             store,
             hashing,
             issuer,
             directory,
+            clock,
         }
     }
 
@@ -82,7 +81,7 @@ impl Accounts {
         let hash = self.hashing.hash(&registration.password).await?;
         let user_id = Uuid::now_v7();
         self.store
-            .insert_pending(user_id, &email_lower, &hash, now())
+            .insert_pending(user_id, &email_lower, &hash, self.clock.now())
             .await?;
 
         let created = self
@@ -107,7 +106,7 @@ impl Accounts {
         let session_id = Uuid::now_v7();
         let refresh = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
-        let now = now();
+        let now = self.clock.now();
         self.store
             .activate_with_session(
                 user_id,
@@ -151,7 +150,7 @@ impl Accounts {
         let session_id = Uuid::now_v7();
         let refresh = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
-        let now = now();
+        let now = self.clock.now();
         self.store
             .create_session(
                 session_id,
@@ -176,7 +175,7 @@ impl Accounts {
     pub async fn refresh(&self, presented: RefreshToken) -> Result<IssuedTokens, AuthError> {
         let next = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
-        let now = now();
+        let now = self.clock.now();
         let old_hash = presented.hash();
         let Some(session) = self
             .store
@@ -200,7 +199,7 @@ impl Accounts {
     pub async fn logout(&self, user_id: Uuid, session_id: Uuid) -> Result<(), AuthError> {
         let revoked = self
             .store
-            .revoke_session(session_id, user_id, now())
+            .revoke_session(session_id, user_id, self.clock.now())
             .await?;
         tracing::info!(%user_id, %session_id, revoked, "logged out");
         Ok(())

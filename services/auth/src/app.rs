@@ -6,13 +6,13 @@ use anyhow::Context;
 use portico_common::{
     admin::Readiness,
     auth::{KeySource, TokenVerifier},
+    clock::{SharedClock, SystemClock},
     db::Db,
     http::{
         client::HttpClient,
         server::{Listeners, Server},
     },
 };
-use time::OffsetDateTime;
 
 use crate::{
     accounts::Accounts,
@@ -35,16 +35,27 @@ impl Application {
         Self::build_with_listeners(config, listeners).await
     }
 
+    /// Builds the service on listeners the caller bound (tests use port 0).
     pub async fn build_with_listeners(
         config: Config,
         listeners: Listeners,
+    ) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, listeners, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Self::build_with_listeners`], with the clock that decides
+    /// session expiry (tests move it instead of waiting).
+    pub async fn build_with_clock(
+        config: Config,
+        listeners: Listeners,
+        clock: SharedClock,
     ) -> anyhow::Result<Self> {
         config.validate()?;
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
         let store = AuthStore::new(db.clone());
 
-        let keys = store.signing_keys(OffsetDateTime::now_utc()).await?;
+        let keys = store.signing_keys(clock.now()).await?;
         let keyring = Arc::new(Keyring::new(&keys)?);
         tracing::info!(
             kid = keyring.signing_kid(),
@@ -62,7 +73,7 @@ impl Application {
         let client = HttpClient::new(&config.http_client)?;
         let directory = UserDirectory::new(client, &config.user_service, issuer.clone());
         let state = AppState {
-            accounts: Accounts::new(store.clone(), hashing, issuer, directory),
+            accounts: Accounts::new(store.clone(), hashing, issuer, directory, clock.clone()),
             verifier: Arc::new(verifier),
         };
 

@@ -2,7 +2,10 @@
 //! test, with typed requests.
 
 use portico_auth::{http::TokenResponse, storage::AuthStore};
+use std::sync::Arc;
+
 use portico_common::{
+    clock::{SharedClock, SystemClock},
     config::ListenConfig,
     db::DatabaseConfig,
     http::{REQUEST_ID_HEADER, server::Listeners},
@@ -78,6 +81,11 @@ impl TestApp {
     /// Auth and user service, both on `backend`. The user service verifies
     /// tokens with the auth service's JWKS, as in production.
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with_clock(backend, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Self::spawn`], with the auth service reading time from `clock`.
+    pub async fn spawn_with_clock(backend: Backend, clock: SharedClock) -> Self {
         let auth_db = TestDatabase::new(backend).await;
         let user_db = TestDatabase::new(backend).await;
         let mut config = auth_config(&auth_db);
@@ -103,7 +111,7 @@ impl TestApp {
         tokio::spawn(user_app.run_until_stopped(std::future::pending()));
 
         config.user_service.url = user.api.clone();
-        let mut app = Self::start(config, auth_listeners, vec![auth_db, user_db]).await;
+        let mut app = Self::start(config, auth_listeners, vec![auth_db, user_db], clock).await;
         app.user = Some(user);
         app
     }
@@ -114,15 +122,22 @@ impl TestApp {
         let auth_db = TestDatabase::new(backend).await;
         let mut config = auth_config(&auth_db);
         config.user_service.url = format!("http://127.0.0.1:{}", closed_port());
-        Self::start(config, bind_port_zero().await, vec![auth_db]).await
+        Self::start(
+            config,
+            bind_port_zero().await,
+            vec![auth_db],
+            Arc::new(SystemClock),
+        )
+        .await
     }
 
     async fn start(
         config: portico_auth::Config,
         listeners: Listeners,
         databases: Vec<TestDatabase>,
+        clock: SharedClock,
     ) -> Self {
-        let app = portico_auth::Application::build_with_listeners(config, listeners)
+        let app = portico_auth::Application::build_with_clock(config, listeners, clock)
             .await
             .expect("build the auth service");
         let (api, store) = (format!("http://{}", app.api_addr()), app.store());

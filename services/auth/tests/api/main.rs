@@ -7,6 +7,7 @@ mod helpers;
 mod availability;
 mod config;
 mod discovery;
+mod expiry;
 mod login;
 mod register;
 mod rejections;
