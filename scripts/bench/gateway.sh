@@ -18,8 +18,11 @@
 #   PORTICO_BENCH_THREADS      wrk threads [2]
 #   PORTICO_BENCH_TIMEOUT      wrk per-request timeout [2s]
 #   PORTICO_BENCH_GATEWAY      gateway binary to use instead of building one
-# Other PORTICO_GATEWAY_* variables pass through to the gateway (e.g. to try
-# proxy.* settings); the ones set below win.
+#   PORTICO_BENCH_SCRAPE_SECS  scrape the gateway's /metrics this often while
+#                              it is loaded, as Prometheus would [5]; 0: never
+# The gateway inherits the environment, so other PORTICO_GATEWAY_* variables
+# (e.g. proxy.* settings) and TOKIO_WORKER_THREADS reach it; the variables
+# set below win.
 #
 # Everything listens on 127.0.0.1 on free ports, lives in one temp dir and is
 # stopped on exit, Ctrl-C included. nginx, haproxy and wrk are installed from
@@ -37,6 +40,7 @@ WARMUP=${PORTICO_BENCH_WARMUP:-2s}
 CONNECTIONS=${PORTICO_BENCH_CONNECTIONS:-64}
 THREADS=${PORTICO_BENCH_THREADS:-2}
 TIMEOUT=${PORTICO_BENCH_TIMEOUT:-2s}
+SCRAPE_SECS=${PORTICO_BENCH_SCRAPE_SECS:-5}
 BENCH_PATH=/v1/bench/item.json
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -228,7 +232,9 @@ EOF
 mkdir -p "$WORK/haproxy"
 cat >"$WORK/haproxy/haproxy.cfg" <<EOF
 global
-    maxconn 10000
+    # Plenty for wrk's connections; each needs two fds, and the fd limit
+    # may be as low as 20000 (haproxy refuses to start above it).
+    maxconn 4096
 
 defaults
     mode http
@@ -375,6 +381,16 @@ to_ms() {
     }'
 }
 
+# wrk runs in the background and is waited for, so that Ctrl-C reaches the
+# INT trap at once: wrk handles SIGINT itself (prints its results and exits
+# 0), and bash drops a SIGINT that its foreground child handled.
+run_wrk() {
+    "$WRK" "$@" &
+    pids+=($!)
+    wait "$!" || die "wrk $* failed"
+    unset 'pids[-1]' # reaped: its pid may be reused, never signal it again
+}
+
 TICKS=$(getconf CLK_TCK)
 CORES=$(nproc)
 declare -A ROW
@@ -385,7 +401,7 @@ measure() {
     local t0 t1 cpu0 cpu1 up0 up1 busy0 busy1 wrk0 wrk1 elapsed
     local rps p50 p99 requests non2xx socket cpu_us rss other
     log "$target: warm-up $WARMUP, then $DURATION ($THREADS threads, $CONNECTIONS connections)"
-    "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout "$TIMEOUT" "$url" >/dev/null
+    run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout "$TIMEOUT" "$url" >/dev/null
 
     if [[ $target != direct ]]; then mapfile -t tree < <(process_tree "${PROXY_PID[$target]}"); fi
     mapfile -t upstream_tree < <(process_tree "$UP_PID")
@@ -394,7 +410,7 @@ measure() {
     busy0=$(machine_busy_ticks)
     children_cpu_ms >"$WORK/wrk0"
     t0=$EPOCHREALTIME
-    "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$TIMEOUT" --latency "$url" >"$out"
+    run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$TIMEOUT" --latency "$url" >"$out"
     t1=$EPOCHREALTIME
     children_cpu_ms >"$WORK/wrk1"
     busy1=$(machine_busy_ticks)
@@ -435,20 +451,50 @@ measure() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_BEFORE%% *}" 'BEGIN { exit !(l > 0.5) }'; then
-    log "warning: load average is $LOAD_BEFORE before starting; numbers will be disturbed"
+    log "warning: load average is $LOAD_BEFORE before starting; if something else is running, numbers will be disturbed (see the other CPU column)"
 fi
+# The gateway keeps every histogram sample until /metrics is scraped (or
+# upkeep runs), so an unscraped gateway grows without bound under load. A
+# deployed one is scraped; do the same so its memory figure is comparable.
+scrape_metrics() {
+    local nap=""
+    # Ctrl-C reaches this subshell too; either way take the sleep along.
+    trap 'kill "$nap" 2>/dev/null || true; wait "$nap" 2>/dev/null || true; exit 0' TERM INT
+    while :; do
+        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PORTICO_ADMIN_PORT/metrics" || true
+        # sleep in the background so the trap runs at once.
+        sleep "$SCRAPE_SECS" &
+        nap=$!
+        wait "$nap"
+    done
+}
+
 for target in "${TARGETS[@]}"; do
+    scraper=""
+    if [[ $target == portico && $SCRAPE_SECS != 0 ]]; then
+        scrape_metrics &
+        scraper=$!
+        pids+=("$scraper")
+    fi
     measure "$target"
+    if [[ -n $scraper ]]; then
+        kill -TERM "$scraper" 2>/dev/null || true
+        wait "$scraper" 2>/dev/null || true
+        unset 'pids[-1]' # reaped: its pid may be reused, never signal it again
+    fi
 done
 
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
 
-version() { "$@" 2>&1 | head -n 1 || true; }
+# First line of `$@` (version banners go to stdout or stderr), field $1.
+version() { "${@:2}" 2>&1 | awk -v f="$1" 'NR == 1 { print $f }' || true; }
 cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mem_total=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 gateway_log_bytes=$(wc -c <"$WORK/portico.log")
+scrape_note="every ${SCRAPE_SECS} s"
+if [[ $SCRAPE_SECS == 0 ]]; then scrape_note="never"; fi
 
 cat <<EOF
 ### Gateway benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')
@@ -457,8 +503,8 @@ cat <<EOF
   wrk, the upstream and the proxy under test all share these cores
 - load average before the run: $LOAD_BEFORE
 - workload: \`GET $BENCH_PATH\` ($BODY_BYTES-byte JSON from nginx), \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency --timeout $TIMEOUT\` after a $WARMUP warm-up, targets one after another
-- portico: \`$GATEWAY\` at $(git describe --always --dirty 2>/dev/null || echo unknown), log filter \`warn\` ($gateway_log_bytes bytes of log written)
-- $(version "$NGINX" -v); $(version "$HAPROXY" -v); $(version "$WRK" -v)
+- portico: \`$GATEWAY\` built from $(git describe --always --dirty 2>/dev/null || echo unknown), log filter \`warn\` ($gateway_log_bytes bytes of log written), /metrics scraped $scrape_note
+- $(version 3 "$NGINX" -v), HAProxy $(version 3 "$HAPROXY" -v), wrk $(version 2 "$WRK" -v)
 
 | target | req/s | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | proxy peak RSS | other CPU |
 |---|---:|---:|---:|---:|---:|---:|
