@@ -102,12 +102,21 @@ pub fn init(
     // carry trace context onward) even when logging is set to `warn`.
     tracing_subscriber::registry()
         .with(fmt_layer.with_filter(filter))
-        .with(otel_layer.with_filter(tracing_subscriber::filter::LevelFilter::INFO))
+        .with(otel_layer.with_filter(otel_filter()))
         .try_init()?;
     if let Some(endpoint) = &config.otlp_endpoint {
         tracing::info!(%endpoint, "exporting traces over OTLP");
     }
     Ok(TelemetryGuard { provider })
+}
+
+/// What becomes an OpenTelemetry span: spans at `info` and above. Log
+/// events are left to the log output — turning each into a span event would
+/// cost allocations on every request and duplicate the logs.
+fn otel_filter() -> tracing_subscriber::filter::FilterFn {
+    tracing_subscriber::filter::filter_fn(|metadata| {
+        metadata.is_span() && *metadata.level() <= tracing::Level::INFO
+    })
 }
 
 /// The W3C trace id of the current span, if it has one.

@@ -11,3 +11,8 @@ async fn main() -> anyhow::Result<()> {
     app.run_until_stopped(shutdown::signal()).await?;
     Ok(())
 }
+
+/// mimalloc: the proxy path allocates per request, and glibc malloc showed
+/// up as ~10% of its CPU profile (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -173,7 +173,12 @@ impl Proxy {
                     metrics::histogram!("gateway_upstream_duration_seconds", &labels)
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("gateway_upstream_requests_total", &labels).increment(1);
-                    return Ok(downstream_response(response));
+                    return downstream_response(response).await.map_err(|err| {
+                        GatewayError::BadGateway {
+                            upstream: upstream.name.clone(),
+                            cause: format!("response body: {err}"),
+                        }
+                    });
                 }
                 Err(err) if err.is_connect() => {
                     // Nothing reached the replica: always safe to try another.
@@ -266,12 +271,29 @@ fn upstream_headers(incoming: &HeaderMap, client_addr: Option<SocketAddr>) -> He
     headers
 }
 
-fn downstream_response(response: http::Response<hyper::body::Incoming>) -> Response {
+/// Responses up to this size are read whole before they are passed on, so
+/// the client gets headers and body in one write (as nginx's buffering
+/// does); larger or unsized ones stream through.
+const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
+
+async fn downstream_response(
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<Response, hyper::Error> {
     let (mut parts, body) = response.into_parts();
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
-    Response::from_parts(parts, Body::new(body))
+    let small = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len <= BUFFERED_RESPONSE_MAX);
+    if small {
+        let bytes = body.collect().await?.to_bytes();
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    }
+    Ok(Response::from_parts(parts, Body::new(body)))
 }
 
 #[cfg(test)]
