@@ -7,7 +7,8 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 
 use crate::support::{
-    Gateway, RecordingUpstream, assert_problem, expect_problem, route, send_raw, upstream,
+    Gateway, RecordingUpstream, assert_problem, expect_problem, large_body, route, send_raw,
+    upstream,
 };
 
 const LIMIT: usize = 1024;
@@ -82,4 +83,20 @@ async fn a_body_within_the_limit_reaches_the_upstream_intact() {
         seen.headers[header::CONTENT_TYPE],
         "application/octet-stream"
     );
+}
+
+#[tokio::test]
+async fn large_and_unsized_responses_reach_the_client_intact() {
+    let (gateway, _user) = gateway().await;
+
+    for path in ["/v1/users/large", "/v1/users/unsized"] {
+        let response = gateway.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body = response.bytes().await.unwrap();
+        assert_eq!(body.len(), large_body().len(), "{path}");
+        assert!(
+            body.as_ref() == large_body().as_slice(),
+            "{path}: body differs"
+        );
+    }
 }

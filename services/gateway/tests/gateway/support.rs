@@ -155,6 +155,18 @@ async fn record_and_answer(State(shared): State<Arc<Shared>>, request: Request) 
         )
             .into_response();
     }
+    if path.ends_with("/large") {
+        // Over the gateway's single-write buffering threshold: streamed.
+        return large_body().into_response();
+    }
+    if path.ends_with("/unsized") {
+        // No content-length: chunked, streamed frame by frame.
+        let chunks = large_body()
+            .chunks(16 * 1024)
+            .map(|chunk| Ok::<_, std::convert::Infallible>(bytes::Bytes::copy_from_slice(chunk)))
+            .collect::<Vec<_>>();
+        return axum::body::Body::from_stream(futures::stream::iter(chunks)).into_response();
+    }
     if path.ends_with("/slow") {
         shared.release.notified().await;
     }
@@ -176,6 +188,12 @@ async fn record_and_answer(State(shared): State<Arc<Shared>>, request: Request) 
         "body": String::from_utf8_lossy(&body),
     }))
     .into_response()
+}
+
+/// The body a recording upstream sends on `…/large` and `…/unsized`:
+/// 200 KiB with a recognisable pattern.
+pub fn large_body() -> Vec<u8> {
+    (0..200 * 1024).map(|i| (i % 251) as u8).collect()
 }
 
 /// The exact body a recording upstream sends with its 409.
