@@ -65,6 +65,40 @@ async fn a_client_trace_id_reaches_the_user_service_through_the_gateway() {
 }
 
 #[tokio::test]
+async fn auth_passes_trace_context_and_request_id_on_to_the_user_service() {
+    let system = System::start(Backend::Sqlite).await;
+    let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+
+    let response = system
+        .client
+        .post(system.url("/v1/auth/register"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .header("x-request-id", "trace-e2e-register")
+        .json(&json!({"email": "hop@example.com", "password": "correct horse battery", "display_name": "H"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+
+    // gateway → auth (hyper) → user (reqwest): the profile creation on the
+    // user service is logged under the client's trace and request id.
+    eventually(
+        Duration::from_secs(10),
+        "the internal call logged with the trace id",
+        || {
+            let users: String = system.users.iter().map(|u| u.log()).collect();
+            let seen = users.lines().any(|line| {
+                line.contains("/internal/users")
+                    && line.contains(&trace_id)
+                    && line.contains("trace-e2e-register")
+            });
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
     // A stand-in OpenTelemetry collector (a third party) that counts exports.
     let exports = Arc::new(AtomicUsize::new(0));
