@@ -5,8 +5,16 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The JSON Schema pattern equivalent to [`Email::parse`] (plus
+/// `maxLength: 254`), used in the OpenAPI documents.
+pub const EMAIL_PATTERN: &str = r"^[\x21-\x3f\x41-\x7e]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$";
+
 /// Longest email address accepted (RFC 5321 path limit).
 const MAX_EMAIL_LEN: usize = 254;
+/// The JSON Schema pattern equivalent to [`DisplayName::parse`] (with
+/// `maxLength: 100`): no control characters and at least one non-space.
+pub const DISPLAY_NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+
 /// Longest display name, in characters.
 const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
@@ -17,27 +25,28 @@ const MAX_DISPLAY_NAME_CHARS: usize = 100;
 pub struct Email(String);
 
 impl Email {
+    /// Accepts exactly what [`EMAIL_PATTERN`] (with at most 254 bytes)
+    /// describes, so the OpenAPI schema and the server agree: an ASCII local
+    /// part without `@` or spaces, and a domain of at least two dot-separated
+    /// ASCII labels (internationalised domains in their `xn--` form).
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let email = raw.trim();
         const INVALID: &str = "must be a valid email address";
-        if email.is_empty() || email.len() > MAX_EMAIL_LEN {
-            return Err(format!("{INVALID} of at most {MAX_EMAIL_LEN} bytes"));
+        if raw.len() > MAX_EMAIL_LEN {
+            return Err(format!("must be at most {MAX_EMAIL_LEN} bytes"));
         }
-        let (local, domain) = email.rsplit_once('@').ok_or(INVALID)?;
-        let plausible = !local.is_empty()
-            && local.len() <= 64
-            && !domain.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !domain.contains("..")
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-            && !local.contains('@')
-            && domain
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
-        if plausible {
-            Ok(Self(email.to_owned()))
+        let (local, domain) = raw.split_once('@').ok_or(INVALID)?;
+        let local_ok = (1..=64).contains(&local.len())
+            && local.bytes().all(|b| matches!(b, 0x21..=0x7e) && b != b'@');
+        let mut labels = domain.split('.');
+        let domain_ok = domain.split('.').count() >= 2
+            && labels.all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if local_ok && domain_ok {
+            Ok(Self(raw.to_owned()))
         } else {
             Err(INVALID.to_owned())
         }
@@ -72,17 +81,25 @@ impl fmt::Display for Email {
     }
 }
 
-/// A non-empty display name of at most 100 characters, trimmed, without
-/// control characters.
+/// A display name: at most 100 characters as sent, not blank, without
+/// control characters; stored trimmed. [`DISPLAY_NAME_PATTERN`] is its
+/// JSON Schema form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct DisplayName(String);
 
 impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, String> {
+        // The length bound applies to the string as sent (as the schema's
+        // maxLength does); surrounding whitespace is then trimmed.
+        if raw.chars().count() > MAX_DISPLAY_NAME_CHARS {
+            return Err(format!(
+                "must be at most {MAX_DISPLAY_NAME_CHARS} characters"
+            ));
+        }
         let name = raw.trim();
         if name.is_empty() {
-            return Err("must not be empty".to_owned());
+            return Err("must not be blank".to_owned());
         }
         if name.chars().count() > MAX_DISPLAY_NAME_CHARS {
             return Err(format!(
@@ -119,7 +136,12 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_addresses() {
-        for ok in ["a@b.io", "first.last+tag@sub.example.com", "  x@y.org "] {
+        for ok in [
+            "a@b.io",
+            "first.last+tag@sub.example.com",
+            "o'neil@xn--bcher-kva.example",
+            "x@1-2.io",
+        ] {
             assert!(Email::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -127,11 +149,26 @@ mod tests {
     #[test]
     fn rejects_malformed_addresses() {
         for bad in [
-            "", "plain", "@x.io", "a@", "a@b", "a b@c.io", "a@b..io", "a@.b.io", "a@b.io.",
+            "",
+            "plain",
+            "@x.io",
+            "a@",
+            "a@b",
+            "a b@c.io",
+            "a@b..io",
+            "a@.b.io",
+            "a@b.io.",
+            " x@y.org",
+            "x@y.org ",
+            "a@b@c.io",
+            "\u{fc}@x.io",
+            "a@b\u{fc}cher.example",
+            "a\u{7}@x.io",
         ] {
-            assert!(Email::parse(bad).is_err(), "{bad}");
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(Email::parse(&format!("{}@x.io", "a".repeat(250))).is_err());
+        assert!(Email::parse(&format!("{}@x.io", "a".repeat(65))).is_err());
+        assert!(Email::parse(&format!("a@{}.io", "b".repeat(250))).is_err());
     }
 
     #[test]
@@ -146,6 +183,10 @@ mod tests {
     fn display_name_rules() {
         assert_eq!(DisplayName::parse("  Ann ").unwrap().as_str(), "Ann");
         assert!(DisplayName::parse("   ").is_err());
+        assert!(
+            DisplayName::parse(&format!("a{}", " ".repeat(100))).is_err(),
+            "raw length counts"
+        );
         assert!(DisplayName::parse("a\u{0007}b").is_err());
         assert!(DisplayName::parse(&"é".repeat(100)).is_ok());
         assert!(DisplayName::parse(&"é".repeat(101)).is_err());

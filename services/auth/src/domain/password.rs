@@ -4,8 +4,8 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-/// Shortest password accepted, in bytes.
-pub const MIN_PASSWORD_BYTES: usize = 8;
+/// Shortest password accepted, in characters (what a person counts).
+pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest password accepted, in bytes (bounds hashing work per request).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
@@ -25,10 +25,10 @@ impl std::fmt::Debug for Password {
 
 impl Password {
     pub fn parse(raw: SecretString) -> Result<Self, String> {
-        let len = raw.expose_secret().len();
-        if len < MIN_PASSWORD_BYTES {
-            Err(format!("must be at least {MIN_PASSWORD_BYTES} bytes"))
-        } else if len > MAX_PASSWORD_BYTES {
+        let password = raw.expose_secret();
+        if password.chars().count() < MIN_PASSWORD_CHARS {
+            Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"))
+        } else if password.len() > MAX_PASSWORD_BYTES {
             Err(format!("must be at most {MAX_PASSWORD_BYTES} bytes"))
         } else {
             Ok(Self(raw))
@@ -168,9 +168,13 @@ mod tests {
     }
 
     #[test]
-    fn length_rules_are_in_bytes() {
+    fn minimum_counts_characters_and_maximum_counts_bytes() {
         assert!(Password::parse(SecretString::from("1234567")).is_err());
         assert!(Password::parse(SecretString::from("12345678")).is_ok());
+        assert!(
+            Password::parse(SecretString::from("ééééééé")).is_err(),
+            "7 characters, 14 bytes"
+        );
         assert!(Password::parse(SecretString::from("é".repeat(512))).is_ok());
         assert!(Password::parse(SecretString::from("é".repeat(513))).is_err());
     }

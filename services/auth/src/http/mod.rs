@@ -37,13 +37,33 @@ pub struct AppState {
 struct ApiDoc;
 
 pub fn router(state: AppState) -> Router {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, api) = documented_routes().split_for_parts();
+    pipeline::service_router(router.with_state(state), &api)
+}
+
+/// Every route with its OpenAPI description.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(sessions::register))
         .routes(routes!(sessions::login))
         .routes(routes!(sessions::refresh))
         .routes(routes!(sessions::logout))
         .routes(routes!(well_known::jwks))
         .routes(routes!(well_known::openid_configuration))
-        .split_for_parts();
-    pipeline::service_router(router.with_state(state), &api)
+}
+
+#[cfg(test)]
+mod tests {
+    use portico_common::types::{DISPLAY_NAME_PATTERN, EMAIL_PATTERN};
+
+    /// The documented patterns are the validators' own, so the schema
+    /// accepts exactly what the service accepts.
+    #[test]
+    fn schema_patterns_are_the_validators_patterns() {
+        let (_, api) = super::documented_routes().split_for_parts();
+        let document = serde_json::to_value(&api).unwrap();
+        let fields = &document["components"]["schemas"]["RegisterRequest"]["properties"];
+        assert_eq!(fields["email"]["pattern"], EMAIL_PATTERN);
+        assert_eq!(fields["display_name"]["pattern"], DISPLAY_NAME_PATTERN);
+    }
 }

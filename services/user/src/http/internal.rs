@@ -31,7 +31,7 @@ pub struct CreateUser {
     pub id: Uuid,
     #[schema(
         max_length = 254,
-        pattern = r"^[^@\s\u0000-\u001f\u007f-\u009f]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+        pattern = r"^[\x21-\x3f\x41-\x7e]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
     )]
     pub email: String,
     /// 1–100 characters after trimming, no control characters.
