@@ -37,6 +37,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Readiness {
     draining: Arc<AtomicBool>,
     checks: Vec<(&'static str, Check)>,
+    /// Checks that are reported but do not decide readiness.
+    informational: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -75,19 +77,23 @@ impl Readiness {
         })
     }
 
-    /// Adds the `redis` check when Redis is configured.
+    /// Adds the `redis` check when Redis is configured. It is reported but
+    /// does not decide readiness: Redis down degrades a service (caches fall
+    /// through, in-process fallbacks), it does not take it out of rotation.
     pub fn with_redis(self, client: Option<redis::Client>) -> Self {
-        match client {
-            Some(client) => self.with_check("redis", move || {
-                let client = client.clone();
-                async move {
-                    crate::redis::ping(&client)
-                        .await
-                        .map_err(|err| err.to_string())
-                }
-            }),
-            None => self,
-        }
+        let Some(client) = client else {
+            return self;
+        };
+        let mut readiness = self.with_check("redis", move || {
+            let client = client.clone();
+            async move {
+                crate::redis::ping(&client)
+                    .await
+                    .map_err(|err| err.to_string())
+            }
+        });
+        readiness.informational.push("redis");
+        readiness
     }
 
     pub fn set_draining(&self) {
@@ -119,7 +125,9 @@ impl Readiness {
                 }
                 Err(err) => {
                     tracing::warn!(check = name, %err, "readiness check failed");
-                    ready = false;
+                    if !self.informational.contains(&name) {
+                        ready = false;
+                    }
                     statuses.insert(name, "unavailable".to_owned());
                 }
             }
@@ -228,6 +236,18 @@ mod tests {
             .with_check("redis", || async { Err("connection refused".to_owned()) });
         let (ready, checks) = readiness.report().await;
         assert!(!ready);
+        assert_eq!(checks["redis"], "unavailable");
+    }
+
+    #[tokio::test]
+    async fn redis_down_is_reported_but_keeps_the_service_ready() {
+        // Nothing listens on port 1.
+        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+        let readiness = Readiness::new()
+            .with_check("database", || async { Ok(()) })
+            .with_redis(Some(client));
+        let (ready, checks) = readiness.report().await;
+        assert!(ready);
         assert_eq!(checks["redis"], "unavailable");
     }
 

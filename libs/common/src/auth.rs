@@ -45,6 +45,21 @@ pub struct Claims {
     pub roles: Vec<String>,
 }
 
+impl Claims {
+    /// The user id, when the subject is a user (service tokens have
+    /// `service:<name>` subjects).
+    pub fn user_id(&self) -> Option<uuid::Uuid> {
+        uuid::Uuid::parse_str(&self.sub).ok()
+    }
+
+    /// The session id of a user's access token.
+    pub fn session_id(&self) -> Option<uuid::Uuid> {
+        self.sid
+            .as_deref()
+            .and_then(|sid| uuid::Uuid::parse_str(sid).ok())
+    }
+}
+
 /// Why a token was refused. All but [`VerifyError::KeysUnavailable`] are the
 /// client's fault (401); that one means we could not check (503).
 #[derive(Debug, thiserror::Error)]

@@ -21,12 +21,20 @@ use crate::{
 };
 
 /// Tokens handed to a client after register, login or refresh.
-#[derive(Debug)]
 pub struct IssuedTokens {
     pub user_id: Uuid,
     pub access_token: String,
     pub refresh_token: RefreshToken,
     pub expires_in: i64,
+}
+
+impl std::fmt::Debug for IssuedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedTokens")
+            .field("user_id", &self.user_id)
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A registration whose fields have been validated.

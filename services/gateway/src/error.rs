@@ -6,9 +6,6 @@ use portico_common::{Problem, auth::VerifyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// 404: no route for this path (and always for `/internal/*`).
-    #[error("no route")]
-    NoRoute,
     /// 400: a path the gateway refuses to interpret (dot segments, encoded
     /// slashes).
     #[error("ambiguous path")]
@@ -37,7 +34,6 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         use axum::http::StatusCode;
         match &self {
-            Self::NoRoute => Problem::not_found("no resource at this path"),
             Self::AmbiguousPath => {
                 Problem::bad_request("the path contains dot segments or encoded separators")
             }

@@ -139,7 +139,7 @@ async fn observe(mut request: Request, next: Next) -> Response {
     let elapsed = started.elapsed();
     span.record("status", status);
     let labels = [
-        ("method", method.to_string()),
+        ("method", method_label(&method).to_owned()),
         ("route", route),
         ("status", status.to_string()),
     ];
@@ -153,6 +153,25 @@ async fn observe(mut request: Request, next: Next) -> Response {
         }
     });
     response
+}
+
+/// The method as a metric label: the standard ones by name, anything else
+/// (hyper accepts any token) as `OTHER`, so clients cannot grow the metric
+/// set without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
 }
 
 /// Puts the request id into problem bodies and turns bare error responses
@@ -313,6 +332,13 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(body_json(response).await["status"], 404);
+    }
+
+    #[test]
+    fn unknown_methods_share_one_metric_label() {
+        let custom = axum::http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&custom), "OTHER");
+        assert_eq!(method_label(&axum::http::Method::PATCH), "PATCH");
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub struct RefreshRequest {
 }
 
 /// Tokens for a session.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
     /// EdDSA-signed JWT for `Authorization: Bearer`.
     pub access_token: String,
@@ -78,6 +78,17 @@ pub struct TokenResponse {
     /// The new user's id (registration only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<Uuid>,
+}
+
+/// Redacted: token values never reach logs.
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenResponse {
@@ -212,12 +223,7 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, AuthError> {
     let claims = state.verifier.authenticate(&headers).await?;
-    let user_id = Uuid::parse_str(&claims.sub).ok();
-    let session_id = claims
-        .sid
-        .as_deref()
-        .and_then(|sid| Uuid::parse_str(sid).ok());
-    let (Some(user_id), Some(session_id)) = (user_id, session_id) else {
+    let (Some(user_id), Some(session_id)) = (claims.user_id(), claims.session_id()) else {
         return Err(Problem::unauthorized("the bearer token has no session").into());
     };
     state.accounts.logout(user_id, session_id).await?;

@@ -25,14 +25,12 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys)).into_response()
 }
 
-/// OpenID Provider metadata (the subset Portico implements).
+/// Issuer metadata: where the keys that verify its tokens are. Only fields
+/// Portico honours are listed (it is not a full OpenID provider).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DiscoveryDocument {
     pub issuer: String,
     pub jwks_uri: String,
-    pub token_endpoint: String,
-    pub id_token_signing_alg_values_supported: Vec<String>,
-    pub grant_types_supported: Vec<String>,
 }
 
 /// Where the issuer's keys and endpoints are.
@@ -52,9 +50,6 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Json<Discove
         .to_owned();
     Json(DiscoveryDocument {
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
-        token_endpoint: format!("{issuer}/v1/auth/login"),
-        id_token_signing_alg_values_supported: vec!["EdDSA".to_owned()],
-        grant_types_supported: vec!["password".to_owned(), "refresh_token".to_owned()],
         issuer,
     })
 }

@@ -38,7 +38,7 @@ pub struct UpdateProfile {
 async fn caller_id(state: &AppState, headers: &HeaderMap) -> Result<Uuid, UserError> {
     let claims = state.user_tokens.authenticate(headers).await?;
     // A valid token whose subject is not a user id is not a user's token.
-    Uuid::parse_str(&claims.sub).map_err(|_| {
+    claims.user_id().ok_or_else(|| {
         UserError::Rejected(Problem::unauthorized(
             "the bearer token is not a user token",
         ))
