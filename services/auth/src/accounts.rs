@@ -16,9 +16,14 @@ use crate::{
         tokens::{RefreshToken, TokenIssuer},
     },
     error::AuthError,
-    storage::AuthStore,
+    storage::{AuthStore, CredentialState},
     user_directory::{DirectoryError, UserDirectory},
 };
+
+/// A registration still pending after this long died half-way (a crash or
+/// a dropped request); a new registration for the email may take it over.
+/// Longer than any request can run (handler timeout 30 s).
+pub const PENDING_TIMEOUT: Duration = Duration::minutes(2);
 
 /// Tokens handed to a client after register, login or refresh.
 pub struct IssuedTokens {
@@ -81,16 +86,28 @@ impl Accounts {
     /// account is left behind.
     pub async fn register(&self, registration: Registration) -> Result<IssuedTokens, AuthError> {
         let email_lower = registration.email.normalized();
+        let now = self.clock.now();
+        let stale_before = now - PENDING_TIMEOUT;
         // Cheap check first so a duplicate does not cost a password hash;
         // the unique constraint still decides races.
-        if self.store.email_exists(&email_lower).await? {
-            return Err(AuthError::EmailTaken);
-        }
+        let stale_pending = match self.store.credential_state(&email_lower).await? {
+            None => false,
+            Some(CredentialState::Pending { since }) if since < stale_before => true,
+            Some(_) => return Err(AuthError::EmailTaken),
+        };
         let hash = self.hashing.hash(&registration.password).await?;
-        let user_id = Uuid::now_v7();
-        self.store
-            .insert_pending(user_id, &email_lower, &hash, self.clock.now())
-            .await?;
+        let user_id = if stale_pending {
+            self.store
+                .take_over_stale_pending(&email_lower, &hash, stale_before, self.clock.now())
+                .await?
+                .ok_or(AuthError::EmailTaken)?
+        } else {
+            let user_id = Uuid::now_v7();
+            self.store
+                .insert_pending(user_id, &email_lower, &hash, self.clock.now())
+                .await?;
+            user_id
+        };
 
         let created = self
             .directory

@@ -1,6 +1,9 @@
 //! The auth service's one error type; each variant documents its status.
 
-use axum::response::{IntoResponse, Response};
+use axum::{
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
 use portico_common::{Problem, db};
 
 use crate::{domain::password::HashError, storage::StoreError};
@@ -22,6 +25,9 @@ pub enum AuthError {
     /// 503: the user service could not create the profile.
     #[error("profile creation failed: {0}")]
     ProfileUnavailable(String),
+    /// 503 with `Retry-After`: every password-hashing slot is busy.
+    #[error("overloaded")]
+    Overloaded,
     /// 503 when the database is unreachable, 500 otherwise.
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
@@ -47,7 +53,10 @@ impl From<StoreError> for AuthError {
 
 impl From<HashError> for AuthError {
     fn from(err: HashError) -> Self {
-        Self::Internal(err.to_string())
+        match err {
+            HashError::Busy => Self::Overloaded,
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 
@@ -69,8 +78,18 @@ impl IntoResponse for AuthError {
             Self::ProfileUnavailable(cause) => {
                 tracing::error!(%cause, "registration failed: profile not created");
                 Problem::service_unavailable(
-                    "the account could not be created right now; nothing was stored, retry shortly",
+                    "the account could not be created right now; retry shortly",
                 )
+            }
+            Self::Overloaded => {
+                tracing::warn!("password hashing saturated; shedding a request");
+                let mut response =
+                    Problem::service_unavailable("too many sign-ins at once; retry shortly")
+                        .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
             }
             Self::Storage(err) => db::problem_for(&err),
             Self::Internal(cause) => {

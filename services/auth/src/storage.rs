@@ -40,6 +40,16 @@ pub struct Credential {
     pub roles: Vec<String>,
 }
 
+/// Where a credential is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialState {
+    /// Registration under way (or died half-way) since this time.
+    Pending {
+        since: OffsetDateTime,
+    },
+    Active,
+}
+
 /// A session found by its current refresh token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionRef {
@@ -70,14 +80,50 @@ impl AuthStore {
         &self.db
     }
 
-    /// Whether any credential (pending or active) holds this email.
-    pub async fn email_exists(&self, email_lower: &str) -> Result<bool, sqlx::Error> {
+    /// The state of the credential holding this email, if any.
+    pub async fn credential_state(
+        &self,
+        email_lower: &str,
+    ) -> Result<Option<CredentialState>, sqlx::Error> {
         on_db!(&self.db, pool => {
-            let row = sqlx::query("SELECT 1 AS one FROM credentials WHERE email_lower = $1")
+            let row = sqlx::query("SELECT status, updated_at FROM credentials WHERE email_lower = $1")
                 .bind(email_lower)
                 .fetch_optional(pool)
                 .await?;
-            Ok(row.is_some())
+            row.map(|row| -> Result<CredentialState, sqlx::Error> {
+                Ok(match row.try_get::<&str, _>("status")? {
+                    "active" => CredentialState::Active,
+                    _ => CredentialState::Pending { since: row.try_get("updated_at")? },
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// Takes over a pending credential last touched before `stale_before`
+    /// (its registration died half-way): sets the new password hash and
+    /// returns its user id, so the retry creates the profile under the same
+    /// id (idempotent on the user service). `None` when it is not stale or
+    /// another registration took it first.
+    pub async fn take_over_stale_pending(
+        &self,
+        email_lower: &str,
+        password_hash: &str,
+        stale_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Option<Uuid>, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let row = sqlx::query(
+                "UPDATE credentials SET password_hash = $2, updated_at = $4 \
+                 WHERE email_lower = $1 AND status = 'pending' AND updated_at < $3 RETURNING user_id",
+            )
+            .bind(email_lower)
+            .bind(password_hash)
+            .bind(stale_before)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| row.try_get::<Uuid, _>("user_id")).transpose()
         })
     }
 

@@ -1,8 +1,11 @@
 //! Passwords: length rules, argon2id hashing on the blocking pool.
 
+use std::{sync::Arc, time::Duration};
+
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Shortest password accepted, in characters (what a person counts).
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -47,6 +50,11 @@ pub struct HashingConfig {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
+    /// Hashes computed at once (each holds `memory_kib`); 0 means one per
+    /// CPU. Bounds memory and CPU under a flood of logins.
+    pub max_concurrent: usize,
+    /// How long a request waits for a hashing slot before a 503.
+    pub queue_timeout_ms: u64,
 }
 
 impl Default for HashingConfig {
@@ -55,6 +63,8 @@ impl Default for HashingConfig {
             memory_kib: MIN_MEMORY_KIB,
             iterations: MIN_ITERATIONS,
             parallelism: 1,
+            max_concurrent: 0,
+            queue_timeout_ms: 2_000,
         }
     }
 }
@@ -90,6 +100,9 @@ impl HashingConfig {
 #[derive(Clone)]
 pub struct PasswordHashing {
     params: Params,
+    /// One permit per hash allowed to run at once.
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
     /// Hash verified when the email is unknown, so that a login for an
     /// unknown email costs the same time as one with a wrong password.
     decoy_hash: String,
@@ -109,6 +122,9 @@ pub enum HashError {
     Hashing(String),
     #[error("password hashing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Every hashing slot stayed busy for the whole queue timeout.
+    #[error("password hashing is saturated")]
+    Busy,
 }
 
 impl PasswordHashing {
@@ -122,10 +138,33 @@ impl PasswordHashing {
         .map_err(|err| HashError::Hashing(err.to_string()))?;
         let decoy = Password(SecretString::from("decoy password for unknown emails"));
         let decoy_hash = hash_blocking(params.clone(), decoy).await?;
-        Ok(Self { params, decoy_hash })
+        let slots = match config.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        Ok(Self {
+            params,
+            slots: Arc::new(Semaphore::new(slots)),
+            queue_timeout: Duration::from_millis(config.queue_timeout_ms),
+            decoy_hash,
+        })
+    }
+
+    /// Waits (bounded) for a hashing slot.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, HashError> {
+        tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| HashError::Busy)?
+            .map_err(|_| HashError::Busy)
+    }
+
+    /// Hashing slots free right now (for tests and metrics).
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
     }
 
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        let _slot = self.slot().await?;
         hash_blocking(self.params.clone(), password.clone()).await
     }
 
@@ -135,6 +174,7 @@ impl PasswordHashing {
         let known = hash.is_some();
         let hash = hash.unwrap_or(&self.decoy_hash).to_owned();
         let password = password.clone();
+        let _slot = self.slot().await?;
         let matches = tokio::task::spawn_blocking(move || {
             argon2()
                 .verify_password(password.bytes(), hash.as_str())
@@ -224,6 +264,25 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn hashing_beyond_the_slots_waits_then_reports_busy() {
+        let config = HashingConfig {
+            max_concurrent: 1,
+            queue_timeout_ms: 1,
+            ..HashingConfig::default()
+        };
+        let hashing = PasswordHashing::new(&config).await.unwrap();
+        // Hold the only slot the way a running hash does.
+        let held = hashing.slot().await.unwrap();
+        assert_eq!(hashing.free_slots(), 0);
+
+        let refused = hashing.hash(&password("correct horse")).await;
+        assert!(matches!(refused, Err(HashError::Busy)));
+
+        drop(held);
+        assert!(hashing.hash(&password("correct horse")).await.is_ok());
     }
 
     #[tokio::test]

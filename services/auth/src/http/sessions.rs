@@ -117,7 +117,7 @@ fn no_store(status: StatusCode, body: TokenResponse) -> Response {
     responses(
         (status = 201, description = "Account created; tokens for its first session", body = TokenResponse),
         (status = 409, description = "Email already registered (in any letter case)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Profile could not be created; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Profile could not be created (the credential was removed), or sign-ins are saturated; retry shortly", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
     )
 )]
@@ -136,14 +136,17 @@ pub async fn register(
             "validation passed without values".into(),
         ));
     };
-    let tokens = state
-        .accounts
-        .register(Registration {
-            email,
-            password,
-            display_name,
-        })
-        .await?;
+    // Run the flow as its own task: if the client goes away or a timeout
+    // drops this handler, registration still finishes or cleans up.
+    let accounts = state.accounts.clone();
+    let registration = Registration {
+        email,
+        password,
+        display_name,
+    };
+    let tokens = tokio::spawn(async move { accounts.register(registration).await })
+        .await
+        .map_err(|err| AuthError::Internal(format!("registration task: {err}")))??;
     Ok(no_store(
         StatusCode::CREATED,
         TokenResponse::from_issued(tokens, true),

@@ -1,13 +1,16 @@
-//! Session lifetime, with the auth service's clock moved instead of waited on.
+//! Time-bound behaviour — session lifetime, registrations that died
+//! half-way — with the auth service's clock moved instead of waited on.
 
 use std::sync::Arc;
 
-use portico_common::clock::ManualClock;
+use portico_common::clock::{Clock, ManualClock};
 use portico_testkit::Backend;
 use reqwest::StatusCode;
 use time::{Duration, OffsetDateTime};
 
-use crate::helpers::{TestApp, assert_tokens, assert_unauthorized, on_both_backends};
+use crate::helpers::{
+    TestApp, assert_problem, assert_tokens, assert_unauthorized, on_both_backends, registration,
+};
 
 /// Default `tokens.refresh_token_ttl_secs`: 30 days.
 const SESSION_LIFETIME: Duration = Duration::days(30);
@@ -29,4 +32,37 @@ async fn refresh_works_until_the_session_lifetime_and_not_after(backend: Backend
     assert_unauthorized(response).await;
 }
 
-on_both_backends!(refresh_works_until_the_session_lifetime_and_not_after);
+async fn a_registration_that_died_half_way_is_taken_over_after_the_pending_timeout(
+    backend: Backend,
+) {
+    // Arrange: a pending credential, as left by a registration whose process
+    // crashed between storing it and creating the profile.
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let app = TestApp::spawn_with_clock(backend, clock.clone()).await;
+    let orphan = uuid::Uuid::now_v7();
+    app.store
+        .insert_pending(orphan, "ann@example.com", "$argon2id$unused", clock.now())
+        .await
+        .unwrap();
+
+    // Act + Assert: while it may still be in progress, the email is taken…
+    let response = app.register(&registration("Ann@example.com")).await;
+    assert_problem(response, StatusCode::CONFLICT).await;
+
+    // …once it is older than the pending timeout, a new registration takes
+    // it over under the same user id, and the account works.
+    clock.advance(portico_auth::accounts::PENDING_TIMEOUT + Duration::seconds(1));
+    let response = app.register(&registration("Ann@example.com")).await;
+    let tokens = assert_tokens(response, StatusCode::CREATED).await;
+    assert_eq!(tokens.user_id, Some(orphan));
+    assert_eq!(app.counts().await, (1, 1));
+    // (The access token is dated by the moved clock, so check the profile
+    // in the user service's store rather than through its API.)
+    let profile = app.user().store.get(orphan).await.unwrap();
+    assert_eq!(profile.map(|p| p.email), Some("Ann@example.com".to_owned()));
+}
+
+on_both_backends!(
+    refresh_works_until_the_session_lifetime_and_not_after,
+    a_registration_that_died_half_way_is_taken_over_after_the_pending_timeout,
+);
