@@ -12,16 +12,30 @@ use uuid::Uuid;
 use crate::domain::keys::StoredKey;
 
 pub const MIGRATIONS: db::Migrations = db::Migrations {
-    postgres: &[(
-        1,
-        "create auth tables",
-        include_str!("../migrations/postgres/0001_create_auth.sql"),
-    )],
-    sqlite: &[(
-        1,
-        "create auth tables",
-        include_str!("../migrations/sqlite/0001_create_auth.sql"),
-    )],
+    postgres: &[
+        (
+            1,
+            "create auth tables",
+            include_str!("../migrations/postgres/0001_create_auth.sql"),
+        ),
+        (
+            2,
+            "signing key bootstrap",
+            include_str!("../migrations/postgres/0002_signing_key_bootstrap.sql"),
+        ),
+    ],
+    sqlite: &[
+        (
+            1,
+            "create auth tables",
+            include_str!("../migrations/sqlite/0001_create_auth.sql"),
+        ),
+        (
+            2,
+            "signing key bootstrap",
+            include_str!("../migrations/sqlite/0002_signing_key_bootstrap.sql"),
+        ),
+    ],
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -324,27 +338,43 @@ impl AuthStore {
         })
     }
 
-    /// Active signing keys, oldest first; creates one when there is none.
-    /// Replicas racing at first start may each insert a key; all of them are
-    /// published and every replica signs with the same (oldest) one.
+    /// Active signing keys, oldest first; creates the first one when there
+    /// is none. Replicas starting together on an empty database race on the
+    /// single bootstrap row: one creates the key, the others wait on that
+    /// row's insert and then load the same key.
     pub async fn signing_keys(&self, now: OffsetDateTime) -> anyhow::Result<Vec<StoredKey>> {
         let keys = self.active_keys().await?;
         if !keys.is_empty() {
             return Ok(keys);
         }
         let key = StoredKey::generate()?;
-        on_db!(&self.db, pool => {
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, private_pkcs8, public_key, created_at) VALUES ($1, $2, $3, $4)",
+        let created = on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let claimed = sqlx::query(
+                "INSERT INTO signing_key_bootstrap (id, kid) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&key.kid)
-            .bind(&key.private_pkcs8)
-            .bind(&key.public_key)
-            .bind(now)
-            .execute(pool)
-            .await?;
-        });
-        tracing::info!(kid = %key.kid, "generated a new signing key");
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if claimed {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, private_pkcs8, public_key, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&key.kid)
+                .bind(&key.private_pkcs8)
+                .bind(&key.public_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<bool, sqlx::Error>(claimed)
+        })?;
+        if created {
+            tracing::info!(kid = %key.kid, "generated the first signing key");
+        }
         Ok(self.active_keys().await?)
     }
 

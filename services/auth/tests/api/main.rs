@@ -8,6 +8,7 @@ mod availability;
 mod config;
 mod discovery;
 mod expiry;
+mod keys;
 mod login;
 mod register;
 mod rejections;
