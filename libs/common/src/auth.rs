@@ -6,7 +6,10 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -139,6 +142,8 @@ pub struct JwksCache {
     cached: RwLock<CachedKeys>,
     /// One fetch at a time; the others wait for its result.
     refreshing: Mutex<()>,
+    /// A background refresh of stale keys is under way.
+    refreshing_in_background: AtomicBool,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -156,6 +161,7 @@ impl JwksCache {
             client,
             cached: RwLock::new(CachedKeys::default()),
             refreshing: Mutex::new(()),
+            refreshing_in_background: AtomicBool::new(false),
         }
     }
 
@@ -165,13 +171,23 @@ impl JwksCache {
             .is_some_and(|at| at.elapsed() < Duration::from_secs(self.config.cache_ttl_secs))
     }
 
-    /// The key with id `kid`, refetching the set when stale or when `kid` is new.
-    pub async fn key(&self, kid: &str) -> Result<DecodingKey, VerifyError> {
+    fn tried_recently(&self, cached: &CachedKeys) -> bool {
+        cached.last_attempt.is_some_and(|at| {
+            at.elapsed() < Duration::from_secs(self.config.min_refresh_interval_secs)
+        })
+    }
+
+    /// The key with id `kid`. A known key is answered at once, even when the
+    /// set is stale (it is then refreshed in the background, so a slow auth
+    /// service never stalls verified traffic); an unknown `kid` waits for a
+    /// refetch, at most one every `min_refresh_interval_secs`.
+    pub async fn key(self: &Arc<Self>, kid: &str) -> Result<DecodingKey, VerifyError> {
         {
             let cached = self.cached.read().await;
-            if self.is_fresh(&cached)
-                && let Some(key) = cached.keys.get(kid)
-            {
+            if let Some(key) = cached.keys.get(kid) {
+                if !self.is_fresh(&cached) && !self.tried_recently(&cached) {
+                    self.refresh_in_background();
+                }
                 return Ok(key.clone());
             }
         }
@@ -179,15 +195,10 @@ impl JwksCache {
         {
             // Another task may have refreshed while we waited.
             let cached = self.cached.read().await;
-            let recently_tried = cached.last_attempt.is_some_and(|at| {
-                at.elapsed() < Duration::from_secs(self.config.min_refresh_interval_secs)
-            });
-            if let Some(key) = cached.keys.get(kid)
-                && (self.is_fresh(&cached) || recently_tried)
-            {
+            if let Some(key) = cached.keys.get(kid) {
                 return Ok(key.clone());
             }
-            if recently_tried {
+            if self.tried_recently(&cached) {
                 return if cached.fetched_at.is_some() {
                     Err(VerifyError::UnknownKey)
                 } else {
@@ -197,6 +208,43 @@ impl JwksCache {
                 };
             }
         }
+        if let Err(err) = self.refresh().await
+            && self.cached.read().await.keys.is_empty()
+        {
+            return Err(VerifyError::KeysUnavailable(err));
+        }
+        self.cached
+            .read()
+            .await
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or(VerifyError::UnknownKey)
+    }
+
+    fn refresh_in_background(self: &Arc<Self>) {
+        if self.refreshing_in_background.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            let _guard = cache.refreshing.lock().await;
+            let due = {
+                let cached = cache.cached.read().await;
+                !cache.is_fresh(&cached) && !cache.tried_recently(&cached)
+            };
+            if due {
+                // A failure is logged by refresh; the stale keys stay.
+                let _ = cache.refresh().await;
+            }
+            cache
+                .refreshing_in_background
+                .store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// Fetches the set; on failure keeps the keys it had.
+    async fn refresh(&self) -> Result<(), String> {
         let fetched = self.fetch().await;
         let mut cached = self.cached.write().await;
         cached.last_attempt = Some(Instant::now());
@@ -204,15 +252,13 @@ impl JwksCache {
             Ok(keys) => {
                 cached.keys = keys;
                 cached.fetched_at = Some(Instant::now());
+                Ok(())
             }
             Err(err) => {
                 tracing::warn!(url = %self.config.url, %err, "JWKS fetch failed; keeping cached keys");
-                if cached.keys.is_empty() {
-                    return Err(VerifyError::KeysUnavailable(err));
-                }
+                Err(err)
             }
         }
-        cached.keys.get(kid).cloned().ok_or(VerifyError::UnknownKey)
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
@@ -353,6 +399,67 @@ mod tests {
         ));
         headers.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
         assert_eq!(bearer_token(&headers).unwrap(), "abc");
+    }
+
+    #[tokio::test]
+    async fn a_known_key_answers_at_once_while_a_stale_set_refreshes_in_the_background() {
+        use axum::{Json, Router, routing::get};
+        use portico_testkit::issuer::{AUDIENCE, ISSUER, TestIssuer};
+        use std::sync::atomic::AtomicUsize;
+
+        let issuer = TestIssuer::start().await;
+        let jwks: serde_json::Value = reqwest::get(&issuer.jwks_url)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        // A JWKS endpoint that answers once, then never again (a hung auth).
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let app = Router::new().route(
+            "/jwks",
+            get(move || {
+                let (jwks, counter) = (jwks.clone(), counter.clone());
+                async move {
+                    if counter.fetch_add(1, Ordering::SeqCst) > 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    Json(jwks)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = JwksConfig {
+            url,
+            cache_ttl_secs: 0, // always stale
+            min_refresh_interval_secs: 0,
+        };
+        let client = HttpClient::new(&crate::http::client::HttpClientConfig::default()).unwrap();
+        let verifier = TokenVerifier::new(
+            KeySource::Remote(Arc::new(JwksCache::new(config, client))),
+            ISSUER,
+            AUDIENCE,
+        );
+        let token = issuer.user_token(uuid::Uuid::now_v7());
+        verifier.verify(&token).await.unwrap();
+
+        for _ in 0..3 {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(2), verifier.verify(&token)).await;
+            assert!(
+                answer
+                    .expect("verification waited for the hung JWKS fetch")
+                    .is_ok()
+            );
+        }
+        portico_testkit::eventually(Duration::from_secs(5), "a background refresh", || {
+            let seen = calls.load(Ordering::SeqCst);
+            async move { (seen >= 2).then_some(()) }
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -16,6 +16,9 @@ pub enum GatewayError {
     /// 413: body over `proxy.max_body_bytes`.
     #[error("body too large")]
     BodyTooLarge,
+    /// 408: the client did not send its body within the route's timeout.
+    #[error("body not received in time")]
+    BodyTimeout,
     /// 400: the client's body could not be read.
     #[error("body unreadable: {0}")]
     BodyUnreadable(String),
@@ -44,6 +47,11 @@ impl IntoResponse for GatewayError {
             Self::BodyTooLarge => {
                 Problem::payload_too_large("the request body exceeds the gateway's limit")
             }
+            Self::BodyTimeout => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body was not received in time",
+            ),
             Self::BodyUnreadable(cause) => {
                 tracing::info!(%cause, "request body unreadable");
                 Problem::bad_request("the request body could not be read")

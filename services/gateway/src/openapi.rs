@@ -99,8 +99,9 @@ fn is_public(path: &str, prefixes: &[String]) -> bool {
 }
 
 /// Statuses the gateway itself may answer on any proxied operation.
-fn gateway_responses() -> [(&'static str, &'static str); 4] {
+fn gateway_responses() -> [(&'static str, &'static str); 5] {
     [
+        ("408", "The request body was not received in time"),
         ("413", "Body over the gateway's limit"),
         ("502", "The service failed mid-request"),
         ("503", "No replica of the service is reachable"),

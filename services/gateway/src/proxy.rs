@@ -99,7 +99,11 @@ impl Proxy {
         if route.require_auth {
             self.verifier.verify_headers(&parts.headers).await?;
         }
-        let body = self.read_body(&parts.headers, body).await?;
+        // A client that sends its body slowly holds memory; it gets the
+        // route's time, like the upstream does.
+        let body = tokio::time::timeout(route.timeout, self.read_body(&parts.headers, body))
+            .await
+            .map_err(|_| GatewayError::BodyTimeout)??;
         let client_addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

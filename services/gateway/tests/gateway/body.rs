@@ -100,3 +100,36 @@ async fn large_and_unsized_responses_reach_the_client_intact() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_body_that_never_arrives_is_a_408_problem_and_not_forwarded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        let mut slow = route("/v1/users", "user");
+        slow.timeout_ms = 200;
+        config.routes = vec![slow];
+    })
+    .await;
+
+    // Announce 100 bytes, send 10, then stall (the connection stays open).
+    let mut stream = tokio::net::TcpStream::connect(gateway.api).await.unwrap();
+    stream
+        .write_all(b"POST /v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the gateway answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert_eq!(user.hits(), 0);
+}
