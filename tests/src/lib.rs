@@ -43,13 +43,28 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks; the listener is released).
+/// A free TCP port on 127.0.0.1 (the OS picks; the listener is released),
+/// never the same one twice in this process. Another process may still take
+/// it before our child binds it: [`System::start_with`] retries then.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut handed_out = HANDED_OUT.lock().expect("port list");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
+
+/// A process lost its pre-picked port to another process between the pick
+/// and its bind (ports are picked by binding port 0 and releasing it).
+#[derive(Debug)]
+pub struct PortTaken(pub String);
 
 /// One running service process.
 #[derive(Debug)]
@@ -122,7 +137,7 @@ impl Process {
 
     /// Waits until `/readyz` answers 200, failing with the log if the
     /// process exits or the deadline passes.
-    pub async fn wait_ready(&mut self, client: &reqwest::Client) {
+    pub async fn wait_ready(&mut self, client: &reqwest::Client) -> Result<(), PortTaken> {
         let url = format!("{}/readyz", self.admin_url());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -131,6 +146,9 @@ impl Process {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
+                if self.log().contains("Address already in use") {
+                    return Err(PortTaken(self.name.clone()));
+                }
                 panic!(
                     "{} exited during startup ({status}):\n{}",
                     self.name,
@@ -140,7 +158,7 @@ impl Process {
             if let Ok(response) = client.get(&url).send().await
                 && response.status() == 200
             {
-                return;
+                return Ok(());
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -236,7 +254,37 @@ impl System {
             .expect("client");
         let user_db = TestDatabase::new(backend).await;
         let auth_db = TestDatabase::new(backend).await;
+        for attempt in 1..=3 {
+            match Self::spawn_processes(extra, &client, &user_db, &auth_db, logs.path()).await {
+                Ok((gateway, users, auth)) => {
+                    return Self {
+                        gateway,
+                        users,
+                        auth,
+                        client,
+                        _databases: vec![user_db, auth_db],
+                        logs,
+                    };
+                }
+                Err(PortTaken(name)) => {
+                    eprintln!(
+                        "attempt {attempt}: {name} lost its port to another process; retrying on new ports"
+                    );
+                }
+            }
+        }
+        panic!("the system could not start: its ports kept being taken");
+    }
 
+    /// Starts users, auth and gateway; a process that loses its port ends
+    /// the attempt (the processes started so far are dropped, i.e. killed).
+    async fn spawn_processes(
+        extra: ExtraEnv<'_>,
+        client: &reqwest::Client,
+        user_db: &TestDatabase,
+        auth_db: &TestDatabase,
+        logs: &Path,
+    ) -> Result<(Process, Vec<Process>, Process), PortTaken> {
         // Auth's port must be known before the users start (their JWKS URL)
         // and the users' before auth starts (its user service URL), so the
         // auth process is spawned with a pre-picked port.
@@ -262,10 +310,10 @@ impl System {
                 "portico-user",
                 "PORTICO_USER_",
                 &env,
-                logs.path(),
+                logs,
             );
             // The first replica migrates the shared database before the second starts.
-            user.wait_ready(&client).await;
+            user.wait_ready(client).await?;
             users.push(user);
         }
 
@@ -280,15 +328,9 @@ impl System {
             ("USER_SERVICE__URL".to_owned(), users[0].api_url()),
         ];
         let auth_env = [auth_env, extra_for(extra, "auth")].concat();
-        let mut auth = Process::spawn(
-            "auth",
-            "portico-auth",
-            "PORTICO_AUTH_",
-            &auth_env,
-            logs.path(),
-        );
+        let mut auth = Process::spawn("auth", "portico-auth", "PORTICO_AUTH_", &auth_env, logs);
         auth.api_port = auth_api_port;
-        auth.wait_ready(&client).await;
+        auth.wait_ready(client).await?;
 
         let user_endpoints = format!(
             "[{}]",
@@ -310,18 +352,11 @@ impl System {
             "portico-gateway",
             "PORTICO_GATEWAY_",
             &gateway_env,
-            logs.path(),
-        );
-        gateway.wait_ready(&client).await;
-
-        Self {
-            gateway,
-            users,
-            auth,
-            client,
-            _databases: vec![user_db, auth_db],
             logs,
-        }
+        );
+        gateway.wait_ready(client).await?;
+
+        Ok((gateway, users, auth))
     }
 
     /// URL of `path` through the gateway.

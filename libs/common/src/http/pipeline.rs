@@ -42,6 +42,21 @@ pub fn current_request_id() -> Option<String> {
     CURRENT_REQUEST_ID.try_with(|id| id.0.clone()).ok()
 }
 
+/// Spawns `future` as its own task, carrying the current request's span
+/// (trace context) and request id along, so work that must outlive a
+/// dropped request still logs and propagates under it.
+pub fn spawn_in_request_context<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let future = future.instrument(tracing::Span::current());
+    match CURRENT_REQUEST_ID.try_with(Clone::clone) {
+        Ok(id) => tokio::spawn(CURRENT_REQUEST_ID.scope(id, future)),
+        Err(_) => tokio::spawn(future),
+    }
+}
+
 /// What the pipeline applies besides observation.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -133,6 +148,17 @@ async fn observe(mut request: Request, next: Next) -> Response {
         response
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    if matches!(
+        response.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        // The request body was not read to its end, so this connection
+        // cannot carry another request; say so, or a pooling client (the
+        // gateway) may send its next request into a closing socket.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
     let status = response.status().as_u16();
@@ -322,6 +348,32 @@ mod tests {
         assert!(response.headers().contains_key(header::ALLOW));
         let body = body_json(response).await;
         assert!(body["request_id"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_closes_the_connection() {
+        let router = Router::new().route(
+            "/echo",
+            axum::routing::post(|body: String| async move { body }),
+        );
+        let app = apply(
+            router,
+            &PipelineOptions {
+                body_limit: Some(8),
+                handler_timeout: None,
+            },
+        );
+        let response = app
+            .oneshot(
+                Request::post("/echo")
+                    .header(header::CONTENT_LENGTH, "100")
+                    .body(Body::from(vec![b'x'; 100]))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
     }
 
     #[tokio::test]

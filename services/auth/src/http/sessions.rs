@@ -8,6 +8,7 @@ use axum::{
 use portico_common::{
     Problem,
     error::{ApiJson, Validation},
+    http::pipeline,
     openapi::{BearerRejections, JsonBodyRejections, Unavailable},
     types::{DisplayName, Email},
 };
@@ -144,9 +145,10 @@ pub async fn register(
         password,
         display_name,
     };
-    let tokens = tokio::spawn(async move { accounts.register(registration).await })
-        .await
-        .map_err(|err| AuthError::Internal(format!("registration task: {err}")))??;
+    let tokens =
+        pipeline::spawn_in_request_context(async move { accounts.register(registration).await })
+            .await
+            .map_err(|err| AuthError::Internal(format!("registration task: {err}")))??;
     Ok(no_store(
         StatusCode::CREATED,
         TokenResponse::from_issued(tokens, true),
