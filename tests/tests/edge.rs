@@ -7,19 +7,8 @@ use portico_testkit::Backend;
 use serde_json::{Value, json};
 
 async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    assert_eq!(body["request_id"], request_id.as_str());
-    body
+    let status = reqwest::StatusCode::from_u16(status).unwrap();
+    portico_testkit::http::assert_problem(response, status).await
 }
 
 async fn user_reads(system: &System) -> u64 {

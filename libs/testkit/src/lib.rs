@@ -10,6 +10,7 @@ use std::{fmt, future::Future, path::PathBuf, time::Duration};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+pub mod http;
 pub mod issuer;
 
 pub const POSTGRES_URL_VAR: &str = "PORTICO_TEST_POSTGRES_URL";

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use portico_common::{
     config::ListenConfig,
     db::{DatabaseConfig, Db},
-    http::{REQUEST_ID_HEADER, server::Listeners},
+    http::server::Listeners,
     types::{DisplayName, Email},
 };
 use portico_testkit::{Backend, TestDatabase, issuer, issuer::TestIssuer};
@@ -14,37 +14,15 @@ use portico_user::{
     domain::{self, Created, NewProfile, Profile},
     storage::{MIGRATIONS, UserStore},
 };
-use reqwest::{Response, StatusCode, header};
+use reqwest::{Response, header};
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
-/// Generates, for each listed `async fn(Backend)`, one `#[tokio::test]` per
-/// backend: `<module>::postgres::<name>` and `<module>::sqlite::<name>`.
-macro_rules! on_both_backends {
-    ($($test:ident),+ $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(portico_testkit::Backend::Postgres).await;
-                }
-            )+
-        }
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(portico_testkit::Backend::Sqlite).await;
-                }
-            )+
-        }
-    };
-}
-pub(crate) use on_both_backends;
+pub use portico_testkit::http::{assert_problem, assert_unauthorized, closed_port, error_fields};
+pub(crate) use portico_testkit::on_both_backends;
 
 pub const JSON: &str = "application/json";
-pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A user service on port 0 with its own database and token issuer.
 pub struct TestApp {
@@ -217,49 +195,4 @@ pub fn new_profile(id: Uuid, email: &str, display_name: &str) -> NewProfile {
         email: Email::parse(email).expect("email"),
         display_name: DisplayName::parse(display_name).expect("display name"),
     }
-}
-
-/// Checks that `response` is an RFC 9457 problem with `status` whose
-/// `request_id` is the response's `x-request-id`; returns the body.
-pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()[header::CONTENT_TYPE],
-        PROBLEM_JSON,
-        "content type of a {status} answer"
-    );
-    let request_id = response.headers()[REQUEST_ID_HEADER]
-        .to_str()
-        .expect("ascii request id")
-        .to_owned();
-    let body: Value = response.json().await.expect("problem body is JSON");
-    assert_eq!(body["status"], status.as_u16());
-    assert_eq!(body["request_id"], request_id.as_str());
-    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
-    body
-}
-
-/// Like [`assert_problem`] for 401, also checking `WWW-Authenticate: Bearer`.
-pub async fn assert_unauthorized(response: Response) -> Value {
-    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
-    assert_problem(response, StatusCode::UNAUTHORIZED).await
-}
-
-/// Names of the fields listed in a validation problem's `errors`.
-pub fn error_fields(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
