@@ -59,6 +59,7 @@ pub struct Server {
     admin: Router,
     readiness: Readiness,
     drain_timeout: Duration,
+    header_read_timeout: Duration,
 }
 
 impl Server {
@@ -74,7 +75,14 @@ impl Server {
             admin: admin::router(readiness.clone()),
             readiness,
             drain_timeout: Duration::from_secs(shutdown.drain_timeout_secs),
+            header_read_timeout: HEADER_READ_TIMEOUT,
         }
+    }
+
+    /// How long a client may take to send a request's headers.
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -93,15 +101,16 @@ impl Server {
         let api_addr = self.api_addr();
         let admin_addr = self.admin_addr();
 
-        let api = axum::serve(
+        let api = serve_api(
             self.listeners.api,
-            self.api.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+            self.api,
+            self.header_read_timeout,
+            stop_rx.clone(),
+        );
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let admin = axum::serve(self.listeners.admin, self.admin)
             .with_graceful_shutdown(stopped(admin_stop_rx));
-        let mut api_task = tokio::spawn(async move { api.await });
+        let mut api_task = tokio::spawn(api);
         let admin_task = tokio::spawn(async move { admin.await });
         tracing::info!(%api_addr, %admin_addr, "listening");
 
@@ -140,7 +149,144 @@ fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::
     result.map_err(std::io::Error::other)?
 }
 
+/// A client gets this long to send a request's headers (a slowloris bound).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once per listener; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// Serves the API router like `axum::serve`, plus what that lacks: a
+/// header-read timeout, a bound on open connections, and `ConnectInfo`.
+/// On stop it stops accepting and lets open connections finish.
+async fn serve_api(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto::Builder, graceful::GracefulShutdown},
+    };
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let stop = stopped(stop);
+    tokio::pin!(stop);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
+            () = &mut stop => break,
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off, go on.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                router.clone().oneshot(request)
+            });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, %remote, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Idle keep-alive connections close now; busy ones after their response.
+    graceful.shutdown().await;
+    Ok(())
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn running_server(header_read_timeout: Duration) -> (SocketAddr, watch::Sender<bool>) {
+        let listeners = Listeners::bind(&ListenConfig {
+            api: ([127, 0, 0, 1], 0).into(),
+            admin: ([127, 0, 0, 1], 0).into(),
+        })
+        .await
+        .unwrap();
+        let router = Router::new().route(
+            "/who",
+            get(|axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>| async move {
+                remote.ip().to_string()
+            }),
+        );
+        let server = Server::new(
+            listeners,
+            router,
+            Readiness::new(),
+            &ShutdownConfig::default(),
+        )
+        .with_header_read_timeout(header_read_timeout);
+        let addr = server.api_addr();
+        let (tx, mut rx) = watch::channel(false);
+        tokio::spawn(server.run(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }));
+        (addr, tx)
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_client_address() {
+        let (addr, _stop) = running_server(HEADER_READ_TIMEOUT).await;
+        let body = reqwest::get(format!("http://{addr}/who"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+        let (addr, _stop) = running_server(Duration::from_millis(200)).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /who HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+
+        // The server closes the connection (EOF, maybe after a 408) well
+        // before this test's own bound.
+        let mut buffer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
+        assert!(read.is_ok(), "connection still open after 5 s");
+    }
 }
