@@ -23,6 +23,9 @@ impl Default for UserServiceConfig {
     }
 }
 
+/// Pause before asking again about a profile whose creation is uncertain.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     /// The user service already has a profile with this email.
@@ -63,7 +66,29 @@ impl UserDirectory {
 
     /// Creates the user's profile, authenticated with a service token.
     /// Idempotent on the user service's side, so a retry is harmless.
+    /// Creates the user's profile, authenticated with a service token.
+    ///
+    /// Creation is idempotent by id, so when an attempt's outcome is unknown
+    /// (a timeout, a dropped connection, a 5xx — the profile may well exist)
+    /// it is asked once more: a lost answer then costs nothing instead of
+    /// leaving an orphaned profile behind a failed registration.
     pub async fn create_profile(
+        &self,
+        id: Uuid,
+        email: &str,
+        display_name: &str,
+    ) -> Result<(), DirectoryError> {
+        match self.try_create(id, email, display_name).await {
+            Err(DirectoryError::Unavailable(first)) => {
+                tracing::warn!(user_id = %id, cause = %first, "profile creation uncertain; asking again");
+                tokio::time::sleep(RETRY_DELAY).await;
+                self.try_create(id, email, display_name).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn try_create(
         &self,
         id: Uuid,
         email: &str,

@@ -1,9 +1,11 @@
-//! Registration while the user service is down.
+//! Registration while the user service is down or loses an answer.
 
 use portico_testkit::Backend;
 use reqwest::StatusCode;
 
-use crate::helpers::{PASSWORD, TestApp, assert_problem, on_both_backends, registration};
+use crate::helpers::{
+    PASSWORD, TestApp, assert_problem, assert_tokens, on_both_backends, registration,
+};
 
 async fn register_is_503_and_leaves_no_credential_when_the_user_service_is_down(backend: Backend) {
     // Arrange
@@ -19,4 +21,64 @@ async fn register_is_503_and_leaves_no_credential_when_the_user_service_is_down(
     assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
 }
 
-on_both_backends!(register_is_503_and_leaves_no_credential_when_the_user_service_is_down);
+/// A front for the user service that forwards the first profile creation
+/// but loses its answer (502), as a timeout or dropped connection would.
+async fn lossy_front(user_api: String) -> String {
+    use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = Router::new().route(
+        "/internal/users",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let (calls, user_api) = (calls.clone(), user_api.clone());
+            async move {
+                let forwarded = reqwest::Client::new()
+                    .post(format!("{user_api}/internal/users"))
+                    .header("authorization", headers["authorization"].clone())
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return (axum::http::StatusCode::BAD_GATEWAY, Vec::new());
+                }
+                let status = axum::http::StatusCode::from_u16(forwarded.status().as_u16()).unwrap();
+                (status, forwarded.bytes().await.unwrap().to_vec())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn a_lost_answer_from_the_user_service_does_not_fail_registration(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn_with(
+        backend,
+        std::sync::Arc::new(portico_common::clock::SystemClock),
+        lossy_front,
+    )
+    .await;
+
+    // Act
+    let response = app.register(&registration("ann@example.com")).await;
+
+    // Assert: the uncertain first call was asked again; one account, one profile.
+    let tokens = assert_tokens(response, StatusCode::CREATED).await;
+    assert_eq!(app.counts().await, (1, 1));
+    let profile = app.user().store.get(tokens.user_id.unwrap()).await.unwrap();
+    assert!(profile.is_some());
+    assert_eq!(app.user().store.count().await.unwrap(), 1);
+}
+
+on_both_backends!(
+    register_is_503_and_leaves_no_credential_when_the_user_service_is_down,
+    a_lost_answer_from_the_user_service_does_not_fail_registration,
+);

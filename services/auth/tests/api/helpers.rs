@@ -64,6 +64,16 @@ impl TestApp {
 
     /// Like [`Self::spawn`], with the auth service reading time from `clock`.
     pub async fn spawn_with_clock(backend: Backend, clock: SharedClock) -> Self {
+        Self::spawn_with(backend, clock, async |user_api| user_api).await
+    }
+
+    /// The full setup, with auth reaching the user service through the URL
+    /// `front` returns for the user service's real URL (fault injection).
+    pub async fn spawn_with(
+        backend: Backend,
+        clock: SharedClock,
+        front: impl AsyncFnOnce(String) -> String,
+    ) -> Self {
         let auth_db = TestDatabase::new(backend).await;
         let user_db = TestDatabase::new(backend).await;
         let mut config = auth_config(&auth_db);
@@ -88,7 +98,7 @@ impl TestApp {
         };
         tokio::spawn(user_app.run_until_stopped(std::future::pending()));
 
-        config.user_service.url = user.api.clone();
+        config.user_service.url = front(user.api.clone()).await;
         let mut app = Self::start(config, auth_listeners, vec![auth_db, user_db], clock).await;
         app.user = Some(user);
         app
