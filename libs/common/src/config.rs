@@ -163,6 +163,39 @@ pub fn load_or_exit<T: DeserializeOwned>(
     }
 }
 
+/// A service's configuration type: where its env prefix and built-in
+/// defaults are, and the cross-field rules serde cannot express. Loading,
+/// validating and exiting on error are the same for every service.
+pub trait ServiceConfig: DeserializeOwned {
+    /// `PORTICO_<SERVICE>_`.
+    const ENV_PREFIX: &'static str;
+    /// The service's `config/defaults.toml`, compiled in.
+    const DEFAULTS: &'static str;
+
+    /// Rules across fields; the default has none.
+    fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// Defaults → file → environment, then [`Self::validate`].
+    fn load() -> Result<Self, ConfigError> {
+        load::<Self>(Self::ENV_PREFIX, Self::DEFAULTS)
+            .and_then(|config| config.validate().map(|()| config))
+    }
+
+    /// [`Self::load`], or one line on stderr and exit code 2.
+    fn load_or_exit() -> Self {
+        load_or_exit(Self::ENV_PREFIX, Self::DEFAULTS, Self::validate)
+    }
+
+    /// The built-in defaults alone (no file, no environment).
+    fn built_in() -> Self {
+        #[allow(clippy::expect_used)] // every service tests that its defaults parse
+        load_from(Self::ENV_PREFIX, Self::DEFAULTS, std::iter::empty())
+            .expect("built-in defaults parse")
+    }
+}
+
 /// The two listeners every service has: the API and the admin endpoints
 /// (health, readiness, metrics), kept apart so admin is never exposed by
 /// accident through the public port.

@@ -3,6 +3,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use portico_common::config::ServiceConfig as _;
 use portico_common::{
     admin::Readiness,
     auth::{KeySource, TokenVerifier},

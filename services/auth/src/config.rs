@@ -1,7 +1,7 @@
 //! Configuration of the auth service (env prefix `PORTICO_AUTH_`).
 
 use portico_common::{
-    config::{self, ConfigError, ListenConfig, ShutdownConfig},
+    config::{ConfigError, ListenConfig, ServiceConfig, ShutdownConfig},
     db::DatabaseConfig,
     http::client::HttpClientConfig,
     redis::RedisConfig,
@@ -36,24 +36,16 @@ pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 impl Default for Config {
     /// The built-in defaults (no file, no environment).
     fn default() -> Self {
-        #[allow(clippy::expect_used)] // the defaults are tested to parse
-        config::load_from(ENV_PREFIX, DEFAULTS, std::iter::empty())
-            .expect("built-in defaults parse")
+        Self::built_in()
     }
 }
 
-impl Config {
-    pub fn load() -> Result<Self, ConfigError> {
-        config::load(ENV_PREFIX, DEFAULTS)
-            .and_then(|config: Self| config.validate().map(|()| config))
-    }
-
-    pub fn load_or_exit() -> Self {
-        config::load_or_exit(ENV_PREFIX, DEFAULTS, Self::validate)
-    }
+impl ServiceConfig for Config {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const DEFAULTS: &'static str = DEFAULTS;
 
     /// Rules serde cannot express: hashing costs and positive lifetimes.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if let Err((key, message)) = self.password_hashing.check() {
             return Err(ConfigError::key(ENV_PREFIX, key, message));
         }

@@ -1,7 +1,7 @@
 //! `portico-auth`: loads config, sets up telemetry, runs until SIGTERM.
 
 use portico_auth::{Application, Config};
-use portico_common::{http::shutdown, telemetry};
+use portico_common::{config::ServiceConfig, http::shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get},
 };
+use portico_common::config::ServiceConfig as _;
 use portico_common::{
     admin::Readiness,
     auth::{JwksCache, KeySource, TokenVerifier},

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use portico_common::{
     auth::TokenConfig,
-    config::{self, ConfigError, ListenConfig, ShutdownConfig},
+    config::{ConfigError, ListenConfig, ServiceConfig, ShutdownConfig},
     http::client::HttpClientConfig,
     redis::RedisConfig,
     telemetry::TelemetryConfig,
@@ -105,25 +105,17 @@ pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 impl Default for Config {
     /// The built-in defaults (no file, no environment).
     fn default() -> Self {
-        #[allow(clippy::expect_used)] // the defaults are tested to parse
-        config::load_from(ENV_PREFIX, DEFAULTS, std::iter::empty())
-            .expect("built-in defaults parse")
+        Self::built_in()
     }
 }
 
-impl Config {
-    pub fn load() -> Result<Self, ConfigError> {
-        config::load(ENV_PREFIX, DEFAULTS)
-            .and_then(|config: Self| config.validate().map(|()| config))
-    }
-
-    pub fn load_or_exit() -> Self {
-        config::load_or_exit(ENV_PREFIX, DEFAULTS, Self::validate)
-    }
+impl ServiceConfig for Config {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const DEFAULTS: &'static str = DEFAULTS;
 
     /// Cross-field rules: routes name existing upstreams, prefixes are
     /// absolute and never expose `/internal`, endpoints are http URLs.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: String, msg: String| ConfigError::key(ENV_PREFIX, &k, msg);
         for (name, upstream) in &self.upstreams {
             if upstream.endpoints.is_empty() {

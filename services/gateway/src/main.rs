@@ -1,6 +1,6 @@
 //! `portico-gateway`: loads config, sets up telemetry, runs until SIGTERM.
 
-use portico_common::{http::shutdown, telemetry};
+use portico_common::{config::ServiceConfig, http::shutdown, telemetry};
 use portico_gateway::{Application, Config};
 
 #[tokio::main]

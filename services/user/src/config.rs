@@ -2,7 +2,7 @@
 
 use portico_common::{
     auth::TokenConfig,
-    config::{self, ConfigError, ListenConfig, ShutdownConfig},
+    config::{ListenConfig, ServiceConfig, ShutdownConfig},
     db::DatabaseConfig,
     http::client::HttpClientConfig,
     redis::RedisConfig,
@@ -31,18 +31,11 @@ pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 impl Default for Config {
     /// The built-in defaults (no file, no environment).
     fn default() -> Self {
-        #[allow(clippy::expect_used)] // the defaults are tested to parse
-        config::load_from(ENV_PREFIX, DEFAULTS, std::iter::empty())
-            .expect("built-in defaults parse")
+        Self::built_in()
     }
 }
 
-impl Config {
-    pub fn load() -> Result<Self, ConfigError> {
-        config::load(ENV_PREFIX, DEFAULTS)
-    }
-
-    pub fn load_or_exit() -> Self {
-        config::load_or_exit(ENV_PREFIX, DEFAULTS, |_: &Self| Ok(()))
-    }
+impl ServiceConfig for Config {
+    const ENV_PREFIX: &'static str = ENV_PREFIX;
+    const DEFAULTS: &'static str = DEFAULTS;
 }

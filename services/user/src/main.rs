@@ -1,6 +1,6 @@
 //! `portico-user`: loads config, sets up telemetry, runs until SIGTERM.
 
-use portico_common::{http::shutdown, telemetry};
+use portico_common::{config::ServiceConfig, http::shutdown, telemetry};
 use portico_user::{Application, Config};
 
 #[tokio::main]

@@ -1,6 +1,7 @@
 //! Configuration rules checked before the service starts.
 
 use portico_auth::Config;
+use portico_common::config::ServiceConfig as _;
 use portico_testkit::{Backend, TestDatabase};
 
 #[test]
