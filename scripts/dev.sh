@@ -31,21 +31,23 @@ trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# GET /readyz on an admin port with bash's /dev/tcp (no curl needed).
-is_ready() {
-    local port=$1 status
+# GET a path on an admin port with bash's /dev/tcp (no curl needed): 200?
+answers_200() {
+    local port=$1 path=$2 status
     { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
-    printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$path" >&3
     IFS= read -r -t 2 status <&3 || status=""
     exec 3<&- 3>&-
     [[ $status == *" 200 "* ]]
 }
 
-wait_ready() {
-    local name=$1 port=$2 pid=$3
+# wait_for NAME ADMIN_PORT PID PATH: /healthz = serving (migrations done),
+# /readyz = ready (its dependencies are usable too).
+wait_for() {
+    local name=$1 port=$2 pid=$3 path=$4
     for _ in $(seq 1 300); do
-        if is_ready "$port"; then
-            echo "    $name ready (admin :$port)"
+        if answers_200 "$port" "$path"; then
+            echo "    $name ${path#/} ok (admin :$port)"
             return 0
         fi
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -55,33 +57,42 @@ wait_ready() {
         fi
         sleep 0.1
     done
-    echo "!!! $name not ready after 30 s; see $LOGS/$name.log" >&2
+    echo "!!! $name not answering on $path after 30 s; see $LOGS/$name.log" >&2
     exit 1
 }
 
+# start NAME BINARY ADMIN_PORT WAIT_PATH ENV...
 start() {
-    local name=$1 binary=$2 admin_port=$3
-    shift 3
+    local name=$1 binary=$2 admin_port=$3 path=$4
+    shift 4
     env "$@" "target/debug/$binary" >"$LOGS/$name.log" 2>&1 &
     pids+=($!)
-    wait_ready "$name" "$admin_port" "$!"
+    wait_for "$name" "$admin_port" "$!" "$path"
 }
 
 echo "==> starting services (logs in $LOGS/)"
 jwks="http://127.0.0.1:$AUTH_PORT/.well-known/jwks.json"
-# The first user replica applies migrations before the second shares the file.
+# The first user replica creates and migrates the database before the second
+# shares the file; the users are ready only once auth serves its keys.
+# create_if_missing: this is the local run, where a first start makes the
+# databases (in production a missing file is an error).
 for replica in 1 2; do
     port_var=USER${replica}_PORT
     port=${!port_var}
-    start "user-$replica" portico-user $((port + 1000)) \
+    start "user-$replica" portico-user $((port + 1000)) /healthz \
         PORTICO_USER_LISTEN__API="127.0.0.1:$port" PORTICO_USER_LISTEN__ADMIN="127.0.0.1:$((port + 1000))" \
-        PORTICO_USER_DATABASE__URL="sqlite://$DATA/user.db" PORTICO_USER_TOKENS__JWKS__URL="$jwks"
+        PORTICO_USER_DATABASE__URL="sqlite://$DATA/user.db" PORTICO_USER_DATABASE__CREATE_IF_MISSING=true \
+        PORTICO_USER_TOKENS__JWKS__URL="$jwks"
 done
-start auth portico-auth $((AUTH_PORT + 1000)) \
+start auth portico-auth $((AUTH_PORT + 1000)) /readyz \
     PORTICO_AUTH_LISTEN__API="127.0.0.1:$AUTH_PORT" PORTICO_AUTH_LISTEN__ADMIN="127.0.0.1:$((AUTH_PORT + 1000))" \
-    PORTICO_AUTH_DATABASE__URL="sqlite://$DATA/auth.db" \
+    PORTICO_AUTH_DATABASE__URL="sqlite://$DATA/auth.db" PORTICO_AUTH_DATABASE__CREATE_IF_MISSING=true \
     PORTICO_AUTH_USER_SERVICE__URL="http://127.0.0.1:$USER1_PORT"
-start gateway portico-gateway $((GATEWAY_PORT + 1000)) \
+for replica in 1 2; do
+    port_var=USER${replica}_PORT
+    wait_for "user-$replica" $((${!port_var} + 1000)) "${pids[$((replica - 1))]}" /readyz
+done
+start gateway portico-gateway $((GATEWAY_PORT + 1000)) /readyz \
     PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$GATEWAY_PORT" PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$((GATEWAY_PORT + 1000))" \
     PORTICO_GATEWAY_TOKENS__JWKS__URL="$jwks" \
     PORTICO_GATEWAY_UPSTREAMS__AUTH__ENDPOINTS="[\"http://127.0.0.1:$AUTH_PORT\"]" \

@@ -137,8 +137,19 @@ impl Process {
 
     /// Waits until `/readyz` answers 200, failing with the log if the
     /// process exits or the deadline passes.
+    /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&mut self, client: &reqwest::Client) -> Result<(), PortTaken> {
-        let url = format!("{}/readyz", self.admin_url());
+        self.wait_for(client, "/readyz").await
+    }
+
+    /// Waits until `/healthz` answers 200: the process serves (its
+    /// migrations are done) though it may not be ready yet.
+    pub async fn wait_alive(&mut self, client: &reqwest::Client) -> Result<(), PortTaken> {
+        self.wait_for(client, "/healthz").await
+    }
+
+    async fn wait_for(&mut self, client: &reqwest::Client, path: &str) -> Result<(), PortTaken> {
+        let url = format!("{}{path}", self.admin_url());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self
@@ -162,7 +173,7 @@ impl Process {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{} not ready after 60 s:\n{}",
+                "{} not answering 200 on {path} after 60 s:\n{}",
                 self.name,
                 self.log()
             );
@@ -304,6 +315,7 @@ impl System {
         for i in 1..=2 {
             let mut env = token_env(auth_api_port);
             env.push(("DATABASE__URL".to_owned(), user_db.url.clone()));
+            env.push(("DATABASE__CREATE_IF_MISSING".to_owned(), "true".to_owned()));
             env.extend(extra_for(extra, "user"));
             let mut user = Process::spawn(
                 &format!("user-{i}"),
@@ -312,8 +324,9 @@ impl System {
                 &env,
                 logs,
             );
-            // The first replica migrates the shared database before the second starts.
-            user.wait_ready(client).await?;
+            // The first replica migrates the shared database before the
+            // second starts. Ready comes later: it needs auth's keys.
+            user.wait_alive(client).await?;
             users.push(user);
         }
 
@@ -323,6 +336,7 @@ impl System {
                 format!("127.0.0.1:{auth_api_port}"),
             ),
             ("DATABASE__URL".to_owned(), auth_db.url.clone()),
+            ("DATABASE__CREATE_IF_MISSING".to_owned(), "true".to_owned()),
             ("TOKENS__ISSUER".to_owned(), ISSUER.to_owned()),
             ("TOKENS__AUDIENCE".to_owned(), "portico-api".to_owned()),
             ("USER_SERVICE__URL".to_owned(), users[0].api_url()),
@@ -331,6 +345,9 @@ impl System {
         let mut auth = Process::spawn("auth", "portico-auth", "PORTICO_AUTH_", &auth_env, logs);
         auth.api_port = auth_api_port;
         auth.wait_ready(client).await?;
+        for user in &mut users {
+            user.wait_ready(client).await?;
+        }
 
         let user_endpoints = format!(
             "[{}]",

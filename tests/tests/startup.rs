@@ -2,21 +2,46 @@
 //! process at once with one line naming the key.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::{
+    io::Read,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
+/// Runs `binary` with only `env` and returns its exit code and stderr. A
+/// process still running after 10 s accepted the config it should have
+/// refused: it is killed and the test fails (instead of hanging).
 fn run_with(binary: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|p| p.parent()).unwrap();
-    let output = Command::new(dir.join(binary))
+    let mut child = Command::new(dir.join(binary))
         .env_clear()
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run binary (built by scripts/test.sh)");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{binary} was still running after 10 s: it accepted the configuration");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
 }
 
 #[test]
@@ -60,9 +85,40 @@ fn a_route_to_an_unknown_upstream_is_refused_at_startup() {
         "portico-gateway",
         &[(
             "PORTICO_GATEWAY_ROUTES",
-            r#"[{path_prefix = "/v1/x", upstream = "nowhere"}]"#,
+            r#"[{path_prefix = "/v1/x", upstream = "nowhere", timeout_ms = 1000, require_auth = false}]"#,
         )],
     );
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("routes.0.upstream"), "{stderr}");
+}
+
+#[test]
+fn a_route_without_an_auth_policy_is_refused_at_startup() {
+    let (code, stderr) = run_with(
+        "portico-gateway",
+        &[(
+            "PORTICO_GATEWAY_ROUTES",
+            r#"[{path_prefix = "/v1/x", upstream = "user", timeout_ms = 1000}]"#,
+        )],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("require_auth"), "{stderr}");
+}
+
+#[test]
+fn a_missing_sqlite_file_is_not_created_unless_told_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("user.db");
+    let url = format!("sqlite://{}", path.display());
+    let (code, stderr) = run_with(
+        "portico-user",
+        &[
+            ("PORTICO_USER_DATABASE__URL", &url),
+            ("PORTICO_USER_LISTEN__API", "127.0.0.1:0"),
+            ("PORTICO_USER_LISTEN__ADMIN", "127.0.0.1:0"),
+        ],
+    );
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("create_if_missing"), "{stderr}");
+    assert!(!path.exists(), "a database file was created");
 }

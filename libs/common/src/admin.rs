@@ -23,8 +23,43 @@ use axum::{
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
-type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+/// What a readiness check returns: `Err` says what is wrong, for the
+/// `/readyz` body and a log line.
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A dependency a service needs in order to serve its routes. Each store or
+/// client module provides its own (the database, Redis, the key set), so
+/// this module knows none of them.
+pub trait ReadinessCheck: Send + Sync + 'static {
+    /// Name in the `/readyz` body (`database`, `redis`, `keys`, ...).
+    fn name(&self) -> &'static str;
+    /// Whether a failure takes the service out of rotation; `false` means it
+    /// is reported only (a dependency whose loss degrades, not breaks).
+    fn decides_readiness(&self) -> bool {
+        true
+    }
+    /// One check; bounded by the caller.
+    fn check(&self) -> CheckFuture;
+}
+
+/// A check made of a name and a closure.
+struct FnCheck<F> {
+    name: &'static str,
+    check: F,
+}
+
+impl<F> ReadinessCheck for FnCheck<F>
+where
+    F: Fn() -> CheckFuture + Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn check(&self) -> CheckFuture {
+        (self.check)()
+    }
+}
 
 /// How often histogram samples are folded into buckets.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -32,13 +67,12 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one dependency check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Readiness of a service: false while draining or while any check fails.
+/// Readiness of a service: false while draining or while any deciding
+/// check fails.
 #[derive(Clone, Default)]
 pub struct Readiness {
     draining: Arc<AtomicBool>,
-    checks: Vec<(&'static str, Check)>,
-    /// Checks that are reported but do not decide readiness.
-    informational: Vec<&'static str>,
+    checks: Vec<Arc<dyn ReadinessCheck>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -47,7 +81,7 @@ impl std::fmt::Debug for Readiness {
             .field("draining", &self.is_draining())
             .field(
                 "checks",
-                &self.checks.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                &self.checks.iter().map(|c| c.name()).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -58,42 +92,24 @@ impl Readiness {
         Self::default()
     }
 
-    /// Adds a named dependency check (database, redis, ...).
-    pub fn with_check<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    /// Adds a dependency check.
+    #[must_use]
+    pub fn with(mut self, check: impl ReadinessCheck) -> Self {
+        self.checks.push(Arc::new(check));
+        self
+    }
+
+    /// Adds a deciding check made of a name and a closure.
+    #[must_use]
+    pub fn with_check<F, Fut>(self, name: &'static str, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks
-            .push((name, Arc::new(move || Box::pin(check()) as CheckFuture)));
-        self
-    }
-
-    /// Adds the `database` check: a round trip to the service's database.
-    pub fn with_database(self, db: crate::db::Db) -> Self {
-        self.with_check("database", move || {
-            let db = db.clone();
-            async move { db.ping().await.map_err(|err| err.to_string()) }
+        self.with(FnCheck {
+            name,
+            check: move || Box::pin(check()) as CheckFuture,
         })
-    }
-
-    /// Adds the `redis` check when Redis is configured. It is reported but
-    /// does not decide readiness: Redis down degrades a service (caches fall
-    /// through, in-process fallbacks), it does not take it out of rotation.
-    pub fn with_redis(self, client: Option<redis::Client>) -> Self {
-        let Some(client) = client else {
-            return self;
-        };
-        let mut readiness = self.with_check("redis", move || {
-            let client = client.clone();
-            async move {
-                crate::redis::ping(&client)
-                    .await
-                    .map_err(|err| err.to_string())
-            }
-        });
-        readiness.informational.push("redis");
-        readiness
     }
 
     pub fn set_draining(&self) {
@@ -106,28 +122,24 @@ impl Readiness {
 
     /// Runs every check concurrently; `(ready, per-check status)`.
     pub async fn report(&self) -> (bool, BTreeMap<&'static str, String>) {
-        let results =
-            futures::future::join_all(self.checks.iter().map(|(name, check)| async move {
-                let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(err)) => Err(err),
-                    Err(_) => Err("timed out".to_owned()),
-                };
-                (*name, outcome)
-            }))
-            .await;
+        let results = futures::future::join_all(self.checks.iter().map(|check| async move {
+            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err("timed out".to_owned()),
+            };
+            (check.name(), check.decides_readiness(), outcome)
+        }))
+        .await;
         let mut ready = !self.is_draining();
         let mut statuses = BTreeMap::new();
-        for (name, outcome) in results {
+        for (name, decides, outcome) in results {
             match outcome {
                 Ok(()) => {
                     statuses.insert(name, "ok".to_owned());
                 }
                 Err(err) => {
                     tracing::warn!(check = name, %err, "readiness check failed");
-                    if !self.informational.contains(&name) {
-                        ready = false;
-                    }
+                    ready &= !decides;
                     statuses.insert(name, "unavailable".to_owned());
                 }
             }
@@ -239,16 +251,37 @@ mod tests {
         assert_eq!(checks["redis"], "unavailable");
     }
 
+    struct Informational;
+
+    impl ReadinessCheck for Informational {
+        fn name(&self) -> &'static str {
+            "cache"
+        }
+        fn decides_readiness(&self) -> bool {
+            false
+        }
+        fn check(&self) -> CheckFuture {
+            Box::pin(async { Err("connection refused".to_owned()) })
+        }
+    }
+
     #[tokio::test]
-    async fn redis_down_is_reported_but_keeps_the_service_ready() {
-        // Nothing listens on port 1.
-        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+    async fn a_failing_informational_check_is_reported_but_keeps_the_service_ready() {
         let readiness = Readiness::new()
             .with_check("database", || async { Ok(()) })
-            .with_redis(Some(client));
+            .with(Informational);
         let (ready, checks) = readiness.report().await;
         assert!(ready);
-        assert_eq!(checks["redis"], "unavailable");
+        assert_eq!(checks["cache"], "unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_check_that_hangs_fails_after_the_timeout() {
+        let readiness =
+            Readiness::new().with_check("db", std::future::pending::<Result<(), String>>);
+        let (ready, checks) = readiness.report().await;
+        assert!(!ready);
+        assert_eq!(checks["db"], "unavailable");
     }
 
     #[tokio::test]

@@ -58,8 +58,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn system_clock_keeps_microseconds() {
-        assert_eq!(SystemClock.now().nanosecond() % 1_000, 0);
+    fn time_is_truncated_to_what_both_databases_keep() {
+        let at = OffsetDateTime::UNIX_EPOCH
+            .replace_nanosecond(123_456_789)
+            .unwrap();
+        assert_eq!(truncate(at).nanosecond(), 123_456_000);
+        assert_eq!(ManualClock::new(at).now().nanosecond(), 123_456_000);
     }
 
     #[test]

@@ -164,13 +164,26 @@ pub fn load_or_exit<T: DeserializeOwned>(
 }
 
 /// A service's configuration type: where its env prefix and built-in
-/// defaults are, and the cross-field rules serde cannot express. Loading,
-/// validating and exiting on error are the same for every service.
+/// defaults are, the sections every service has, and the cross-field rules
+/// serde cannot express. Loading, validating and exiting on error are the
+/// same for every service.
+///
+/// The defaults TOML is the one source of default values: config structs
+/// have no `Default` impls and no `#[serde(default)]` on sections, so a key
+/// missing from the TOML is a startup error rather than a silent second
+/// default. Tests start from [`Self::built_in`].
 pub trait ServiceConfig: DeserializeOwned {
     /// `PORTICO_<SERVICE>_`.
     const ENV_PREFIX: &'static str;
     /// The service's `config/defaults.toml`, compiled in.
     const DEFAULTS: &'static str;
+
+    /// Where the API and admin listeners bind.
+    fn listen(&self) -> &ListenConfig;
+    /// How long a stop may take.
+    fn shutdown(&self) -> &ShutdownConfig;
+    /// Logs and traces.
+    fn telemetry(&self) -> &crate::telemetry::TelemetryConfig;
 
     /// Rules across fields; the default has none.
     fn validate(&self) -> Result<(), ConfigError> {
@@ -210,18 +223,10 @@ pub struct ListenConfig {
 
 /// How long a stopping service waits for in-flight requests.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// Upper bound on draining in-flight requests after SIGTERM, in seconds.
     pub drain_timeout_secs: u64,
-}
-
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        Self {
-            drain_timeout_secs: 20,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -278,6 +283,7 @@ mod tests {
             vars(&[("T9_DATABASE__MAX_CONNECTIONS", "2")]),
         )
         .unwrap();
+        assert_eq!(config.database.max_connections, 2);
         assert_eq!(config.database.url.expose_secret(), "sqlite://default.db");
     }
 

@@ -7,11 +7,14 @@
 
 use axum::{
     Json,
-    extract::{FromRequest, Request, rejection::JsonRejection},
+    extract::{
+        FromRequest,
+        rejection::{JsonDataError, JsonRejection},
+    },
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Media type of every error body.
@@ -64,6 +67,15 @@ pub struct Problem {
     /// Field-level errors (validation problems only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The internal cause, for the log line the pipeline writes once per
+    /// request. Never serialised: clients see `detail` only.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub cause: Option<String>,
+    /// Seconds a client should wait before retrying (`Retry-After`).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after_secs: Option<u32>,
 }
 
 impl Problem {
@@ -76,7 +88,23 @@ impl Problem {
             detail: detail.into(),
             request_id: None,
             errors: Vec::new(),
+            cause: None,
+            retry_after_secs: None,
         }
+    }
+
+    /// Attaches the internal cause: logged once by the pipeline, never sent.
+    #[must_use]
+    pub fn with_cause(mut self, cause: impl std::fmt::Display) -> Self {
+        self.cause = Some(cause.to_string());
+        self
+    }
+
+    /// Asks the client to retry after `secs` seconds (`Retry-After`).
+    #[must_use]
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -122,7 +150,8 @@ impl Problem {
         problem
     }
 
-    /// 500 with a fixed, cause-free detail: callers log the cause themselves.
+    /// 500 with a fixed, cause-free detail; attach the cause with
+    /// [`Self::with_cause`] so the pipeline logs it.
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -179,6 +208,9 @@ impl Problem {
             // RFC 6750: tell the client which scheme to use.
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         // The pipeline reads this back to add the request id without parsing.
         response.extensions_mut().insert(self.clone());
         response
@@ -207,7 +239,7 @@ impl From<JsonRejection> for Problem {
                 Problem::bad_request(format!("the body is not valid JSON: {}", err.body_text()))
             }
             JsonRejection::JsonDataError(err) => {
-                Problem::validation(vec![field_error_from_serde(&err.body_text())])
+                Problem::validation(vec![field_error_from_data_error(&err)])
             }
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Problem::payload_too_large("the request body exceeds the limit")
@@ -219,47 +251,51 @@ impl From<JsonRejection> for Problem {
     }
 }
 
-/// Turns serde's message ("missing field `email` at line 1 column 2") into a
-/// field error naming the field when serde named it.
-fn field_error_from_serde(message: &str) -> FieldError {
-    // axum prefixes the serde error with a fixed sentence; keep serde's part.
-    let serde_part = message.split_once(": ").map_or(message, |(_, rest)| rest);
-    let field = serde_part
-        .split_once("missing field `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(name, _)| name)
-        .or_else(|| {
-            // "fieldname: invalid type ..." comes from a nested path.
-            serde_part
-                .split_once(": ")
-                .map(|(path, _)| path)
-                .filter(|p| !p.contains(' ') && !p.is_empty())
-        })
-        .unwrap_or("body");
-    let text = serde_part
+/// The serde error behind axum's rejection, with the path to the field.
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
+/// Names the offending field from the path serde reports, and keeps serde's
+/// message without its position suffix.
+fn field_error_from_data_error(err: &JsonDataError) -> FieldError {
+    use std::error::Error as _;
+    // axum wraps the `serde_path_to_error` error in its own error type.
+    let path_error = err
+        .source()
+        .and_then(|axum_error| axum_error.source())
+        .and_then(|inner| inner.downcast_ref::<PathError>());
+    match path_error {
+        Some(path_error) => field_error(&path_error.path().to_string(), path_error.inner()),
+        None => FieldError::new("body", err.body_text()),
+    }
+}
+
+fn field_error(path: &str, err: &serde_json::Error) -> FieldError {
+    let text = err.to_string();
+    // serde_json appends " at line L column C"; the position is noise here.
+    let message = text
         .rsplit_once(" at line ")
-        .map_or(serde_part, |(msg, _)| msg);
-    FieldError::new(field, text)
+        .map_or(text.as_str(), |(message, _)| message);
+    // Missing and unknown fields are reported against their parent object
+    // (path `.`); serde names the field in backticks.
+    let named_in_message = || {
+        ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|lead| message.strip_prefix(lead))
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name)
+    };
+    let field = if path.is_empty() || path == "." {
+        named_in_message().unwrap_or("body")
+    } else {
+        path
+    };
+    FieldError::new(field, message)
 }
 
 /// `Json<T>` whose rejections are [`Problem`]s (400/415/422/413).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(Json), rejection(Problem))]
 pub struct ApiJson<T>(pub T);
-
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(Problem::from(rejection)),
-        }
-    }
-}
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
@@ -303,21 +339,69 @@ impl Validation {
 mod tests {
     use super::*;
 
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only deserialised
+    struct Login {
+        email: String,
+        password: String,
+    }
+
+    fn field_error_for(body: &str) -> FieldError {
+        let mut deserializer = serde_json::Deserializer::from_str(body);
+        let err = serde_path_to_error::deserialize::<_, Login>(&mut deserializer).unwrap_err();
+        field_error(&err.path().to_string(), err.inner())
+    }
+
     #[test]
     fn missing_field_names_the_field() {
-        let err = field_error_from_serde(
-            "Failed to deserialize the JSON body into the target type: missing field `email` at line 1 column 2",
-        );
+        let err = field_error_for(r#"{"password": "x"}"#);
         assert_eq!(err.field, "email");
         assert_eq!(err.message, "missing field `email`");
     }
 
     #[test]
-    fn nested_path_names_the_field() {
-        let err = field_error_from_serde(
-            "Failed to deserialize the JSON body into the target type: password: invalid type: integer `3`, expected a string at line 1 column 40",
-        );
+    fn wrong_type_names_the_field_from_the_path() {
+        let err = field_error_for(r#"{"email": "a@b.io", "password": 3}"#);
         assert_eq!(err.field, "password");
+        assert!(
+            err.message.starts_with("invalid type: integer `3`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = field_error_for(r#"{"email": "a@b.io", "password": "x", "admin": true}"#);
+        assert_eq!(err.field, "admin");
+    }
+
+    #[tokio::test]
+    async fn the_extractor_turns_a_data_error_into_a_422_naming_the_field() {
+        use axum::body::Body;
+        let request = axum::http::Request::post("/")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"email": 1, "password": "x"}"#))
+            .unwrap();
+        let problem = ApiJson::<Login>::from_request(request, &())
+            .await
+            .unwrap_err();
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.errors[0].field, "email");
+    }
+
+    #[tokio::test]
+    async fn retry_after_becomes_a_header_and_the_cause_stays_out_of_the_body() {
+        use http_body_util::BodyExt;
+        let response = Problem::service_unavailable("busy")
+            .retry_after(2)
+            .with_cause("database is locked")
+            .into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&bytes);
+        assert!(body.contains("busy") && !body.contains("locked"), "{body}");
     }
 
     #[test]

@@ -11,21 +11,32 @@
 //! - [`http`] — the request pipeline (request id, spans, metrics, problem
 //!   normalisation, body limits), the API/admin servers with graceful
 //!   shutdown, and the outgoing HTTP client.
-//! - [`admin`] — `/healthz`, `/readyz`, `/metrics`.
-//! - [`db`] / [`redis`] — connecting to the stores each service owns.
-//! - [`auth`] — bearer JWT verification against a cached JWKS.
+//! - [`admin`] — `/healthz`, `/readyz` (checks each dependency module
+//!   provides), `/metrics`.
+//! - [`app`] — the application shell: build, ports, run until stopped.
 //! - [`clock`] — time as a dependency, so tests move it instead of sleeping.
+//! - [`identity`] — roles and service identities.
 //! - [`types`] — value types shared by services (`Email`, `DisplayName`).
 //! - [`openapi`] — pieces every OpenAPI document shares.
+//!
+//! Behind Cargo features, so a service compiles only what it uses:
+//! - `db` → [`db`]: PostgreSQL/SQLite pools, migrations, storage errors.
+//! - `redis` → [`redis`]: the optional Redis client.
+//! - `jwt` → [`jwt`]: bearer JWT verification against a cached JWKS.
 
 pub mod admin;
-pub mod auth;
+pub mod app;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "db")]
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod identity;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 pub mod openapi;
+#[cfg(feature = "redis")]
 pub mod redis;
 pub mod telemetry;
 pub mod types;

@@ -24,7 +24,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// Log output format.
     pub log_format: LogFormat,
@@ -32,16 +32,6 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// OTLP/HTTP traces endpoint (e.g. `http://otel-collector:4318/v1/traces`).
     pub otlp_endpoint: Option<String>,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            log_format: LogFormat::Auto,
-            log_filter: "info,sqlx=warn,hyper=warn,h2=warn".to_owned(),
-            otlp_endpoint: None,
-        }
-    }
 }
 
 /// Flushes and stops the exporter when dropped at the end of `main`.

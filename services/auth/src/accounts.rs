@@ -4,6 +4,7 @@
 
 use portico_common::{
     clock::SharedClock,
+    jwt::RoleSet,
     types::{DisplayName, Email},
 };
 use secrecy::SecretString;
@@ -119,7 +120,8 @@ impl Accounts {
             .await;
         if let Err(err) = created {
             if let Err(cleanup) = self.store.delete_pending(user_id).await {
-                // The reconciler (a later capability) removes stale pending rows.
+                // The row stays pending; once PENDING_TIMEOUT has passed the
+                // next registration for this email takes it over.
                 tracing::error!(%user_id, error = %cleanup, "could not remove pending credential");
             }
             return Err(match err {
@@ -142,7 +144,7 @@ impl Accounts {
             )
             .await?;
         tracing::info!(%user_id, "account registered");
-        self.tokens(user_id, session_id, vec!["user".to_owned()], refresh, now)
+        self.tokens(user_id, session_id, RoleSet::new_user(), refresh, now)
     }
 
     /// Opens a session for a correct email and password. Unknown email and
@@ -152,8 +154,12 @@ impl Accounts {
         email: &str,
         password: SecretString,
     ) -> Result<IssuedTokens, AuthError> {
-        let email_lower = email.trim().to_lowercase();
-        let credential = self.store.active_credential(&email_lower).await?;
+        // An address that could never have registered is an unknown email:
+        // it costs the same verification and gets the same answer.
+        let credential = match Email::parse(email) {
+            Ok(email) => self.store.active_credential(&email.normalized()).await?,
+            Err(_) => None,
+        };
         // A password outside the length rules can never have been stored, but
         // it still costs a verification so timing says nothing.
         let password = Password::parse(password).ok();
@@ -238,7 +244,7 @@ impl Accounts {
         &self,
         user_id: Uuid,
         session_id: Uuid,
-        roles: Vec<String>,
+        roles: RoleSet,
         refresh_token: RefreshToken,
         now: OffsetDateTime,
     ) -> Result<IssuedTokens, AuthError> {

@@ -1,18 +1,16 @@
-//! Wiring: config → store, keys, hashing, user directory → a running server.
+//! Wiring: config → store, keys, hashing, user directory → the service's
+//! parts. The shell that builds and runs them is `portico_common::app`.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
-use anyhow::Context;
-use portico_common::config::ServiceConfig as _;
+use anyhow::Context as _;
 use portico_common::{
     admin::Readiness,
-    auth::{KeySource, TokenVerifier},
-    clock::{SharedClock, SystemClock},
+    app::{self, Assembly, Context, Service},
     db::Db,
-    http::{
-        client::HttpClient,
-        server::{Listeners, Server},
-    },
+    http::client::HttpClient,
+    jwt::{KeySource, TokenVerifier},
+    redis::RedisCheck,
 };
 
 use crate::{
@@ -24,34 +22,21 @@ use crate::{
     user_directory::UserDirectory,
 };
 
-/// A built auth service, listening but not yet serving.
-pub struct Application {
-    server: Server,
-    store: AuthStore,
-}
+/// The auth service, as the application shell runs it.
+#[derive(Debug)]
+pub struct AuthService;
 
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listeners = Listeners::bind(&config.listen).await?;
-        Self::build_with_listeners(config, listeners).await
-    }
+/// A built auth service, listening but not yet serving. Its handle is the
+/// store, for tests that check what was (not) written.
+pub type Application = app::Application<AuthService>;
 
-    /// Builds the service on listeners the caller bound (tests use port 0).
-    pub async fn build_with_listeners(
-        config: Config,
-        listeners: Listeners,
-    ) -> anyhow::Result<Self> {
-        Self::build_with_clock(config, listeners, Arc::new(SystemClock)).await
-    }
+impl Service for AuthService {
+    const NAME: &'static str = "portico-auth";
+    type Config = Config;
+    type Handle = AuthStore;
 
-    /// Like [`Self::build_with_listeners`], with the clock that decides
-    /// session expiry (tests move it instead of waiting).
-    pub async fn build_with_clock(
-        config: Config,
-        listeners: Listeners,
-        clock: SharedClock,
-    ) -> anyhow::Result<Self> {
-        config.validate()?;
+    async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<AuthStore>> {
+        let clock = context.clock;
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
         let store = AuthStore::new(db.clone());
@@ -68,40 +53,27 @@ impl Application {
             KeySource::Local(Arc::new(move |kid| keyring.public_key(kid))),
             &config.tokens.issuer,
             &config.tokens.audience,
+            clock.clone(),
         );
 
         let hashing = PasswordHashing::new(&config.password_hashing).await?;
         let client = HttpClient::new(&config.http_client)?;
-        let directory = UserDirectory::new(client, &config.user_service, issuer.clone());
+        let directory =
+            UserDirectory::new(client, &config.user_service, issuer.clone(), clock.clone());
         let state = AppState {
-            accounts: Accounts::new(store.clone(), hashing, issuer, directory, clock.clone()),
+            accounts: Accounts::new(store.clone(), hashing, issuer, directory, clock),
             verifier: Arc::new(verifier),
         };
 
-        let readiness = Readiness::new().with_database(db).with_redis(redis);
-        let server = Server::new(listeners, http::router(state), readiness, &config.shutdown);
-        Ok(Self { server, store })
-    }
-
-    pub fn api_addr(&self) -> SocketAddr {
-        self.server.api_addr()
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.server.admin_addr()
-    }
-
-    /// The store, for tests that check what was (not) written.
-    pub fn store(&self) -> AuthStore {
-        self.store.clone()
-    }
-
-    pub async fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let result = self.server.run(stop).await;
-        self.store.db().close().await;
-        result
+        let mut readiness = Readiness::new().with(db.readiness_check());
+        if let Some(redis) = redis {
+            readiness = readiness.with(RedisCheck(redis));
+        }
+        let mut assembly = Assembly::new(http::router(state), readiness, store);
+        if let Some(upkeep) = db.upkeep() {
+            assembly.background.push(Box::pin(upkeep));
+        }
+        assembly.on_stopped = Some(Box::pin(async move { db.close().await }));
+        Ok(assembly)
     }
 }

@@ -1,4 +1,5 @@
-//! Configuration of the auth service (env prefix `PORTICO_AUTH_`).
+//! Configuration of the auth service (env prefix `PORTICO_AUTH_`). The
+//! defaults are `config/defaults.toml`, the one source of default values.
 
 use portico_common::{
     config::{ConfigError, ListenConfig, ServiceConfig, ShutdownConfig},
@@ -43,6 +44,18 @@ impl Default for Config {
 impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const DEFAULTS: &'static str = DEFAULTS;
+
+    fn listen(&self) -> &ListenConfig {
+        &self.listen
+    }
+
+    fn shutdown(&self) -> &ShutdownConfig {
+        &self.shutdown
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
 
     /// Rules serde cannot express: hashing costs and positive lifetimes.
     fn validate(&self) -> Result<(), ConfigError> {

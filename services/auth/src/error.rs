@@ -1,45 +1,31 @@
-//! The auth service's one error type; each variant documents its status.
-
-use axum::{
-    http::{HeaderValue, header},
-    response::{IntoResponse, Response},
-};
-use portico_common::{Problem, db};
+//! The auth service's one error type: what can go wrong in its flows, in
+//! domain terms. The HTTP layer maps it to problems (`http::errors`).
 
 use crate::{domain::password::HashError, storage::StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// 4xx from request parsing or validation, 401/503 from token checks.
-    #[error("{0}")]
-    Rejected(Problem),
-    /// 401: unknown email or wrong password — deliberately one answer.
+    /// Unknown email or wrong password — deliberately one error.
     #[error("invalid credentials")]
     InvalidCredentials,
-    /// 401: refresh token unknown, expired, rotated away or revoked.
+    /// Refresh token unknown, expired, rotated away or revoked.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
-    /// 409: the email is registered already (in any letter case).
+    /// The email is registered already (in any letter case).
     #[error("email already registered")]
     EmailTaken,
-    /// 503: the user service could not create the profile.
+    /// The user service could not create the profile; nothing was kept.
     #[error("profile creation failed: {0}")]
     ProfileUnavailable(String),
-    /// 503 with `Retry-After`: every password-hashing slot is busy.
-    #[error("overloaded")]
+    /// Every password-hashing slot stayed busy for the queue timeout.
+    #[error("password hashing saturated")]
     Overloaded,
-    /// 503 when the database is unreachable, 500 otherwise.
+    /// The database failed; whether a retry helps is the storage layer's call.
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
-    /// 500: hashing, signing or randomness failed; logged, not sent.
+    /// Hashing, signing or randomness failed.
     #[error("internal: {0}")]
     Internal(String),
-}
-
-impl From<Problem> for AuthError {
-    fn from(problem: Problem) -> Self {
-        Self::Rejected(problem)
-    }
 }
 
 impl From<StoreError> for AuthError {
@@ -63,40 +49,5 @@ impl From<HashError> for AuthError {
 impl From<jsonwebtoken::errors::Error> for AuthError {
     fn from(err: jsonwebtoken::errors::Error) -> Self {
         Self::Internal(format!("token signing: {err}"))
-    }
-}
-
-impl IntoResponse for AuthError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Rejected(problem) => problem,
-            Self::InvalidCredentials => Problem::unauthorized("invalid email or password"),
-            Self::InvalidRefreshToken => {
-                Problem::unauthorized("the refresh token is invalid, expired or revoked")
-            }
-            Self::EmailTaken => Problem::conflict("this email is already registered"),
-            Self::ProfileUnavailable(cause) => {
-                tracing::error!(%cause, "registration failed: profile not created");
-                Problem::service_unavailable(
-                    "the account could not be created right now; retry shortly",
-                )
-            }
-            Self::Overloaded => {
-                tracing::warn!("password hashing saturated; shedding a request");
-                let mut response =
-                    Problem::service_unavailable("too many sign-ins at once; retry shortly")
-                        .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return response;
-            }
-            Self::Storage(err) => db::problem_for(&err),
-            Self::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
-                Problem::internal()
-            }
-        }
-        .into_response()
     }
 }

@@ -14,5 +14,5 @@ pub mod http;
 pub mod storage;
 pub mod user_directory;
 
-pub use app::Application;
+pub use app::{Application, AuthService};
 pub use config::Config;

@@ -3,6 +3,7 @@
 
 use portico_common::{
     db::{self, Db},
+    jwt::RoleSet,
     on_db,
 };
 use sqlx::Row;
@@ -51,7 +52,52 @@ pub enum StoreError {
 pub struct Credential {
     pub user_id: Uuid,
     pub password_hash: String,
-    pub roles: Vec<String>,
+    pub roles: RoleSet,
+}
+
+/// `credentials.status`: every value the column may hold (a database CHECK
+/// allows exactly these). A value this enum does not know is an error when
+/// read, never mistaken for another status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialStatus {
+    /// Registration under way: the profile is being created.
+    Pending,
+    /// Can log in.
+    Active,
+}
+
+impl CredentialStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Result<Self, UnknownStatus> {
+        match stored {
+            "pending" => Ok(Self::Pending),
+            "active" => Ok(Self::Active),
+            other => Err(UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+/// A status value the code does not know (a newer schema, or corruption).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown credential status `{0}`")]
+pub struct UnknownStatus(pub String);
+
+fn decode_error(err: impl std::error::Error + Send + Sync + 'static) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(err))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("stored roles: {0}")]
+struct InvalidRoles(String);
+
+fn roles_from_stored(stored: &str) -> Result<RoleSet, sqlx::Error> {
+    RoleSet::from_stored(stored).map_err(|err| decode_error(InvalidRoles(err)))
 }
 
 /// Where a credential is in its life.
@@ -69,15 +115,6 @@ pub enum CredentialState {
 pub struct SessionRef {
     pub session_id: Uuid,
     pub user_id: Uuid,
-}
-
-fn split_roles(roles: &str) -> Vec<String> {
-    roles
-        .split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -105,9 +142,13 @@ impl AuthStore {
                 .fetch_optional(pool)
                 .await?;
             row.map(|row| -> Result<CredentialState, sqlx::Error> {
-                Ok(match row.try_get::<&str, _>("status")? {
-                    "active" => CredentialState::Active,
-                    _ => CredentialState::Pending { since: row.try_get("updated_at")? },
+                let status = CredentialStatus::parse(row.try_get::<&str, _>("status")?)
+                    .map_err(decode_error)?;
+                Ok(match status {
+                    CredentialStatus::Active => CredentialState::Active,
+                    CredentialStatus::Pending => {
+                        CredentialState::Pending { since: row.try_get("updated_at")? }
+                    }
                 })
             })
             .transpose()
@@ -227,7 +268,7 @@ impl AuthStore {
                 Ok(Credential {
                     user_id: row.try_get("user_id")?,
                     password_hash: row.try_get("password_hash")?,
-                    roles: split_roles(row.try_get::<&str, _>("roles")?),
+                    roles: roles_from_stored(row.try_get::<&str, _>("roles")?)?,
                 })
             })
             .transpose()
@@ -235,13 +276,13 @@ impl AuthStore {
     }
 
     /// Roles of an active user; `None` when the credential is gone.
-    pub async fn roles(&self, user_id: Uuid) -> Result<Option<Vec<String>>, sqlx::Error> {
+    pub async fn roles(&self, user_id: Uuid) -> Result<Option<RoleSet>, sqlx::Error> {
         on_db!(&self.db, pool => {
             let row = sqlx::query("SELECT roles FROM credentials WHERE user_id = $1 AND status = 'active'")
                 .bind(user_id)
                 .fetch_optional(pool)
                 .await?;
-            row.map(|row| row.try_get::<&str, _>("roles").map(split_roles)).transpose()
+            row.map(|row| roles_from_stored(row.try_get::<&str, _>("roles")?)).transpose()
         })
     }
 

@@ -1,26 +1,17 @@
 //! The user service's internal API, as auth calls it at registration.
 
-use portico_common::http::client::HttpClient;
+use portico_common::{clock::SharedClock, http::client::HttpClient};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::tokens::TokenIssuer;
 
 /// Where the user service is (config key `user_service`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct UserServiceConfig {
     /// Base URL of the user service's API listener.
     pub url: String,
-}
-
-impl Default for UserServiceConfig {
-    fn default() -> Self {
-        Self {
-            url: "http://127.0.0.1:8081".to_owned(),
-        }
-    }
 }
 
 /// Pause before asking again about a profile whose creation is uncertain.
@@ -48,6 +39,8 @@ pub struct UserDirectory {
     client: HttpClient,
     create_url: String,
     issuer: TokenIssuer,
+    /// Issue time of service tokens.
+    clock: SharedClock,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,16 +49,20 @@ struct Created {
 }
 
 impl UserDirectory {
-    pub fn new(client: HttpClient, config: &UserServiceConfig, issuer: TokenIssuer) -> Self {
+    pub fn new(
+        client: HttpClient,
+        config: &UserServiceConfig,
+        issuer: TokenIssuer,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             client,
             create_url: format!("{}/internal/users", config.url.trim_end_matches('/')),
             issuer,
+            clock,
         }
     }
 
-    /// Creates the user's profile, authenticated with a service token.
-    /// Idempotent on the user service's side, so a retry is harmless.
     /// Creates the user's profile, authenticated with a service token.
     ///
     /// Creation is idempotent by id, so when an attempt's outcome is unknown
@@ -94,12 +91,9 @@ impl UserDirectory {
         email: &str,
         display_name: &str,
     ) -> Result<(), DirectoryError> {
-        let token = self
-            .issuer
-            .service_token(OffsetDateTime::now_utc())
-            .map_err(|err| {
-                DirectoryError::Unavailable(format!("cannot sign service token: {err}"))
-            })?;
+        let token = self.issuer.service_token(self.clock.now()).map_err(|err| {
+            DirectoryError::Unavailable(format!("cannot sign service token: {err}"))
+        })?;
         let response = self
             .client
             .post(&self.create_url)

@@ -1,23 +1,23 @@
 //! Wiring: config → upstreams, routes, verifier → a running gateway.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{Request, State},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use portico_common::config::ServiceConfig as _;
 use portico_common::{
     admin::Readiness,
-    auth::{JwksCache, KeySource, TokenVerifier},
+    app::{self, Assembly, Context, Service},
     http::{
         client::HttpClient,
         pipeline::{self, PipelineOptions},
-        server::{Listeners, Server},
     },
+    jwt::{JwksCache, KeySource, TokenVerifier},
+    redis::RedisCheck,
 };
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -25,7 +25,7 @@ use crate::{
     config::Config,
     openapi::{PublicDocument, Source},
     proxy::{Proxy, Route},
-    upstream::Upstream,
+    upstream::{Upstream, UpstreamsCheck},
 };
 
 #[derive(Clone)]
@@ -34,22 +34,19 @@ struct GatewayState {
     document: Arc<PublicDocument>,
 }
 
+/// The gateway, as the application shell runs it.
+#[derive(Debug)]
+pub struct Gateway;
+
 /// A built gateway, listening but not yet serving.
-pub struct Application {
-    server: Server,
-}
+pub type Application = app::Application<Gateway>;
 
-impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listeners = Listeners::bind(&config.listen).await?;
-        Self::build_with_listeners(config, listeners).await
-    }
+impl Service for Gateway {
+    const NAME: &'static str = "portico-gateway";
+    type Config = Config;
+    type Handle = ();
 
-    pub async fn build_with_listeners(
-        config: Config,
-        listeners: Listeners,
-    ) -> anyhow::Result<Self> {
-        config.validate()?;
+    async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<()>> {
         let mut upstreams = Vec::new();
         for (name, upstream) in &config.upstreams {
             let built = Upstream::new(name, &upstream.endpoints).map_err(anyhow::Error::msg)?;
@@ -76,9 +73,10 @@ impl Application {
         let client = HttpClient::new(&config.http_client)?;
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
         let verifier = Arc::new(TokenVerifier::new(
-            KeySource::Remote(jwks),
+            KeySource::Remote(jwks.clone()),
             &config.tokens.issuer,
             &config.tokens.audience,
+            context.clock,
         ));
         let sources = upstreams
             .iter()
@@ -94,34 +92,25 @@ impl Application {
             document: Arc::new(PublicDocument::new(client, sources, &routes)),
         };
 
-        let redis = config.redis.client().context("invalid redis.url")?;
-        let readiness = Readiness::new().with_redis(redis);
-        let server = Server::new(
-            listeners,
-            router(state, &routes),
-            readiness,
-            &config.shutdown,
-        );
+        // Ready means: config loaded (we got here), keys to verify tokens
+        // with when a route needs them, and a usable replica per upstream.
+        let mut readiness = Readiness::new().with(UpstreamsCheck(
+            upstreams
+                .iter()
+                .map(|(upstream, _)| upstream.clone())
+                .collect(),
+        ));
+        if routes.iter().any(|route| route.require_auth) {
+            readiness = readiness.with(jwks.readiness_check());
+        }
+        if let Some(redis) = config.redis.client().context("invalid redis.url")? {
+            readiness = readiness.with(RedisCheck(redis));
+        }
         for route in &routes {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
                 replicas = route.upstream.endpoints.len(), auth = route.require_auth, "route");
         }
-        Ok(Self { server })
-    }
-
-    pub fn api_addr(&self) -> SocketAddr {
-        self.server.api_addr()
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.server.admin_addr()
-    }
-
-    pub async fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        self.server.run(stop).await
+        Ok(Assembly::new(router(state, &routes), readiness, ()))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Configuration of the gateway (env prefix `PORTICO_GATEWAY_`).
+//! Configuration of the gateway (env prefix `PORTICO_GATEWAY_`). The
+//! defaults are `config/defaults.toml`, the one source of default values.
 //!
 //! Upstreams are named groups of replicas; routes map path prefixes to
 //! upstreams with a timeout and whether a bearer token is required.
@@ -6,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use portico_common::{
-    auth::TokenConfig,
     config::{ConfigError, ListenConfig, ServiceConfig, ShutdownConfig},
     http::client::HttpClientConfig,
+    jwt::TokenConfig,
     redis::RedisConfig,
     telemetry::TelemetryConfig,
 };
@@ -27,13 +28,9 @@ const RESERVED_PATHS: [&str; 2] = ["/docs", "/openapi.json"];
 pub struct UpstreamConfig {
     /// Base URLs of the replicas (`http://host:port`).
     pub endpoints: Vec<String>,
-    /// Path of the upstream's OpenAPI document, merged into the gateway's.
-    #[serde(default = "default_openapi_path")]
+    /// Path of the upstream's OpenAPI document, merged into the gateway's
+    /// public one; absent, the upstream's operations are not documented.
     pub openapi_path: Option<String>,
-}
-
-fn default_openapi_path() -> Option<String> {
-    Some("/openapi.json".to_owned())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -44,20 +41,16 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Name of the upstream that serves it.
     pub upstream: String,
-    /// Time allowed for the upstream's response headers, across retries.
-    #[serde(default = "default_route_timeout_ms")]
+    /// Time allowed for the client to send the request body, and then,
+    /// separately, for the upstream's response headers across all attempts.
     pub timeout_ms: u64,
-    /// Require a valid bearer token at the edge.
-    #[serde(default)]
+    /// Require a valid bearer token at the edge. Stated on every route: an
+    /// auth policy is never left to a default.
     pub require_auth: bool,
 }
 
-fn default_route_timeout_ms() -> u64 {
-    15_000
-}
-
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
     /// Largest request body forwarded; larger ones get 413.
     pub max_body_bytes: usize,
@@ -69,18 +62,6 @@ pub struct ProxyConfig {
     pub pool_max_idle_per_host: usize,
     /// A replica that refused a connection is skipped for this long.
     pub eject_secs: u64,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 1024 * 1024,
-            connect_timeout_ms: 1_000,
-            pool_idle_timeout_secs: 60,
-            pool_max_idle_per_host: 64,
-            eject_secs: 5,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +93,18 @@ impl Default for Config {
 impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const DEFAULTS: &'static str = DEFAULTS;
+
+    fn listen(&self) -> &ListenConfig {
+        &self.listen
+    }
+
+    fn shutdown(&self) -> &ShutdownConfig {
+        &self.shutdown
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
 
     /// Cross-field rules: routes name existing upstreams, prefixes are
     /// absolute and never expose `/internal`, endpoints are http URLs.
@@ -222,10 +215,13 @@ mod tests {
 
     #[test]
     fn routing_internal_paths_is_refused() {
-        let mut config = Config::default();
-        config.routes[0].path_prefix = "/internal/users".into();
-        let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("routes.0.path_prefix"), "{err}");
+        for prefix in ["/internal", "/internal/", "/internal/users"] {
+            let mut config = Config::default();
+            config.routes[0].path_prefix = prefix.into();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("routes.0.path_prefix"), "{prefix}: {err}");
+            assert!(err.contains("never routed"), "{prefix}: {err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! client, the upstream, or us — and each variant documents its status.
 
 use axum::response::{IntoResponse, Response};
-use portico_common::{Problem, auth::VerifyError};
+use portico_common::{Problem, jwt::VerifyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -33,50 +33,47 @@ pub enum GatewayError {
     Timeout(String),
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
+impl From<GatewayError> for Problem {
+    fn from(err: GatewayError) -> Self {
         use axum::http::StatusCode;
-        match &self {
-            Self::AmbiguousPath => {
+        let problem = match &err {
+            GatewayError::AmbiguousPath => {
                 Problem::bad_request("the path contains dot segments or encoded separators")
             }
-            Self::Unauthenticated(err) => {
-                tracing::info!(reason = %err, "bearer token refused at the edge");
-                err.to_problem()
-            }
-            Self::BodyTooLarge => {
+            GatewayError::Unauthenticated(verify) => return verify.to_problem(),
+            GatewayError::BodyTooLarge => {
                 Problem::payload_too_large("the request body exceeds the gateway's limit")
             }
-            Self::BodyTimeout => Problem::new(
+            GatewayError::BodyTimeout => Problem::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
                 "the request body was not received in time",
             ),
-            Self::BodyUnreadable(cause) => {
-                tracing::info!(%cause, "request body unreadable");
+            GatewayError::BodyUnreadable(_) => {
                 Problem::bad_request("the request body could not be read")
             }
-            Self::NoReplica(upstream) => {
-                tracing::warn!(%upstream, "no reachable replica");
+            GatewayError::NoReplica(_) => {
                 Problem::service_unavailable("the service is unavailable; retry shortly")
+                    .retry_after(1)
             }
-            Self::BadGateway { upstream, cause } => {
-                tracing::warn!(%upstream, %cause, "upstream failed");
-                Problem::new(
-                    StatusCode::BAD_GATEWAY,
-                    "bad-gateway",
-                    "the service failed to answer",
-                )
-            }
-            Self::Timeout(upstream) => {
-                tracing::warn!(%upstream, "upstream timed out");
-                Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    "the service did not answer in time",
-                )
-            }
-        }
-        .into_response()
+            GatewayError::BadGateway { .. } => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "bad-gateway",
+                "the service failed to answer",
+            ),
+            GatewayError::Timeout(_) => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "the service did not answer in time",
+            ),
+        };
+        // Who failed and why, for the one log line the pipeline writes.
+        problem.with_cause(err)
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        Problem::from(self).into_response()
     }
 }

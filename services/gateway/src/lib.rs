@@ -14,5 +14,5 @@ pub mod openapi;
 pub mod proxy;
 pub mod upstream;
 
-pub use app::Application;
+pub use app::{Application, Gateway};
 pub use config::Config;

@@ -71,7 +71,7 @@ impl PublicDocument {
 
     async fn fetch(&self, source: &Source) -> Option<Value> {
         for endpoint in source.upstream.attempt_order() {
-            let url = format!("{}{}", endpoint.label, source.path);
+            let url = format!("{}{}", endpoint.base_url, source.path);
             match self.client.get(&url).send().await {
                 Ok(response) if response.status().is_success() => match response
                     .json::<Value>()

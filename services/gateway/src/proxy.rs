@@ -26,7 +26,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use portico_common::{auth::TokenVerifier, telemetry};
+use portico_common::{jwt::TokenVerifier, telemetry};
 
 use crate::{config::ProxyConfig, error::GatewayError, upstream::Upstream};
 

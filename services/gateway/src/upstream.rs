@@ -16,6 +16,9 @@ use http::uri::{Authority, Scheme};
 pub struct Endpoint {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// `scheme://authority` without a trailing slash: the base of URLs the
+    /// gateway itself builds (OpenAPI documents, probes).
+    pub base_url: String,
     /// The endpoint as configured, for logs and metric labels.
     pub label: String,
     ejected_until: Mutex<Option<Instant>>,
@@ -29,6 +32,7 @@ impl Endpoint {
             return Err(format!("`{url}` must be an absolute http URL"));
         };
         Ok(Self {
+            base_url: format!("{scheme}://{authority}"),
             scheme,
             authority,
             label: url.trim_end_matches('/').to_owned(),
@@ -36,7 +40,7 @@ impl Endpoint {
         })
     }
 
-    fn is_ejected(&self, now: Instant) -> bool {
+    pub fn is_ejected(&self, now: Instant) -> bool {
         self.ejected_until
             .lock()
             .map(|until| until.is_some_and(|until| until > now))
@@ -93,6 +97,65 @@ impl Upstream {
     }
 }
 
+/// How long the readiness probe waits for a replica to accept a connection.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Upstream {
+    /// Whether some replica is usable now: not ejected, and accepting TCP
+    /// connections. (Active health checks with HTTP probes come with the
+    /// governance work; this is what readiness needs.)
+    pub async fn has_usable_endpoint(&self) -> bool {
+        let now = Instant::now();
+        let probes = self
+            .endpoints
+            .iter()
+            .filter(|endpoint| !endpoint.is_ejected(now))
+            .map(|endpoint| async move {
+                let address = endpoint.authority.as_str();
+                matches!(
+                    tokio::time::timeout(
+                        PROBE_CONNECT_TIMEOUT,
+                        tokio::net::TcpStream::connect(address)
+                    )
+                    .await,
+                    Ok(Ok(_))
+                )
+            });
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .any(|usable| usable)
+    }
+}
+
+/// `upstreams`: the gateway is ready when every upstream has a usable
+/// replica — otherwise it would take traffic only to answer 503.
+#[derive(Debug, Clone)]
+pub struct UpstreamsCheck(pub Vec<std::sync::Arc<Upstream>>);
+
+impl portico_common::admin::ReadinessCheck for UpstreamsCheck {
+    fn name(&self) -> &'static str {
+        "upstreams"
+    }
+
+    fn check(&self) -> portico_common::admin::CheckFuture {
+        let upstreams = self.0.clone();
+        Box::pin(async move {
+            let mut unusable = Vec::new();
+            for upstream in &upstreams {
+                if !upstream.has_usable_endpoint().await {
+                    unusable.push(upstream.name.clone());
+                }
+            }
+            if unusable.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("no usable replica for: {}", unusable.join(", ")))
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +200,25 @@ mod tests {
             .map(|_| upstream.attempt_order()[0].label.clone())
             .collect();
         assert!(firsts.contains(&"http://127.0.0.1:1000".to_owned()));
+    }
+
+    #[test]
+    fn the_base_url_is_scheme_and_authority_whatever_the_configured_form() {
+        let endpoint = Endpoint::parse("http://127.0.0.1:8081/").unwrap();
+        assert_eq!(endpoint.base_url, "http://127.0.0.1:8081");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_is_usable_when_a_replica_accepts_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = format!("http://{}", listener.local_addr().unwrap());
+        let dead = format!("http://127.0.0.1:{}", portico_testkit::http::closed_port());
+        let upstream = Upstream::new("u", &[dead.clone(), live]).unwrap();
+        assert!(upstream.has_usable_endpoint().await);
+        let all_dead = Upstream::new("u", &[dead]).unwrap();
+        assert!(!all_dead.has_usable_endpoint().await);
+        // An ejected replica does not count even if it accepts connections.
+        upstream.endpoints[1].eject(Duration::from_secs(60));
+        assert!(!upstream.has_usable_endpoint().await);
     }
 }

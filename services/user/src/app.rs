@@ -1,16 +1,16 @@
-//! Wiring: config → stores, verifiers and routers → a running server.
+//! Wiring: config → stores, verifiers and routers → the service's parts.
+//! The shell that builds and runs them is `portico_common::app`.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use portico_common::{
     admin::Readiness,
-    auth::{INTERNAL_AUDIENCE, JwksCache, KeySource, TokenVerifier},
+    app::{self, Assembly, Context, Service},
     db::Db,
-    http::{
-        client::HttpClient,
-        server::{Listeners, Server},
-    },
+    http::client::HttpClient,
+    jwt::{INTERNAL_AUDIENCE, JwksCache, KeySource, TokenVerifier},
+    redis::RedisCheck,
 };
 
 use crate::{
@@ -19,70 +19,56 @@ use crate::{
     storage::{MIGRATIONS, UserStore},
 };
 
-/// A built user service, listening but not yet serving.
-pub struct Application {
-    server: Server,
-    store: UserStore,
-}
+/// The user service, as the application shell runs it.
+#[derive(Debug)]
+pub struct UserService;
 
-impl Application {
-    /// Binds the configured addresses and builds the service.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listeners = Listeners::bind(&config.listen).await?;
-        Self::build_with_listeners(config, listeners).await
-    }
+/// A built user service, listening but not yet serving. Its handle is the
+/// store, for tests that check what was (not) written.
+pub type Application = app::Application<UserService>;
 
-    /// Builds the service on listeners the caller bound (tests use port 0).
-    pub async fn build_with_listeners(
-        config: Config,
-        listeners: Listeners,
-    ) -> anyhow::Result<Self> {
+impl Service for UserService {
+    const NAME: &'static str = "portico-user";
+    type Config = Config;
+    type Handle = UserStore;
+
+    async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<UserStore>> {
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
 
         let client = HttpClient::new(&config.http_client)?;
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client));
-        let keys = KeySource::Remote(jwks);
+        let keys = KeySource::Remote(jwks.clone());
         let store = UserStore::new(db.clone());
         let state = AppState {
             store: store.clone(),
+            clock: context.clock.clone(),
             user_tokens: Arc::new(TokenVerifier::new(
                 keys.clone(),
                 &config.tokens.issuer,
                 &config.tokens.audience,
+                context.clock.clone(),
             )),
             service_tokens: Arc::new(TokenVerifier::new(
                 keys,
                 &config.tokens.issuer,
                 INTERNAL_AUDIENCE,
+                context.clock,
             )),
+            internal_callers: Arc::new(config.internal_api.allowed_callers.clone()),
         };
 
-        let readiness = Readiness::new().with_database(db).with_redis(redis);
-        let server = Server::new(listeners, http::router(state), readiness, &config.shutdown);
-        Ok(Self { server, store })
-    }
-
-    pub fn api_addr(&self) -> SocketAddr {
-        self.server.api_addr()
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.server.admin_addr()
-    }
-
-    /// The store, for tests that check what was (not) written.
-    pub fn store(&self) -> UserStore {
-        self.store.clone()
-    }
-
-    /// Serves until `stop` completes, then drains and returns.
-    pub async fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let result = self.server.run(stop).await;
-        self.store.db().close().await;
-        result
+        let mut readiness = Readiness::new()
+            .with(db.readiness_check())
+            .with(jwks.readiness_check());
+        if let Some(redis) = redis {
+            readiness = readiness.with(RedisCheck(redis));
+        }
+        let mut assembly = Assembly::new(http::router(state), readiness, store);
+        if let Some(upkeep) = db.upkeep() {
+            assembly.background.push(Box::pin(upkeep));
+        }
+        assembly.on_stopped = Some(Box::pin(async move { db.close().await }));
+        Ok(assembly)
     }
 }

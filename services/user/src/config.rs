@@ -1,10 +1,11 @@
-//! Configuration of the user service (env prefix `PORTICO_USER_`).
+//! Configuration of the user service (env prefix `PORTICO_USER_`). The
+//! defaults are `config/defaults.toml`, the one source of default values.
 
 use portico_common::{
-    auth::TokenConfig,
     config::{ListenConfig, ServiceConfig, ShutdownConfig},
     db::DatabaseConfig,
     http::client::HttpClientConfig,
+    jwt::{ServiceIdentity, TokenConfig},
     redis::RedisConfig,
     telemetry::TelemetryConfig,
 };
@@ -20,9 +21,20 @@ pub struct Config {
     pub redis: RedisConfig,
     /// How user access tokens and service tokens are verified.
     pub tokens: TokenConfig,
+    /// Who may call `/internal/*`.
+    pub internal_api: InternalApiConfig,
     pub http_client: HttpClientConfig,
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
+}
+
+/// The internal API (`/internal/*`, never routed by the gateway).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalApiConfig {
+    /// Services whose tokens may create profiles (by `tokens.service_name`
+    /// of the caller); any other service token gets 403.
+    pub allowed_callers: Vec<ServiceIdentity>,
 }
 
 /// The built-in defaults, also the reference for every key.
@@ -38,4 +50,28 @@ impl Default for Config {
 impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const DEFAULTS: &'static str = DEFAULTS;
+
+    fn listen(&self) -> &ListenConfig {
+        &self.listen
+    }
+
+    fn shutdown(&self) -> &ShutdownConfig {
+        &self.shutdown
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_defaults_parse() {
+        let config = Config::built_in();
+        assert_eq!(config.internal_api.allowed_callers[0].name(), "auth");
+        assert!(!config.database.create_if_missing);
+    }
 }

@@ -1,54 +1,30 @@
-//! The user service's one error type; each variant documents its status.
-
-use axum::response::{IntoResponse, Response};
-use portico_common::{Problem, db};
+//! The user service's one error type: what can go wrong in its flows, in
+//! domain terms. The HTTP layer maps it to problems (`http::errors`).
 
 use crate::storage::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
-    /// 401/503 from token verification, 4xx from request parsing.
-    #[error("{0}")]
-    Rejected(Problem),
-    /// 403: authenticated, but not allowed.
-    #[error("forbidden: {0}")]
-    Forbidden(&'static str),
-    /// 404: the profile does not exist.
+    /// The profile does not exist.
     #[error("profile not found")]
     NotFound,
-    /// 409: the email (or id) belongs to another profile.
-    #[error("conflict: {0}")]
-    Conflict(&'static str),
-    /// 503 when the database is unreachable, 500 otherwise; logged, not sent.
+    /// The email belongs to another profile.
+    #[error("email already belongs to another user")]
+    EmailTaken,
+    /// The id belongs to a profile with another email.
+    #[error("id already belongs to another profile")]
+    IdTaken,
+    /// The database failed; whether a retry helps is the storage layer's call.
     #[error("storage: {0}")]
     Storage(#[from] sqlx::Error),
-}
-
-impl From<Problem> for UserError {
-    fn from(problem: Problem) -> Self {
-        Self::Rejected(problem)
-    }
 }
 
 impl From<StoreError> for UserError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::EmailTaken => Self::Conflict("this email already belongs to another user"),
-            StoreError::IdTaken => Self::Conflict("this id already belongs to another profile"),
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::IdTaken => Self::IdTaken,
             StoreError::Database(err) => Self::Storage(err),
         }
-    }
-}
-
-impl IntoResponse for UserError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Rejected(problem) => problem,
-            Self::Forbidden(detail) => Problem::forbidden(detail),
-            Self::NotFound => Problem::not_found("no profile for this user"),
-            Self::Conflict(detail) => Problem::conflict(detail),
-            Self::Storage(err) => db::problem_for(&err),
-        }
-        .into_response()
     }
 }

@@ -11,5 +11,5 @@ pub mod error;
 pub mod http;
 pub mod storage;
 
-pub use app::Application;
+pub use app::{Application, UserService};
 pub use config::Config;

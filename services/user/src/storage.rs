@@ -4,6 +4,7 @@
 use portico_common::{
     db::{self, Db},
     on_db,
+    types::Email,
 };
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -97,7 +98,7 @@ impl UserStore {
             Ok(Err(err)) => Err(err.into()),
             Ok(Ok(None)) => {
                 let existing = self.get(new.id).await?.ok_or(StoreError::IdTaken)?;
-                if existing.email.eq_ignore_ascii_case(new.email.as_str()) {
+                if Email::normalize(&existing.email) == new.email.normalized() {
                     Ok(Created::Existing(existing))
                 } else {
                     Err(StoreError::IdTaken)

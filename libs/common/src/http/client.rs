@@ -10,21 +10,12 @@ use super::{REQUEST_ID_HEADER, pipeline::current_request_id};
 use crate::telemetry;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct HttpClientConfig {
     /// TCP connect timeout, in milliseconds.
     pub connect_timeout_ms: u64,
     /// Whole-request timeout, in milliseconds.
     pub request_timeout_ms: u64,
-}
-
-impl Default for HttpClientConfig {
-    fn default() -> Self {
-        Self {
-            connect_timeout_ms: 1_000,
-            request_timeout_ms: 5_000,
-        }
-    }
 }
 
 /// A cheap-to-clone client; share one per service.

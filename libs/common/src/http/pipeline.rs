@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use axum::{
     Router,
-    body::Body,
     extract::{MatchedPath, Request},
     http::{HeaderName, HeaderValue, StatusCode, header},
     middleware::{self, Next},
@@ -92,8 +91,9 @@ where
     }
     router
         .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("handler panicked");
-            Problem::internal().into_response()
+            Problem::internal()
+                .with_cause("handler panicked")
+                .into_response()
         }))
         .layer(middleware::from_fn(observe))
 }
@@ -143,6 +143,11 @@ async fn observe(mut request: Request, next: Next) -> Response {
         .scope(RequestId(request_id.clone()), next.run(request))
         .instrument(span.clone())
         .await;
+    // The internal cause of an error answer, logged here once.
+    let cause = response
+        .extensions()
+        .get::<Problem>()
+        .and_then(|problem| problem.cause.clone());
     let mut response = with_problem_body(response, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
@@ -171,12 +176,12 @@ async fn observe(mut request: Request, next: Next) -> Response {
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::warn!(latency_ms = elapsed.as_millis() as u64, "request failed");
-        } else {
-            tracing::info!(latency_ms = elapsed.as_millis() as u64, "request completed");
-        }
+    let latency_ms = elapsed.as_millis() as u64;
+    span.in_scope(|| match (status, cause) {
+        (500.., Some(cause)) => tracing::error!(latency_ms, %cause, "request failed"),
+        (500.., None) => tracing::warn!(latency_ms, "request failed"),
+        (_, Some(cause)) => tracing::info!(latency_ms, %cause, "request refused"),
+        (_, None) => tracing::info!(latency_ms, "request completed"),
     });
     response
 }
@@ -253,15 +258,10 @@ pub async fn not_found() -> Response {
     Problem::not_found("no resource at this path").into_response()
 }
 
-/// Convenience for tests and handlers that need an empty body response.
-pub fn empty(status: StatusCode) -> Response {
-    (status, Body::empty()).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::{http::HeaderMap, routing::get};
+    use axum::{body::Body, http::HeaderMap, routing::get};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
@@ -316,7 +316,34 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_ne!(response.headers()[REQUEST_ID_HEADER], "a b<script>");
+        let id = response.headers()[REQUEST_ID_HEADER].to_str().unwrap();
+        assert!(
+            uuid::Uuid::parse_str(id).is_ok(),
+            "a fresh id replaces it: {id}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cause_of_an_error_is_logged_not_sent() {
+        let router = Router::new().route(
+            "/fail",
+            get(|| async {
+                Problem::service_unavailable("busy")
+                    .retry_after(3)
+                    .with_cause("database is locked (code 5)")
+                    .into_response()
+            }),
+        );
+        let response = apply(router, &PipelineOptions::default())
+            .oneshot(Request::get("/fail").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&bytes);
+        assert!(!body.contains("locked"), "{body}");
+        assert!(body.contains("request_id"), "{body}");
     }
 
     #[tokio::test]
@@ -401,5 +428,8 @@ mod tests {
             HeaderValue::from_str(&"a".repeat(129)).unwrap(),
         );
         assert_eq!(incoming_request_id(&headers), None);
+        let longest = "a".repeat(128);
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&longest).unwrap());
+        assert_eq!(incoming_request_id(&headers), Some(longest));
     }
 }

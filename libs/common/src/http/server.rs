@@ -250,7 +250,9 @@ mod tests {
             listeners,
             router,
             Readiness::new(),
-            &ShutdownConfig::default(),
+            &ShutdownConfig {
+                drain_timeout_secs: 5,
+            },
         )
         .with_header_read_timeout(header_read_timeout);
         let addr = server.api_addr();

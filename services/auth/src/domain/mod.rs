@@ -1,4 +1,6 @@
-//! Auth rules with no I/O: passwords, signing keys and tokens.
+//! Auth rules: password rules and hashing, signing keys, tokens. No storage
+//! or network here; hashing runs on the blocking pool and key generation
+//! draws from the system's randomness.
 
 pub mod keys;
 pub mod password;

@@ -45,7 +45,7 @@ impl Password {
 
 /// argon2id cost parameters (config key `password_hashing`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct HashingConfig {
     pub memory_kib: u32,
     pub iterations: u32,
@@ -55,18 +55,6 @@ pub struct HashingConfig {
     pub max_concurrent: usize,
     /// How long a request waits for a hashing slot before a 503.
     pub queue_timeout_ms: u64,
-}
-
-impl Default for HashingConfig {
-    fn default() -> Self {
-        Self {
-            memory_kib: MIN_MEMORY_KIB,
-            iterations: MIN_ITERATIONS,
-            parallelism: 1,
-            max_concurrent: 0,
-            queue_timeout_ms: 2_000,
-        }
-    }
 }
 
 impl HashingConfig {
@@ -201,6 +189,12 @@ async fn hash_blocking(params: Params, password: Password) -> Result<String, Has
 
 #[cfg(test)]
 mod tests {
+    /// The shipped hashing settings (config/defaults.toml).
+    fn built_in() -> HashingConfig {
+        use portico_common::config::ServiceConfig as _;
+        crate::Config::built_in().password_hashing
+    }
+
     use super::*;
 
     fn password(s: &str) -> Password {
@@ -231,22 +225,20 @@ mod tests {
     fn weak_costs_are_refused() {
         let weak = HashingConfig {
             memory_kib: 1024,
-            ..HashingConfig::default()
+            ..built_in()
         };
         assert_eq!(weak.check().unwrap_err().0, "password_hashing.memory_kib");
         let weak = HashingConfig {
             iterations: 1,
-            ..HashingConfig::default()
+            ..built_in()
         };
         assert_eq!(weak.check().unwrap_err().0, "password_hashing.iterations");
-        assert!(HashingConfig::default().check().is_ok());
+        assert!(built_in().check().is_ok());
     }
 
     #[tokio::test]
     async fn hash_is_argon2id_with_the_configured_cost_and_verifies() {
-        let hashing = PasswordHashing::new(&HashingConfig::default())
-            .await
-            .unwrap();
+        let hashing = PasswordHashing::new(&built_in()).await.unwrap();
         let hash = hashing.hash(&password("correct horse")).await.unwrap();
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
@@ -271,7 +263,7 @@ mod tests {
         let config = HashingConfig {
             max_concurrent: 1,
             queue_timeout_ms: 1,
-            ..HashingConfig::default()
+            ..built_in()
         };
         let hashing = PasswordHashing::new(&config).await.unwrap();
         // Hold the only slot the way a running hash does.
@@ -287,9 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_account_never_verifies() {
-        let hashing = PasswordHashing::new(&HashingConfig::default())
-            .await
-            .unwrap();
+        let hashing = PasswordHashing::new(&built_in()).await.unwrap();
         let decoy = password("decoy password for unknown emails");
         assert!(!hashing.verify(&decoy, None).await.unwrap());
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::Header;
-use portico_common::auth::{ALGORITHM, Claims, INTERNAL_AUDIENCE, SERVICE_ROLE};
+use portico_common::jwt::{ALGORITHM, Claims, INTERNAL_AUDIENCE, RoleSet, ServiceIdentity};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -18,7 +18,7 @@ const REFRESH_TOKEN_BYTES: usize = 32;
 
 /// Token lifetimes and identity (config key `tokens`).
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     /// `iss` of every token; also the base of the discovery document.
     pub issuer: String,
@@ -27,18 +27,8 @@ pub struct TokenSettings {
     pub access_token_ttl_secs: i64,
     pub refresh_token_ttl_secs: i64,
     pub service_token_ttl_secs: i64,
-}
-
-impl Default for TokenSettings {
-    fn default() -> Self {
-        Self {
-            issuer: portico_common::auth::DEFAULT_ISSUER.to_owned(),
-            audience: portico_common::auth::DEFAULT_AUDIENCE.to_owned(),
-            access_token_ttl_secs: 15 * 60,
-            refresh_token_ttl_secs: 30 * 24 * 3600,
-            service_token_ttl_secs: 60,
-        }
-    }
+    /// Who this service is in the tokens it presents to other services.
+    pub service_name: ServiceIdentity,
 }
 
 /// Signs tokens with the keyring's signing key.
@@ -74,7 +64,7 @@ impl TokenIssuer {
         &self,
         user_id: Uuid,
         session_id: Uuid,
-        roles: Vec<String>,
+        roles: RoleSet,
         now: OffsetDateTime,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now.unix_timestamp();
@@ -99,14 +89,14 @@ impl TokenIssuer {
         let iat = now.unix_timestamp();
         self.sign(&Claims {
             iss: self.settings.issuer.clone(),
-            sub: "service:auth".to_owned(),
+            sub: self.settings.service_name.subject(),
             aud: INTERNAL_AUDIENCE.to_owned(),
             exp: iat + self.settings.service_token_ttl_secs,
             iat,
             nbf: iat,
             jti: Uuid::now_v7().to_string(),
             sid: None,
-            roles: vec![SERVICE_ROLE.to_owned()],
+            roles: RoleSet::service(),
         })
     }
 }
@@ -141,11 +131,14 @@ impl RefreshToken {
 mod tests {
     use super::*;
     use crate::domain::keys::StoredKey;
-    use portico_common::auth::{KeySource, TokenVerifier};
+    use portico_common::{
+        config::ServiceConfig as _,
+        jwt::{KeySource, Role, TokenVerifier},
+    };
 
     fn issuer() -> TokenIssuer {
         let keyring = Arc::new(Keyring::new(&[StoredKey::generate().unwrap()]).unwrap());
-        TokenIssuer::new(keyring, TokenSettings::default())
+        TokenIssuer::new(keyring, crate::Config::built_in().tokens)
     }
 
     fn verifier(issuer: &TokenIssuer, audience: &str) -> TokenVerifier {
@@ -154,6 +147,7 @@ mod tests {
             KeySource::Local(Arc::new(move |kid| keyring.public_key(kid))),
             &issuer.settings().issuer,
             audience,
+            Arc::new(portico_common::clock::SystemClock),
         )
     }
 
@@ -163,7 +157,7 @@ mod tests {
         let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
         let now = OffsetDateTime::now_utc();
         let token = issuer
-            .access_token(user, session, vec!["user".into()], now)
+            .access_token(user, session, RoleSet::new_user(), now)
             .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, ALGORITHM);
@@ -175,7 +169,7 @@ mod tests {
         assert_eq!(claims.sub, user.to_string());
         assert_eq!(claims.sid, Some(session.to_string()));
         assert_eq!(claims.exp - claims.iat, 15 * 60);
-        assert_eq!(claims.roles, ["user"]);
+        assert_eq!(claims.roles, RoleSet::new_user());
     }
 
     #[tokio::test]
@@ -192,7 +186,12 @@ mod tests {
             .verify(&token)
             .await
             .unwrap();
-        assert_eq!(claims.roles, [SERVICE_ROLE]);
+        assert!(claims.roles.contains(Role::SERVICE));
+        assert_eq!(claims.sub, "service:auth");
+        assert_eq!(
+            claims.service().map(|s| s.name().to_owned()).as_deref(),
+            Some("auth")
+        );
     }
 
     #[test]
@@ -201,7 +200,7 @@ mod tests {
         let b = RefreshToken::generate().unwrap();
         assert_ne!(a.expose(), b.expose());
         assert_eq!(URL_SAFE_NO_PAD.decode(a.expose()).unwrap().len(), 32);
-        assert_eq!(a.hash().len(), 32);
+        assert_eq!(a.hash(), Sha256::digest(a.expose().as_bytes()).to_vec());
         assert_eq!(
             a.hash(),
             RefreshToken::from_client(SecretString::from(a.expose().to_owned())).hash()

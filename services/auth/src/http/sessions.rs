@@ -27,24 +27,12 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// Unique whatever its letter case. ASCII local part; internationalised
-    /// domains in their `xn--` form.
-    #[schema(
-        example = "ann@example.com",
-        max_length = 254,
-        pattern = r"^[\x21-\x3f\x41-\x7e]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
-    )]
+    #[schema(schema_with = portico_common::types::email_schema)]
     pub email: String,
     /// At least 8 characters and at most 1024 bytes of UTF-8.
     #[schema(value_type = String, example = "correct horse battery staple", min_length = 8, max_length = 1024)]
     pub password: SecretString,
-    /// 1–100 characters after trimming, no control characters.
-    #[schema(
-        example = "Ann",
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(schema_with = portico_common::types::display_name_schema)]
     pub display_name: String,
 }
 
@@ -125,7 +113,7 @@ fn no_store(status: StatusCode, body: TokenResponse) -> Response {
 pub async fn register(
     State(state): State<AppState>,
     body: Result<ApiJson<RegisterRequest>, Problem>,
-) -> Result<Response, AuthError> {
+) -> Result<Response, Problem> {
     let ApiJson(request) = body?;
     let mut validation = Validation::new();
     let email = validation.check("email", Email::parse(&request.email));
@@ -133,9 +121,7 @@ pub async fn register(
     let display_name = validation.check("display_name", DisplayName::parse(&request.display_name));
     validation.finish()?;
     let (Some(email), Some(password), Some(display_name)) = (email, password, display_name) else {
-        return Err(AuthError::Internal(
-            "validation passed without values".into(),
-        ));
+        return Err(Problem::internal().with_cause("validation passed without values"));
     };
     // Run the flow as its own task: if the client goes away or a timeout
     // drops this handler, registration still finishes or cleans up.
@@ -171,7 +157,7 @@ pub async fn register(
 pub async fn login(
     State(state): State<AppState>,
     body: Result<ApiJson<LoginRequest>, Problem>,
-) -> Result<Response, AuthError> {
+) -> Result<Response, Problem> {
     let ApiJson(request) = body?;
     let tokens = state
         .accounts
@@ -199,7 +185,7 @@ pub async fn login(
 pub async fn refresh(
     State(state): State<AppState>,
     body: Result<ApiJson<RefreshRequest>, Problem>,
-) -> Result<Response, AuthError> {
+) -> Result<Response, Problem> {
     let ApiJson(request) = body?;
     let tokens = state
         .accounts
@@ -226,10 +212,10 @@ pub async fn refresh(
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Response, AuthError> {
+) -> Result<Response, Problem> {
     let claims = state.verifier.authenticate(&headers).await?;
     let (Some(user_id), Some(session_id)) = (claims.user_id(), claims.session_id()) else {
-        return Err(Problem::unauthorized("the bearer token has no session").into());
+        return Err(Problem::unauthorized("the bearer token has no session"));
     };
     state.accounts.logout(user_id, session_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

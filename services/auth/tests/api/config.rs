@@ -30,10 +30,11 @@ fn weak_argon2_memory_cost_is_refused_naming_the_key() {
 async fn service_does_not_start_with_a_weak_hashing_cost() {
     // Arrange
     let database = TestDatabase::new(Backend::Sqlite).await;
-    let mut config = Config {
-        database: portico_common::db::DatabaseConfig::with_url(&database.url),
-        ..Config::default()
-    };
+    let mut config = Config::built_in();
+    config.database = config
+        .database
+        .with_url(&database.url)
+        .creating_if_missing();
     config.password_hashing.iterations = 1;
     let listeners =
         portico_common::http::server::Listeners::bind(&portico_common::config::ListenConfig {

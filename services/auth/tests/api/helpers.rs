@@ -5,9 +5,9 @@ use portico_auth::{http::TokenResponse, storage::AuthStore};
 use std::sync::Arc;
 
 use portico_common::{
+    app::Context,
     clock::{SharedClock, SystemClock},
-    config::ListenConfig,
-    db::DatabaseConfig,
+    config::{ListenConfig, ServiceConfig as _},
     http::server::Listeners,
 };
 use portico_testkit::{Backend, TestDatabase};
@@ -49,10 +49,12 @@ async fn bind_port_zero() -> Listeners {
 }
 
 fn auth_config(database: &TestDatabase) -> portico_auth::Config {
-    portico_auth::Config {
-        database: DatabaseConfig::with_url(&database.url),
-        ..portico_auth::Config::default()
-    }
+    let mut config = portico_auth::Config::built_in();
+    config.database = config
+        .database
+        .with_url(&database.url)
+        .creating_if_missing();
+    config
 }
 
 impl TestApp {
@@ -80,21 +82,29 @@ impl TestApp {
         // Bound first: the user service needs the auth port for its JWKS URL.
         let auth_listeners = bind_port_zero().await;
 
-        let mut user_config = portico_user::Config {
-            database: DatabaseConfig::with_url(&user_db.url),
-            ..portico_user::Config::default()
-        };
+        let mut user_config = portico_user::Config::built_in();
+        user_config.database = user_config
+            .database
+            .with_url(&user_db.url)
+            .creating_if_missing();
         user_config.tokens.issuer = config.tokens.issuer.clone();
         user_config.tokens.audience = config.tokens.audience.clone();
         user_config.tokens.jwks.url =
             format!("http://{}/.well-known/jwks.json", auth_listeners.api_addr());
-        let user_app =
-            portico_user::Application::build_with_listeners(user_config, bind_port_zero().await)
-                .await
-                .expect("build the user service");
+        // Both services read the same clock, so tokens minted at a moved
+        // time verify at that time.
+        let user_app = portico_user::Application::build_with(
+            user_config,
+            bind_port_zero().await,
+            Context {
+                clock: clock.clone(),
+            },
+        )
+        .await
+        .expect("build the user service");
         let user = UserService {
             api: format!("http://{}", user_app.api_addr()),
-            store: user_app.store(),
+            store: user_app.handle().clone(),
         };
         tokio::spawn(user_app.run_until_stopped(std::future::pending()));
 
@@ -125,10 +135,10 @@ impl TestApp {
         databases: Vec<TestDatabase>,
         clock: SharedClock,
     ) -> Self {
-        let app = portico_auth::Application::build_with_clock(config, listeners, clock)
+        let app = portico_auth::Application::build_with(config, listeners, Context { clock })
             .await
             .expect("build the auth service");
-        let (api, store) = (format!("http://{}", app.api_addr()), app.store());
+        let (api, store) = (format!("http://{}", app.api_addr()), app.handle().clone());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
         Self {
             api,

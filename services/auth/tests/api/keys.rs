@@ -1,7 +1,7 @@
 //! Signing keys: replicas starting together agree on one key.
 
 use portico_auth::storage::{AuthStore, MIGRATIONS};
-use portico_common::db::{DatabaseConfig, Db};
+use portico_common::{config::ServiceConfig as _, db::Db};
 use portico_testkit::{Backend, TestDatabase};
 use time::OffsetDateTime;
 
@@ -10,7 +10,10 @@ use crate::helpers::on_both_backends;
 async fn replicas_starting_together_on_an_empty_database_share_one_key(backend: Backend) {
     // Arrange: four "replicas", each with its own pool on one database.
     let database = TestDatabase::new(backend).await;
-    let config = DatabaseConfig::with_url(&database.url);
+    let config = portico_auth::Config::built_in()
+        .database
+        .with_url(&database.url)
+        .creating_if_missing();
     Db::open(&config, &MIGRATIONS).await.unwrap();
     let mut stores = Vec::new();
     for _ in 0..4 {

@@ -20,10 +20,7 @@ use http::{HeaderMap, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use portico_common::{
-    config::ListenConfig,
-    error::PROBLEM_JSON,
-    http::server::Listeners,
-    telemetry::{self, TelemetryConfig},
+    config::ListenConfig, error::PROBLEM_JSON, http::server::Listeners, telemetry,
 };
 use portico_gateway::{
     Application, Config,
@@ -243,7 +240,7 @@ pub fn route(path_prefix: &str, upstream: &str) -> RouteConfig {
 fn init_telemetry() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        let guard = telemetry::init("portico-gateway-tests", &TelemetryConfig::default())
+        let guard = telemetry::init("portico-gateway-tests", &Config::default().telemetry)
             .expect("telemetry init");
         // Keep the tracer provider for the life of the process.
         std::mem::forget(guard);

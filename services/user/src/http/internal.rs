@@ -8,7 +8,6 @@ use axum::{
 };
 use portico_common::{
     Problem,
-    auth::SERVICE_ROLE,
     error::{ApiJson, Validation},
     openapi::{JsonBodyRejections, Unavailable},
     types::{DisplayName, Email},
@@ -18,10 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::{
-    domain::{self, Created, NewProfile, ProfileBody},
-    error::UserError,
-};
+use crate::domain::{Created, NewProfile, ProfileBody};
 
 /// A profile to create for a user auth has just registered.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -29,17 +25,9 @@ use crate::{
 pub struct CreateUser {
     /// The user id minted by auth (UUIDv7).
     pub id: Uuid,
-    #[schema(
-        max_length = 254,
-        pattern = r"^[\x21-\x3f\x41-\x7e]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
-    )]
+    #[schema(schema_with = portico_common::types::email_schema)]
     pub email: String,
-    /// 1–100 characters after trimming, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(schema_with = portico_common::types::display_name_schema)]
     pub display_name: String,
 }
 
@@ -54,7 +42,7 @@ pub struct CreateUser {
         (status = 201, description = "Created", body = ProfileBody),
         (status = 200, description = "Already existed (a retried call)", body = ProfileBody),
         (status = 401, description = "No valid service token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Token is not a service token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a service token, or from a service not allowed here", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email or id belongs to another profile", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
         Unavailable,
@@ -64,10 +52,17 @@ pub async fn create_user(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<ApiJson<CreateUser>, Problem>,
-) -> Result<Response, UserError> {
+) -> Result<Response, Problem> {
     let claims = state.service_tokens.authenticate(&headers).await?;
-    if !claims.roles.iter().any(|role| role == SERVICE_ROLE) {
-        return Err(UserError::Forbidden("a service token is required"));
+    let Some(caller) = claims.service() else {
+        return Err(Problem::forbidden("a service token is required"));
+    };
+    if !state.internal_callers.contains(&caller) {
+        return Err(
+            Problem::forbidden("this service may not create profiles").with_cause(format!(
+                "service `{caller}` is not in internal_api.allowed_callers"
+            )),
+        );
     }
     let ApiJson(request) = body?;
     let mut validation = Validation::new();
@@ -75,17 +70,21 @@ pub async fn create_user(
     let display_name = validation.check("display_name", DisplayName::parse(&request.display_name));
     validation.finish()?;
     let (Some(email), Some(display_name)) = (email, display_name) else {
-        return Err(Problem::internal().into());
+        return Err(Problem::internal().with_cause("validation passed without values"));
     };
     let new = NewProfile {
         id: request.id,
         email,
         display_name,
     };
-    let created = state.store.create(&new, domain::now()).await?;
+    let created = state
+        .store
+        .create(&new, state.clock.now())
+        .await
+        .map_err(crate::error::UserError::from)?;
     Ok(match created {
         Created::New(profile) => {
-            tracing::info!(user_id = %profile.id, caller = %claims.sub, "profile created");
+            tracing::info!(user_id = %profile.id, %caller, "profile created");
             (StatusCode::CREATED, ApiJson(ProfileBody::from(profile))).into_response()
         }
         Created::Existing(profile) => {

@@ -1,5 +1,6 @@
 //! HTTP layer of the user service: routes, OpenAPI, shared handler state.
 
+mod errors;
 mod internal;
 mod profile;
 
@@ -7,7 +8,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use portico_common::{
-    FieldError, Problem, auth::TokenVerifier, http::pipeline, openapi::BearerSecurity,
+    FieldError, Problem,
+    clock::SharedClock,
+    http::pipeline,
+    jwt::{ServiceIdentity, TokenVerifier},
+    openapi::BearerSecurity,
 };
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -18,10 +23,14 @@ use crate::storage::UserStore;
 #[derive(Clone)]
 pub struct AppState {
     pub store: UserStore,
+    /// Timestamps of changes.
+    pub clock: SharedClock,
     /// Verifies user access tokens (public API).
     pub user_tokens: Arc<TokenVerifier>,
     /// Verifies service tokens (internal API).
     pub service_tokens: Arc<TokenVerifier>,
+    /// Services allowed on the internal API.
+    pub internal_callers: Arc<Vec<ServiceIdentity>>,
 }
 
 #[derive(OpenApi)]
@@ -51,16 +60,34 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 
 #[cfg(test)]
 mod tests {
-    use portico_common::types::{DISPLAY_NAME_PATTERN, EMAIL_PATTERN};
+    use portico_testkit::fields;
 
-    /// The documented patterns are the validators' own, so the schema
-    /// accepts exactly what the service accepts.
+    /// The schemas in the document accept exactly what the validators
+    /// accept, judged by running the documented rules over the samples.
     #[test]
-    fn schema_patterns_are_the_validators_patterns() {
+    fn documented_field_rules_are_the_validators_rules() {
+        use portico_common::types::{DisplayName, Email};
         let (_, api) = super::documented_routes().split_for_parts();
         let document = serde_json::to_value(&api).unwrap();
-        let fields = &document["components"]["schemas"]["CreateUser"]["properties"];
-        assert_eq!(fields["email"]["pattern"], EMAIL_PATTERN);
-        assert_eq!(fields["display_name"]["pattern"], DISPLAY_NAME_PATTERN);
+        let schemas = &document["components"]["schemas"];
+        for (schema, field) in [
+            ("CreateUser", "email"),
+            ("CreateUser", "display_name"),
+            ("UpdateProfile", "display_name"),
+        ] {
+            let rules = &schemas[schema]["properties"][field];
+            match field {
+                "email" => fields::assert_schema_agrees_with_validator(
+                    rules,
+                    |raw| Email::parse(raw).is_ok(),
+                    &fields::emails(),
+                ),
+                _ => fields::assert_schema_agrees_with_validator(
+                    rules,
+                    |raw| DisplayName::parse(raw).is_ok(),
+                    &fields::display_names(),
+                ),
+            }
+        }
     }
 }

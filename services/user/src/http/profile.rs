@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::{
-    domain::{self, Profile, ProfileBody},
+    domain::{Profile, ProfileBody},
     error::UserError,
 };
 
@@ -25,24 +25,16 @@ use crate::{
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProfile {
-    /// 1–100 characters after trimming, no control characters.
-    #[schema(
-        example = "Ann B.",
-        min_length = 1,
-        max_length = 100,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(schema_with = portico_common::types::display_name_schema)]
     pub display_name: String,
 }
 
-async fn caller_id(state: &AppState, headers: &HeaderMap) -> Result<Uuid, UserError> {
+async fn caller_id(state: &AppState, headers: &HeaderMap) -> Result<Uuid, Problem> {
     let claims = state.user_tokens.authenticate(headers).await?;
     // A valid token whose subject is not a user id is not a user's token.
-    claims.user_id().ok_or_else(|| {
-        UserError::Rejected(Problem::unauthorized(
-            "the bearer token is not a user token",
-        ))
-    })
+    claims
+        .user_id()
+        .ok_or_else(|| Problem::unauthorized("the bearer token is not a user token"))
 }
 
 fn profile_response(profile: Profile) -> Response {
@@ -71,9 +63,14 @@ fn profile_response(profile: Profile) -> Response {
 pub async fn get_me(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Response, UserError> {
+) -> Result<Response, Problem> {
     let id = caller_id(&state, &headers).await?;
-    let profile = state.store.get(id).await?.ok_or(UserError::NotFound)?;
+    let profile = state
+        .store
+        .get(id)
+        .await
+        .map_err(UserError::from)?
+        .ok_or(UserError::NotFound)?;
     Ok(profile_response(profile))
 }
 
@@ -97,7 +94,7 @@ pub async fn update_me(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<ApiJson<UpdateProfile>, Problem>,
-) -> Result<Response, UserError> {
+) -> Result<Response, Problem> {
     // Authenticate before looking at the body: an anonymous caller learns nothing.
     let id = caller_id(&state, &headers).await?;
     let ApiJson(update) = body?;
@@ -105,12 +102,13 @@ pub async fn update_me(
     let display_name = validation.check("display_name", DisplayName::parse(&update.display_name));
     validation.finish()?;
     let Some(display_name) = display_name else {
-        return Err(Problem::internal().into());
+        return Err(Problem::internal().with_cause("validation passed without values"));
     };
     let profile = state
         .store
-        .update_display_name(id, display_name.as_str(), domain::now())
-        .await?
+        .update_display_name(id, display_name.as_str(), state.clock.now())
+        .await
+        .map_err(UserError::from)?
         .ok_or(UserError::NotFound)?;
     tracing::info!(user_id = %id, "profile updated");
     Ok(profile_response(profile))

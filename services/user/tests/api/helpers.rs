@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use portico_common::{
-    config::ListenConfig,
+    clock::{Clock, SystemClock},
+    config::{ListenConfig, ServiceConfig as _},
     db::{DatabaseConfig, Db},
     http::server::Listeners,
     types::{DisplayName, Email},
@@ -11,7 +12,7 @@ use portico_common::{
 use portico_testkit::{Backend, TestDatabase, issuer, issuer::TestIssuer};
 use portico_user::{
     Application, Config,
-    domain::{self, Created, NewProfile, Profile},
+    domain::{Created, NewProfile, Profile},
     storage::{MIGRATIONS, UserStore},
 };
 use reqwest::{Response, header};
@@ -49,10 +50,8 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, customise: impl FnOnce(&mut Config)) -> Self {
         let db = TestDatabase::new(backend).await;
         let issuer = TestIssuer::start().await;
-        let mut config = Config {
-            database: DatabaseConfig::with_url(&db.url),
-            ..Config::default()
-        };
+        let mut config = Config::built_in();
+        config.database = database_config(&db);
         config.tokens.issuer = issuer::ISSUER.to_owned();
         config.tokens.audience = issuer::AUDIENCE.to_owned();
         config.tokens.jwks.url = issuer.jwks_url.clone();
@@ -67,7 +66,8 @@ impl TestApp {
         let app = Application::build_with_listeners(config, listeners)
             .await
             .expect("build the user service");
-        let (api_addr, admin_addr, store) = (app.api_addr(), app.admin_addr(), app.store());
+        let (api_addr, admin_addr, store) =
+            (app.api_addr(), app.admin_addr(), app.handle().clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async {
             let _ = stopped.await;
@@ -103,7 +103,7 @@ impl TestApp {
             email: Email::parse(&format!("user-{}@example.com", id.simple())).expect("email"),
             display_name: DisplayName::parse("Ann").expect("display name"),
         };
-        match self.store.create(&new, domain::now()).await.expect("seed") {
+        match self.store.create(&new, now()).await.expect("seed") {
             Created::New(profile) => profile,
             Created::Existing(_) => panic!("a fresh id already existed"),
         }
@@ -181,11 +181,24 @@ fn with_token(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest:
 /// A user store on a fresh database, migrated, without a server.
 pub async fn store_on(backend: Backend) -> (UserStore, TestDatabase) {
     let database = TestDatabase::new(backend).await;
-    let db = Db::connect(&DatabaseConfig::with_url(&database.url))
+    let db = Db::connect(&database_config(&database))
         .await
         .expect("connect");
     db.migrate(&MIGRATIONS).await.expect("migrate");
     (UserStore::new(db), database)
+}
+
+/// The built-in database config pointed at `database`.
+pub fn database_config(database: &TestDatabase) -> DatabaseConfig {
+    Config::built_in()
+        .database
+        .with_url(&database.url)
+        .creating_if_missing()
+}
+
+/// The current time as the service records it.
+pub fn now() -> time::OffsetDateTime {
+    SystemClock.now()
 }
 
 /// A new profile to create with the given id and email.

@@ -1,20 +1,17 @@
 //! The profile store, on PostgreSQL and SQLite alike.
 
 use portico_testkit::Backend;
-use portico_user::{
-    domain::{self, Created},
-    storage::StoreError,
-};
+use portico_user::{domain::Created, storage::StoreError};
 use time::Duration;
 use uuid::Uuid;
 
-use crate::helpers::{new_profile, on_both_backends, store_on};
+use crate::helpers::{new_profile, now, on_both_backends, store_on};
 
 async fn created_profile_reads_back_unchanged(backend: Backend) {
     // Arrange
     let (store, _db) = store_on(backend).await;
     let id = Uuid::now_v7();
-    let now = domain::now();
+    let now = now();
 
     // Act
     let created = store
@@ -40,7 +37,7 @@ async fn creating_the_same_id_and_email_again_returns_the_existing_profile(backe
     // Arrange
     let (store, _db) = store_on(backend).await;
     let id = Uuid::now_v7();
-    let first_time = domain::now();
+    let first_time = now();
     let Created::New(original) = store
         .create(&new_profile(id, "ann@example.com", "Ann"), first_time)
         .await
@@ -68,7 +65,7 @@ async fn same_email_in_other_letter_case_with_another_id_is_email_taken(backend:
     let (store, _db) = store_on(backend).await;
     let first = Uuid::now_v7();
     store
-        .create(&new_profile(first, "ann@example.com", "Ann"), domain::now())
+        .create(&new_profile(first, "ann@example.com", "Ann"), now())
         .await
         .unwrap();
 
@@ -76,7 +73,7 @@ async fn same_email_in_other_letter_case_with_another_id_is_email_taken(backend:
     let result = store
         .create(
             &new_profile(Uuid::now_v7(), "ANN@Example.COM", "Other Ann"),
-            domain::now(),
+            now(),
         )
         .await;
 
@@ -94,13 +91,13 @@ async fn same_id_with_another_email_is_id_taken(backend: Backend) {
     let (store, _db) = store_on(backend).await;
     let id = Uuid::now_v7();
     store
-        .create(&new_profile(id, "ann@example.com", "Ann"), domain::now())
+        .create(&new_profile(id, "ann@example.com", "Ann"), now())
         .await
         .unwrap();
 
     // Act
     let result = store
-        .create(&new_profile(id, "bob@example.com", "Bob"), domain::now())
+        .create(&new_profile(id, "bob@example.com", "Bob"), now())
         .await;
 
     // Assert
@@ -118,7 +115,7 @@ async fn updating_the_display_name_bumps_version_and_updated_at(backend: Backend
     // Arrange
     let (store, _db) = store_on(backend).await;
     let id = Uuid::now_v7();
-    let created_at = domain::now();
+    let created_at = now();
     store
         .create(&new_profile(id, "ann@example.com", "Ann"), created_at)
         .await
@@ -157,7 +154,7 @@ async fn updating_an_unknown_id_changes_nothing(backend: Backend) {
 
     // Act
     let updated = store
-        .update_display_name(Uuid::now_v7(), "Nobody", domain::now())
+        .update_display_name(Uuid::now_v7(), "Nobody", now())
         .await
         .unwrap();
 

@@ -1,4 +1,6 @@
-//! Bearer JWT verification against a cached JWKS.
+//! Bearer JWT verification against a cached JWKS, and the claims Portico's
+//! tokens carry. (The auth *service* issues tokens; this module only checks
+//! them.)
 //!
 //! The gateway and every service verify tokens themselves (zero trust): no
 //! call to the auth service per request, only a JWKS fetch when the cache is
@@ -18,7 +20,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
 
-use crate::{error::Problem, http::client::HttpClient};
+use crate::{
+    admin::{CheckFuture, ReadinessCheck},
+    clock::SharedClock,
+    error::Problem,
+    http::client::HttpClient,
+};
+
+pub use crate::identity::{Role, RoleSet, ServiceIdentity};
 
 /// The only signing algorithm Portico issues and accepts.
 pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
@@ -26,15 +35,12 @@ pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
 /// Audience of tokens one service presents to another.
 pub const INTERNAL_AUDIENCE: &str = "portico-internal";
 
-/// Role carried by service tokens.
-pub const SERVICE_ROLE: &str = "service";
-
 /// Claims of a Portico access token (and of service tokens, which have no
 /// session).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,
-    /// User id (UUIDv7) or `service:<name>`.
+    /// User id (UUIDv7) or `service:<name>` (see [`ServiceIdentity`]).
     pub sub: String,
     pub aud: String,
     pub exp: i64,
@@ -45,7 +51,7 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
     #[serde(default)]
-    pub roles: Vec<String>,
+    pub roles: RoleSet,
 }
 
 impl Claims {
@@ -60,6 +66,12 @@ impl Claims {
         self.sid
             .as_deref()
             .and_then(|sid| uuid::Uuid::parse_str(sid).ok())
+    }
+
+    /// The calling service, when this is a service token: a
+    /// `service:<name>` subject carrying the service role.
+    pub fn service(&self) -> Option<ServiceIdentity> {
+        ServiceIdentity::from_subject(&self.sub).filter(|_| self.roles.contains(Role::SERVICE))
     }
 }
 
@@ -82,14 +94,17 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// What the client sees; the reason rides along for the log line.
     pub fn to_problem(&self) -> Problem {
         match self {
             Self::Missing => Problem::unauthorized("a bearer token is required"),
             Self::KeysUnavailable(_) => {
                 Problem::service_unavailable("tokens cannot be verified right now; retry shortly")
+                    .retry_after(1)
             }
             _ => Problem::unauthorized("the bearer token is invalid or expired"),
         }
+        .with_cause(self)
     }
 }
 
@@ -108,7 +123,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, VerifyError> {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct JwksConfig {
     /// Where the auth service publishes its keys.
     pub url: String,
@@ -118,15 +133,9 @@ pub struct JwksConfig {
     pub min_refresh_interval_secs: u64,
 }
 
-impl Default for JwksConfig {
-    fn default() -> Self {
-        Self {
-            url: "http://127.0.0.1:8082/.well-known/jwks.json".to_owned(),
-            cache_ttl_secs: 300,
-            min_refresh_interval_secs: 5,
-        }
-    }
-}
+/// With no keys at all, nothing can be verified: readiness asks again this
+/// often (the per-token refetch bound does not apply; the prober bounds it).
+const NO_KEYS_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct CachedKeys {
@@ -222,6 +231,40 @@ impl JwksCache {
             .ok_or(VerifyError::UnknownKey)
     }
 
+    /// Makes sure some keys are loaded, fetching them if none are (at most
+    /// one fetch every `min_refresh_interval_secs`). Until then, no token
+    /// can be verified and a service that verifies tokens is not ready.
+    pub async fn ensure_loaded(&self) -> Result<(), String> {
+        if !self.cached.read().await.keys.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.refreshing.lock().await;
+        {
+            let cached = self.cached.read().await;
+            if !cached.keys.is_empty() {
+                return Ok(());
+            }
+            let retry_due = cached
+                .last_attempt
+                .is_none_or(|at| at.elapsed() >= NO_KEYS_RETRY_INTERVAL);
+            if !retry_due {
+                return Err("no verification keys yet; the last fetch failed".to_owned());
+            }
+        }
+        self.refresh().await?;
+        if self.cached.read().await.keys.is_empty() {
+            Err("the key set is empty".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The `keys` readiness check: a service that cannot verify tokens
+    /// cannot serve its routes.
+    pub fn readiness_check(self: &Arc<Self>) -> KeysCheck {
+        KeysCheck(Arc::clone(self))
+    }
+
     fn refresh_in_background(self: &Arc<Self>) {
         if self.refreshing_in_background.swap(true, Ordering::SeqCst) {
             return;
@@ -276,6 +319,21 @@ impl JwksCache {
     }
 }
 
+/// `keys`: ready once verification keys are loaded.
+#[derive(Debug, Clone)]
+pub struct KeysCheck(Arc<JwksCache>);
+
+impl ReadinessCheck for KeysCheck {
+    fn name(&self) -> &'static str {
+        "keys"
+    }
+
+    fn check(&self) -> CheckFuture {
+        let cache = Arc::clone(&self.0);
+        Box::pin(async move { cache.ensure_loaded().await })
+    }
+}
+
 /// Usable keys of a JWKS: those with a `kid` that parse as keys.
 pub fn decoding_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
     set.keys
@@ -289,7 +347,7 @@ pub fn decoding_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
 
 /// What a service needs to verify user access tokens.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Expected `iss` claim.
     pub issuer: String,
@@ -298,21 +356,6 @@ pub struct TokenConfig {
     /// Where the public keys come from.
     pub jwks: JwksConfig,
 }
-
-impl Default for TokenConfig {
-    fn default() -> Self {
-        Self {
-            issuer: DEFAULT_ISSUER.to_owned(),
-            audience: DEFAULT_AUDIENCE.to_owned(),
-            jwks: JwksConfig::default(),
-        }
-    }
-}
-
-/// Default `iss`: the public URL of a local gateway.
-pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
-/// Default `aud` of user access tokens.
-pub const DEFAULT_AUDIENCE: &str = "portico-api";
 
 /// Looks up an in-process public key by key id.
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<DecodingKey> + Send + Sync>;
@@ -326,11 +369,16 @@ pub enum KeySource {
     Local(KeyLookup),
 }
 
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: i64 = 30;
+
 /// Verifies tokens for one issuer and audience.
 #[derive(Clone)]
 pub struct TokenVerifier {
     keys: KeySource,
     validation: Validation,
+    /// `exp` and `nbf` are checked against this clock, not the library's.
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -342,14 +390,19 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    pub fn new(keys: KeySource, issuer: &str, audience: &str) -> Self {
+    pub fn new(keys: KeySource, issuer: &str, audience: &str, clock: SharedClock) -> Self {
         let mut validation = Validation::new(ALGORITHM);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = 30;
-        Self { keys, validation }
+        // Time claims are checked in `verify` against our clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        Self {
+            keys,
+            validation,
+            clock,
+        }
     }
 
     /// Checks signature, algorithm, issuer, audience and time claims.
@@ -364,9 +417,17 @@ impl TokenVerifier {
             KeySource::Remote(cache) => cache.key(&kid).await?,
             KeySource::Local(lookup) => lookup(&kid).ok_or(VerifyError::UnknownKey)?,
         };
-        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map(|data| data.claims)
-            .map_err(|err| VerifyError::Rejected(err.to_string()))
+            .map_err(|err| VerifyError::Rejected(err.to_string()))?;
+        let now = self.clock.now().unix_timestamp();
+        if claims.exp + LEEWAY_SECS <= now {
+            return Err(VerifyError::Rejected("expired".to_owned()));
+        }
+        if claims.nbf - LEEWAY_SECS > now {
+            return Err(VerifyError::Rejected("not yet valid".to_owned()));
+        }
+        Ok(claims)
     }
 
     /// Verifies the bearer token of a request.
@@ -374,13 +435,12 @@ impl TokenVerifier {
         self.verify(bearer_token(headers)?).await
     }
 
-    /// Like [`Self::verify_headers`], logging the reason and answering with
-    /// the problem a client should see.
+    /// Like [`Self::verify_headers`], answering with the problem a client
+    /// should see (the reason attached for the log line).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Claims, Problem> {
-        self.verify_headers(headers).await.map_err(|err| {
-            tracing::info!(reason = %err, "bearer token refused");
-            err.to_problem()
-        })
+        self.verify_headers(headers)
+            .await
+            .map_err(|err| err.to_problem())
     }
 }
 
@@ -437,11 +497,16 @@ mod tests {
             cache_ttl_secs: 0, // always stale
             min_refresh_interval_secs: 0,
         };
-        let client = HttpClient::new(&crate::http::client::HttpClientConfig::default()).unwrap();
+        let client = HttpClient::new(&crate::http::client::HttpClientConfig {
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: 5_000,
+        })
+        .unwrap();
         let verifier = TokenVerifier::new(
             KeySource::Remote(Arc::new(JwksCache::new(config, client))),
             ISSUER,
             AUDIENCE,
+            Arc::new(crate::clock::SystemClock),
         );
         let token = issuer.user_token(uuid::Uuid::now_v7());
         verifier.verify(&token).await.unwrap();
@@ -462,23 +527,106 @@ mod tests {
         .await;
     }
 
-    #[tokio::test]
-    async fn alg_none_token_is_refused() {
-        let verifier = TokenVerifier::new(KeySource::Local(Arc::new(|_| None)), "iss", "aud");
-        // {"alg":"none","typ":"JWT","kid":"k"}.{"sub":"x"}.
-        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoiayJ9.eyJzdWIiOiJ4In0.";
-        assert!(verifier.verify(token).await.is_err());
+    /// A verifier that knows one Ed25519 key, `k`, and a token signer with it.
+    fn known_key() -> (TokenVerifier, jsonwebtoken::EncodingKey) {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let x = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            pair.public_key().as_ref(),
+        );
+        let public = DecodingKey::from_ed_components(&x).unwrap();
+        let verifier = TokenVerifier::new(
+            KeySource::Local(Arc::new(move |kid| (kid == "k").then(|| public.clone()))),
+            "iss",
+            "aud",
+            Arc::new(crate::clock::SystemClock),
+        );
+        (
+            verifier,
+            jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+        )
+    }
+
+    fn claims() -> serde_json::Value {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        serde_json::json!({"iss": "iss", "sub": "x", "aud": "aud", "exp": now + 60,
+            "iat": now, "nbf": now, "jti": "j", "roles": ["user"]})
+    }
+
+    fn encode_part(value: &serde_json::Value) -> String {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            value.to_string(),
+        )
     }
 
     #[tokio::test]
-    async fn hs256_token_is_refused_before_key_lookup() {
-        let verifier = TokenVerifier::new(KeySource::Local(Arc::new(|_| None)), "iss", "aud");
+    async fn a_token_signed_with_the_known_key_is_accepted() {
+        let (verifier, signing) = known_key();
+        let header = jsonwebtoken::Header {
+            kid: Some("k".into()),
+            ..jsonwebtoken::Header::new(ALGORITHM)
+        };
+        let token = jsonwebtoken::encode(&header, &claims(), &signing).unwrap();
+        assert_eq!(verifier.verify(&token).await.unwrap().sub, "x");
+    }
+
+    #[tokio::test]
+    async fn expiry_is_judged_by_the_verifiers_clock() {
+        use crate::clock::ManualClock;
+        let (verifier, signing) = known_key();
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let verifier = TokenVerifier {
+            clock: clock.clone(),
+            ..verifier
+        };
+        let header = jsonwebtoken::Header {
+            kid: Some("k".into()),
+            ..jsonwebtoken::Header::new(ALGORITHM)
+        };
+        let token = jsonwebtoken::encode(&header, &claims(), &signing).unwrap();
+        assert!(verifier.verify(&token).await.is_ok());
+        clock.advance(time::Duration::seconds(60 + LEEWAY_SECS));
+        assert!(matches!(
+            verifier.verify(&token).await,
+            Err(VerifyError::Rejected(reason)) if reason == "expired"
+        ));
+    }
+
+    #[tokio::test]
+    async fn alg_none_token_naming_a_known_key_is_refused_as_malformed() {
+        // The key is known and the claims are valid: only `alg` is wrong.
+        let (verifier, _) = known_key();
+        let header = serde_json::json!({"alg": "none", "typ": "JWT", "kid": "k"});
+        let token = format!("{}.{}.", encode_part(&header), encode_part(&claims()));
+        assert!(matches!(
+            verifier.verify(&token).await,
+            Err(VerifyError::Malformed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn eddsa_header_with_an_empty_signature_is_rejected() {
+        let (verifier, _) = known_key();
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "k"});
+        let token = format!("{}.{}.", encode_part(&header), encode_part(&claims()));
+        assert!(matches!(
+            verifier.verify(&token).await,
+            Err(VerifyError::Rejected(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn hs256_token_naming_a_known_key_is_refused() {
+        let (verifier, _) = known_key();
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header {
                 kid: Some("k".into()),
                 ..jsonwebtoken::Header::new(Algorithm::HS256)
             },
-            &serde_json::json!({"sub": "x"}),
+            &claims(),
             &jsonwebtoken::EncodingKey::from_secret(b"secret"),
         )
         .unwrap();

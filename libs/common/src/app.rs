@@ -1,0 +1,182 @@
+//! The application shell every service shares: build from config, learn
+//! the bound ports, run until stopped, drain, stop background work.
+//!
+//! A service supplies what differs — its router, its readiness checks, its
+//! background tasks and what tests may reach into — by implementing
+//! [`Service`]; [`Application`] does the rest, so the three services do not
+//! each carry a copy of it.
+
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use axum::Router;
+
+use crate::{
+    admin::Readiness,
+    clock::{SharedClock, SystemClock},
+    config::ServiceConfig,
+    http::{
+        server::{Listeners, Server},
+        shutdown,
+    },
+    telemetry,
+};
+
+/// A future a service hands to the shell to run.
+pub type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What the embedder injects into a service: the real clock in `main`, a
+/// manual one in tests that move time.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub clock: SharedClock,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A service assembled from its config, not yet serving.
+pub struct Assembly<H> {
+    /// The API router, pipeline included.
+    pub router: Router,
+    /// What `/readyz` checks.
+    pub readiness: Readiness,
+    /// What the embedder (tests) may reach into, e.g. the service's store.
+    pub handle: H,
+    /// Work that runs as long as the service does (refreshers, upkeep);
+    /// stopped after the API has drained.
+    pub background: Vec<Task>,
+    /// Runs once the API has drained and background work stopped (e.g.
+    /// closing the database pool).
+    pub on_stopped: Option<Task>,
+}
+
+impl<H> Assembly<H> {
+    /// An assembly with no background work and nothing to do on stop.
+    pub fn new(router: Router, readiness: Readiness, handle: H) -> Self {
+        Self {
+            router,
+            readiness,
+            handle,
+            background: Vec::new(),
+            on_stopped: None,
+        }
+    }
+}
+
+/// One Portico service.
+pub trait Service: Send + 'static {
+    /// Name in logs and traces (`portico-user`).
+    const NAME: &'static str;
+    type Config: ServiceConfig + Send + 'static;
+    /// See [`Assembly::handle`].
+    type Handle: Clone + Send + Sync + 'static;
+
+    /// Builds the service's parts from a validated config.
+    fn assemble(
+        config: Self::Config,
+        context: Context,
+    ) -> impl Future<Output = anyhow::Result<Assembly<Self::Handle>>> + Send;
+}
+
+/// Background tasks, aborted when the application is dropped or stopped.
+struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// A built service, listening but not yet serving.
+pub struct Application<S: Service> {
+    server: Server,
+    handle: S::Handle,
+    background: BackgroundTasks,
+    on_stopped: Option<Task>,
+}
+
+impl<S: Service> Application<S> {
+    /// Binds the configured addresses and builds the service.
+    pub async fn build(config: S::Config) -> anyhow::Result<Self> {
+        let listeners = Listeners::bind(config.listen()).await?;
+        Self::build_with(config, listeners, Context::default()).await
+    }
+
+    /// Builds the service on listeners the caller bound (tests use port 0).
+    pub async fn build_with_listeners(
+        config: S::Config,
+        listeners: Listeners,
+    ) -> anyhow::Result<Self> {
+        Self::build_with(config, listeners, Context::default()).await
+    }
+
+    /// Builds the service on the caller's listeners with injected
+    /// dependencies (a manual clock in tests).
+    pub async fn build_with(
+        config: S::Config,
+        listeners: Listeners,
+        context: Context,
+    ) -> anyhow::Result<Self> {
+        config.validate()?;
+        let shutdown = config.shutdown().clone();
+        let assembly = S::assemble(config, context).await?;
+        let server = Server::new(listeners, assembly.router, assembly.readiness, &shutdown);
+        let background = assembly.background.into_iter().map(tokio::spawn).collect();
+        Ok(Self {
+            server,
+            handle: assembly.handle,
+            background: BackgroundTasks(background),
+            on_stopped: assembly.on_stopped,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.server.api_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.server.admin_addr()
+    }
+
+    /// See [`Assembly::handle`].
+    pub fn handle(&self) -> &S::Handle {
+        &self.handle
+    }
+
+    /// Serves until `stop` completes, then drains, stops background work
+    /// and returns.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            server,
+            background,
+            on_stopped,
+            ..
+        } = self;
+        let result = server.run(stop).await;
+        drop(background);
+        if let Some(on_stopped) = on_stopped {
+            on_stopped.await;
+        }
+        result
+    }
+}
+
+/// A service's whole `main`: config (exit 2 with one line when it is bad),
+/// telemetry, build, run until SIGTERM or Ctrl-C.
+pub async fn run<S: Service>() -> anyhow::Result<()> {
+    let config = S::Config::load_or_exit();
+    let _telemetry = telemetry::init(S::NAME, config.telemetry())?;
+    let app = Application::<S>::build(config).await?;
+    app.run_until_stopped(shutdown::signal()).await?;
+    Ok(())
+}

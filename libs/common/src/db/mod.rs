@@ -1,0 +1,250 @@
+//! The relational store each service owns: PostgreSQL in production, SQLite
+//! (WAL) as the embedded default, chosen by the URL scheme.
+//!
+//! Services write their SQL once and run it on either pool with
+//! [`on_db!`](crate::on_db); both dialects accept `$1` placeholders,
+//! `RETURNING` and `ON CONFLICT`. Migrations are embedded per backend.
+//!
+//! - [`errors`] — which failures are the client's to retry (503 with
+//!   `Retry-After`: busy, locked, unreachable) and which are ours (500).
+//! - [`sqlite`] — what an embedded database file needs that a server does
+//!   not: private permissions, no silent re-creation, a bounded WAL, and
+//!   noticing when the file vanishes or turns read-only under us.
+
+pub mod errors;
+pub mod sqlite;
+
+use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::{
+    SqlSafeStr,
+    migrate::{Migration, MigrationType, Migrator},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    sqlite::{SqlitePool, SqlitePoolOptions},
+};
+
+pub use errors::{is_unique_violation, problem_for};
+
+use crate::admin::{CheckFuture, ReadinessCheck};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://path/to/file.db`. Secret: may hold a password.
+    pub url: SecretString,
+    /// Upper bound of pooled connections.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing fast.
+    pub acquire_timeout_ms: u64,
+    /// How long a statement waits for a lock another connection holds
+    /// before it fails (and the client gets 503 with `Retry-After`):
+    /// SQLite's busy timeout, PostgreSQL's `lock_timeout`.
+    pub lock_timeout_ms: u64,
+    /// SQLite only: create the database file when it does not exist. Off,
+    /// a missing file is a startup error — a replica whose file was deleted
+    /// must not come back on a new, empty database beside its peers.
+    pub create_if_missing: bool,
+}
+
+impl DatabaseConfig {
+    /// This config on another database (tests point the built-in defaults
+    /// at a fresh database).
+    #[must_use]
+    pub fn with_url(mut self, url: &str) -> Self {
+        self.url = SecretString::from(url.to_owned());
+        self
+    }
+
+    /// This config, allowed to create a missing SQLite file.
+    #[must_use]
+    pub fn creating_if_missing(mut self) -> Self {
+        self.create_if_missing = true;
+        self
+    }
+}
+
+/// A pool on one of the two supported backends.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A service's database: the pool, and for SQLite the watch on its file.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: Pool,
+    file: Option<Arc<sqlite::DatabaseFile>>,
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool `$db` holds. The body is
+/// compiled once per backend, so it must be valid SQL for both.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db.pool() {
+            $crate::db::Pool::Postgres($pool) => $body,
+            $crate::db::Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// A migration embedded in the binary: `(version, description, sql)`.
+pub type EmbeddedMigration = (i64, &'static str, &'static str);
+
+/// A service's migrations for both backends.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub postgres: &'static [EmbeddedMigration],
+    pub sqlite: &'static [EmbeddedMigration],
+}
+
+fn migrator(migrations: &'static [EmbeddedMigration]) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+impl Db {
+    /// Connects. A SQLite file is created (0600, directory 0700) only when
+    /// `create_if_missing` says so.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, sqlx::Error> {
+        let url = config.url.expose_secret();
+        let acquire = Duration::from_millis(config.acquire_timeout_ms);
+        let lock_timeout = Duration::from_millis(config.lock_timeout_ms);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?
+                .options([("lock_timeout", format!("{}ms", lock_timeout.as_millis()))]);
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(options)
+                .await?;
+            Ok(Self {
+                pool: Pool::Postgres(pool),
+                file: None,
+            })
+        } else if url.starts_with("sqlite:") {
+            let (options, file) = sqlite::prepare(url, config.create_if_missing, lock_timeout)?;
+            let recycle = file.clone();
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(acquire)
+                .before_acquire(move |_, meta| {
+                    // Connections opened while the file was read-only stay
+                    // read-only; once it is writable again they are replaced.
+                    let keep = !recycle.opened_before_recovery(meta.age);
+                    Box::pin(async move { Ok(keep) })
+                })
+                .connect_with(options)
+                .await?;
+            Ok(Self {
+                pool: Pool::Sqlite(pool),
+                file: Some(file),
+            })
+        } else {
+            Err(sqlx::Error::Configuration(
+                "database.url must start with postgres://, postgresql:// or sqlite:".into(),
+            ))
+        }
+    }
+
+    /// Connects and applies the service's pending migrations: what every
+    /// service does at startup.
+    pub async fn open(config: &DatabaseConfig, migrations: &Migrations) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let db = Self::connect(config)
+            .await
+            .context("cannot open the database (database.url)")?;
+        db.migrate(migrations)
+            .await
+            .context("database migration failed")?;
+        tracing::info!(backend = db.backend(), "database ready");
+        Ok(db)
+    }
+
+    /// Applies the service's pending migrations.
+    pub async fn migrate(
+        &self,
+        migrations: &Migrations,
+    ) -> Result<(), sqlx::migrate::MigrateError> {
+        match &self.pool {
+            Pool::Postgres(pool) => migrator(migrations.postgres).run(pool).await,
+            Pool::Sqlite(pool) => migrator(migrations.sqlite).run(pool).await,
+        }
+    }
+
+    /// The pool, for [`on_db!`](crate::on_db).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// Whether the database can serve reads *and writes* now: the server
+    /// answers, and a SQLite file is still the one opened and is writable.
+    pub async fn check_usable(&self) -> Result<(), String> {
+        if let Some(file) = &self.file {
+            file.check().await?;
+        }
+        self.ping().await.map_err(|err| err.to_string())
+    }
+
+    /// The readiness check for this database.
+    pub fn readiness_check(&self) -> DatabaseCheck {
+        DatabaseCheck(self.clone())
+    }
+
+    /// Background upkeep the database needs while the service runs (SQLite:
+    /// WAL checkpoints), or `None`.
+    pub fn upkeep(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        self.file
+            .as_ref()
+            .filter(|file| file.is_on_disk())
+            .map(|file| sqlite::upkeep(file.clone()))
+    }
+
+    /// `postgres` or `sqlite`, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => "postgres",
+            Pool::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await);
+    }
+}
+
+/// `database`: decides readiness — a service that cannot write its own
+/// database cannot serve its routes.
+#[derive(Debug, Clone)]
+pub struct DatabaseCheck(Db);
+
+impl ReadinessCheck for DatabaseCheck {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn check(&self) -> CheckFuture {
+        let db = self.0.clone();
+        Box::pin(async move { db.check_usable().await })
+    }
+}

@@ -1,0 +1,294 @@
+//! What an embedded SQLite database needs that a database server does not.
+//!
+//! - **Private files.** The file holds password hashes and signing keys: it
+//!   is created `0600` in a `0700` directory (SQLite gives its `-wal` and
+//!   `-shm` files the database file's mode), and looser modes on existing
+//!   files are tightened at startup.
+//! - **No silent re-creation.** A missing file is created only when
+//!   `database.create_if_missing` says so. A replica whose file was deleted
+//!   must not come back on a new, empty database beside its peers.
+//! - **The file under us.** A file deleted or replaced while the service
+//!   runs leaves our connections on the old inode: readiness turns false and
+//!   stays false until the replica is restarted. A file that turned
+//!   read-only makes readiness false; when it is writable again, the pool
+//!   replaces the connections SQLite opened read-only, so the service
+//!   recovers by itself.
+//! - **A bounded WAL.** With several pooled connections writing back to
+//!   back, SQLite's automatic checkpoint never gets to rewind the WAL: the
+//!   next writer takes its snapshot before the previous commit's checkpoint
+//!   finishes, so the file only grows (tens of MB after a few thousand
+//!   writes, measured). [`upkeep`] checkpoints and truncates it on a
+//!   connection of its own every second; `journal_size_limit` caps what a
+//!   rewound WAL keeps on disk; the higher `wal_autocheckpoint` stops every
+//!   commit from contending for the checkpoint lock the upkeep needs.
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use sqlx::{
+    ConnectOptions, Connection,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
+
+/// Mode of a database file and its `-wal`/`-shm` companions.
+const FILE_MODE: u32 = 0o600;
+/// Mode of a data directory we create.
+const DIR_MODE: u32 = 0o700;
+
+/// Bytes a checkpointed WAL keeps on disk.
+const JOURNAL_SIZE_LIMIT: u64 = 8 * 1024 * 1024;
+/// Pages after which a commit checkpoints by itself: a safety net well
+/// above what [`upkeep`] lets accumulate.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
+/// How long the writability probe waits for the write lock. Busy means
+/// another connection is writing, which proves the file writable.
+const PROBE_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The database file a pool was opened on, watched for readiness.
+#[derive(Debug)]
+pub struct DatabaseFile {
+    path: PathBuf,
+    /// `(device, inode)` of the file we opened; `None` for in-memory databases.
+    identity: Option<(u64, u64)>,
+    /// Options for fresh, unpooled connections: the writability probe and
+    /// the checkpointer (a short busy timeout, so neither stalls writers).
+    probe: SqliteConnectOptions,
+    /// Whether the last probe could take the write lock.
+    writable: AtomicBool,
+    /// When the file last became writable again after a read-only spell.
+    recovered_at: Mutex<Option<Instant>>,
+}
+
+/// Options for a pool on `url`, and the watch on its file. Creates the file
+/// (and its directory) when allowed; refuses a missing file otherwise.
+pub(super) fn prepare(
+    url: &str,
+    create_if_missing: bool,
+    busy_timeout: Duration,
+) -> Result<(SqliteConnectOptions, std::sync::Arc<DatabaseFile>), sqlx::Error> {
+    let base = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(false)
+        .foreign_keys(true);
+    let path = base.get_filename().to_path_buf();
+    let in_memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
+    let identity = if in_memory {
+        None
+    } else {
+        ensure_file(&path, create_if_missing)?;
+        Some(identity_of(&path).map_err(sqlx::Error::Io)?)
+    };
+    let options = base
+        .clone()
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
+        .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+        .busy_timeout(busy_timeout);
+    let probe = base.busy_timeout(PROBE_BUSY_TIMEOUT);
+    let file = DatabaseFile {
+        path,
+        identity,
+        probe,
+        // Assumed writable until a probe says otherwise; the first
+        // readiness check runs before the service is ready.
+        writable: AtomicBool::new(true),
+        recovered_at: Mutex::new(None),
+    };
+    Ok((options, std::sync::Arc::new(file)))
+}
+
+/// Creates the file (0600) and directory (0700) if missing and allowed;
+/// tightens the modes of an existing file and its companions.
+fn ensure_file(path: &Path, create_if_missing: bool) -> Result<(), sqlx::Error> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
+    if !path.exists() {
+        if !create_if_missing {
+            return Err(sqlx::Error::Configuration(
+                format!(
+                    "the database file `{}` does not exist; set database.create_if_missing = true \
+                     to create a new, empty database",
+                    path.display()
+                )
+                .into(),
+            ));
+        }
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)
+                .map_err(sqlx::Error::Io)?;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(path)
+        {
+            Ok(_) => tracing::info!(path = %path.display(), "created a new database file"),
+            // A replica starting beside us created it first.
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(sqlx::Error::Io(err)),
+        }
+    }
+    for companion in [
+        path.to_path_buf(),
+        suffixed(path, "-wal"),
+        suffixed(path, "-shm"),
+    ] {
+        let Ok(metadata) = std::fs::metadata(&companion) else {
+            continue;
+        };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&companion, std::fs::Permissions::from_mode(FILE_MODE))
+                .map_err(sqlx::Error::Io)?;
+            tracing::warn!(path = %companion.display(), mode = format!("{mode:o}"),
+                "database file was readable by others; tightened to 0600");
+        }
+    }
+    Ok(())
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path)?;
+    Ok((metadata.dev(), metadata.ino()))
+}
+
+impl DatabaseFile {
+    /// Ready when the file is still the one we opened and takes writes.
+    pub async fn check(&self) -> Result<(), String> {
+        if let Some(opened) = self.identity {
+            match identity_of(&self.path) {
+                Ok(now) if now == opened => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "database file `{}` was replaced; restart this replica",
+                        self.path.display()
+                    ));
+                }
+                Err(err) => {
+                    return Err(format!(
+                        "database file `{}` is gone ({err}); restart this replica once it is restored",
+                        self.path.display()
+                    ));
+                }
+            }
+        }
+        let writable = self.probe_writable().await;
+        let was_writable = self.writable.swap(writable.is_ok(), Ordering::SeqCst);
+        if writable.is_ok() && !was_writable {
+            tracing::info!(path = %self.path.display(), "database file writable again; reopening connections");
+            if let Ok(mut recovered_at) = self.recovered_at.lock() {
+                *recovered_at = Some(Instant::now());
+            }
+        }
+        writable
+    }
+
+    /// Takes the write lock on a fresh connection and lets it go.
+    async fn probe_writable(&self) -> Result<(), String> {
+        let mut connection = self
+            .probe
+            .connect()
+            .await
+            .map_err(|err| format!("cannot open the database file: {err}"))?;
+        let outcome = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut connection)
+            .await;
+        let result = match outcome {
+            Ok(_) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut connection).await;
+                Ok(())
+            }
+            Err(err) if super::errors::classify(&err) == super::errors::Failure::Contended => {
+                Ok(())
+            }
+            Err(err) => Err(format!("the database does not take writes: {err}")),
+        };
+        let _ = connection.close().await;
+        result
+    }
+
+    /// Whether this is a file (not an in-memory database).
+    pub fn is_on_disk(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// Whether a pooled connection of age `age` was opened before the file
+    /// last recovered from being read-only (and so may be read-only itself).
+    pub fn opened_before_recovery(&self, age: Duration) -> bool {
+        self.recovered_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| age > at.elapsed())
+    }
+}
+
+/// How often the WAL is checkpointed and truncated.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Attempts per tick when another checkpoint holds the lock.
+const CHECKPOINT_ATTEMPTS: usize = 3;
+
+/// Keeps the write-ahead log bounded while the service runs: every second,
+/// on a connection of its own, checkpoints the WAL into the database and
+/// truncates it. A checkpoint that finds the lock taken is retried; one
+/// that cannot finish (a long reader) is tried again next tick.
+pub(super) async fn upkeep(file: std::sync::Arc<DatabaseFile>) {
+    let mut interval = tokio::time::interval(CHECKPOINT_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connection = None;
+    loop {
+        interval.tick().await;
+        if connection.is_none() {
+            match file.probe.connect().await {
+                Ok(opened) => connection = Some(opened),
+                Err(err) => {
+                    tracing::debug!(path = %file.path.display(), %err, "checkpointer cannot open the database");
+                    continue;
+                }
+            }
+        }
+        let Some(open) = connection.as_mut() else {
+            continue;
+        };
+        if let Err(err) = checkpoint(open).await {
+            tracing::debug!(path = %file.path.display(), %err, "WAL checkpoint failed; reconnecting");
+            connection = None;
+        }
+    }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, retried while another checkpoint is
+/// under way (`busy = 1`).
+async fn checkpoint(connection: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Row;
+    for _ in 0..CHECKPOINT_ATTEMPTS {
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *connection)
+            .await?;
+        let busy: i64 = row.try_get(0)?;
+        if busy == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(PROBE_BUSY_TIMEOUT).await;
+    }
+    Ok(())
+}

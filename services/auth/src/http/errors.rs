@@ -1,0 +1,31 @@
+//! How the auth service's errors look to a client.
+
+use portico_common::{Problem, db};
+
+use crate::error::AuthError;
+
+/// Seconds a client waits after hashing was saturated.
+const OVERLOADED_RETRY_AFTER_SECS: u32 = 1;
+
+impl From<AuthError> for Problem {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::InvalidCredentials => Problem::unauthorized("invalid email or password"),
+            AuthError::InvalidRefreshToken => {
+                Problem::unauthorized("the refresh token is invalid, expired or revoked")
+            }
+            AuthError::EmailTaken => Problem::conflict("this email is already registered"),
+            AuthError::ProfileUnavailable(cause) => Problem::service_unavailable(
+                "the account could not be created right now; retry shortly",
+            )
+            .with_cause(format!("registration failed, profile not created: {cause}")),
+            AuthError::Overloaded => {
+                Problem::service_unavailable("too many sign-ins at once; retry shortly")
+                    .retry_after(OVERLOADED_RETRY_AFTER_SECS)
+                    .with_cause("password hashing saturated; request shed")
+            }
+            AuthError::Storage(err) => db::problem_for(&err),
+            AuthError::Internal(cause) => Problem::internal().with_cause(cause),
+        }
+    }
+}
