@@ -189,7 +189,17 @@ impl Process {
 
     /// SIGTERM, then waits for the exit (bounded).
     pub async fn terminate(&mut self) -> ExitStatus {
+        self.send_sigterm();
+        self.wait_exit().await
+    }
+
+    /// SIGTERM without waiting: the process starts draining.
+    pub fn send_sigterm(&self) {
         kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         eventually(
             Duration::from_secs(30),

@@ -6,10 +6,7 @@ use portico_e2e::System;
 use portico_testkit::Backend;
 use serde_json::{Value, json};
 
-async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
-    let status = reqwest::StatusCode::from_u16(status).unwrap();
-    portico_testkit::http::assert_problem(response, status).await
-}
+use portico_testkit::http::assert_problem;
 
 async fn user_reads(system: &System) -> u64 {
     let mut total = 0;

@@ -77,6 +77,96 @@ async fn profile_reads_keep_succeeding_after_a_replica_is_killed_with_sigkill() 
     );
 }
 
+/// A PATCH whose body is half sent, straight to `port`: in flight.
+async fn start_patch(port: u16, token: &str, body: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "PATCH /v1/users/me HTTP/1.1\r\nhost: portico\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream
+}
+
+/// Sends the rest of the body; returns the response's status line.
+async fn finish_patch(mut stream: tokio::net::TcpStream, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(&body[body.len() / 2..]).await.unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read the head; the service closes or keeps the connection, either is fine.
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = stream.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "connection closed without a response");
+        response.extend_from_slice(&chunk[..read]);
+    }
+    String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn is_draining(client: &reqwest::Client, admin_url: &str) -> bool {
+    match client.get(format!("{admin_url}/readyz")).send().await {
+        Ok(response) => response
+            .json::<Value>()
+            .await
+            .is_ok_and(|body| body["status"] == "draining"),
+        Err(_) => false,
+    }
+}
+
+/// Sends SIGTERM to `process` while a PATCH to `port` is in flight (its body
+/// half sent), waits until the process drains, sends the rest of the body
+/// and returns the response's status line.
+async fn patch_across_sigterm(
+    system: &System,
+    process: &portico_e2e::Process,
+    port: u16,
+    token: &str,
+) -> String {
+    let body = br#"{"display_name": "Drained"}"#;
+    let in_flight = start_patch(port, token, body).await;
+    process.send_sigterm();
+    let admin = process.admin_url();
+    portico_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the service draining",
+        || {
+            let (client, admin) = (system.client.clone(), admin.clone());
+            async move { is_draining(&client, &admin).await.then_some(()) }
+        },
+    )
+    .await;
+    finish_patch(in_flight, body).await
+}
+
+#[tokio::test]
+async fn a_request_in_flight_across_sigterm_completes_and_the_service_exits_zero() {
+    let mut system = System::start(Backend::Sqlite).await;
+    let token = register(&system, "inflight@example.com").await;
+
+    // A user replica: the request arrived before the signal, its body after.
+    let user = &system.users[0];
+    let answer = patch_across_sigterm(&system, user, user.api_port, &token).await;
+    assert!(answer.contains(" 200 "), "{answer}\n{}", system.logs());
+    let status = system.users[0].wait_exit().await;
+    assert!(status.success(), "user-1 exited with {status}");
+
+    // The gateway (forwarding to the replica still running).
+    let gateway = &system.gateway;
+    let answer = patch_across_sigterm(&system, gateway, gateway.api_port, &token).await;
+    assert!(answer.contains(" 200 "), "{answer}\n{}", system.logs());
+    let status = system.gateway.wait_exit().await;
+    assert!(status.success(), "the gateway exited with {status}");
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_every_service_exits_zero() {
     let mut system = System::start(Backend::Sqlite).await;

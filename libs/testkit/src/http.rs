@@ -1,7 +1,10 @@
 //! Assertions on HTTP answers every service's tests share, and the macro
 //! that runs one storage-backed test on both backends.
 
-use reqwest::{Response, StatusCode, header};
+use reqwest::{
+    Response, StatusCode,
+    header::{self, HeaderMap},
+};
 use serde_json::Value;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -30,24 +33,57 @@ macro_rules! on_both_backends {
     };
 }
 
-/// Checks that `response` is an RFC 9457 problem with `status` whose
-/// `request_id` is the response's `x-request-id`; returns the body.
-pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
+/// Checks that an answer is an RFC 9457 problem with status `expected`
+/// whose `request_id` is the answer's `x-request-id`; returns the body.
+/// The one problem assertion every test suite uses, on whatever client
+/// produced the answer.
+pub fn assert_problem_parts(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    expected: StatusCode,
+) -> Value {
+    assert_eq!(status, expected, "{}", String::from_utf8_lossy(body));
     assert_eq!(
-        response.headers()[header::CONTENT_TYPE],
+        headers[header::CONTENT_TYPE],
         PROBLEM_JSON,
         "content type of a {status} answer"
     );
-    let request_id = response.headers()["x-request-id"]
+    let request_id = headers["x-request-id"]
         .to_str()
         .expect("ascii request id")
         .to_owned();
-    let body: Value = response.json().await.expect("problem body is JSON");
-    assert_eq!(body["status"], status.as_u16());
-    assert_eq!(body["request_id"], request_id.as_str());
-    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
-    body
+    let problem: Value = serde_json::from_slice(body).expect("problem body is JSON");
+    assert_eq!(problem["status"], expected.as_u16(), "{problem}");
+    assert_eq!(problem["request_id"], request_id.as_str(), "{problem}");
+    for field in ["type", "title", "detail"] {
+        assert!(problem[field].is_string(), "{field} missing: {problem}");
+    }
+    problem
+}
+
+/// [`assert_problem_parts`] for a reqwest response; `status` as a
+/// `StatusCode` or a number.
+pub async fn assert_problem<S>(response: Response, status: S) -> Value
+where
+    S: TryInto<StatusCode>,
+    S::Error: std::fmt::Debug,
+{
+    expect_problem(response, status).await.1
+}
+
+/// Like [`assert_problem`], also returning the answer's headers.
+pub async fn expect_problem<S>(response: Response, status: S) -> (HeaderMap, Value)
+where
+    S: TryInto<StatusCode>,
+    S::Error: std::fmt::Debug,
+{
+    let expected = status.try_into().expect("a valid status code");
+    let actual = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("problem body");
+    let problem = assert_problem_parts(actual, &headers, &body, expected);
+    (headers, problem)
 }
 
 /// Like [`assert_problem`] for 401, also checking `WWW-Authenticate: Bearer`.

@@ -7,7 +7,7 @@ use aws_lc_rs::{
     rand::SystemRandom,
     signature::{Ed25519KeyPair, KeyPair},
 };
-use axum::{Json, Router, routing::get};
+use axum::{Json, Router, response::IntoResponse, routing::get};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -22,6 +22,8 @@ pub struct TestIssuer {
     key: EncodingKey,
     /// URL of the served JWKS.
     pub jwks_url: String,
+    /// While false the JWKS endpoint answers 503 (auth down).
+    available: std::sync::Arc<std::sync::atomic::AtomicBool>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -40,6 +42,14 @@ fn now() -> i64 {
 
 impl TestIssuer {
     pub async fn start() -> Self {
+        let issuer = Self::start_unavailable().await;
+        issuer.set_available(true);
+        issuer
+    }
+
+    /// An issuer whose JWKS endpoint answers 503 until
+    /// [`Self::set_available`] (an auth service that is down).
+    pub async fn start_unavailable() -> Self {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("key");
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
         let kid = format!("test-{}", uuid::Uuid::new_v4().simple());
@@ -48,11 +58,20 @@ impl TestIssuer {
             "kid": kid,
             "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
         }]});
+        let available = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let serving = available.clone();
         let app = Router::new().route(
             "/.well-known/jwks.json",
             get(move || {
                 let jwks = jwks.clone();
-                async move { Json(jwks) }
+                let up = serving.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if up {
+                        Json(jwks).into_response()
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                    }
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -66,8 +85,15 @@ impl TestIssuer {
             kid,
             key: EncodingKey::from_ed_der(pkcs8.as_ref()),
             jwks_url: format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+            available,
             server,
         }
+    }
+
+    /// Turns the JWKS endpoint on or off.
+    pub fn set_available(&self, available: bool) {
+        self.available
+            .store(available, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Valid claims for a user's access token (15 minutes).

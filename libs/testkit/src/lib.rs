@@ -8,7 +8,7 @@
 
 use std::{fmt, future::Future, path::PathBuf, time::Duration};
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 
 pub mod fields;
 pub mod http;
@@ -69,6 +69,68 @@ impl TestDatabase {
                     backend,
                     _dir: Some(dir),
                 }
+            }
+        }
+    }
+}
+
+/// A transaction holding the write lock of a database (a long migration, a
+/// stuck batch job, `BEGIN EXCLUSIVE` from the sqlite3 shell): reads go on,
+/// writes wait for it. Released by [`WriteLock::release`].
+#[derive(Debug)]
+pub enum WriteLock {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl WriteLock {
+    /// Takes the lock on `table` (PostgreSQL) or the whole file (SQLite).
+    /// `table` is a literal of the calling test.
+    pub async fn hold(database: &TestDatabase, table: &'static str) -> Self {
+        match database.backend {
+            Backend::Postgres => {
+                let mut connection = PgConnection::connect(&database.url).await.expect("connect");
+                sqlx::query("BEGIN")
+                    .execute(&mut connection)
+                    .await
+                    .expect("begin");
+                sqlx::query(AssertSqlSafe(format!(
+                    "LOCK TABLE {table} IN EXCLUSIVE MODE"
+                )))
+                .execute(&mut connection)
+                .await
+                .expect("lock table");
+                Self::Postgres(connection)
+            }
+            Backend::Sqlite => {
+                let mut connection = SqliteConnection::connect(&database.url)
+                    .await
+                    .expect("connect");
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut connection)
+                    .await
+                    .expect("begin exclusive");
+                Self::Sqlite(connection)
+            }
+        }
+    }
+
+    /// Rolls back and lets go.
+    pub async fn release(self) {
+        match self {
+            Self::Postgres(mut connection) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut connection)
+                    .await
+                    .expect("rollback");
+                connection.close().await.ok();
+            }
+            Self::Sqlite(mut connection) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut connection)
+                    .await
+                    .expect("rollback");
+                connection.close().await.ok();
             }
         }
     }

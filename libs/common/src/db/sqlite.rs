@@ -202,28 +202,26 @@ impl DatabaseFile {
         writable
     }
 
-    /// Takes the write lock on a fresh connection and lets it go.
+    /// On a fresh connection: takes the write lock and dirties a page (the
+    /// header's `user_version`, set to its own value), then rolls back —
+    /// nothing reaches the file. Taking the lock alone is not enough: a
+    /// read-only WAL database grants `BEGIN IMMEDIATE` and refuses the write.
     async fn probe_writable(&self) -> Result<(), String> {
         let mut connection = self
             .probe
             .connect()
             .await
             .map_err(|err| format!("cannot open the database file: {err}"))?;
-        let outcome = sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut connection)
-            .await;
-        let result = match outcome {
-            Ok(_) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut connection).await;
-                Ok(())
-            }
+        let result = dirty_and_roll_back(&mut connection).await;
+        let _ = connection.close().await;
+        match result {
+            Ok(()) => Ok(()),
+            // Another connection is writing: the file evidently takes writes.
             Err(err) if super::errors::classify(&err) == super::errors::Failure::Contended => {
                 Ok(())
             }
             Err(err) => Err(format!("the database does not take writes: {err}")),
-        };
-        let _ = connection.close().await;
-        result
+        }
     }
 
     /// Whether this is a file (not an in-memory database).
@@ -242,21 +240,35 @@ impl DatabaseFile {
     }
 }
 
-/// How often the WAL is checkpointed and truncated.
+/// How often the upkeep looks at the WAL's size (one `stat`).
+const WAL_WATCH_EVERY: Duration = Duration::from_millis(100);
+/// A WAL this large is checkpointed at once.
+const CHECKPOINT_AT_BYTES: u64 = 4 * 1024 * 1024;
+/// A WAL of any size is checkpointed at least this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Attempts per tick when another checkpoint holds the lock.
 const CHECKPOINT_ATTEMPTS: usize = 3;
 
-/// Keeps the write-ahead log bounded while the service runs: every second,
-/// on a connection of its own, checkpoints the WAL into the database and
-/// truncates it. A checkpoint that finds the lock taken is retried; one
-/// that cannot finish (a long reader) is tried again next tick.
+/// Keeps the write-ahead log bounded while the service runs: it watches the
+/// WAL's size and, on a connection of its own, checkpoints it into the
+/// database and truncates it — at once when it passes
+/// [`CHECKPOINT_AT_BYTES`], else every [`CHECKPOINT_EVERY`] while it is not
+/// empty. So the WAL stays near the threshold plus what arrives in one
+/// watch interval, whatever the write rate.
 pub(super) async fn upkeep(file: std::sync::Arc<DatabaseFile>) {
-    let mut interval = tokio::time::interval(CHECKPOINT_EVERY);
+    let wal = suffixed(&file.path, "-wal");
+    let mut interval = tokio::time::interval(WAL_WATCH_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connection = None;
+    let mut last_checkpoint = Instant::now();
     loop {
         interval.tick().await;
+        let size = std::fs::metadata(&wal).map_or(0, |metadata| metadata.len());
+        let due = size >= CHECKPOINT_AT_BYTES
+            || (size > 0 && last_checkpoint.elapsed() >= CHECKPOINT_EVERY);
+        if !due {
+            continue;
+        }
         if connection.is_none() {
             match file.probe.connect().await {
                 Ok(opened) => connection = Some(opened),
@@ -269,11 +281,33 @@ pub(super) async fn upkeep(file: std::sync::Arc<DatabaseFile>) {
         let Some(open) = connection.as_mut() else {
             continue;
         };
+        last_checkpoint = Instant::now();
         if let Err(err) = checkpoint(open).await {
             tracing::debug!(path = %file.path.display(), %err, "WAL checkpoint failed; reconnecting");
             connection = None;
         }
     }
+}
+
+/// The writability probe's write: see [`DatabaseFile::probe_writable`].
+async fn dirty_and_roll_back(connection: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Row;
+    let version: i64 = sqlx::query("PRAGMA user_version")
+        .fetch_one(&mut *connection)
+        .await?
+        .try_get(0)?;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *connection)
+        .await?;
+    // A PRAGMA takes no bound parameters; the value is the integer just read.
+    let written = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA user_version = {version}"
+    )))
+    .execute(&mut *connection)
+    .await;
+    let rolled_back = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+    written?;
+    rolled_back.map(|_| ())
 }
 
 /// `PRAGMA wal_checkpoint(TRUNCATE)`, retried while another checkpoint is

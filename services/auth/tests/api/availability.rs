@@ -1,7 +1,7 @@
 //! Registration while the user service is down or loses an answer.
 
-use portico_testkit::Backend;
-use reqwest::StatusCode;
+use portico_testkit::{Backend, WriteLock};
+use reqwest::{StatusCode, header};
 
 use crate::helpers::{
     PASSWORD, TestApp, assert_problem, assert_tokens, on_both_backends, registration,
@@ -78,7 +78,30 @@ async fn a_lost_answer_from_the_user_service_does_not_fail_registration(backend:
     assert_eq!(app.user().store.count().await.unwrap(), 1);
 }
 
+async fn a_login_blocked_by_a_database_lock_is_503_with_retry_after(backend: Backend) {
+    // Arrange: an account, then a transaction holding the sessions table.
+    let app = TestApp::spawn_with_config(backend, |config| {
+        config.database.lock_timeout_ms = 200;
+    })
+    .await;
+    app.register_account("ann@example.com").await;
+    let sessions_before = app.counts().await.1;
+    let lock = WriteLock::hold(&app.databases[0], "sessions").await;
+
+    // Act
+    let response = app.login("ann@example.com", PASSWORD).await;
+
+    // Assert
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    lock.release().await;
+    assert_eq!(app.counts().await.1, sessions_before, "no session opened");
+    let retried = app.login("ann@example.com", PASSWORD).await;
+    assert_eq!(retried.status(), StatusCode::OK, "a retry succeeds");
+}
+
 on_both_backends!(
+    a_login_blocked_by_a_database_lock_is_503_with_retry_after,
     register_is_503_and_leaves_no_credential_when_the_user_service_is_down,
     a_lost_answer_from_the_user_service_does_not_fail_registration,
 );

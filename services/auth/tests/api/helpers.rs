@@ -36,7 +36,8 @@ pub struct TestApp {
     /// `None` when the test runs without a user service.
     pub user: Option<UserService>,
     pub client: reqwest::Client,
-    _databases: Vec<TestDatabase>,
+    /// The auth database first, then the user service's.
+    pub databases: Vec<TestDatabase>,
 }
 
 async fn bind_port_zero() -> Listeners {
@@ -76,9 +77,33 @@ impl TestApp {
         clock: SharedClock,
         front: impl AsyncFnOnce(String) -> String,
     ) -> Self {
+        Self::spawn_configured(backend, clock, front, |_| {}).await
+    }
+
+    /// Like [`Self::spawn`], letting the test change the auth config last.
+    pub async fn spawn_with_config(
+        backend: Backend,
+        customise: impl FnOnce(&mut portico_auth::Config),
+    ) -> Self {
+        Self::spawn_configured(
+            backend,
+            Arc::new(SystemClock),
+            async |user_api| user_api,
+            customise,
+        )
+        .await
+    }
+
+    async fn spawn_configured(
+        backend: Backend,
+        clock: SharedClock,
+        front: impl AsyncFnOnce(String) -> String,
+        customise: impl FnOnce(&mut portico_auth::Config),
+    ) -> Self {
         let auth_db = TestDatabase::new(backend).await;
         let user_db = TestDatabase::new(backend).await;
         let mut config = auth_config(&auth_db);
+        customise(&mut config);
         // Bound first: the user service needs the auth port for its JWKS URL.
         let auth_listeners = bind_port_zero().await;
 
@@ -145,7 +170,7 @@ impl TestApp {
             store,
             user: None,
             client: reqwest::Client::new(),
-            _databases: databases,
+            databases,
         }
     }
 

@@ -4,7 +4,78 @@ use http::StatusCode;
 use portico_gateway::{Application, Config};
 use serde_json::Value;
 
-use crate::support::{Gateway, RecordingUpstream, listeners, route, upstream};
+use crate::support::{Gateway, RecordingUpstream, dead_endpoint, listeners, route, upstream};
+
+async fn readiness(gateway: &Gateway) -> (StatusCode, Value) {
+    let response = gateway
+        .client
+        .get(gateway.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn ready_when_every_upstream_has_a_replica_and_the_keys_are_loaded() {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&dead_endpoint(), &user.url]));
+        let mut protected = route("/v1/users", "user");
+        protected.require_auth = true;
+        config.routes = vec![protected];
+    })
+    .await;
+
+    let (status, body) = readiness(&gateway).await;
+
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["upstreams"], "ok");
+    assert_eq!(body["checks"]["keys"], "ok");
+}
+
+#[tokio::test]
+async fn not_ready_while_an_upstream_has_no_reachable_replica() {
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&dead_endpoint()]));
+        config.routes = vec![route("/v1/users", "user")];
+    })
+    .await;
+
+    let (status, body) = readiness(&gateway).await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["upstreams"], "unavailable");
+}
+
+#[tokio::test]
+async fn not_ready_without_keys_when_a_route_needs_them_then_ready_once_they_load() {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        let mut protected = route("/v1/users", "user");
+        protected.require_auth = true;
+        config.routes = vec![protected];
+    })
+    .await;
+    gateway.issuer.set_available(false);
+
+    let (status, body) = readiness(&gateway).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["keys"], "unavailable");
+
+    gateway.issuer.set_available(true);
+    portico_testkit::eventually(std::time::Duration::from_secs(10), "ready", || async {
+        (readiness(&gateway).await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn health_and_readiness_answer_200() {

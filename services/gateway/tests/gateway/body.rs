@@ -7,7 +7,7 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 
 use crate::support::{
-    Gateway, RecordingUpstream, assert_problem, expect_problem, large_body, route, send_raw,
+    Gateway, RecordingUpstream, assert_problem_parts, expect_problem, large_body, route, send_raw,
     upstream,
 };
 
@@ -57,7 +57,12 @@ async fn a_chunked_body_over_the_limit_is_a_413_problem_and_not_forwarded() {
 
     let response = send_raw(gateway.api, request).await;
 
-    assert_problem(response.status, &response.headers, &response.body, 413);
+    assert_problem_parts(
+        response.status,
+        &response.headers,
+        &response.body,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
     assert_eq!(user.hits(), 0);
 }
 

@@ -6,8 +6,8 @@ use portico_common::error::PROBLEM_JSON;
 use serde_json::Value;
 
 use crate::support::{
-    Gateway, RecordingUpstream, assert_problem, conflict_body, expect_problem, raw_get, request_id,
-    route, upstream,
+    Gateway, RecordingUpstream, assert_problem_parts, conflict_body, expect_problem, raw_get,
+    request_id, route, upstream,
 };
 
 /// A gateway with `/v1/users` → user and `/v1/auth` → auth.
@@ -145,7 +145,12 @@ async fn dot_segments_into_internal_are_refused_with_400() {
         "/v1/users/..",
     ] {
         let response = raw_get(gateway.api, target).await;
-        assert_problem(response.status, &response.headers, &response.body, 400);
+        assert_problem_parts(
+            response.status,
+            &response.headers,
+            &response.body,
+            StatusCode::BAD_REQUEST,
+        );
     }
     assert_eq!(user.hits(), 0);
 }
@@ -162,7 +167,12 @@ async fn percent_encoded_dots_and_slashes_are_refused_with_400() {
         "/v1/users/%5c..%5cinternal",
     ] {
         let response = raw_get(gateway.api, target).await;
-        assert_problem(response.status, &response.headers, &response.body, 400);
+        assert_problem_parts(
+            response.status,
+            &response.headers,
+            &response.body,
+            StatusCode::BAD_REQUEST,
+        );
     }
     assert_eq!(user.hits(), 0);
 }

@@ -320,38 +320,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
-/// Asserts an error response is a problem+json with `status` whose
-/// `request_id` is the response's `x-request-id`; returns the body.
-pub fn assert_problem(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-    expected: u16,
-) -> Value {
-    assert_eq!(
-        status.as_u16(),
-        expected,
-        "{}",
-        String::from_utf8_lossy(body)
-    );
-    assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
-    let problem: Value = serde_json::from_slice(body).unwrap();
-    assert_eq!(problem["status"], expected);
-    assert_eq!(problem["request_id"], request_id(headers), "{problem}");
-    for field in ["type", "title", "detail"] {
-        assert!(problem[field].is_string(), "{field} missing: {problem}");
-    }
-    problem
-}
-
-/// [`assert_problem`] for a reqwest response.
-pub async fn expect_problem(response: reqwest::Response, expected: u16) -> (HeaderMap, Value) {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.bytes().await.unwrap();
-    let problem = assert_problem(status, &headers, &body, expected);
-    (headers, problem)
-}
+pub use portico_testkit::http::{assert_problem_parts, expect_problem};
 
 /// A response read by [`send_raw`].
 #[derive(Debug)]

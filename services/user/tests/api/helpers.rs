@@ -38,7 +38,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    _db: TestDatabase,
+    pub db: TestDatabase,
 }
 
 impl TestApp {
@@ -82,7 +82,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             stop: Some(stop),
             server: Some(server),
-            _db: db,
+            db,
         }
     }
 

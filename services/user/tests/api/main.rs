@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod availability;
 mod internal_users;
 mod profile;
 mod rejections;
