@@ -65,6 +65,28 @@ print(json.load(urllib.request.urlopen(request))["access_token"])
 PY
 )
 
+# The merged document must describe every public operation: an upstream
+# whose document could not be fetched would silently shrink what
+# schemathesis checks.
+python3 - "$gateway" <<'PY' || exit 1
+import json, sys, urllib.request
+document = json.load(urllib.request.urlopen(sys.argv[1] + "/openapi.json"))
+expected = {
+    ("post", "/v1/auth/register"), ("post", "/v1/auth/login"),
+    ("post", "/v1/auth/refresh"), ("post", "/v1/auth/logout"),
+    ("get", "/.well-known/jwks.json"), ("get", "/.well-known/openid-configuration"),
+    ("get", "/v1/users/me"), ("patch", "/v1/users/me"),
+}
+present = {(method, path) for path, item in document.get("paths", {}).items() for method in item}
+missing = sorted(expected - present)
+if missing:
+    sys.exit(f"!!! the public document lacks {missing}")
+leaked = sorted(path for path in document.get("paths", {}) if path.startswith("/internal"))
+if leaked:
+    sys.exit(f"!!! the public document exposes {leaked}")
+print(f"==> public document: {len(present)} operations, all expected ones present")
+PY
+
 echo "==> schemathesis against $gateway/openapi.json"
 "$VENV/bin/schemathesis" run "$gateway/openapi.json" --url "$gateway" \
     --header "Authorization: Bearer $token" \

@@ -214,6 +214,15 @@ impl Process {
 
     /// Sum of the `http_requests_total` counters for `route`.
     pub async fn request_count(&self, client: &reqwest::Client, route: &str) -> u64 {
+        let needle = format!("route=\"{route}\"");
+        self.metric_sum(client, |line| {
+            line.starts_with("http_requests_total{") && line.contains(&needle)
+        })
+        .await as u64
+    }
+
+    /// Sum of the values of the metric lines `select` picks.
+    pub async fn metric_sum(&self, client: &reqwest::Client, select: impl Fn(&str) -> bool) -> f64 {
         let text = client
             .get(format!("{}/metrics", self.admin_url()))
             .send()
@@ -222,11 +231,10 @@ impl Process {
             .text()
             .await
             .expect("metrics body");
-        let needle = format!("route=\"{route}\"");
         text.lines()
-            .filter(|line| line.starts_with("http_requests_total{") && line.contains(&needle))
+            .filter(|line| select(line))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+            .sum()
     }
 }
 

@@ -68,13 +68,23 @@ async fn profile_reads_keep_succeeding_after_a_replica_is_killed_with_sigkill() 
             system.logs()
         );
     }
+    // Every read after the kill reached the survivor: 20 plus its share
+    // (2) of the 4 warm-up reads, none lost and none counted twice.
     let survivor = system.users[0]
         .request_count(&system.client, "/v1/users/me")
         .await;
-    assert!(
-        survivor >= 20,
-        "the surviving replica served {survivor} reads"
-    );
+    assert_eq!(survivor, 22, "the surviving replica's reads");
+    // And the gateway did try the dead replica and failed over from it.
+    let dead = format!("endpoint=\"{}\"", system.users[1].api_url());
+    let failures = system
+        .gateway
+        .metric_sum(&system.client, |line| {
+            (line.starts_with("gateway_upstream_connect_failures_total{")
+                || line.starts_with("gateway_upstream_failures_total{"))
+                && line.contains(&dead)
+        })
+        .await;
+    assert!(failures >= 1.0, "no failed attempt on the killed replica");
 }
 
 /// A PATCH whose body is half sent, straight to `port`: in flight.

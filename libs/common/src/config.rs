@@ -209,6 +209,26 @@ pub trait ServiceConfig: DeserializeOwned {
     }
 }
 
+/// Implements [`ServiceConfig`]'s accessors for the sections every service
+/// config has under the same names: `listen`, `shutdown`, `telemetry`.
+/// Use inside the `impl ServiceConfig for …` block.
+#[macro_export]
+macro_rules! standard_sections {
+    () => {
+        fn listen(&self) -> &$crate::config::ListenConfig {
+            &self.listen
+        }
+
+        fn shutdown(&self) -> &$crate::config::ShutdownConfig {
+            &self.shutdown
+        }
+
+        fn telemetry(&self) -> &$crate::telemetry::TelemetryConfig {
+            &self.telemetry
+        }
+    };
+}
+
 /// The two listeners every service has: the API and the admin endpoints
 /// (health, readiness, metrics), kept apart so admin is never exposed by
 /// accident through the public port.

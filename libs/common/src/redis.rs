@@ -52,6 +52,17 @@ impl ReadinessCheck for RedisCheck {
     }
 }
 
+impl crate::admin::Readiness {
+    /// Adds the informational `redis` check when Redis is configured.
+    #[must_use]
+    pub fn with_redis(self, client: Option<redis::Client>) -> Self {
+        match client {
+            Some(client) => self.with(RedisCheck(client)),
+            None => self,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,13 +119,30 @@ impl TestIssuer {
         })
     }
 
+    /// Id of the served key.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
     /// Signs `claims` with the served key.
     pub fn sign(&self, claims: &Value) -> String {
+        self.sign_as(&self.kid, claims)
+    }
+
+    /// Signs `claims` with this issuer's key but names key `kid` in the
+    /// header: another issuer's key id on a forged signature.
+    pub fn sign_as(&self, kid: &str, claims: &Value) -> String {
         let header = Header {
-            kid: Some(self.kid.clone()),
+            kid: Some(kid.to_owned()),
             ..Header::new(Algorithm::EdDSA)
         };
         jsonwebtoken::encode(&header, claims, &self.key).expect("sign")
+    }
+
+    /// An unsigned `alg: none` token naming the served key, with valid
+    /// claims for `user_id`: only the algorithm is wrong.
+    pub fn alg_none_token(&self, user_id: uuid::Uuid) -> String {
+        alg_none_token(&self.kid, &self.user_claims(user_id))
     }
 
     pub fn user_token(&self, user_id: uuid::Uuid) -> String {
@@ -163,9 +180,12 @@ pub fn tampered(token: &str, other_subject: &str) -> String {
     parts.join(".")
 }
 
-/// An unsigned `alg: none` token with otherwise valid-looking claims.
-pub fn alg_none_token(claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+/// An unsigned `alg: none` token naming key `kid`, with `claims`: refused
+/// only for its algorithm when the key is known and the claims are valid.
+pub fn alg_none_token(kid: &str, claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(
+        serde_json::to_vec(&json!({"alg": "none", "typ": "JWT", "kid": kid})).expect("json"),
+    );
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("json"));
     format!("{header}.{payload}.")
 }

@@ -10,7 +10,6 @@ use portico_common::{
     db::Db,
     http::client::HttpClient,
     jwt::{KeySource, TokenVerifier},
-    redis::RedisCheck,
 };
 
 use crate::{
@@ -65,15 +64,9 @@ impl Service for AuthService {
             verifier: Arc::new(verifier),
         };
 
-        let mut readiness = Readiness::new().with(db.readiness_check());
-        if let Some(redis) = redis {
-            readiness = readiness.with(RedisCheck(redis));
-        }
-        let mut assembly = Assembly::new(http::router(state), readiness, store);
-        if let Some(upkeep) = db.upkeep() {
-            assembly.background.push(Box::pin(upkeep));
-        }
-        assembly.on_stopped = Some(Box::pin(async move { db.close().await }));
-        Ok(assembly)
+        let readiness = Readiness::new()
+            .with(db.readiness_check())
+            .with_redis(redis);
+        Ok(Assembly::new(http::router(state), readiness, store).owning_database(db))
     }
 }

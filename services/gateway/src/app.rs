@@ -17,7 +17,6 @@ use portico_common::{
         pipeline::{self, PipelineOptions},
     },
     jwt::{JwksCache, KeySource, TokenVerifier},
-    redis::RedisCheck,
 };
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -103,9 +102,7 @@ impl Service for Gateway {
         if routes.iter().any(|route| route.require_auth) {
             readiness = readiness.with(jwks.readiness_check());
         }
-        if let Some(redis) = config.redis.client().context("invalid redis.url")? {
-            readiness = readiness.with(RedisCheck(redis));
-        }
+        readiness = readiness.with_redis(config.redis.client().context("invalid redis.url")?);
         for route in &routes {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
                 replicas = route.upstream.endpoints.len(), auth = route.require_auth, "route");

@@ -247,7 +247,9 @@ mod tests {
             }},
             "tags": [{"name": "users"}, {"name": "internal"}]
         });
-        let merged = merge(&[doc], &["/v1/users".to_owned()]);
+        // A prefix covering /internal (which config validation refuses)
+        // still does not publish it.
+        let merged = merge(&[doc], &["/v1/users".to_owned(), "/internal".to_owned()]);
         let paths = merged["paths"].as_object().unwrap();
         assert_eq!(paths.keys().collect::<Vec<_>>(), ["/v1/users/me"]);
         assert_eq!(merged["tags"], json!([{"name": "users"}]));

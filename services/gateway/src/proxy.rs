@@ -327,6 +327,7 @@ mod tests {
             ("x-portico-user-id", "admin"),
             ("x-internal-role", "admin"),
             ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-port", "1"),
             ("forwarded", "for=1.2.3.4"),
             ("connection", "keep-alive, x-custom"),
             ("x-custom", "1"),
@@ -345,6 +346,7 @@ mod tests {
         for gone in [
             "x-portico-user-id",
             "x-internal-role",
+            "x-forwarded-port",
             "forwarded",
             "connection",
             "x-custom",

@@ -10,7 +10,6 @@ use portico_common::{
     db::Db,
     http::client::HttpClient,
     jwt::{INTERNAL_AUDIENCE, JwksCache, KeySource, TokenVerifier},
-    redis::RedisCheck,
 };
 
 use crate::{
@@ -58,17 +57,10 @@ impl Service for UserService {
             internal_callers: Arc::new(config.internal_api.allowed_callers.clone()),
         };
 
-        let mut readiness = Readiness::new()
+        let readiness = Readiness::new()
             .with(db.readiness_check())
-            .with(jwks.readiness_check());
-        if let Some(redis) = redis {
-            readiness = readiness.with(RedisCheck(redis));
-        }
-        let mut assembly = Assembly::new(http::router(state), readiness, store);
-        if let Some(upkeep) = db.upkeep() {
-            assembly.background.push(Box::pin(upkeep));
-        }
-        assembly.on_stopped = Some(Box::pin(async move { db.close().await }));
-        Ok(assembly)
+            .with(jwks.readiness_check())
+            .with_redis(redis);
+        Ok(Assembly::new(http::router(state), readiness, store).owning_database(db))
     }
 }

@@ -51,17 +51,7 @@ impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const DEFAULTS: &'static str = DEFAULTS;
 
-    fn listen(&self) -> &ListenConfig {
-        &self.listen
-    }
-
-    fn shutdown(&self) -> &ShutdownConfig {
-        &self.shutdown
-    }
-
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
+    portico_common::standard_sections!();
 }
 
 #[cfg(test)]

@@ -233,6 +233,25 @@ impl Db {
     }
 }
 
+impl<H> crate::app::Assembly<H> {
+    /// Hands the service's database to the shell: its upkeep runs while the
+    /// service does, and its pool closes once the service has drained.
+    #[must_use]
+    pub fn owning_database(mut self, db: Db) -> Self {
+        if let Some(upkeep) = db.upkeep() {
+            self.background.push(Box::pin(upkeep));
+        }
+        let previous = self.on_stopped.take();
+        self.on_stopped = Some(Box::pin(async move {
+            if let Some(previous) = previous {
+                previous.await;
+            }
+            db.close().await;
+        }));
+        self
+    }
+}
+
 /// `database`: decides readiness — a service that cannot write its own
 /// database cannot serve its routes.
 #[derive(Debug, Clone)]

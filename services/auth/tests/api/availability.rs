@@ -1,5 +1,10 @@
 //! Registration while the user service is down or loses an answer.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
 use portico_testkit::{Backend, WriteLock};
 use reqwest::{StatusCode, header};
 
@@ -23,14 +28,10 @@ async fn register_is_503_and_leaves_no_credential_when_the_user_service_is_down(
 
 /// A front for the user service that forwards the first profile creation
 /// but loses its answer (502), as a timeout or dropped connection would.
-async fn lossy_front(user_api: String) -> String {
+/// `calls` counts the creation calls it saw.
+async fn lossy_front(user_api: String, calls: Arc<AtomicUsize>) -> String {
     use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
 
-    let calls = Arc::new(AtomicUsize::new(0));
     let app = Router::new().route(
         "/internal/users",
         post(move |headers: HeaderMap, body: Bytes| {
@@ -60,10 +61,12 @@ async fn lossy_front(user_api: String) -> String {
 
 async fn a_lost_answer_from_the_user_service_does_not_fail_registration(backend: Backend) {
     // Arrange
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
     let app = TestApp::spawn_with(
         backend,
-        std::sync::Arc::new(portico_common::clock::SystemClock),
-        lossy_front,
+        Arc::new(portico_common::clock::SystemClock),
+        async move |user_api| lossy_front(user_api, seen).await,
     )
     .await;
 
@@ -76,6 +79,7 @@ async fn a_lost_answer_from_the_user_service_does_not_fail_registration(backend:
     let profile = app.user().store.get(tokens.user_id.unwrap()).await.unwrap();
     assert!(profile.is_some());
     assert_eq!(app.user().store.count().await.unwrap(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "asked exactly once more");
 }
 
 async fn a_login_blocked_by_a_database_lock_is_503_with_retry_after(backend: Backend) {

@@ -5,8 +5,6 @@ use portico_common::{config::ServiceConfig as _, db::Db};
 use portico_testkit::{Backend, TestDatabase};
 use time::OffsetDateTime;
 
-use crate::helpers::on_both_backends;
-
 async fn replicas_starting_together_on_an_empty_database_share_one_key(backend: Backend) {
     // Arrange: four "replicas", each with its own pool on one database.
     let database = TestDatabase::new(backend).await;
@@ -22,8 +20,14 @@ async fn replicas_starting_together_on_an_empty_database_share_one_key(backend: 
 
     // Act: all load (or create) their keys at the same moment.
     let now = OffsetDateTime::now_utc();
-    let loaded =
-        futures::future::join_all(stores.iter().map(|store| store.signing_keys(now))).await;
+    let loads = stores.into_iter().map(|store| {
+        tokio::spawn(async move { store.signing_keys(now).await.map_err(|err| err.to_string()) })
+    });
+    let loaded: Vec<_> = futures::future::join_all(loads)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
 
     // Assert: exactly one key, the same everywhere.
     let kids: Vec<Vec<String>> = loaded
@@ -34,4 +38,23 @@ async fn replicas_starting_together_on_an_empty_database_share_one_key(backend: 
     assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
 }
 
-on_both_backends!(replicas_starting_together_on_an_empty_database_share_one_key);
+// Worker threads of their own, so the four loads really overlap.
+mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_starting_together_on_an_empty_database_share_one_key() {
+        super::replicas_starting_together_on_an_empty_database_share_one_key(
+            portico_testkit::Backend::Postgres,
+        )
+        .await;
+    }
+}
+
+mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_starting_together_on_an_empty_database_share_one_key() {
+        super::replicas_starting_together_on_an_empty_database_share_one_key(
+            portico_testkit::Backend::Sqlite,
+        )
+        .await;
+    }
+}

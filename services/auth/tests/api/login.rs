@@ -63,7 +63,25 @@ async fn too_short_password_is_refused_like_a_wrong_one(backend: Backend) {
     assert_eq!(app.counts().await, (1, 1));
 }
 
+async fn an_address_that_is_not_an_email_is_refused_like_an_unknown_one(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    app.register_account("ann@example.com").await;
+
+    // Act: the registered address with surrounding spaces, and no address.
+    let padded = app.login(" ann@example.com ", PASSWORD).await;
+    let nonsense = app.login("not an email", PASSWORD).await;
+
+    // Assert: one answer, as for an unknown email; no session opened.
+    for response in [padded, nonsense] {
+        let problem = assert_unauthorized(response).await;
+        assert_eq!(problem["detail"], "invalid email or password");
+    }
+    assert_eq!(app.counts().await, (1, 1));
+}
+
 on_both_backends!(
+    an_address_that_is_not_an_email_is_refused_like_an_unknown_one,
     login_with_the_email_in_other_letter_case_opens_a_session,
     wrong_password_and_unknown_email_get_the_same_answer,
     too_short_password_is_refused_like_a_wrong_one,

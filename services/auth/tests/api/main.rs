@@ -6,6 +6,7 @@ mod helpers;
 
 mod availability;
 mod config;
+mod credentials;
 mod discovery;
 mod expiry;
 mod keys;

@@ -67,6 +67,47 @@ async fn user_token_is_401_because_its_audience_is_not_internal(backend: Backend
     assert_eq!(app.store.count().await.unwrap(), 0);
 }
 
+async fn a_service_not_allowed_to_create_profiles_is_403_and_creates_nothing(backend: Backend) {
+    // Arrange: a valid service token, from a service not in allowed_callers.
+    let app = TestApp::spawn(backend).await;
+    let mut claims = app.issuer.service_claims();
+    claims["sub"] = json!("service:billing");
+    let token = app.issuer.sign(&claims);
+
+    // Act
+    let response = app
+        .create_user(Some(&token), &profile_request(Uuid::now_v7()))
+        .await;
+
+    // Assert
+    let problem = assert_problem(response, StatusCode::FORBIDDEN).await;
+    assert!(
+        !problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("allowed_callers"),
+        "no configuration details in the body: {problem}"
+    );
+    assert_eq!(app.store.count().await.unwrap(), 0);
+}
+
+async fn a_token_with_a_service_subject_but_no_service_role_is_403(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let mut claims = app.issuer.service_claims();
+    claims["roles"] = json!(["user"]);
+    let token = app.issuer.sign(&claims);
+
+    // Act
+    let response = app
+        .create_user(Some(&token), &profile_request(Uuid::now_v7()))
+        .await;
+
+    // Assert
+    assert_problem(response, StatusCode::FORBIDDEN).await;
+    assert_eq!(app.store.count().await.unwrap(), 0);
+}
+
 async fn email_of_another_profile_is_409(backend: Backend) {
     // Arrange
     let app = TestApp::spawn(backend).await;
@@ -109,6 +150,8 @@ async fn invalid_email_and_display_name_are_422_naming_both(backend: Backend) {
 }
 
 on_both_backends!(
+    a_service_not_allowed_to_create_profiles_is_403_and_creates_nothing,
+    a_token_with_a_service_subject_but_no_service_role_is_403,
     service_token_creates_with_201_and_a_retry_answers_200,
     missing_token_is_401_and_creates_nothing,
     user_token_is_401_because_its_audience_is_not_internal,

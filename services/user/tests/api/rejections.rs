@@ -156,7 +156,7 @@ async fn token_with_a_tampered_subject_is_401(backend: Backend) {
 async fn unsigned_alg_none_token_is_401(backend: Backend) {
     // Arrange
     let (app, id, _) = app_with_profile(backend).await;
-    let unsigned = issuer::alg_none_token(&app.issuer.user_claims(id));
+    let unsigned = app.issuer.alg_none_token(id);
 
     // Act and assert
     assert_token_refused(&app, id, Some(&unsigned)).await;
@@ -172,9 +172,12 @@ async fn token_for_another_audience_is_401(backend: Backend) {
 }
 
 async fn service_token_is_not_accepted_as_a_user_token(backend: Backend) {
-    // Arrange
+    // Arrange: a service subject with the public audience, so the token is
+    // refused for not being a user's, not for its audience.
     let (app, id, _) = app_with_profile(backend).await;
-    let service = app.issuer.service_token();
+    let mut claims = app.issuer.service_claims();
+    claims["aud"] = serde_json::json!(issuer::AUDIENCE);
+    let service = app.issuer.sign(&claims);
 
     // Act and assert
     assert_token_refused(&app, id, Some(&service)).await;
