@@ -15,6 +15,17 @@ const INSERT: &str = "INSERT INTO credentials \
     (user_id, email_lower, password_hash, status, created_at, updated_at) \
     VALUES ($1, $2, 'x', $3, $4, $4)";
 
+/// `INSERT` bound for a credential with `email` and `status`.
+macro_rules! insert_credential {
+    ($email:expr, $status:expr, $at:expr) => {
+        sqlx::query(INSERT)
+            .bind(Uuid::now_v7())
+            .bind($email)
+            .bind($status)
+            .bind($at)
+    };
+}
+
 /// Writes a credential with `status`, bypassing the CHECK constraint as a
 /// newer schema (or a hand edit) would; the row looks long stale.
 async fn insert_with_unknown_status(app: &TestApp, email: &str, status: &str) {
@@ -25,11 +36,7 @@ async fn insert_with_unknown_status(app: &TestApp, email: &str, status: &str) {
                 .execute(pool)
                 .await
                 .unwrap();
-            sqlx::query(INSERT)
-                .bind(Uuid::now_v7())
-                .bind(email)
-                .bind(status)
-                .bind(long_ago)
+            insert_credential!(email, status, long_ago)
                 .execute(pool)
                 .await
                 .unwrap();
@@ -40,11 +47,7 @@ async fn insert_with_unknown_status(app: &TestApp, email: &str, status: &str) {
                 .execute(&mut *connection)
                 .await
                 .unwrap();
-            sqlx::query(INSERT)
-                .bind(Uuid::now_v7())
-                .bind(email)
-                .bind(status)
-                .bind(long_ago)
+            insert_credential!(email, status, long_ago)
                 .execute(&mut *connection)
                 .await
                 .unwrap();
@@ -62,11 +65,7 @@ async fn the_database_refuses_a_status_the_code_does_not_know(backend: Backend) 
 
     // Act
     let inserted = portico_common::on_db!(app.store.db(), pool => {
-        sqlx::query(INSERT)
-            .bind(Uuid::now_v7())
-            .bind("ann@example.com")
-            .bind("disabled")
-            .bind(OffsetDateTime::now_utc())
+        insert_credential!("ann@example.com", "disabled", OffsetDateTime::now_utc())
             .execute(pool)
             .await
             .map(|_| ())
