@@ -108,6 +108,25 @@ async fn a_replica_that_cannot_fetch_keys_is_not_ready_until_it_can(backend: Bac
     .await;
 }
 
+/// SQLite: the database file deleted under a running replica (an operator
+/// mistake, a volume remounted) takes it out of rotation instead of letting
+/// it write into a file nobody will ever read.
+#[tokio::test]
+async fn a_replica_whose_database_file_vanished_is_not_ready() {
+    // Arrange
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    assert_eq!(readyz(&app).await.0, StatusCode::OK);
+    let path = app.db.url.trim_start_matches("sqlite://").to_owned();
+
+    // Act
+    std::fs::remove_file(&path).unwrap();
+
+    // Assert
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["database"], "unavailable", "{body}");
+}
+
 on_both_backends!(
     a_write_blocked_by_a_lock_is_503_with_retry_after_and_writes_nothing,
     no_free_pooled_connection_is_503_with_retry_after,
