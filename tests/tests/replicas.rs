@@ -103,23 +103,45 @@ async fn start_patch(port: u16, token: &str, body: &[u8]) -> tokio::net::TcpStre
     stream
 }
 
-/// Sends the rest of the body; returns the response's status line.
+/// Sends the rest of the body; returns the response's status line, or what
+/// went wrong on the connection.
 async fn finish_patch(mut stream: tokio::net::TcpStream, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream.write_all(&body[body.len() / 2..]).await.unwrap();
+    if let Err(err) = stream.write_all(&body[body.len() / 2..]).await {
+        return format!("writing the rest of the body failed: {err}");
+    }
     let mut response = Vec::new();
     let mut chunk = [0u8; 4096];
     // Read the head; the service closes or keeps the connection, either is fine.
     while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-        let read = stream.read(&mut chunk).await.unwrap();
-        assert!(read > 0, "connection closed without a response");
-        response.extend_from_slice(&chunk[..read]);
+        match stream.read(&mut chunk).await {
+            Ok(0) => return "connection closed without a response".to_owned(),
+            Ok(read) => response.extend_from_slice(&chunk[..read]),
+            Err(err) => return format!("reading the response failed: {err}"),
+        }
     }
     String::from_utf8_lossy(&response)
         .lines()
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Whether the server side of the connection from `client` to `server`
+/// (both on 127.0.0.1) has nothing left unread in its receive queue: the
+/// service has taken the request off the socket and is working on it.
+/// Read from /proc/net/tcp (addresses in hex; rx_queue after the colon).
+fn server_has_read(server: u16, client: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{server:04X}");
+    let remote = format!("0100007F:{client:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 4
+            && fields[1] == local
+            && fields[2] == remote
+            && fields[4].split(':').nth(1) == Some("00000000")
+    })
 }
 
 async fn is_draining(client: &reqwest::Client, admin_url: &str) -> bool {
@@ -143,6 +165,15 @@ async fn patch_across_sigterm(
 ) -> String {
     let body = br#"{"display_name": "Drained"}"#;
     let in_flight = start_patch(port, token, body).await;
+    // Signalled only once the service holds the request: a request still
+    // unread in the socket when the signal lands is not in flight yet.
+    let client = in_flight.local_addr().unwrap().port();
+    portico_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the service reading the request",
+        || async move { server_has_read(port, client).then_some(()) },
+    )
+    .await;
     process.send_sigterm();
     let admin = process.admin_url();
     portico_testkit::eventually(
@@ -165,14 +196,22 @@ async fn a_request_in_flight_across_sigterm_completes_and_the_service_exits_zero
     // A user replica: the request arrived before the signal, its body after.
     let user = &system.users[0];
     let answer = patch_across_sigterm(&system, user, user.api_port, &token).await;
-    assert!(answer.contains(" 200 "), "{answer}\n{}", system.logs());
+    assert!(
+        answer.contains(" 200 "),
+        "user-1: {answer}\n{}",
+        system.logs()
+    );
     let status = system.users[0].wait_exit().await;
     assert!(status.success(), "user-1 exited with {status}");
 
     // The gateway (forwarding to the replica still running).
     let gateway = &system.gateway;
     let answer = patch_across_sigterm(&system, gateway, gateway.api_port, &token).await;
-    assert!(answer.contains(" 200 "), "{answer}\n{}", system.logs());
+    assert!(
+        answer.contains(" 200 "),
+        "gateway: {answer}\n{}",
+        system.logs()
+    );
     let status = system.gateway.wait_exit().await;
     assert!(status.success(), "the gateway exited with {status}");
 }

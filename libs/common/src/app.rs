@@ -86,6 +86,38 @@ pub trait Service: Send + 'static {
 /// Background tasks, aborted when the application is dropped or stopped.
 struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
 
+impl BackgroundTasks {
+    /// Spawns each task; one that ends early (or panics) says so, since
+    /// nothing else would notice its work stopping.
+    fn spawn(tasks: Vec<Task>) -> Self {
+        Self(
+            tasks
+                .into_iter()
+                .map(|task| {
+                    tokio::spawn(async move {
+                        use futures::FutureExt;
+                        match std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                            Ok(()) => tracing::warn!("a background task ended"),
+                            Err(_) => tracing::error!("a background task panicked"),
+                        }
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Aborts every task and waits until they are gone.
+    async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.0);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 impl Drop for BackgroundTasks {
     fn drop(&mut self) {
         for task in &self.0 {
@@ -128,11 +160,11 @@ impl<S: Service> Application<S> {
         let shutdown = config.shutdown().clone();
         let assembly = S::assemble(config, context).await?;
         let server = Server::new(listeners, assembly.router, assembly.readiness, &shutdown);
-        let background = assembly.background.into_iter().map(tokio::spawn).collect();
+        let background = BackgroundTasks::spawn(assembly.background);
         Ok(Self {
             server,
             handle: assembly.handle,
-            background: BackgroundTasks(background),
+            background,
             on_stopped: assembly.on_stopped,
         })
     }
@@ -163,7 +195,8 @@ impl<S: Service> Application<S> {
             ..
         } = self;
         let result = server.run(stop).await;
-        drop(background);
+        // Stopped before the pool closes, so none is caught mid-query.
+        background.stop().await;
         if let Some(on_stopped) = on_stopped {
             on_stopped.await;
         }

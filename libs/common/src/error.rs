@@ -244,9 +244,8 @@ impl From<JsonRejection> for Problem {
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Problem::payload_too_large("the request body exceeds the limit")
             }
-            other => {
-                Problem::bad_request(format!("the body could not be read: {}", other.body_text()))
-            }
+            other => Problem::bad_request("the request body could not be read")
+                .with_cause(other.body_text()),
         }
     }
 }

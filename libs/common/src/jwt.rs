@@ -232,7 +232,7 @@ impl JwksCache {
     }
 
     /// Makes sure some keys are loaded, fetching them if none are (at most
-    /// one fetch every `min_refresh_interval_secs`). Until then, no token
+    /// one fetch every [`NO_KEYS_RETRY_INTERVAL`]). Until then, no token
     /// can be verified and a service that verifies tokens is not ready.
     pub async fn ensure_loaded(&self) -> Result<(), String> {
         if !self.cached.read().await.keys.is_empty() {
@@ -421,10 +421,10 @@ impl TokenVerifier {
             .map(|data| data.claims)
             .map_err(|err| VerifyError::Rejected(err.to_string()))?;
         let now = self.clock.now().unix_timestamp();
-        if claims.exp + LEEWAY_SECS <= now {
+        if claims.exp.saturating_add(LEEWAY_SECS) <= now {
             return Err(VerifyError::Rejected("expired".to_owned()));
         }
-        if claims.nbf - LEEWAY_SECS > now {
+        if claims.nbf.saturating_sub(LEEWAY_SECS) > now {
             return Err(VerifyError::Rejected("not yet valid".to_owned()));
         }
         Ok(claims)

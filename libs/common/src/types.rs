@@ -19,7 +19,11 @@ pub const EMAIL_PATTERN: &str = r"^[\x21-\x3f\x41-\x7e]{1,64}@[A-Za-z0-9-]+(\.[A
 pub const MAX_EMAIL_LEN: usize = 254;
 /// The JSON Schema pattern equivalent to [`DisplayName::parse`] (with
 /// `maxLength: 100`): no control characters and at least one non-space.
-pub const DISPLAY_NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+///
+/// "Blank" is spelled out as Unicode `White_Space` (what `str::trim`
+/// removes) rather than `\s`, whose meaning differs between regex dialects
+/// (ECMAScript's includes U+FEFF).
+pub const DISPLAY_NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$";
 
 /// Longest display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 100;

@@ -52,10 +52,28 @@ pub fn emails() -> Samples {
 
 /// Display names: 1–100 characters as sent, not blank, no control characters.
 pub fn display_names() -> Samples {
-    let mut accepted = owned(&["Ann", "  Ann ", "Zoë O'Brien", "李小龍", "a\u{a0}b"]);
+    let mut accepted = owned(&[
+        "Ann",
+        "  Ann ",
+        "Zoë O'Brien",
+        "李小龍",
+        "a\u{a0}b",
+        "\u{2028}x",
+        // Not White_Space, though ECMAScript's `\s` says otherwise.
+        "\u{feff}",
+    ]);
     accepted.push("é".repeat(100));
     accepted.push(format!("a{}", " ".repeat(99)));
-    let mut rejected = owned(&["", "   ", "\t", "a\u{7}b", "x\ny", "\u{85}x", "a\u{9f}"]);
+    let mut rejected = owned(&[
+        "",
+        "   ",
+        "\u{3000}\u{a0}",
+        "\t",
+        "a\u{7}b",
+        "x\ny",
+        "\u{85}x",
+        "a\u{9f}",
+    ]);
     rejected.push("é".repeat(101));
     rejected.push(format!("a{}", " ".repeat(100)));
     Samples { accepted, rejected }

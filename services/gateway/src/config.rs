@@ -83,13 +83,6 @@ pub struct Config {
 /// The built-in defaults, also the reference for every key.
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
-impl Default for Config {
-    /// The built-in defaults (no file, no environment).
-    fn default() -> Self {
-        Self::built_in()
-    }
-}
-
 impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const DEFAULTS: &'static str = DEFAULTS;
@@ -192,12 +185,12 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        Config::default().validate().unwrap();
+        Config::built_in().validate().unwrap();
     }
 
     #[test]
     fn route_to_an_unknown_upstream_is_refused() {
-        let mut config = Config::default();
+        let mut config = Config::built_in();
         config.routes[0].upstream = "nope".into();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("routes.0.upstream"), "{err}");
@@ -206,7 +199,7 @@ mod tests {
     #[test]
     fn routing_internal_paths_is_refused() {
         for prefix in ["/internal", "/internal/", "/internal/users"] {
-            let mut config = Config::default();
+            let mut config = Config::built_in();
             config.routes[0].path_prefix = prefix.into();
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains("routes.0.path_prefix"), "{prefix}: {err}");
@@ -217,7 +210,7 @@ mod tests {
     #[test]
     fn routes_shadowing_the_gateways_own_paths_are_refused() {
         for prefix in ["/docs", "/openapi.json", "/docs/x"] {
-            let mut config = Config::default();
+            let mut config = Config::built_in();
             config.routes[0].path_prefix = prefix.into();
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains("routes.0.path_prefix"), "{prefix}: {err}");
@@ -226,7 +219,7 @@ mod tests {
 
     #[test]
     fn non_http_endpoint_is_refused() {
-        let mut config = Config::default();
+        let mut config = Config::built_in();
         config.upstreams.get_mut("user").unwrap().endpoints = vec!["ftp://x".into()];
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("upstreams.user.endpoints"), "{err}");

@@ -111,11 +111,12 @@ impl Upstream {
             .iter()
             .filter(|endpoint| !endpoint.is_ejected(now))
             .map(|endpoint| async move {
-                let address = endpoint.authority.as_str();
+                let host = endpoint.authority.host();
+                let port = endpoint.authority.port_u16().unwrap_or(80);
                 matches!(
                     tokio::time::timeout(
                         PROBE_CONNECT_TIMEOUT,
-                        tokio::net::TcpStream::connect(address)
+                        tokio::net::TcpStream::connect((host, port))
                     )
                     .await,
                     Ok(Ok(_))
@@ -141,12 +142,19 @@ impl portico_common::admin::ReadinessCheck for UpstreamsCheck {
     fn check(&self) -> portico_common::admin::CheckFuture {
         let upstreams = self.0.clone();
         Box::pin(async move {
-            let mut unusable = Vec::new();
-            for upstream in &upstreams {
-                if !upstream.has_usable_endpoint().await {
-                    unusable.push(upstream.name.clone());
-                }
-            }
+            // All at once: the probes share the check's time bound.
+            let usable = futures::future::join_all(
+                upstreams
+                    .iter()
+                    .map(|upstream| upstream.has_usable_endpoint()),
+            )
+            .await;
+            let unusable: Vec<String> = upstreams
+                .iter()
+                .zip(usable)
+                .filter(|(_, usable)| !usable)
+                .map(|(upstream, _)| upstream.name.clone())
+                .collect();
             if unusable.is_empty() {
                 Ok(())
             } else {

@@ -40,13 +40,6 @@ pub struct InternalApiConfig {
 /// The built-in defaults, also the reference for every key.
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
-impl Default for Config {
-    /// The built-in defaults (no file, no environment).
-    fn default() -> Self {
-        Self::built_in()
-    }
-}
-
 impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const DEFAULTS: &'static str = DEFAULTS;

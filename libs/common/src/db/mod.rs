@@ -146,8 +146,25 @@ impl Db {
                 .before_acquire(move |_, meta| {
                     // Connections opened while the file was read-only stay
                     // read-only; once it is writable again they are replaced.
-                    let keep = !recycle.opened_before_recovery(meta.age);
+                    // None at all once the file is gone: writes there are lost.
+                    let keep = !recycle.is_gone() && !recycle.opened_before_recovery(meta.age);
                     Box::pin(async move { Ok(keep) })
+                })
+                .after_connect({
+                    let file = file.clone();
+                    move |_, _| {
+                        let gone = file.is_gone();
+                        Box::pin(async move {
+                            if gone {
+                                Err(sqlx::Error::Io(std::io::Error::new(
+                                    std::io::ErrorKind::NotFound,
+                                    "the database file was deleted or replaced",
+                                )))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                    }
                 })
                 .connect_with(options)
                 .await?;

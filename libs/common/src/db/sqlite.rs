@@ -7,12 +7,14 @@
 //! - **No silent re-creation.** A missing file is created only when
 //!   `database.create_if_missing` says so. A replica whose file was deleted
 //!   must not come back on a new, empty database beside its peers.
-//! - **The file under us.** A file deleted or replaced while the service
-//!   runs leaves our connections on the old inode: readiness turns false and
-//!   stays false until the replica is restarted. A file that turned
-//!   read-only makes readiness false; when it is writable again, the pool
-//!   replaces the connections SQLite opened read-only, so the service
-//!   recovers by itself.
+//! - **The file under us.** [`DatabaseFile::observe`] runs every 100 ms
+//!   (from [`upkeep`]) and on every readiness check. A file deleted or
+//!   replaced while the service runs would leave our connections writing to
+//!   an inode nobody will read again: from then on the pool hands out no
+//!   connection (requests get 503) and readiness stays false until the
+//!   replica is restarted. A file that turned read-only makes readiness
+//!   false; once it is writable again, the pool replaces the connections
+//!   SQLite opened read-only, so the service recovers by itself.
 //! - **A bounded WAL.** With several pooled connections writing back to
 //!   back, SQLite's automatic checkpoint never gets to rewind the WAL: the
 //!   next writer takes its snapshot before the previous commit's checkpoint
@@ -61,8 +63,10 @@ pub struct DatabaseFile {
     /// Options for fresh, unpooled connections: the writability probe and
     /// the checkpointer (a short busy timeout, so neither stalls writers).
     probe: SqliteConnectOptions,
-    /// Whether the last probe could take the write lock.
+    /// Whether the file could last be opened for writing.
     writable: AtomicBool,
+    /// The file we opened is gone or replaced; sticky until restart.
+    gone: AtomicBool,
     /// When the file last became writable again after a read-only spell.
     recovered_at: Mutex<Option<Instant>>,
 }
@@ -78,7 +82,8 @@ pub(super) fn prepare(
         .create_if_missing(false)
         .foreign_keys(true);
     let path = base.get_filename().to_path_buf();
-    let in_memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
+    // sqlx names in-memory databases `file:sqlx-in-memory-N`: judge the URL.
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let identity = if in_memory {
         None
     } else {
@@ -93,13 +98,13 @@ pub(super) fn prepare(
         .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
         .busy_timeout(busy_timeout);
     let probe = base.busy_timeout(PROBE_BUSY_TIMEOUT);
+    let writable = in_memory || opens_for_writing(&path);
     let file = DatabaseFile {
         path,
         identity,
         probe,
-        // Assumed writable until a probe says otherwise; the first
-        // readiness check runs before the service is ready.
-        writable: AtomicBool::new(true),
+        writable: AtomicBool::new(writable),
+        gone: AtomicBool::new(false),
         recovered_at: Mutex::new(None),
     };
     Ok((options, std::sync::Arc::new(file)))
@@ -171,35 +176,65 @@ fn identity_of(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((metadata.dev(), metadata.ino()))
 }
 
+/// Whether this process can open the file for writing now: what SQLite
+/// does first, falling back to read-only when it cannot. (Opening without
+/// truncating and closing at once changes nothing.)
+fn opens_for_writing(path: &Path) -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .is_ok()
+}
+
 impl DatabaseFile {
-    /// Ready when the file is still the one we opened and takes writes.
-    pub async fn check(&self) -> Result<(), String> {
-        if let Some(opened) = self.identity {
-            match identity_of(&self.path) {
-                Ok(now) if now == opened => {}
-                Ok(_) => {
-                    return Err(format!(
-                        "database file `{}` was replaced; restart this replica",
-                        self.path.display()
-                    ));
+    /// Looks at the file (a `stat` and an open): notices it vanishing or
+    /// being replaced (sticky), and its writability changing — marking the
+    /// moment it recovers, so read-only connections get replaced.
+    pub fn observe(&self) -> Result<(), String> {
+        let Some(opened) = self.identity else {
+            return Ok(());
+        };
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(self.gone_message());
+        }
+        match identity_of(&self.path) {
+            Ok(now) if now == opened => {}
+            _ => {
+                if !self.gone.swap(true, Ordering::SeqCst) {
+                    tracing::error!(path = %self.path.display(),
+                        "database file deleted or replaced; no more queries until restart");
                 }
-                Err(err) => {
-                    return Err(format!(
-                        "database file `{}` is gone ({err}); restart this replica once it is restored",
-                        self.path.display()
-                    ));
-                }
+                return Err(self.gone_message());
             }
         }
-        let writable = self.probe_writable().await;
-        let was_writable = self.writable.swap(writable.is_ok(), Ordering::SeqCst);
-        if writable.is_ok() && !was_writable {
+        let writable = opens_for_writing(&self.path);
+        let was_writable = self.writable.swap(writable, Ordering::SeqCst);
+        if writable && !was_writable {
             tracing::info!(path = %self.path.display(), "database file writable again; reopening connections");
             if let Ok(mut recovered_at) = self.recovered_at.lock() {
                 *recovered_at = Some(Instant::now());
             }
         }
-        writable
+        Ok(())
+    }
+
+    fn gone_message(&self) -> String {
+        format!(
+            "database file `{}` was deleted or replaced; restart this replica once it is restored",
+            self.path.display()
+        )
+    }
+
+    /// Whether the file we opened was deleted or replaced.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    /// Ready when the file is still the one we opened and takes writes.
+    pub async fn check(&self) -> Result<(), String> {
+        self.observe()?;
+        self.probe_writable().await
     }
 
     /// On a fresh connection: takes the write lock and dirties a page (the
@@ -249,7 +284,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Attempts per tick when another checkpoint holds the lock.
 const CHECKPOINT_ATTEMPTS: usize = 3;
 
-/// Keeps the write-ahead log bounded while the service runs: it watches the
+/// Watches the file ([`DatabaseFile::observe`]) and keeps the write-ahead
+/// log bounded while the service runs: it watches the
 /// WAL's size and, on a connection of its own, checkpoints it into the
 /// database and truncates it — at once when it passes
 /// [`CHECKPOINT_AT_BYTES`], else every [`CHECKPOINT_EVERY`] while it is not
@@ -263,6 +299,10 @@ pub(super) async fn upkeep(file: std::sync::Arc<DatabaseFile>) {
     let mut last_checkpoint = Instant::now();
     loop {
         interval.tick().await;
+        if file.observe().is_err() {
+            // Gone for good: nothing left to checkpoint.
+            return;
+        }
         let size = std::fs::metadata(&wal).map_or(0, |metadata| metadata.len());
         let due = size >= CHECKPOINT_AT_BYTES
             || (size > 0 && last_checkpoint.elapsed() >= CHECKPOINT_EVERY);

@@ -178,7 +178,10 @@ async fn observe(mut request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     let latency_ms = elapsed.as_millis() as u64;
     span.in_scope(|| match (status, cause) {
-        (500.., Some(cause)) => tracing::error!(latency_ms, %cause, "request failed"),
+        // A bug or a broken invariant: an error. A dependency that is busy,
+        // down or slow (502/503/504) is a warning; it is expected to pass.
+        (500, Some(cause)) => tracing::error!(latency_ms, %cause, "request failed"),
+        (501.., Some(cause)) => tracing::warn!(latency_ms, %cause, "request failed"),
         (500.., None) => tracing::warn!(latency_ms, "request failed"),
         (_, Some(cause)) => tracing::info!(latency_ms, %cause, "request refused"),
         (_, None) => tracing::info!(latency_ms, "request completed"),

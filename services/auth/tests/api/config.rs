@@ -6,13 +6,13 @@ use portico_testkit::{Backend, TestDatabase};
 
 #[test]
 fn built_in_defaults_are_valid() {
-    assert!(Config::default().validate().is_ok());
+    assert!(Config::built_in().validate().is_ok());
 }
 
 #[test]
 fn weak_argon2_memory_cost_is_refused_naming_the_key() {
     // Arrange
-    let mut config = Config::default();
+    let mut config = Config::built_in();
     config.password_hashing.memory_kib = 1024;
 
     // Act

@@ -1,5 +1,6 @@
 //! The JWKS, the discovery document, the OpenAPI document and unknown routes.
 
+use portico_common::config::ServiceConfig as _;
 use portico_testkit::Backend;
 use reqwest::{StatusCode, header};
 use serde_json::Value;
@@ -33,7 +34,7 @@ async fn jwks_publishes_ed25519_keys_with_key_ids() {
 async fn openid_configuration_names_the_issuer_and_jwks_uri() {
     // Arrange
     let app = TestApp::spawn_without_user_service(Backend::Sqlite).await;
-    let issuer = portico_auth::Config::default().tokens.issuer;
+    let issuer = portico_auth::Config::built_in().tokens.issuer;
 
     // Act
     let response = app.get("/.well-known/openid-configuration").await;

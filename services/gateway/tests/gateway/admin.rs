@@ -1,6 +1,7 @@
 //! The admin listener and startup checks.
 
 use http::StatusCode;
+use portico_common::config::ServiceConfig as _;
 use portico_gateway::{Application, Config};
 use serde_json::Value;
 
@@ -134,7 +135,7 @@ async fn metrics_count_proxied_requests_per_upstream_endpoint() {
 
 #[tokio::test]
 async fn a_route_to_an_unknown_upstream_stops_startup_naming_the_key() {
-    let mut config = Config::default();
+    let mut config = Config::built_in();
     config.routes.push(route("/v1/orders", "orders"));
     let index = config.routes.len() - 1;
 

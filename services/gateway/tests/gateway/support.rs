@@ -1,6 +1,7 @@
 //! Shared harness: recording upstreams, a gateway started in-process on
 //! port 0 in front of them, and assertions on problem responses.
 
+use portico_common::config::ServiceConfig as _;
 use std::{
     net::SocketAddr,
     sync::{
@@ -240,7 +241,7 @@ pub fn route(path_prefix: &str, upstream: &str) -> RouteConfig {
 fn init_telemetry() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        let guard = telemetry::init("portico-gateway-tests", &Config::default().telemetry)
+        let guard = telemetry::init("portico-gateway-tests", &Config::built_in().telemetry)
             .expect("telemetry init");
         // Keep the tracer provider for the life of the process.
         std::mem::forget(guard);
@@ -261,7 +262,7 @@ impl Gateway {
     pub async fn start(configure: impl FnOnce(&mut Config)) -> Self {
         init_telemetry();
         let issuer = TestIssuer::start().await;
-        let mut config = Config::default();
+        let mut config = Config::built_in();
         config.upstreams.clear();
         config.routes.clear();
         config.tokens.issuer = issuer::ISSUER.to_owned();
