@@ -34,6 +34,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 section "test services"
+portico_ensure_tools
 portico_ensure_postgres
 portico_ensure_redis
 printf 'PORTICO_TEST_POSTGRES_URL=%s\n' "$PORTICO_TEST_POSTGRES_URL"

@@ -2,6 +2,7 @@
 # Throwaway PostgreSQL and Redis servers for the Portico test suite.
 #
 # Source this file, then call:
+#   portico_ensure_tools        installs the commands tests call (chattr)
 #   portico_ensure_postgres     exports PORTICO_TEST_POSTGRES_URL
 #   portico_ensure_redis        exports PORTICO_TEST_REDIS_URL
 #   portico_stop_test_services  stops what the two above started (EXIT trap)
@@ -172,6 +173,14 @@ _portico_pg_answers() {
         psql "$url" -XAtqc 'select 1' >/dev/null
     else
         _portico_log "no pg_isready/psql found; cannot check $url, assuming it works"
+    fi
+}
+
+# Commands the tests call besides the servers: chattr (e2fsprogs) makes a
+# database file read-only even for root in the SQLite read-only test.
+portico_ensure_tools() {
+    if ! command -v chattr >/dev/null 2>&1; then
+        _portico_apt_install e2fsprogs || return 1
     fi
 }
 

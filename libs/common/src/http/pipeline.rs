@@ -256,6 +256,19 @@ pub fn service_router(router: Router, document: &utoipa::openapi::OpenApi) -> Ro
     apply(router, &PipelineOptions::default())
 }
 
+/// [`service_router`] for routes that carry their OpenAPI descriptions:
+/// splits them into the router (given `state`) and the document it serves.
+pub fn documented_service_router<S>(
+    routes: utoipa_axum::router::OpenApiRouter<S>,
+    state: S,
+) -> Router
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (router, document) = routes.split_for_parts();
+    service_router(router.with_state(state), &document)
+}
+
 /// Fallback for unknown routes: a 404 problem.
 pub async fn not_found() -> Response {
     Problem::not_found("no resource at this path").into_response()

@@ -38,8 +38,7 @@ pub struct AppState {
 struct ApiDoc;
 
 pub fn router(state: AppState) -> Router {
-    let (router, api) = documented_routes().split_for_parts();
-    pipeline::service_router(router.with_state(state), &api)
+    pipeline::documented_service_router(documented_routes(), state)
 }
 
 /// Every route with its OpenAPI description.
