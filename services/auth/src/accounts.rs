@@ -14,10 +14,10 @@ use uuid::Uuid;
 use crate::{
     domain::{
         password::{Password, PasswordHashing},
-        tokens::{RefreshToken, TokenIssuer},
+        tokens::{RefreshToken, RotationKey, Successor, TokenIssuer},
     },
     error::AuthError,
-    storage::{AuthStore, CredentialState},
+    storage::{AuthStore, CredentialState, SessionRef},
     user_directory::{DirectoryError, UserDirectory},
 };
 
@@ -58,6 +58,8 @@ pub struct Accounts {
     issuer: TokenIssuer,
     directory: UserDirectory,
     clock: SharedClock,
+    /// Derives refresh-token successors (shared by every replica).
+    rotation: RotationKey,
 }
 
 impl Accounts {
@@ -67,6 +69,7 @@ impl Accounts {
         issuer: TokenIssuer,
         directory: UserDirectory,
         clock: SharedClock,
+        rotation: RotationKey,
     ) -> Self {
         Self {
             store,
@@ -74,6 +77,7 @@ impl Accounts {
             issuer,
             directory,
             clock,
+            rotation,
         }
     }
 
@@ -144,7 +148,14 @@ impl Accounts {
             )
             .await?;
         tracing::info!(%user_id, "account registered");
-        self.tokens(user_id, session_id, RoleSet::new_user(), refresh, now)
+        self.tokens(
+            user_id,
+            session_id,
+            RoleSet::new_user(),
+            refresh,
+            now,
+            Uuid::now_v7(),
+        )
     }
 
     /// Opens a session for a correct email and password. Unknown email and
@@ -198,32 +209,83 @@ impl Accounts {
             credential.roles,
             refresh,
             now,
+            Uuid::now_v7(),
         )
     }
 
-    /// Rotates a refresh token: the presented one stops working. Presenting
-    /// an already-rotated token revokes its whole session.
+    /// Rotates a refresh token into its successor; the presented one is
+    /// spent. Presented again within the grace window (a retry after a lost
+    /// answer, two tabs racing) it gets the *same* successor tokens; after
+    /// the window, it revokes the whole session — a spent token coming back
+    /// late means someone else has a copy.
     pub async fn refresh(&self, presented: RefreshToken) -> Result<IssuedTokens, AuthError> {
-        let next = RefreshToken::generate()
-            .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
-        let old_hash = presented.hash();
-        let Some(session) = self
+        let settings = self.issuer.settings();
+        let idle_since = now - Duration::seconds(settings.refresh_idle_timeout_secs);
+        let successor = presented.successor(&self.rotation);
+        let (spent_hash, next_hash) = (presented.hash(), successor.refresh_token.hash());
+        if let Some(session) = self
             .store
-            .rotate_refresh(&old_hash, &next.hash(), now)
+            .rotate_refresh(&spent_hash, &next_hash, now, idle_since)
             .await?
+        {
+            return self.successor_tokens(session, successor, now).await;
+        }
+        let Some(spent) = self
+            .store
+            .spent_refresh(&spent_hash, &next_hash, now, idle_since)
+            .await?
+            .filter(|spent| spent.session_is_live)
         else {
-            if let Some(session_id) = self.store.revoke_by_previous_hash(&old_hash, now).await? {
-                tracing::warn!(%session_id, "rotated refresh token replayed; session revoked");
-            }
+            // Never issued, or its session is over: nothing to protect.
             return Err(AuthError::InvalidRefreshToken);
         };
+        let grace = Duration::seconds(settings.refresh_reuse_grace_secs);
+        if now - spent.spent_at <= grace {
+            if spent.successor_is_current {
+                // Issued at the rotation's time, so byte for byte the same.
+                return self
+                    .successor_tokens(spent.session, successor, spent.spent_at)
+                    .await;
+            }
+            // Its successor was itself rotated within the window: refused,
+            // but not treated as theft.
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let SessionRef {
+            session_id,
+            user_id,
+        } = spent.session;
+        self.store.revoke_session(session_id, user_id, now).await?;
+        tracing::warn!(
+            event = "refresh_token_reused",
+            %user_id,
+            %session_id,
+            "a spent refresh token came back after the grace window; session revoked"
+        );
+        Err(AuthError::InvalidRefreshToken)
+    }
+
+    /// The tokens a rotation hands out, issued at `issued_at`.
+    async fn successor_tokens(
+        &self,
+        session: SessionRef,
+        successor: Successor,
+        issued_at: OffsetDateTime,
+    ) -> Result<IssuedTokens, AuthError> {
         let roles = self
             .store
             .roles(session.user_id)
             .await?
             .ok_or(AuthError::InvalidRefreshToken)?;
-        self.tokens(session.user_id, session.session_id, roles, next, now)
+        self.tokens(
+            session.user_id,
+            session.session_id,
+            roles,
+            successor.refresh_token,
+            issued_at,
+            successor.access_token_id,
+        )
     }
 
     /// Revokes the session the access token belongs to.
@@ -247,10 +309,17 @@ impl Accounts {
         roles: RoleSet,
         refresh_token: RefreshToken,
         now: OffsetDateTime,
+        access_token_id: Uuid,
     ) -> Result<IssuedTokens, AuthError> {
         Ok(IssuedTokens {
             user_id,
-            access_token: self.issuer.access_token(user_id, session_id, roles, now)?,
+            access_token: self.issuer.access_token(
+                user_id,
+                session_id,
+                roles,
+                now,
+                access_token_id,
+            )?,
             refresh_token,
             expires_in: self.issuer.settings().access_token_ttl_secs,
         })

@@ -15,7 +15,11 @@ use portico_common::{
 use crate::{
     accounts::Accounts,
     config::Config,
-    domain::{keys::Keyring, password::PasswordHashing, tokens::TokenIssuer},
+    domain::{
+        keys::Keyring,
+        password::PasswordHashing,
+        tokens::{RotationKey, TokenIssuer},
+    },
     http::{self, AppState},
     storage::{AuthStore, MIGRATIONS},
     user_directory::UserDirectory,
@@ -55,12 +59,19 @@ impl Service for AuthService {
             clock.clone(),
         );
 
+        let rotation = RotationKey::new(
+            &store
+                .rotation_secret(&RotationKey::generate_secret().map_err(|_| {
+                    anyhow::anyhow!("randomness unavailable for the rotation secret")
+                })?)
+                .await?,
+        );
         let hashing = PasswordHashing::new(&config.password_hashing).await?;
         let client = HttpClient::new(&config.http_client)?;
         let directory =
             UserDirectory::new(client, &config.user_service, issuer.clone(), clock.clone());
         let state = AppState {
-            accounts: Accounts::new(store.clone(), hashing, issuer, directory, clock),
+            accounts: Accounts::new(store.clone(), hashing, issuer, directory, clock, rotation),
             verifier: Arc::new(verifier),
         };
 

@@ -55,6 +55,10 @@ impl ServiceConfig for Config {
                 self.tokens.refresh_token_ttl_secs,
             ),
             (
+                "tokens.refresh_idle_timeout_secs",
+                self.tokens.refresh_idle_timeout_secs,
+            ),
+            (
                 "tokens.service_token_ttl_secs",
                 self.tokens.service_token_ttl_secs,
             ),
@@ -62,6 +66,13 @@ impl ServiceConfig for Config {
             if value <= 0 {
                 return Err(ConfigError::key(ENV_PREFIX, key, "must be positive"));
             }
+        }
+        if !(0..=60).contains(&self.tokens.refresh_reuse_grace_secs) {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "tokens.refresh_reuse_grace_secs",
+                "must be between 0 and 60 seconds",
+            ));
         }
         Ok(())
     }

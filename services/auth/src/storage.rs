@@ -24,6 +24,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "signing key bootstrap",
             include_str!("../migrations/postgres/0002_signing_key_bootstrap.sql"),
         ),
+        (
+            3,
+            "refresh token families",
+            include_str!("../migrations/postgres/0003_refresh_token_families.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -35,6 +40,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             2,
             "signing key bootstrap",
             include_str!("../migrations/sqlite/0002_signing_key_bootstrap.sql"),
+        ),
+        (
+            3,
+            "refresh token families",
+            include_str!("../migrations/sqlite/0003_refresh_token_families.sql"),
         ),
     ],
 };
@@ -108,6 +118,17 @@ pub enum CredentialState {
         since: OffsetDateTime,
     },
     Active,
+}
+
+/// A refresh token its session rotated away (see [`AuthStore::spent_refresh`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpentToken {
+    pub session: SessionRef,
+    pub spent_at: OffsetDateTime,
+    /// The token it rotated into is still the session's current one.
+    pub successor_is_current: bool,
+    /// The session is neither revoked, expired nor idle.
+    pub session_is_live: bool,
 }
 
 /// A session found by its current refresh token.
@@ -310,51 +331,91 @@ impl AuthStore {
         })
     }
 
-    /// Swaps the session's refresh token hash `old` for `new` if `old` is
-    /// current, unexpired and unrevoked. A compare-and-swap: of two
-    /// concurrent refreshes with the same token only one wins.
+    /// Rotates a session's refresh token: swaps the hash `old` for `new` if
+    /// `old` is current and the session neither revoked, expired nor idle
+    /// since `idle_since`, and remembers `old` as spent — one transaction.
+    /// A compare-and-swap: of two concurrent rotations only one wins.
     pub async fn rotate_refresh(
         &self,
         old: &[u8],
         new: &[u8],
         now: OffsetDateTime,
+        idle_since: OffsetDateTime,
     ) -> Result<Option<SessionRef>, sqlx::Error> {
         on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
             let row = sqlx::query(
-                "UPDATE sessions SET refresh_hash = $2, previous_hash = $1, last_used_at = $3 \
-                 WHERE refresh_hash = $1 AND revoked_at IS NULL AND expires_at > $3 \
+                "UPDATE sessions SET refresh_hash = $2, previous_hash = $1, rotated_at = $3, last_used_at = $3 \
+                 WHERE refresh_hash = $1 AND revoked_at IS NULL AND expires_at > $3 AND last_used_at > $4 \
                  RETURNING id, user_id",
             )
             .bind(old)
             .bind(new)
             .bind(now)
+            .bind(idle_since)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let session = SessionRef { session_id: row.try_get("id")?, user_id: row.try_get("user_id")? };
+            sqlx::query("INSERT INTO spent_refresh_tokens (hash, session_id, spent_at) VALUES ($1, $2, $3)")
+                .bind(old)
+                .bind(session.session_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(session))
+        })
+    }
+
+    /// A refresh token its session already rotated away, by hash: whose it
+    /// is, when it was spent, whether the session is still live, and whether
+    /// `successor` (the hash it rotated into) is still the current one.
+    pub async fn spent_refresh(
+        &self,
+        hash: &[u8],
+        successor: &[u8],
+        now: OffsetDateTime,
+        idle_since: OffsetDateTime,
+    ) -> Result<Option<SpentToken>, sqlx::Error> {
+        on_db!(&self.db, pool => {
+            let row = sqlx::query(
+                "SELECT s.id, s.user_id, t.spent_at, s.refresh_hash = $2 AS successor_current, \
+                 (s.revoked_at IS NULL AND s.expires_at > $3 AND s.last_used_at > $4) AS live \
+                 FROM spent_refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.hash = $1",
+            )
+            .bind(hash)
+            .bind(successor)
+            .bind(now)
+            .bind(idle_since)
             .fetch_optional(pool)
             .await?;
-            row.map(|row| -> Result<SessionRef, sqlx::Error> {
-                Ok(SessionRef { session_id: row.try_get("id")?, user_id: row.try_get("user_id")? })
+            row.map(|row| -> Result<SpentToken, sqlx::Error> {
+                Ok(SpentToken {
+                    session: SessionRef { session_id: row.try_get("id")?, user_id: row.try_get("user_id")? },
+                    spent_at: row.try_get("spent_at")?,
+                    successor_is_current: row.try_get("successor_current")?,
+                    session_is_live: row.try_get("live")?,
+                })
             })
             .transpose()
         })
     }
 
-    /// Revokes the session whose *previous* refresh token is `hash`: a
-    /// rotated-away token coming back means it was copied. Returns the
-    /// revoked session, if any.
-    pub async fn revoke_by_previous_hash(
-        &self,
-        hash: &[u8],
-        now: OffsetDateTime,
-    ) -> Result<Option<Uuid>, sqlx::Error> {
+    /// The secret every replica derives refresh-token successors with; the
+    /// first replica to start stores `candidate`, the others read it.
+    pub async fn rotation_secret(&self, candidate: &[u8]) -> Result<Vec<u8>, sqlx::Error> {
         on_db!(&self.db, pool => {
-            let row = sqlx::query(
-                "UPDATE sessions SET revoked_at = $2 \
-                 WHERE previous_hash = $1 AND revoked_at IS NULL RETURNING id",
-            )
-            .bind(hash)
-            .bind(now)
-            .fetch_optional(pool)
-            .await?;
-            row.map(|row| row.try_get::<Uuid, _>("id")).transpose()
+            sqlx::query("INSERT INTO token_secrets (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+                .bind(candidate)
+                .execute(pool)
+                .await?;
+            sqlx::query("SELECT secret FROM token_secrets WHERE id = 1")
+                .fetch_one(pool)
+                .await?
+                .try_get::<Vec<u8>, _>("secret")
         })
     }
 

@@ -25,7 +25,13 @@ pub struct TokenSettings {
     /// `aud` of user access tokens.
     pub audience: String,
     pub access_token_ttl_secs: i64,
+    /// Absolute lifetime of a session.
     pub refresh_token_ttl_secs: i64,
+    /// A session unused this long ends.
+    pub refresh_idle_timeout_secs: i64,
+    /// A rotated refresh token presented again this soon gets the same
+    /// successor; later, it revokes the session.
+    pub refresh_reuse_grace_secs: i64,
     pub service_token_ttl_secs: i64,
     /// Who this service is in the tokens it presents to other services.
     pub service_name: ServiceIdentity,
@@ -59,13 +65,15 @@ impl TokenIssuer {
         jsonwebtoken::encode(&header, claims, self.keyring.signing_key())
     }
 
-    /// An access token for a user's session.
+    /// An access token for a user's session, with id `jti`. Ed25519
+    /// signatures are deterministic: the same claims give the same token.
     pub fn access_token(
         &self,
         user_id: Uuid,
         session_id: Uuid,
         roles: RoleSet,
         now: OffsetDateTime,
+        jti: Uuid,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now.unix_timestamp();
         self.sign(&Claims {
@@ -75,7 +83,7 @@ impl TokenIssuer {
             exp: iat + self.settings.access_token_ttl_secs,
             iat,
             nbf: iat,
-            jti: Uuid::now_v7().to_string(),
+            jti: jti.to_string(),
             sid: Some(session_id.to_string()),
             roles,
         })
@@ -101,6 +109,53 @@ impl TokenIssuer {
     }
 }
 
+/// The key that derives a refresh token's successor (`token_secrets`,
+/// shared by every replica). Never logged.
+#[derive(Clone)]
+pub struct RotationKey(aws_lc_rs::hmac::Key);
+
+impl std::fmt::Debug for RotationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RotationKey([REDACTED])")
+    }
+}
+
+/// Bytes of a rotation key's secret.
+pub const ROTATION_SECRET_BYTES: usize = 32;
+
+impl RotationKey {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            secret,
+        ))
+    }
+
+    /// A fresh secret for the first replica to start.
+    pub fn generate_secret() -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        let mut secret = vec![0u8; ROTATION_SECRET_BYTES];
+        SystemRandom::new().fill(&mut secret)?;
+        Ok(secret)
+    }
+
+    fn derive(&self, purpose: &[u8], token: &RefreshToken) -> aws_lc_rs::hmac::Tag {
+        let mut context = aws_lc_rs::hmac::Context::with_key(&self.0);
+        context.update(purpose);
+        context.update(token.expose().as_bytes());
+        context.sign()
+    }
+}
+
+/// What a refresh token rotates into: the next refresh token and the id of
+/// the access token issued with it. Derived from the presented token under
+/// the [`RotationKey`], so asking again gives the same tokens — and nobody
+/// holding only an old token can compute its successor.
+#[derive(Debug, Clone)]
+pub struct Successor {
+    pub refresh_token: RefreshToken,
+    pub access_token_id: Uuid,
+}
+
 /// An opaque refresh token as handed to the client.
 #[derive(Debug, Clone)]
 pub struct RefreshToken(SecretString);
@@ -118,6 +173,18 @@ impl RefreshToken {
 
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
+    }
+
+    /// The token this one rotates into (see [`Successor`]).
+    pub fn successor(&self, key: &RotationKey) -> Successor {
+        let next = key.derive(b"portico refresh successor\0", self);
+        let jti = key.derive(b"portico access token id\0", self);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&jti.as_ref()[..16]);
+        Successor {
+            refresh_token: Self(SecretString::from(URL_SAFE_NO_PAD.encode(next.as_ref()))),
+            access_token_id: uuid::Builder::from_random_bytes(id).into_uuid(),
+        }
     }
 
     /// What is stored: SHA-256 of the token. A plain (unsalted) hash is
@@ -157,7 +224,7 @@ mod tests {
         let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
         let now = OffsetDateTime::now_utc();
         let token = issuer
-            .access_token(user, session, RoleSet::new_user(), now)
+            .access_token(user, session, RoleSet::new_user(), now, Uuid::now_v7())
             .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, ALGORITHM);
@@ -192,6 +259,42 @@ mod tests {
             claims.service().map(|s| s.name().to_owned()).as_deref(),
             Some("auth")
         );
+    }
+
+    #[test]
+    fn a_successor_is_the_same_every_time_and_depends_on_the_key() {
+        let token = RefreshToken::generate().unwrap();
+        let key = RotationKey::new(&RotationKey::generate_secret().unwrap());
+        let (a, b) = (token.successor(&key), token.successor(&key));
+        assert_eq!(a.refresh_token.expose(), b.refresh_token.expose());
+        assert_eq!(a.access_token_id, b.access_token_id);
+        assert_ne!(a.refresh_token.expose(), token.expose());
+        let other_key = RotationKey::new(&RotationKey::generate_secret().unwrap());
+        assert_ne!(
+            token.successor(&other_key).refresh_token.expose(),
+            a.refresh_token.expose()
+        );
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(a.refresh_token.expose())
+                .unwrap()
+                .len(),
+            32
+        );
+    }
+
+    #[tokio::test]
+    async fn the_same_claims_sign_to_the_same_access_token() {
+        let issuer = issuer();
+        let (user, session, jti) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let now = OffsetDateTime::now_utc();
+        let a = issuer
+            .access_token(user, session, RoleSet::new_user(), now, jti)
+            .unwrap();
+        let b = issuer
+            .access_token(user, session, RoleSet::new_user(), now, jti)
+            .unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct RefreshRequest {
 pub struct TokenResponse {
     /// EdDSA-signed JWT for `Authorization: Bearer`.
     pub access_token: String,
-    /// Opaque; exchange at `/v1/auth/refresh`. Single use: rotated on refresh.
+    /// Opaque; exchange at `/v1/auth/refresh`. Rotated on every use (a retry within the grace window gets the same successor).
     pub refresh_token: String,
     #[schema(example = "Bearer")]
     pub token_type: String,
@@ -169,15 +169,17 @@ pub async fn login(
     ))
 }
 
-/// Exchanges a refresh token for new tokens; the old refresh token stops working.
+/// Exchanges a refresh token for new tokens (rotation). The same token sent
+/// again within the grace window (10 s by default) gets the same tokens
+/// again; later, it revokes the whole session.
 #[utoipa::path(
     post,
     path = "/v1/auth/refresh",
     tag = "auth",
     request_body = RefreshRequest,
     responses(
-        (status = 200, description = "New tokens (rotated)", body = TokenResponse),
-        (status = 401, description = "Refresh token invalid, expired, used or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "New tokens (rotated); the same ones for a retry within the grace window", body = TokenResponse),
+        (status = 401, description = "Refresh token invalid, expired, idle too long, reused or revoked", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
         Unavailable,
     )
