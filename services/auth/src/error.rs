@@ -11,6 +11,12 @@ pub enum AuthError {
     /// Refresh token unknown, expired, rotated away or revoked.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// The session is not one of the caller's live sessions.
+    #[error("session not found")]
+    SessionNotFound,
+    /// The current password given to change it does not match.
+    #[error("current password does not match")]
+    WrongCurrentPassword,
     /// The email is registered already (in any letter case).
     #[error("email already registered")]
     EmailTaken,

@@ -150,7 +150,10 @@ pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
             }
         }
     }
-    for item in paths.values_mut() {
+    for (path, item) in paths.iter_mut() {
+        // A path parameter can carry an encoded separator or dot segment,
+        // which the gateway refuses with 400 before any upstream sees it.
+        let templated = path.contains('{');
         let Some(operations) = item.as_object_mut() else {
             continue;
         };
@@ -161,7 +164,11 @@ pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
             else {
                 continue;
             };
-            for (status, description) in gateway_responses() {
+            let refused_paths = templated.then_some((
+                "400",
+                "The path contains dot segments or encoded separators",
+            ));
+            for (status, description) in gateway_responses().into_iter().chain(refused_paths) {
                 responses.entry(status.to_owned()).or_insert_with(|| {
                     json!({
                         "description": description,
@@ -231,6 +238,19 @@ fn referenced_schemas(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_with_path_parameters_document_the_gateways_400() {
+        let doc = json!({"paths": {
+            "/v1/things/{id}": {"delete": {"responses": {"204": {"description": "ok"}}}},
+            "/v1/things": {"get": {"responses": {"200": {"description": "ok"}}}}
+        }});
+        let merged = merge(&[doc], &["/v1/things".to_owned()]);
+        let templated = &merged["paths"]["/v1/things/{id}"]["delete"]["responses"];
+        let fixed = &merged["paths"]["/v1/things"]["get"]["responses"];
+        assert!(templated.get("400").is_some(), "{templated}");
+        assert!(fixed.get("400").is_none(), "{fixed}");
+    }
 
     #[test]
     fn internal_paths_and_unrouted_paths_are_left_out() {

@@ -15,6 +15,12 @@ impl From<AuthError> for Problem {
                 Problem::unauthorized("the refresh token is invalid, expired or revoked")
             }
             AuthError::EmailTaken => Problem::conflict("this email is already registered"),
+            AuthError::SessionNotFound => Problem::not_found("no such session of yours"),
+            // The caller is authenticated; the proof asked on top of that
+            // failed.
+            AuthError::WrongCurrentPassword => {
+                Problem::forbidden("the current password does not match")
+            }
             AuthError::ProfileUnavailable(cause) => Problem::service_unavailable(
                 "the account could not be created right now; retry shortly",
             )

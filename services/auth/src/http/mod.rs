@@ -1,6 +1,8 @@
 //! HTTP layer of the auth service: routes, OpenAPI, shared handler state.
 
+mod client;
 mod errors;
+mod own_sessions;
 mod sessions;
 mod well_known;
 
@@ -33,7 +35,7 @@ pub struct AppState {
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerSecurity),
-    tags((name = "auth", description = "Accounts and sessions"), (name = "keys", description = "Token verification keys and discovery"))
+    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "keys", description = "Token verification keys and discovery"))
 )]
 struct ApiDoc;
 
@@ -48,6 +50,12 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::login))
         .routes(routes!(sessions::refresh))
         .routes(routes!(sessions::logout))
+        .routes(routes!(
+            own_sessions::list_sessions,
+            own_sessions::end_other_sessions
+        ))
+        .routes(routes!(own_sessions::end_session))
+        .routes(routes!(own_sessions::change_password))
         .routes(routes!(well_known::jwks))
         .routes(routes!(well_known::openid_configuration))
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::AppState;
+use super::{AppState, client::Client};
 use crate::{
     accounts::{IssuedTokens, Registration},
     domain::{password::Password, tokens::RefreshToken},
@@ -112,6 +112,7 @@ fn no_store(status: StatusCode, body: TokenResponse) -> Response {
 )]
 pub async fn register(
     State(state): State<AppState>,
+    client: Client,
     body: Result<ApiJson<RegisterRequest>, Problem>,
 ) -> Result<Response, Problem> {
     let ApiJson(request) = body?;
@@ -131,10 +132,11 @@ pub async fn register(
         password,
         display_name,
     };
-    let tokens =
-        pipeline::spawn_in_request_context(async move { accounts.register(registration).await })
-            .await
-            .map_err(|err| AuthError::Internal(format!("registration task: {err}")))??;
+    let tokens = pipeline::spawn_in_request_context(async move {
+        accounts.register(registration, client.0).await
+    })
+    .await
+    .map_err(|err| AuthError::Internal(format!("registration task: {err}")))??;
     Ok(no_store(
         StatusCode::CREATED,
         TokenResponse::from_issued(tokens, true),
@@ -156,12 +158,13 @@ pub async fn register(
 )]
 pub async fn login(
     State(state): State<AppState>,
+    client: Client,
     body: Result<ApiJson<LoginRequest>, Problem>,
 ) -> Result<Response, Problem> {
     let ApiJson(request) = body?;
     let tokens = state
         .accounts
-        .login(&request.email, request.password)
+        .login(&request.email, request.password, client.0)
         .await?;
     Ok(no_store(
         StatusCode::OK,

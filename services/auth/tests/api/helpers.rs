@@ -232,6 +232,41 @@ impl TestApp {
         request.send().await.expect("POST /v1/auth/logout")
     }
 
+    /// A request on the auth API with an optional bearer token.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.api));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("{path}: {err}"))
+    }
+
+    /// Logs in with a given user agent.
+    pub async fn login_from(&self, email: &str, user_agent: &str) -> TokenResponse {
+        let response = self
+            .client
+            .post(format!("{}/v1/auth/login", self.api))
+            .header(header::USER_AGENT, user_agent)
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("POST /v1/auth/login");
+        assert_eq!(response.status(), StatusCode::OK, "logging in {email}");
+        response.json().await.expect("token response")
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(format!("{}{path}", self.api))

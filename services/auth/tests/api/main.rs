@@ -11,6 +11,7 @@ mod discovery;
 mod expiry;
 mod keys;
 mod login;
+mod own_sessions;
 mod register;
 mod rejections;
 mod sessions;

@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_problem, on_both_backends};
 
-/// Lock waits and pool waits short enough for a test.
+/// Lock waits short enough for a test (pool waits long enough to start
+/// under a loaded machine).
 async fn app_with_short_waits(backend: Backend) -> TestApp {
     TestApp::spawn_with(backend, |config| {
         config.database.lock_timeout_ms = 200;
-        config.database.acquire_timeout_ms = 200;
+        config.database.acquire_timeout_ms = 1_000;
     })
     .await
 }
@@ -48,7 +49,7 @@ async fn no_free_pooled_connection_is_503_with_retry_after(backend: Backend) {
     // Arrange: every pooled connection is taken.
     let app = TestApp::spawn_with(backend, |config| {
         config.database.max_connections = 1;
-        config.database.acquire_timeout_ms = 200;
+        config.database.acquire_timeout_ms = 1_000;
     })
     .await;
     let profile = app.seed_profile().await;

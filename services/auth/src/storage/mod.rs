@@ -1,5 +1,10 @@
 //! Auth storage: credentials, sessions and signing keys. Every query is
-//! written once and runs on PostgreSQL and SQLite alike.
+//! written once and runs on PostgreSQL and SQLite alike. What a user does
+//! with their own sessions is in [`sessions`].
+
+mod sessions;
+
+pub use sessions::{NewSession, SessionRecord};
 
 use portico_common::{
     db::{self, Db},
@@ -17,34 +22,44 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
         (
             1,
             "create auth tables",
-            include_str!("../migrations/postgres/0001_create_auth.sql"),
+            include_str!("../../migrations/postgres/0001_create_auth.sql"),
         ),
         (
             2,
             "signing key bootstrap",
-            include_str!("../migrations/postgres/0002_signing_key_bootstrap.sql"),
+            include_str!("../../migrations/postgres/0002_signing_key_bootstrap.sql"),
         ),
         (
             3,
             "refresh token families",
-            include_str!("../migrations/postgres/0003_refresh_token_families.sql"),
+            include_str!("../../migrations/postgres/0003_refresh_token_families.sql"),
+        ),
+        (
+            4,
+            "session client",
+            include_str!("../../migrations/postgres/0004_session_client.sql"),
         ),
     ],
     sqlite: &[
         (
             1,
             "create auth tables",
-            include_str!("../migrations/sqlite/0001_create_auth.sql"),
+            include_str!("../../migrations/sqlite/0001_create_auth.sql"),
         ),
         (
             2,
             "signing key bootstrap",
-            include_str!("../migrations/sqlite/0002_signing_key_bootstrap.sql"),
+            include_str!("../../migrations/sqlite/0002_signing_key_bootstrap.sql"),
         ),
         (
             3,
             "refresh token families",
-            include_str!("../migrations/sqlite/0003_refresh_token_families.sql"),
+            include_str!("../../migrations/sqlite/0003_refresh_token_families.sql"),
+        ),
+        (
+            4,
+            "session client",
+            include_str!("../../migrations/sqlite/0004_session_client.sql"),
         ),
     ],
 };
@@ -243,32 +258,15 @@ impl AuthStore {
     }
 
     /// Activates a credential and opens its first session, atomically.
-    pub async fn activate_with_session(
-        &self,
-        user_id: Uuid,
-        session_id: Uuid,
-        refresh_hash: &[u8],
-        now: OffsetDateTime,
-        expires_at: OffsetDateTime,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn activate_with_session(&self, session: &NewSession<'_>) -> Result<(), sqlx::Error> {
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE credentials SET status = 'active', updated_at = $2 WHERE user_id = $1")
-                .bind(user_id)
-                .bind(now)
+                .bind(session.user_id)
+                .bind(session.created_at)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $4, $5)",
-            )
-            .bind(session_id)
-            .bind(user_id)
-            .bind(refresh_hash)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&mut *tx)
-            .await?;
+            sessions::insert_session!(session).execute(&mut *tx).await?;
             tx.commit().await
         })
     }
@@ -307,27 +305,9 @@ impl AuthStore {
         })
     }
 
-    pub async fn create_session(
-        &self,
-        session_id: Uuid,
-        user_id: Uuid,
-        refresh_hash: &[u8],
-        now: OffsetDateTime,
-        expires_at: OffsetDateTime,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn create_session(&self, session: &NewSession<'_>) -> Result<(), sqlx::Error> {
         on_db!(&self.db, pool => {
-            sqlx::query(
-                "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $4, $5)",
-            )
-            .bind(session_id)
-            .bind(user_id)
-            .bind(refresh_hash)
-            .bind(now)
-            .bind(expires_at)
-            .execute(pool)
-            .await
-            .map(|_| ())
+            sessions::insert_session!(session).execute(pool).await.map(|_| ())
         })
     }
 

@@ -1,6 +1,11 @@
 //! The account flows — register, log in, refresh, log out — orchestrating
 //! hashing, storage, the user service and token issuing. Handlers parse
-//! requests and call these; nothing here knows about HTTP.
+//! requests and call these; nothing here knows about HTTP. What a signed-in
+//! user does with their own sessions and password is in [`own_sessions`].
+
+mod own_sessions;
+
+pub use own_sessions::SessionView;
 
 use portico_common::{
     clock::SharedClock,
@@ -17,7 +22,7 @@ use crate::{
         tokens::{RefreshToken, RotationKey, Successor, TokenIssuer},
     },
     error::AuthError,
-    storage::{AuthStore, CredentialState, SessionRef},
+    storage::{AuthStore, CredentialState, NewSession, SessionRef},
     user_directory::{DirectoryError, UserDirectory},
 };
 
@@ -41,6 +46,14 @@ impl std::fmt::Debug for IssuedTokens {
             .field("expires_in", &self.expires_in)
             .finish_non_exhaustive()
     }
+}
+
+/// Where a sign-in comes from, kept with its session for the owner to see.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// The client's address as the gateway reported it.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// A registration whose fields have been validated.
@@ -89,7 +102,11 @@ impl Accounts {
     /// then activates the credential with a first session. If the profile
     /// cannot be created the credential is removed again: no half-made
     /// account is left behind.
-    pub async fn register(&self, registration: Registration) -> Result<IssuedTokens, AuthError> {
+    pub async fn register(
+        &self,
+        registration: Registration,
+        client: ClientInfo,
+    ) -> Result<IssuedTokens, AuthError> {
         let email_lower = registration.email.normalized();
         let now = self.clock.now();
         let stale_before = now - PENDING_TIMEOUT;
@@ -139,13 +156,15 @@ impl Accounts {
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
         self.store
-            .activate_with_session(
+            .activate_with_session(&NewSession {
+                id: session_id,
                 user_id,
-                session_id,
-                &refresh.hash(),
-                now,
-                self.refresh_expiry(now),
-            )
+                refresh_hash: &refresh.hash(),
+                created_at: now,
+                expires_at: self.refresh_expiry(now),
+                ip: client.ip.as_deref(),
+                user_agent: client.user_agent.as_deref(),
+            })
             .await?;
         tracing::info!(%user_id, "account registered");
         self.tokens(
@@ -164,6 +183,7 @@ impl Accounts {
         &self,
         email: &str,
         password: SecretString,
+        client: ClientInfo,
     ) -> Result<IssuedTokens, AuthError> {
         // An address that could never have registered is an unknown email:
         // it costs the same verification and gets the same answer.
@@ -194,13 +214,15 @@ impl Accounts {
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
         self.store
-            .create_session(
-                session_id,
-                credential.user_id,
-                &refresh.hash(),
-                now,
-                self.refresh_expiry(now),
-            )
+            .create_session(&NewSession {
+                id: session_id,
+                user_id: credential.user_id,
+                refresh_hash: &refresh.hash(),
+                created_at: now,
+                expires_at: self.refresh_expiry(now),
+                ip: client.ip.as_deref(),
+                user_agent: client.user_agent.as_deref(),
+            })
             .await?;
         tracing::info!(user_id = %credential.user_id, %session_id, "logged in");
         self.tokens(
@@ -221,7 +243,7 @@ impl Accounts {
     pub async fn refresh(&self, presented: RefreshToken) -> Result<IssuedTokens, AuthError> {
         let now = self.clock.now();
         let settings = self.issuer.settings();
-        let idle_since = now - Duration::seconds(settings.refresh_idle_timeout_secs);
+        let idle_since = self.idle_since(now);
         let successor = presented.successor(&self.rotation);
         let (spent_hash, next_hash) = (presented.hash(), successor.refresh_token.hash());
         if let Some(session) = self
@@ -296,6 +318,11 @@ impl Accounts {
             .await?;
         tracing::info!(%user_id, %session_id, revoked, "logged out");
         Ok(())
+    }
+
+    /// Sessions unused since this moment have ended.
+    fn idle_since(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now - Duration::seconds(self.issuer.settings().refresh_idle_timeout_secs)
     }
 
     fn refresh_expiry(&self, now: OffsetDateTime) -> OffsetDateTime {

@@ -1,0 +1,107 @@
+//! What a signed-in user does with their own account: review the sessions
+//! that are live, end one or all others, change the password (which ends
+//! all others, so a password change locks out whoever had it).
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Accounts;
+use crate::{domain::password::Password, error::AuthError};
+
+/// A live session as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session of the token that asked.
+    pub current: bool,
+}
+
+impl Accounts {
+    /// The user's live sessions, newest first; `current` marks the caller's.
+    pub async fn sessions(
+        &self,
+        user_id: Uuid,
+        current: Uuid,
+    ) -> Result<Vec<SessionView>, AuthError> {
+        let now = self.clock.now();
+        let sessions = self
+            .store
+            .live_sessions(user_id, now, self.idle_since(now))
+            .await?;
+        Ok(sessions
+            .into_iter()
+            .map(|session| SessionView {
+                current: session.id == current,
+                id: session.id,
+                created_at: session.created_at,
+                last_used_at: session.last_used_at,
+                expires_at: session.expires_at,
+                ip: session.ip,
+                user_agent: session.user_agent,
+            })
+            .collect())
+    }
+
+    /// Ends one of the user's sessions; another user's (or an unknown or
+    /// already ended one) is not found, so ids reveal nothing.
+    pub async fn end_session(&self, user_id: Uuid, session_id: Uuid) -> Result<(), AuthError> {
+        if self
+            .store
+            .revoke_session(session_id, user_id, self.clock.now())
+            .await?
+        {
+            tracing::info!(%user_id, %session_id, "session ended by its owner");
+            Ok(())
+        } else {
+            Err(AuthError::SessionNotFound)
+        }
+    }
+
+    /// Ends every session of the user but `current`.
+    pub async fn end_other_sessions(&self, user_id: Uuid, current: Uuid) -> Result<(), AuthError> {
+        let ended = self
+            .store
+            .revoke_other_sessions(user_id, current, self.clock.now())
+            .await?;
+        tracing::info!(%user_id, ended, "other sessions ended by their owner");
+        Ok(())
+    }
+
+    /// Changes the password after checking the current one, and ends every
+    /// other session in the same transaction.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current_session: Uuid,
+        current_password: SecretString,
+        new_password: Password,
+    ) -> Result<(), AuthError> {
+        let stored = self.store.password_hash(user_id).await?;
+        // A current password outside the length rules cannot match, but it
+        // still costs a verification.
+        let candidate = Password::parse(current_password).ok();
+        let matches = match &candidate {
+            Some(candidate) => self.hashing.verify(candidate, stored.as_deref()).await?,
+            None => false,
+        };
+        if !matches {
+            return Err(AuthError::WrongCurrentPassword);
+        }
+        let new_hash = self.hashing.hash(&new_password).await?;
+        if !self
+            .store
+            .change_password(user_id, &new_hash, current_session, self.clock.now())
+            .await?
+        {
+            return Err(AuthError::WrongCurrentPassword);
+        }
+        tracing::info!(%user_id, "password changed; other sessions ended");
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! A user's own sessions: opening them with where they came from, listing
+//! the live ones, ending one or all others, and changing the password
+//! (which ends all others) — each change in one statement or transaction.
+
+use portico_common::on_db;
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::AuthStore;
+
+/// A session to open.
+#[derive(Debug, Clone)]
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// SHA-256 of its first refresh token.
+    pub refresh_hash: &'a [u8],
+    pub created_at: OffsetDateTime,
+    /// The absolute end of the session.
+    pub expires_at: OffsetDateTime,
+    /// The client's address, as the gateway reported it.
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// The insert of a [`NewSession`], for a pool or a transaction.
+macro_rules! insert_session {
+    ($session:expr) => {
+        sqlx::query(
+            "INSERT INTO sessions \
+             (id, user_id, refresh_hash, created_at, last_used_at, expires_at, ip, user_agent) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+        )
+        .bind($session.id)
+        .bind($session.user_id)
+        .bind($session.refresh_hash)
+        .bind($session.created_at)
+        .bind($session.expires_at)
+        .bind($session.ip)
+        .bind($session.user_agent)
+    };
+}
+pub(crate) use insert_session;
+
+/// Revokes every live session of user `$1` but `$2`, at `$3`.
+const REVOKE_OTHERS: &str = "UPDATE sessions SET revoked_at = $3 \
+     WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL";
+
+/// A live session as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl AuthStore {
+    /// The user's sessions that are neither revoked, expired nor idle since
+    /// `idle_since`, newest first.
+    pub async fn live_sessions(
+        &self,
+        user_id: Uuid,
+        now: OffsetDateTime,
+        idle_since: OffsetDateTime,
+    ) -> Result<Vec<SessionRecord>, sqlx::Error> {
+        on_db!(self.db(), pool => {
+            let rows = sqlx::query(
+                "SELECT id, created_at, last_used_at, expires_at, ip, user_agent FROM sessions \
+                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_used_at > $3 \
+                 ORDER BY created_at DESC, id DESC",
+            )
+            .bind(user_id)
+            .bind(now)
+            .bind(idle_since)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| -> Result<SessionRecord, sqlx::Error> {
+                    Ok(SessionRecord {
+                        id: row.try_get("id")?,
+                        created_at: row.try_get("created_at")?,
+                        last_used_at: row.try_get("last_used_at")?,
+                        expires_at: row.try_get("expires_at")?,
+                        ip: row.try_get("ip")?,
+                        user_agent: row.try_get("user_agent")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Revokes every live session of the user except `keep`; how many.
+    pub async fn revoke_other_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<u64, sqlx::Error> {
+        on_db!(self.db(), pool => {
+            sqlx::query(REVOKE_OTHERS)
+            .bind(user_id)
+            .bind(keep)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+    }
+
+    /// The password hash of an active credential.
+    pub async fn password_hash(&self, user_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+        on_db!(self.db(), pool => {
+            let row = sqlx::query(
+                "SELECT password_hash FROM credentials WHERE user_id = $1 AND status = 'active'",
+            )
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| row.try_get::<String, _>("password_hash")).transpose()
+        })
+    }
+
+    /// Sets a new password hash and revokes every other session of the
+    /// user, atomically: a password change that leaves a stolen session
+    /// alive would not be one. False when the credential is gone.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        new_hash: &str,
+        keep_session: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE credentials SET password_hash = $2, updated_at = $3 \
+                 WHERE user_id = $1 AND status = 'active'",
+            )
+            .bind(user_id)
+            .bind(new_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !changed {
+                return Ok(false);
+            }
+            sqlx::query(REVOKE_OTHERS)
+            .bind(user_id)
+            .bind(keep_session)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+}

@@ -1,0 +1,259 @@
+//! The caller's own sessions and password: list, end one, end all others,
+//! change the password (which ends all others).
+
+use portico_testkit::Backend;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{
+    PASSWORD, TestApp, assert_problem, assert_tokens, assert_unauthorized, error_fields,
+    on_both_backends,
+};
+
+async fn list(app: &TestApp, token: &str) -> Vec<Value> {
+    let response = app
+        .send_as(Method::GET, "/v1/auth/sessions", Some(token), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["items"].as_array().unwrap().clone()
+}
+
+async fn the_list_shows_live_sessions_newest_first_marking_the_current_one(backend: Backend) {
+    // Arrange: three sessions, one of them logged out.
+    let app = TestApp::spawn(backend).await;
+    let first = app.register_account("ann@example.com").await;
+    let ended = app.login_from("ann@example.com", "Ended/1").await;
+    let phone = app.login_from("ann@example.com", "Phone/2").await;
+    app.logout(Some(&ended.access_token)).await;
+
+    // Act
+    let items = list(&app, &phone.access_token).await;
+
+    // Assert
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0]["user_agent"], "Phone/2");
+    assert_eq!(items[0]["current"], true);
+    assert_eq!(items[0]["ip"], "127.0.0.1");
+    assert_eq!(items[1]["current"], false);
+    for item in &items {
+        for field in ["id", "created_at", "last_used_at", "expires_at"] {
+            assert!(item[field].is_string(), "{field}: {item}");
+        }
+    }
+    let first_id = items[1]["id"].as_str().unwrap();
+    let claims = token_claims(&first.access_token);
+    assert_eq!(claims["sid"], first_id);
+}
+
+/// The claims of a JWT, unverified (the test only reads its own token).
+fn token_claims(token: &str) -> Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+async fn ending_one_of_my_sessions_stops_its_refresh_token(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let laptop = app.register_account("ann@example.com").await;
+    let phone = app.login_from("ann@example.com", "Phone/2").await;
+    let phone_id = token_claims(&phone.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Act
+    let response = app
+        .send_as(
+            Method::DELETE,
+            &format!("/v1/auth/sessions/{phone_id}"),
+            Some(&laptop.access_token),
+            None,
+        )
+        .await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_unauthorized(app.refresh(&phone.refresh_token).await).await;
+    assert_eq!(list(&app, &laptop.access_token).await.len(), 1);
+    assert_tokens(app.refresh(&laptop.refresh_token).await, StatusCode::OK).await;
+}
+
+async fn another_users_session_is_not_found_and_keeps_working(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let ann = app.register_account("ann@example.com").await;
+    let bob = app.register_account("bob@example.com").await;
+    let bobs_session = token_claims(&bob.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Act
+    let theirs = app
+        .send_as(
+            Method::DELETE,
+            &format!("/v1/auth/sessions/{bobs_session}"),
+            Some(&ann.access_token),
+            None,
+        )
+        .await;
+    let unknown = app
+        .send_as(
+            Method::DELETE,
+            &format!("/v1/auth/sessions/{}", Uuid::now_v7()),
+            Some(&ann.access_token),
+            None,
+        )
+        .await;
+    let not_an_id = app
+        .send_as(
+            Method::DELETE,
+            "/v1/auth/sessions/not-a-uuid",
+            Some(&ann.access_token),
+            None,
+        )
+        .await;
+
+    // Assert: one answer for all three, and Bob's session lives on.
+    for response in [theirs, unknown, not_an_id] {
+        assert_problem(response, StatusCode::NOT_FOUND).await;
+    }
+    assert_tokens(app.refresh(&bob.refresh_token).await, StatusCode::OK).await;
+}
+
+async fn ending_all_other_sessions_keeps_the_current_one(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let first = app.register_account("ann@example.com").await;
+    let second = app.login_from("ann@example.com", "B/1").await;
+    let current = app.login_from("ann@example.com", "C/1").await;
+
+    // Act
+    let response = app
+        .send_as(
+            Method::DELETE,
+            "/v1/auth/sessions",
+            Some(&current.access_token),
+            None,
+        )
+        .await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_unauthorized(app.refresh(&first.refresh_token).await).await;
+    assert_unauthorized(app.refresh(&second.refresh_token).await).await;
+    assert_tokens(app.refresh(&current.refresh_token).await, StatusCode::OK).await;
+}
+
+async fn changing_the_password_ends_every_other_session(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let other = app.register_account("ann@example.com").await;
+    let current = app.login_from("ann@example.com", "C/1").await;
+    let body = json!({"current_password": PASSWORD, "new_password": "a much better passphrase"});
+
+    // Act
+    let response = app
+        .send_as(
+            Method::POST,
+            "/v1/auth/password",
+            Some(&current.access_token),
+            Some(&body),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_unauthorized(app.refresh(&other.refresh_token).await).await;
+    assert_tokens(app.refresh(&current.refresh_token).await, StatusCode::OK).await;
+    assert_unauthorized(app.login("ann@example.com", PASSWORD).await).await;
+    assert_tokens(
+        app.login("ann@example.com", "a much better passphrase")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+}
+
+async fn a_wrong_current_password_is_403_and_changes_nothing(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let other = app.register_account("ann@example.com").await;
+    let current = app.login_from("ann@example.com", "C/1").await;
+    let body =
+        json!({"current_password": "not the password", "new_password": "a much better passphrase"});
+
+    // Act
+    let response = app
+        .send_as(
+            Method::POST,
+            "/v1/auth/password",
+            Some(&current.access_token),
+            Some(&body),
+        )
+        .await;
+
+    // Assert
+    assert_problem(response, StatusCode::FORBIDDEN).await;
+    assert_tokens(app.refresh(&other.refresh_token).await, StatusCode::OK).await;
+    assert_tokens(app.login("ann@example.com", PASSWORD).await, StatusCode::OK).await;
+}
+
+async fn a_too_short_new_password_is_422_and_changes_nothing(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let current = app.register_account("ann@example.com").await;
+    let body = json!({"current_password": PASSWORD, "new_password": "short"});
+
+    // Act
+    let response = app
+        .send_as(
+            Method::POST,
+            "/v1/auth/password",
+            Some(&current.access_token),
+            Some(&body),
+        )
+        .await;
+
+    // Assert
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), ["new_password"]);
+    assert_tokens(app.login("ann@example.com", PASSWORD).await, StatusCode::OK).await;
+}
+
+async fn every_endpoint_refuses_a_missing_token_and_changes_nothing(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let tokens = app.register_account("ann@example.com").await;
+    let sid = token_claims(&tokens.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"current_password": PASSWORD, "new_password": "a much better passphrase"});
+
+    // Act + Assert
+    for (method, path, body) in [
+        (Method::GET, "/v1/auth/sessions".to_owned(), None),
+        (Method::DELETE, "/v1/auth/sessions".to_owned(), None),
+        (Method::DELETE, format!("/v1/auth/sessions/{sid}"), None),
+        (Method::POST, "/v1/auth/password".to_owned(), Some(&body)),
+    ] {
+        assert_unauthorized(app.send_as(method, &path, None, body).await).await;
+    }
+    assert_tokens(app.refresh(&tokens.refresh_token).await, StatusCode::OK).await;
+    assert_tokens(app.login("ann@example.com", PASSWORD).await, StatusCode::OK).await;
+}
+
+on_both_backends!(
+    the_list_shows_live_sessions_newest_first_marking_the_current_one,
+    ending_one_of_my_sessions_stops_its_refresh_token,
+    another_users_session_is_not_found_and_keeps_working,
+    ending_all_other_sessions_keeps_the_current_one,
+    changing_the_password_ends_every_other_session,
+    a_wrong_current_password_is_403_and_changes_nothing,
+    a_too_short_new_password_is_422_and_changes_nothing,
+    every_endpoint_refuses_a_missing_token_and_changes_nothing,
+);
