@@ -72,6 +72,7 @@ start() {
 
 echo "==> starting services (logs in $LOGS/)"
 jwks="http://127.0.0.1:$AUTH_PORT/.well-known/jwks.json"
+revocations="http://127.0.0.1:$AUTH_PORT/internal/revocations"
 # The first user replica creates and migrates the database before the second
 # shares the file; the users are ready only once auth serves its keys.
 # create_if_missing: this is the local run, where a first start makes the
@@ -82,7 +83,7 @@ for replica in 1 2; do
     start "user-$replica" portico-user $((port + 1000)) /healthz \
         PORTICO_USER_LISTEN__API="127.0.0.1:$port" PORTICO_USER_LISTEN__ADMIN="127.0.0.1:$((port + 1000))" \
         PORTICO_USER_DATABASE__URL="sqlite://$DATA/user.db" PORTICO_USER_DATABASE__CREATE_IF_MISSING=true \
-        PORTICO_USER_TOKENS__JWKS__URL="$jwks"
+        PORTICO_USER_TOKENS__JWKS__URL="$jwks" PORTICO_USER_TOKENS__REVOCATIONS__URL="$revocations"
 done
 start auth portico-auth $((AUTH_PORT + 1000)) /readyz \
     PORTICO_AUTH_LISTEN__API="127.0.0.1:$AUTH_PORT" PORTICO_AUTH_LISTEN__ADMIN="127.0.0.1:$((AUTH_PORT + 1000))" \
@@ -94,7 +95,7 @@ for replica in 1 2; do
 done
 start gateway portico-gateway $((GATEWAY_PORT + 1000)) /readyz \
     PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$GATEWAY_PORT" PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$((GATEWAY_PORT + 1000))" \
-    PORTICO_GATEWAY_TOKENS__JWKS__URL="$jwks" \
+    PORTICO_GATEWAY_TOKENS__JWKS__URL="$jwks" PORTICO_GATEWAY_TOKENS__REVOCATIONS__URL="$revocations" \
     PORTICO_GATEWAY_UPSTREAMS__AUTH__ENDPOINTS="[\"http://127.0.0.1:$AUTH_PORT\"]" \
     PORTICO_GATEWAY_UPSTREAMS__USER__ENDPOINTS="[\"http://127.0.0.1:$USER1_PORT\", \"http://127.0.0.1:$USER2_PORT\"]"
 

@@ -325,6 +325,10 @@ impl System {
                     "TOKENS__JWKS__URL".to_owned(),
                     format!("http://127.0.0.1:{jwks_port}/.well-known/jwks.json"),
                 ),
+                (
+                    "TOKENS__REVOCATIONS__URL".to_owned(),
+                    format!("http://127.0.0.1:{jwks_port}/internal/revocations"),
+                ),
             ]
         };
         let auth_api_port = free_port();

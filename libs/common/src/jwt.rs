@@ -27,7 +27,12 @@ use crate::{
     http::client::HttpClient,
 };
 
-pub use crate::identity::{Role, RoleSet, ServiceIdentity};
+pub use crate::{
+    identity::{Role, RoleSet, ServiceIdentity},
+    revocations::{
+        RevocationFeed, RevocationStatus, Revocations, RevocationsConfig, RevokedSession,
+    },
+};
 
 /// The only signing algorithm Portico issues and accepts.
 pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
@@ -91,6 +96,10 @@ pub enum VerifyError {
     Rejected(String),
     #[error("signing keys unavailable: {0}")]
     KeysUnavailable(String),
+    #[error("the token's session was revoked")]
+    Revoked,
+    #[error("not caught up with session revocations yet")]
+    RevocationsUnknown,
 }
 
 impl VerifyError {
@@ -98,7 +107,7 @@ impl VerifyError {
     pub fn to_problem(&self) -> Problem {
         match self {
             Self::Missing => Problem::unauthorized("a bearer token is required"),
-            Self::KeysUnavailable(_) => {
+            Self::KeysUnavailable(_) | Self::RevocationsUnknown => {
                 Problem::service_unavailable("tokens cannot be verified right now; retry shortly")
                     .retry_after(1)
             }
@@ -355,6 +364,8 @@ pub struct TokenConfig {
     pub audience: String,
     /// Where the public keys come from.
     pub jwks: JwksConfig,
+    /// Where revoked sessions come from.
+    pub revocations: RevocationsConfig,
 }
 
 /// Looks up an in-process public key by key id.
@@ -379,6 +390,8 @@ pub struct TokenVerifier {
     validation: Validation,
     /// `exp` and `nbf` are checked against this clock, not the library's.
     clock: SharedClock,
+    /// Revoked sessions; `None` where revocation is not followed.
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -402,7 +415,15 @@ impl TokenVerifier {
             keys,
             validation,
             clock,
+            revocations: None,
         }
+    }
+
+    /// Also refuses tokens of revoked sessions.
+    #[must_use]
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// Checks signature, algorithm, issuer, audience and time claims.
@@ -426,6 +447,13 @@ impl TokenVerifier {
         }
         if claims.nbf.saturating_sub(LEEWAY_SECS) > now {
             return Err(VerifyError::Rejected("not yet valid".to_owned()));
+        }
+        if let Some(revocations) = &self.revocations {
+            match revocations.status(claims.session_id()) {
+                RevocationStatus::Live => {}
+                RevocationStatus::Revoked => return Err(VerifyError::Revoked),
+                RevocationStatus::Unknown => return Err(VerifyError::RevocationsUnknown),
+            }
         }
         Ok(claims)
     }

@@ -22,7 +22,8 @@
 //! Behind Cargo features, so a service compiles only what it uses:
 //! - `db` → [`db`]: PostgreSQL/SQLite pools, migrations, storage errors.
 //! - `redis` → [`redis`]: the optional Redis client.
-//! - `jwt` → [`jwt`]: bearer JWT verification against a cached JWKS.
+//! - `jwt` → [`jwt`]: bearer JWT verification against a cached JWKS, and
+//!   [`revocations`]: the revoked sessions followed from auth's feed.
 
 pub mod admin;
 pub mod app;
@@ -38,6 +39,8 @@ pub mod jwt;
 pub mod openapi;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "jwt")]
+pub mod revocations;
 pub mod telemetry;
 pub mod types;
 

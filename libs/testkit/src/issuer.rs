@@ -22,6 +22,10 @@ pub struct TestIssuer {
     key: EncodingKey,
     /// URL of the served JWKS.
     pub jwks_url: String,
+    /// URL of the served revocation feed (auth's `/internal/revocations`).
+    pub revocations_url: String,
+    /// Sessions revoked so far: `(sid, revoked_at)`.
+    revoked: std::sync::Arc<std::sync::Mutex<Vec<(uuid::Uuid, String)>>>,
     /// While false the JWKS endpoint answers 503 (auth down).
     available: std::sync::Arc<std::sync::atomic::AtomicBool>,
     server: tokio::task::JoinHandle<()>,
@@ -31,6 +35,12 @@ impl Drop for TestIssuer {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format time")
 }
 
 fn now() -> i64 {
@@ -60,20 +70,46 @@ impl TestIssuer {
         }]});
         let available = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let serving = available.clone();
-        let app = Router::new().route(
-            "/.well-known/jwks.json",
-            get(move || {
-                let jwks = jwks.clone();
-                let up = serving.load(std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    if up {
-                        Json(jwks).into_response()
-                    } else {
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+        let revoked: std::sync::Arc<std::sync::Mutex<Vec<(uuid::Uuid, String)>>> =
+            std::sync::Arc::default();
+        let feed = revoked.clone();
+        let feed_up = available.clone();
+        let app = Router::new()
+            .route(
+                "/internal/revocations",
+                get(move || {
+                    // The whole list every time: followers merge it.
+                    let items: Vec<Value> = feed
+                        .lock()
+                        .expect("revocations")
+                        .iter()
+                        .map(|(sid, at)| json!({"sid": sid, "revoked_at": at}))
+                        .collect();
+                    let up = feed_up.load(std::sync::atomic::Ordering::SeqCst);
+                    async move {
+                        if up {
+                            Json(json!({"items": items, "now": rfc3339_now(), "complete": true}))
+                                .into_response()
+                        } else {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                        }
                     }
-                }
-            }),
-        );
+                }),
+            )
+            .route(
+                "/.well-known/jwks.json",
+                get(move || {
+                    let jwks = jwks.clone();
+                    let up = serving.load(std::sync::atomic::Ordering::SeqCst);
+                    async move {
+                        if up {
+                            Json(jwks).into_response()
+                        } else {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                        }
+                    }
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -85,12 +121,22 @@ impl TestIssuer {
             kid,
             key: EncodingKey::from_ed_der(pkcs8.as_ref()),
             jwks_url: format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+            revocations_url: format!("http://127.0.0.1:{port}/internal/revocations"),
+            revoked,
             available,
             server,
         }
     }
 
-    /// Turns the JWKS endpoint on or off.
+    /// Revokes session `sid`: the feed lists it from now on.
+    pub fn revoke(&self, sid: uuid::Uuid) {
+        self.revoked
+            .lock()
+            .expect("revocations")
+            .push((sid, rfc3339_now()));
+    }
+
+    /// Turns the JWKS endpoint (and the revocation feed) on or off.
     pub fn set_available(&self, available: bool) {
         self.available
             .store(available, std::sync::atomic::Ordering::SeqCst);

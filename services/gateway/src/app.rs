@@ -16,7 +16,7 @@ use portico_common::{
         client::HttpClient,
         pipeline::{self, PipelineOptions},
     },
-    jwt::{JwksCache, KeySource, TokenVerifier},
+    jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
 };
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -71,12 +71,16 @@ impl Service for Gateway {
 
         let client = HttpClient::new(&config.http_client)?;
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
-        let verifier = Arc::new(TokenVerifier::new(
-            KeySource::Remote(jwks.clone()),
-            &config.tokens.issuer,
-            &config.tokens.audience,
-            context.clock,
-        ));
+        let revocations = Revocations::new(config.tokens.revocations.clone(), client.clone());
+        let verifier = Arc::new(
+            TokenVerifier::new(
+                KeySource::Remote(jwks.clone()),
+                &config.tokens.issuer,
+                &config.tokens.audience,
+                context.clock,
+            )
+            .with_revocations(revocations.clone()),
+        );
         let sources = upstreams
             .iter()
             .filter_map(|(upstream, path)| {
@@ -100,14 +104,19 @@ impl Service for Gateway {
                 .collect(),
         ));
         if routes.iter().any(|route| route.require_auth) {
-            readiness = readiness.with(jwks.readiness_check());
+            readiness = readiness
+                .with(jwks.readiness_check())
+                .with(revocations.readiness_check());
         }
         readiness = readiness.with_redis(config.redis.client().context("invalid redis.url")?);
         for route in &routes {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
                 replicas = route.upstream.endpoints.len(), auth = route.require_auth, "route");
         }
-        Ok(Assembly::new(router(state, &routes), readiness, ()))
+        let mut assembly = Assembly::new(router(state, &routes), readiness, ());
+        revocations.catch_up_at_start().await;
+        assembly.background.push(Box::pin(revocations.follow()));
+        Ok(assembly)
     }
 }
 

@@ -9,7 +9,7 @@ use portico_common::{
     app::{self, Assembly, Context, Service},
     db::Db,
     http::client::HttpClient,
-    jwt::{INTERNAL_AUDIENCE, JwksCache, KeySource, TokenVerifier},
+    jwt::{INTERNAL_AUDIENCE, JwksCache, KeySource, Revocations, TokenVerifier},
 };
 
 use crate::{
@@ -36,18 +36,22 @@ impl Service for UserService {
         let redis = config.redis.client().context("invalid redis.url")?;
 
         let client = HttpClient::new(&config.http_client)?;
-        let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client));
+        let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
+        let revocations = Revocations::new(config.tokens.revocations.clone(), client);
         let keys = KeySource::Remote(jwks.clone());
         let store = UserStore::new(db.clone());
         let state = AppState {
             store: store.clone(),
             clock: context.clock.clone(),
-            user_tokens: Arc::new(TokenVerifier::new(
-                keys.clone(),
-                &config.tokens.issuer,
-                &config.tokens.audience,
-                context.clock.clone(),
-            )),
+            user_tokens: Arc::new(
+                TokenVerifier::new(
+                    keys.clone(),
+                    &config.tokens.issuer,
+                    &config.tokens.audience,
+                    context.clock.clone(),
+                )
+                .with_revocations(revocations.clone()),
+            ),
             service_tokens: Arc::new(TokenVerifier::new(
                 keys,
                 &config.tokens.issuer,
@@ -60,7 +64,11 @@ impl Service for UserService {
         let readiness = Readiness::new()
             .with(db.readiness_check())
             .with(jwks.readiness_check())
+            .with(revocations.readiness_check())
             .with_redis(redis);
-        Ok(Assembly::new(http::router(state), readiness, store).owning_database(db))
+        let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
+        revocations.catch_up_at_start().await;
+        assembly.background.push(Box::pin(revocations.follow()));
+        Ok(assembly)
     }
 }

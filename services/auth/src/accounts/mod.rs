@@ -98,6 +98,15 @@ impl Accounts {
         &self.issuer
     }
 
+    pub fn store(&self) -> &AuthStore {
+        &self.store
+    }
+
+    /// The current time, by the service's clock.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     /// Stores a pending credential, has the user service create the profile,
     /// then activates the credential with a first session. If the profile
     /// cannot be created the credential is removed again: no half-made

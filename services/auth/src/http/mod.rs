@@ -3,6 +3,7 @@
 mod client;
 mod errors;
 mod own_sessions;
+mod revocations;
 mod sessions;
 mod well_known;
 
@@ -35,7 +36,7 @@ pub struct AppState {
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerSecurity),
-    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "keys", description = "Token verification keys and discovery"))
+    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "keys", description = "Token verification keys and discovery"), (name = "internal", description = "Service-to-service API"))
 )]
 struct ApiDoc;
 
@@ -56,6 +57,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(own_sessions::end_session))
         .routes(routes!(own_sessions::change_password))
+        .routes(routes!(revocations::feed))
         .routes(routes!(well_known::jwks))
         .routes(routes!(well_known::openid_configuration))
 }

@@ -161,3 +161,27 @@ impl AuthStore {
         })
     }
 }
+
+impl AuthStore {
+    /// Sessions revoked at or after `since`, oldest first, at most `limit`:
+    /// the feed gateways and services follow to refuse their access tokens.
+    pub async fn revocations_since(
+        &self,
+        since: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, OffsetDateTime)>, sqlx::Error> {
+        on_db!(self.db(), pool => {
+            let rows = sqlx::query(
+                "SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1 \
+                 ORDER BY revoked_at, id LIMIT $2",
+            )
+            .bind(since)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get("id")?, row.try_get("revoked_at")?)))
+                .collect()
+        })
+    }
+}

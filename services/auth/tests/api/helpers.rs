@@ -104,8 +104,12 @@ impl TestApp {
         let user_db = TestDatabase::new(backend).await;
         let mut config = auth_config(&auth_db);
         customise(&mut config);
-        // Bound first: the user service needs the auth port for its JWKS URL.
+        // Both bound first: each service's config names the other's port.
+        // Auth starts serving first: the user service catches up with its
+        // revocation feed as it starts.
         let auth_listeners = bind_port_zero().await;
+        let user_listeners = bind_port_zero().await;
+        let user_api = format!("http://{}", user_listeners.api_addr());
 
         let mut user_config = portico_user::Config::built_in();
         user_config.database = user_config
@@ -116,25 +120,31 @@ impl TestApp {
         user_config.tokens.audience = config.tokens.audience.clone();
         user_config.tokens.jwks.url =
             format!("http://{}/.well-known/jwks.json", auth_listeners.api_addr());
+        user_config.tokens.revocations.url = Some(format!(
+            "http://{}/internal/revocations",
+            auth_listeners.api_addr()
+        ));
+
+        config.user_service.url = front(user_api.clone()).await;
+        let mut app = Self::start(
+            config,
+            auth_listeners,
+            vec![auth_db, user_db],
+            clock.clone(),
+        )
+        .await;
+
         // Both services read the same clock, so tokens minted at a moved
         // time verify at that time.
-        let user_app = portico_user::Application::build_with(
-            user_config,
-            bind_port_zero().await,
-            Context {
-                clock: clock.clone(),
-            },
-        )
-        .await
-        .expect("build the user service");
+        let user_app =
+            portico_user::Application::build_with(user_config, user_listeners, Context { clock })
+                .await
+                .expect("build the user service");
         let user = UserService {
-            api: format!("http://{}", user_app.api_addr()),
+            api: user_api,
             store: user_app.handle().clone(),
         };
         tokio::spawn(user_app.run_until_stopped(std::future::pending()));
-
-        config.user_service.url = front(user.api.clone()).await;
-        let mut app = Self::start(config, auth_listeners, vec![auth_db, user_db], clock).await;
         app.user = Some(user);
         app
     }

@@ -257,3 +257,50 @@ on_both_backends!(
     a_too_short_new_password_is_422_and_changes_nothing,
     every_endpoint_refuses_a_missing_token_and_changes_nothing,
 );
+
+mod feed {
+    //! `/internal/revocations`, the feed gateways and services follow.
+
+    use portico_testkit::Backend;
+    use reqwest::{Method, StatusCode};
+    use serde_json::Value;
+
+    use super::token_claims;
+    use crate::helpers::{TestApp, assert_problem};
+
+    #[tokio::test]
+    async fn a_logout_appears_in_the_feed_and_since_filters_older_ones() {
+        // Arrange
+        let app = TestApp::spawn(Backend::Sqlite).await;
+        let tokens = app.register_account("ann@example.com").await;
+        let sid = token_claims(&tokens.access_token)["sid"].clone();
+        let empty: Value = app.get("/internal/revocations").await.json().await.unwrap();
+        assert_eq!(empty["items"], serde_json::json!([]));
+
+        // Act
+        app.logout(Some(&tokens.access_token)).await;
+        let feed: Value = app.get("/internal/revocations").await.json().await.unwrap();
+        let later = app
+            .send_as(
+                Method::GET,
+                "/internal/revocations?since=2999-01-01T00:00:00Z",
+                None,
+                None,
+            )
+            .await;
+
+        // Assert
+        assert_eq!(feed["items"][0]["sid"], sid, "{feed}");
+        assert!(feed["items"][0]["revoked_at"].is_string());
+        assert_eq!(feed["complete"], true);
+        let later: Value = later.json().await.unwrap();
+        assert_eq!(later["items"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_since_that_is_not_a_time_is_400() {
+        let app = TestApp::spawn(Backend::Sqlite).await;
+        let response = app.get("/internal/revocations?since=yesterday").await;
+        assert_problem(response, StatusCode::BAD_REQUEST).await;
+    }
+}

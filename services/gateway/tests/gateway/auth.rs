@@ -166,3 +166,39 @@ async fn unreachable_signing_keys_are_a_503_problem_not_a_401() {
     expect_problem(response, 503).await;
     assert_eq!(user.hits(), 0);
 }
+
+#[tokio::test]
+async fn a_revoked_sessions_token_is_refused_at_the_edge_within_a_second() {
+    let (gateway, user, _auth) = guarded(None).await;
+    let claims = gateway.issuer.user_claims(Uuid::now_v7());
+    let sid: Uuid = claims["sid"].as_str().unwrap().parse().unwrap();
+    let token = gateway.issuer.sign(&claims);
+    let get = || async {
+        gateway
+            .client
+            .get(gateway.url("/v1/users/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+    };
+    portico_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the token accepted",
+        || async { (get().await.status() == StatusCode::OK).then_some(()) },
+    )
+    .await;
+
+    gateway.issuer.revoke(sid);
+
+    portico_testkit::eventually(
+        std::time::Duration::from_secs(1),
+        "the token refused",
+        || async { (get().await.status() == StatusCode::UNAUTHORIZED).then_some(()) },
+    )
+    .await;
+    // Refused at the edge: the upstream never sees it.
+    let hits = user.hits();
+    expect_problem(get().await, 401).await;
+    assert_eq!(user.hits(), hits);
+}

@@ -268,6 +268,7 @@ impl Gateway {
         config.tokens.issuer = issuer::ISSUER.to_owned();
         config.tokens.audience = issuer::AUDIENCE.to_owned();
         config.tokens.jwks.url = issuer.jwks_url.clone();
+        config.tokens.revocations.url = Some(issuer.revocations_url.clone());
         configure(&mut config);
         let listeners = listeners().await;
         let app = Application::build_with_listeners(config, listeners)

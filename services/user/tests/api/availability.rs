@@ -133,3 +133,112 @@ on_both_backends!(
     no_free_pooled_connection_is_503_with_retry_after,
     a_replica_that_cannot_fetch_keys_is_not_ready_until_it_can,
 );
+
+mod revocation {
+    //! Revoked sessions, followed from the feed (the test issuer's).
+
+    use std::time::Duration;
+
+    use portico_testkit::{Backend, eventually};
+    use reqwest::StatusCode;
+
+    use crate::helpers::{TestApp, assert_problem, assert_unauthorized};
+
+    /// A token for `user` in a session of its own; returns it and the session.
+    fn token_in_session(app: &TestApp, user: uuid::Uuid) -> (String, uuid::Uuid) {
+        let claims = app.issuer.user_claims(user);
+        let sid = claims["sid"].as_str().unwrap().parse().unwrap();
+        (app.issuer.sign(&claims), sid)
+    }
+
+    async fn ready(app: &TestApp) {
+        eventually(Duration::from_secs(10), "the replica ready", || async {
+            (app.get_admin("/readyz").await.status() == StatusCode::OK).then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_revoked_sessions_token_is_refused_within_a_second() {
+        // Arrange: two sessions of one user, both working.
+        let app = TestApp::spawn(Backend::Sqlite).await;
+        ready(&app).await;
+        let profile = app.seed_profile().await;
+        let (revoked, sid) = token_in_session(&app, profile.id);
+        let (kept, _) = token_in_session(&app, profile.id);
+        assert_eq!(app.get_me(Some(&revoked)).await.status(), StatusCode::OK);
+
+        // Act
+        app.issuer.revoke(sid);
+
+        // Assert
+        eventually(
+            Duration::from_secs(1),
+            "the revoked token refused",
+            || async {
+                (app.get_me(Some(&revoked)).await.status() == StatusCode::UNAUTHORIZED)
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_unauthorized(app.get_me(Some(&revoked)).await).await;
+        assert_eq!(app.get_me(Some(&kept)).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn before_catching_up_no_token_is_trusted() {
+        // Arrange: the feed is down from the start.
+        let feed = format!(
+            "http://127.0.0.1:{}/internal/revocations",
+            portico_testkit::http::closed_port()
+        );
+        let app = TestApp::spawn_with(Backend::Sqlite, |config| {
+            config.tokens.revocations.url = Some(feed);
+        })
+        .await;
+        let profile = app.seed_profile().await;
+        let token = app.issuer.user_token(profile.id);
+
+        // Act
+        let response = app.get_me(Some(&token)).await;
+        let readiness: serde_json::Value = app.get_admin("/readyz").await.json().await.unwrap();
+
+        // Assert
+        assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert_eq!(
+            readiness["checks"]["revocations"], "unavailable",
+            "{readiness}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_feed_lost_after_catching_up_degrades_to_token_expiry() {
+        // Arrange: caught up, then the feed goes away.
+        let app = TestApp::spawn(Backend::Sqlite).await;
+        ready(&app).await;
+        let profile = app.seed_profile().await;
+        let token = app.issuer.user_token(profile.id);
+        assert_eq!(app.get_me(Some(&token)).await.status(), StatusCode::OK);
+        app.issuer.set_available(false);
+
+        // Act: well past a few polls.
+        eventually(
+            Duration::from_secs(5),
+            "the lag gauge to show the outage",
+            || async {
+                let metrics = app.get_admin("/metrics").await.text().await.unwrap();
+                metrics
+                    .lines()
+                    .find(|line| line.starts_with("token_revocations_lag_seconds "))
+                    .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                    .filter(|lag| *lag >= 0.5)
+                    .map(|_| ())
+            },
+        )
+        .await;
+
+        // Assert: tokens keep working, and the replica stays ready.
+        assert_eq!(app.get_me(Some(&token)).await.status(), StatusCode::OK);
+        assert_eq!(app.get_admin("/readyz").await.status(), StatusCode::OK);
+    }
+}

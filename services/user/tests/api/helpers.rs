@@ -55,6 +55,7 @@ impl TestApp {
         config.tokens.issuer = issuer::ISSUER.to_owned();
         config.tokens.audience = issuer::AUDIENCE.to_owned();
         config.tokens.jwks.url = issuer.jwks_url.clone();
+        config.tokens.revocations.url = Some(issuer.revocations_url.clone());
         customise(&mut config);
 
         let listeners = Listeners::bind(&ListenConfig {

@@ -1,0 +1,272 @@
+//! Revoked sessions, followed from auth's feed (`/internal/revocations`),
+//! so a logged-out session's access tokens are refused everywhere within
+//! about a second without a call to auth per request.
+//!
+//! - Until the first complete catch-up, no token is trusted (503) and the
+//!   `revocations` readiness check fails: a replica that starts — or
+//!   restarts — must know every revocation whose tokens could still be
+//!   valid before it lets them through.
+//! - Afterwards, a feed that cannot be reached degrades rather than breaks:
+//!   tokens stay valid until they expire; a warning and the
+//!   `token_revocations_lag_seconds` gauge say how stale the list is.
+//! - Each poll asks again from a little before the feed's previous answer
+//!   (server time, so clock skew does not matter), so a revocation
+//!   committed late with an earlier timestamp is still seen.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    admin::{CheckFuture, ReadinessCheck},
+    http::client::HttpClient,
+};
+
+/// How long startup waits for the first catch-up before going on unready.
+const STARTUP_CATCH_UP: Duration = Duration::from_secs(2);
+
+/// How far back each poll reaches before the previous answer's time.
+const OVERLAP: time::Duration = time::Duration::seconds(2);
+
+/// One revoked session in the feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RevokedSession {
+    pub sid: Uuid,
+    /// RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub revoked_at: OffsetDateTime,
+}
+
+/// An answer of the revocation feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RevocationFeed {
+    /// Oldest first.
+    pub items: Vec<RevokedSession>,
+    /// The feed's time when it answered. RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub now: OffsetDateTime,
+    /// False when more revocations follow the last item (ask again from it).
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationsConfig {
+    /// auth's `/internal/revocations`; absent, revoked sessions' tokens stay
+    /// valid until they expire (logged at startup).
+    pub url: Option<String>,
+    /// How often the feed is polled.
+    pub poll_interval_ms: u64,
+    /// How long a revoked session is remembered: at least the access-token
+    /// lifetime plus clock skew.
+    pub retain_secs: u64,
+}
+
+/// The revoked sessions this process knows of.
+pub struct Revocations {
+    config: RevocationsConfig,
+    client: HttpClient,
+    /// Session id → when it may be forgotten.
+    revoked: RwLock<HashMap<Uuid, Instant>>,
+    caught_up: AtomicBool,
+    /// Where the next poll starts (feed time).
+    since: Mutex<Option<OffsetDateTime>>,
+    last_success: Mutex<Option<Instant>>,
+    /// A warning about an unreachable feed was logged for this outage.
+    warned: AtomicBool,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("url", &self.config.url)
+            .field("caught_up", &self.is_caught_up())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token's session cannot be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationStatus {
+    Live,
+    Revoked,
+    /// Not caught up with the feed yet: nothing can be trusted.
+    Unknown,
+}
+
+impl Revocations {
+    pub fn new(config: RevocationsConfig, client: HttpClient) -> Arc<Self> {
+        if config.url.is_none() {
+            tracing::warn!(
+                "tokens.revocations.url is not set: revoked sessions' tokens stay valid until they expire"
+            );
+        }
+        Arc::new(Self {
+            config,
+            client,
+            revoked: RwLock::new(HashMap::new()),
+            caught_up: AtomicBool::new(false),
+            since: Mutex::new(None),
+            last_success: Mutex::new(None),
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    fn enabled(&self) -> bool {
+        self.config.url.is_some()
+    }
+
+    pub fn is_caught_up(&self) -> bool {
+        !self.enabled() || self.caught_up.load(Ordering::SeqCst)
+    }
+
+    /// The status of session `sid` (tokens without one, service tokens,
+    /// have no session to revoke).
+    pub fn status(&self, sid: Option<Uuid>) -> RevocationStatus {
+        if !self.is_caught_up() {
+            return RevocationStatus::Unknown;
+        }
+        let revoked = sid.is_some_and(|sid| {
+            self.revoked
+                .read()
+                .map(|revoked| revoked.contains_key(&sid))
+                .unwrap_or(false)
+        });
+        if revoked {
+            RevocationStatus::Revoked
+        } else {
+            RevocationStatus::Live
+        }
+    }
+
+    /// One round: fetches every page since the cursor.
+    pub async fn poll_once(&self) -> Result<(), String> {
+        let Some(url) = &self.config.url else {
+            return Ok(());
+        };
+        let mut since = self.since.lock().map_err(|_| "poisoned")?.to_owned();
+        loop {
+            let target = match since {
+                // UTC, so the RFC 3339 text has `Z` and nothing to escape.
+                Some(since) => format!(
+                    "{url}?since={}",
+                    since
+                        .to_offset(time::UtcOffset::UTC)
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .map_err(|err| err.to_string())?
+                ),
+                None => url.clone(),
+            };
+            let response = self
+                .client
+                .get(&target)
+                .send()
+                .await
+                .map_err(|err| err.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("revocation feed answered {}", response.status()));
+            }
+            let feed: RevocationFeed = response.json().await.map_err(|err| err.to_string())?;
+            let forget_at = Instant::now() + Duration::from_secs(self.config.retain_secs);
+            if let Ok(mut revoked) = self.revoked.write() {
+                let now = Instant::now();
+                revoked.retain(|_, until| *until > now);
+                for item in &feed.items {
+                    revoked.insert(item.sid, forget_at);
+                }
+            }
+            if feed.complete {
+                since = Some(feed.now - OVERLAP);
+                break;
+            }
+            since = feed.items.last().map(|item| item.revoked_at).or(since);
+        }
+        if let Ok(mut cursor) = self.since.lock() {
+            *cursor = since;
+        }
+        if let Ok(mut last) = self.last_success.lock() {
+            *last = Some(Instant::now());
+        }
+        if !self.caught_up.swap(true, Ordering::SeqCst) {
+            tracing::info!("caught up with the revocation feed");
+        }
+        if self.warned.swap(false, Ordering::SeqCst) {
+            tracing::info!("revocation feed reachable again");
+        }
+        Ok(())
+    }
+
+    /// A first catch-up while the service starts, so it can trust tokens as
+    /// soon as it serves; if the feed is not there yet, [`Self::follow`]
+    /// keeps trying (and the service stays not ready meanwhile).
+    pub async fn catch_up_at_start(&self) {
+        let outcome = tokio::time::timeout(STARTUP_CATCH_UP, self.poll_once()).await;
+        if let Err(err) = outcome.unwrap_or_else(|_| Err("timed out".to_owned())) {
+            tracing::warn!(%err, "revocation feed not reachable at startup; not ready until it is");
+        }
+    }
+
+    /// Follows the feed for as long as the service runs.
+    pub async fn follow(self: Arc<Self>) {
+        if !self.enabled() {
+            return;
+        }
+        let mut interval =
+            tokio::time::interval(Duration::from_millis(self.config.poll_interval_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if let Err(err) = self.poll_once().await
+                && !self.warned.swap(true, Ordering::SeqCst)
+            {
+                tracing::warn!(%err,
+                    "revocation feed unreachable; tokens of sessions revoked from now on stay valid until they expire");
+            }
+            let lag = self
+                .last_success
+                .lock()
+                .ok()
+                .and_then(|last| *last)
+                .map_or(f64::INFINITY, |last| last.elapsed().as_secs_f64());
+            metrics::gauge!("token_revocations_lag_seconds").set(lag);
+        }
+    }
+
+    /// `revocations`: ready once caught up with the feed.
+    pub fn readiness_check(self: &Arc<Self>) -> RevocationsCheck {
+        RevocationsCheck(Arc::clone(self))
+    }
+}
+
+/// See [`Revocations::readiness_check`].
+#[derive(Debug, Clone)]
+pub struct RevocationsCheck(Arc<Revocations>);
+
+impl ReadinessCheck for RevocationsCheck {
+    fn name(&self) -> &'static str {
+        "revocations"
+    }
+
+    fn check(&self) -> CheckFuture {
+        let caught_up = self.0.is_caught_up();
+        Box::pin(async move {
+            if caught_up {
+                Ok(())
+            } else {
+                Err("not caught up with the revocation feed yet".to_owned())
+            }
+        })
+    }
+}
