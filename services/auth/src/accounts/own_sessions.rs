@@ -23,6 +23,15 @@ pub struct SessionView {
 }
 
 impl Accounts {
+    /// Whether the user's session is neither revoked, expired nor idle.
+    pub async fn is_live(&self, user_id: Uuid, session_id: Uuid) -> Result<bool, AuthError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .session_is_live(user_id, session_id, now, self.idle_since(now))
+            .await?)
+    }
+
     /// The user's live sessions, newest first; `current` marks the caller's.
     pub async fn sessions(
         &self,

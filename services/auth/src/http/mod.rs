@@ -40,6 +40,25 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
+/// The user and session of the bearer token, refused unless the session
+/// is still live: auth is where revocations happen, so its own endpoints
+/// check the session itself rather than wait for the feed.
+async fn session_caller(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<(uuid::Uuid, uuid::Uuid), Problem> {
+    let claims = state.verifier.authenticate(headers).await?;
+    let (Some(user_id), Some(session_id)) = (claims.user_id(), claims.session_id()) else {
+        return Err(Problem::unauthorized("the bearer token has no session"));
+    };
+    if !state.accounts.is_live(user_id, session_id).await? {
+        return Err(Problem::unauthorized(
+            "the bearer token's session has ended",
+        ));
+    }
+    Ok((user_id, session_id))
+}
+
 pub fn router(state: AppState) -> Router {
     pipeline::documented_service_router(documented_routes(), state)
 }

@@ -74,15 +74,6 @@ pub struct ChangePassword {
     pub new_password: SecretString,
 }
 
-/// The user and session of the bearer token.
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Uuid, Uuid), Problem> {
-    let claims = state.verifier.authenticate(headers).await?;
-    match (claims.user_id(), claims.session_id()) {
-        (Some(user_id), Some(session_id)) => Ok((user_id, session_id)),
-        _ => Err(Problem::unauthorized("the bearer token has no session")),
-    }
-}
-
 /// The caller's live sessions.
 #[utoipa::path(
     get,
@@ -99,7 +90,7 @@ pub async fn list_sessions(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let (user_id, session_id) = caller(&state, &headers).await?;
+    let (user_id, session_id) = super::session_caller(&state, &headers).await?;
     let sessions = state.accounts.sessions(user_id, session_id).await?;
     Ok(ApiJson(SessionList {
         items: sessions.into_iter().map(SessionItem::from).collect(),
@@ -126,7 +117,7 @@ pub async fn end_session(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let (user_id, _) = caller(&state, &headers).await?;
+    let (user_id, _) = super::session_caller(&state, &headers).await?;
     // An id that is not a UUID names no session: the same 404.
     let session_id =
         Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such session of yours"))?;
@@ -150,7 +141,7 @@ pub async fn end_other_sessions(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let (user_id, session_id) = caller(&state, &headers).await?;
+    let (user_id, session_id) = super::session_caller(&state, &headers).await?;
     state
         .accounts
         .end_other_sessions(user_id, session_id)
@@ -179,7 +170,7 @@ pub async fn change_password(
     body: Result<ApiJson<ChangePassword>, Problem>,
 ) -> Result<Response, Problem> {
     // Authenticate before looking at the body: an anonymous caller learns nothing.
-    let (user_id, session_id) = caller(&state, &headers).await?;
+    let (user_id, session_id) = super::session_caller(&state, &headers).await?;
     let ApiJson(request) = body?;
     let mut validation = Validation::new();
     let new_password = validation.check("new_password", Password::parse(request.new_password));

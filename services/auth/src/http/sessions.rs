@@ -218,10 +218,7 @@ pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let claims = state.verifier.authenticate(&headers).await?;
-    let (Some(user_id), Some(session_id)) = (claims.user_id(), claims.session_id()) else {
-        return Err(Problem::unauthorized("the bearer token has no session"));
-    };
+    let (user_id, session_id) = super::session_caller(&state, &headers).await?;
     state.accounts.logout(user_id, session_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -93,6 +93,30 @@ impl AuthStore {
         })
     }
 
+    /// Whether the user's session is neither revoked, expired nor idle
+    /// since `idle_since`.
+    pub async fn session_is_live(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: OffsetDateTime,
+        idle_since: OffsetDateTime,
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(self.db(), pool => {
+            sqlx::query(
+                "SELECT 1 AS live FROM sessions WHERE id = $1 AND user_id = $2 \
+                 AND revoked_at IS NULL AND expires_at > $3 AND last_used_at > $4",
+            )
+            .bind(session_id)
+            .bind(user_id)
+            .bind(now)
+            .bind(idle_since)
+            .fetch_optional(pool)
+            .await
+            .map(|row| row.is_some())
+        })
+    }
+
     /// Revokes every live session of the user except `keep`; how many.
     pub async fn revoke_other_sessions(
         &self,

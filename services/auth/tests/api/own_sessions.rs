@@ -256,6 +256,7 @@ on_both_backends!(
     a_wrong_current_password_is_403_and_changes_nothing,
     a_too_short_new_password_is_422_and_changes_nothing,
     every_endpoint_refuses_a_missing_token_and_changes_nothing,
+    a_logged_out_sessions_token_is_refused_by_auth_at_once,
 );
 
 mod feed {
@@ -303,4 +304,26 @@ mod feed {
         let response = app.get("/internal/revocations?since=yesterday").await;
         assert_problem(response, StatusCode::BAD_REQUEST).await;
     }
+}
+
+async fn a_logged_out_sessions_token_is_refused_by_auth_at_once(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let ended = app.register_account("ann@example.com").await;
+    app.logout(Some(&ended.access_token)).await;
+
+    // Act
+    let listing = app
+        .send_as(
+            Method::GET,
+            "/v1/auth/sessions",
+            Some(&ended.access_token),
+            None,
+        )
+        .await;
+    let again = app.logout(Some(&ended.access_token)).await;
+
+    // Assert: auth checks the session itself, no feed to wait for.
+    assert_unauthorized(listing).await;
+    assert_unauthorized(again).await;
 }
