@@ -18,6 +18,7 @@ use crate::{
     domain::{
         keys::Keyring,
         password::PasswordHashing,
+        throttle::Throttle,
         tokens::{RotationKey, TokenIssuer},
     },
     http::{self, AppState},
@@ -71,7 +72,15 @@ impl Service for AuthService {
         let directory =
             UserDirectory::new(client, &config.user_service, issuer.clone(), clock.clone());
         let state = AppState {
-            accounts: Accounts::new(store.clone(), hashing, issuer, directory, clock, rotation),
+            accounts: Accounts::new(
+                store.clone(),
+                hashing,
+                issuer,
+                directory,
+                clock,
+                rotation,
+                Throttle::new(config.login_throttle.clone()),
+            ),
             verifier: Arc::new(verifier),
         };
 

@@ -11,7 +11,7 @@ use portico_common::{
 use serde::Deserialize;
 
 use crate::{
-    domain::{password::HashingConfig, tokens::TokenSettings},
+    domain::{password::HashingConfig, throttle::ThrottleConfig, tokens::TokenSettings},
     user_directory::UserServiceConfig,
 };
 
@@ -25,6 +25,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub tokens: TokenSettings,
     pub password_hashing: HashingConfig,
+    pub login_throttle: ThrottleConfig,
     pub user_service: UserServiceConfig,
     pub http_client: HttpClientConfig,
     pub telemetry: TelemetryConfig,

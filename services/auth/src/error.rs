@@ -23,6 +23,9 @@ pub enum AuthError {
     /// The user service could not create the profile; nothing was kept.
     #[error("profile creation failed: {0}")]
     ProfileUnavailable(String),
+    /// Too many failed attempts for this account or address: wait.
+    #[error("throttled for {retry_after_secs} s")]
+    Throttled { retry_after_secs: i64 },
     /// Every password-hashing slot stayed busy for the queue timeout.
     #[error("password hashing saturated")]
     Overloaded,

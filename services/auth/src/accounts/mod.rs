@@ -7,6 +7,8 @@ mod own_sessions;
 
 pub use own_sessions::SessionView;
 
+use std::sync::Arc;
+
 use portico_common::{
     clock::SharedClock,
     jwt::RoleSet,
@@ -19,12 +21,16 @@ use uuid::Uuid;
 use crate::{
     domain::{
         password::{Password, PasswordHashing},
+        throttle::{Attempt, Throttle},
         tokens::{RefreshToken, RotationKey, Successor, TokenIssuer},
     },
     error::AuthError,
     storage::{AuthStore, CredentialState, NewSession, SessionRef},
     user_directory::{DirectoryError, UserDirectory},
 };
+
+/// Longest account text a throttle key keeps (a non-email login name).
+const MAX_THROTTLE_KEY_CHARS: usize = 320;
 
 /// A registration still pending after this long died half-way (a crash or
 /// a dropped request); a new registration for the email may take it over.
@@ -73,6 +79,8 @@ pub struct Accounts {
     clock: SharedClock,
     /// Derives refresh-token successors (shared by every replica).
     rotation: RotationKey,
+    /// Counts failed sign-ins and password checks.
+    throttle: Arc<Throttle>,
 }
 
 impl Accounts {
@@ -83,6 +91,7 @@ impl Accounts {
         directory: UserDirectory,
         clock: SharedClock,
         rotation: RotationKey,
+        throttle: Throttle,
     ) -> Self {
         Self {
             store,
@@ -91,6 +100,7 @@ impl Accounts {
             directory,
             clock,
             rotation,
+            throttle: Arc::new(throttle),
         }
     }
 
@@ -194,11 +204,30 @@ impl Accounts {
         password: SecretString,
         client: ClientInfo,
     ) -> Result<IssuedTokens, AuthError> {
+        // Throttled by the address as typed (normalised when it is one),
+        // whether or not it is registered: the answer says nothing.
+        let parsed = Email::parse(email).ok();
+        let account = parsed.as_ref().map_or_else(
+            || email.chars().take(MAX_THROTTLE_KEY_CHARS).collect(),
+            Email::normalized,
+        );
+        let attempt = Attempt {
+            account: &account,
+            address: client.ip.as_deref(),
+        };
+        if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()) {
+            tracing::info!(
+                event = "login_throttled",
+                retry_after_secs,
+                "sign-in refused: throttled"
+            );
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
         // An address that could never have registered is an unknown email:
         // it costs the same verification and gets the same answer.
-        let credential = match Email::parse(email) {
-            Ok(email) => self.store.active_credential(&email.normalized()).await?,
-            Err(_) => None,
+        let credential = match &parsed {
+            Some(email) => self.store.active_credential(&email.normalized()).await?,
+            None => None,
         };
         // A password outside the length rules can never have been stored, but
         // it still costs a verification so timing says nothing.
@@ -216,8 +245,12 @@ impl Accounts {
             .await?;
         let credential = match credential {
             Some(credential) if matches && password.is_some() => credential,
-            _ => return Err(AuthError::InvalidCredentials),
+            _ => {
+                self.throttle.failed(&attempt, self.clock.now());
+                return Err(AuthError::InvalidCredentials);
+            }
         };
+        self.throttle.succeeded(&attempt);
         let session_id = Uuid::now_v7();
         let refresh = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;

@@ -7,7 +7,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Accounts;
-use crate::{domain::password::Password, error::AuthError};
+use crate::{
+    domain::{password::Password, throttle::Attempt},
+    error::AuthError,
+};
 
 /// A live session as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,16 @@ impl Accounts {
         current_password: SecretString,
         new_password: Password,
     ) -> Result<(), AuthError> {
+        // The same throttle as sign-in, keyed by the user: a stolen session
+        // must not become a password oracle.
+        let account = user_id.to_string();
+        let attempt = Attempt {
+            account: &account,
+            address: None,
+        };
+        if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()) {
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
         let stored = self.store.password_hash(user_id).await?;
         // A current password outside the length rules cannot match, but it
         // still costs a verification.
@@ -100,6 +113,7 @@ impl Accounts {
             None => false,
         };
         if !matches {
+            self.throttle.failed(&attempt, self.clock.now());
             return Err(AuthError::WrongCurrentPassword);
         }
         let new_hash = self.hashing.hash(&new_password).await?;

@@ -25,6 +25,13 @@ impl From<AuthError> for Problem {
                 "the account could not be created right now; retry shortly",
             )
             .with_cause(format!("registration failed, profile not created: {cause}")),
+            AuthError::Throttled { retry_after_secs } => Problem::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "too many failed attempts; retry later",
+            )
+            .retry_after(u32::try_from(retry_after_secs).unwrap_or(u32::MAX))
+            .with_cause("sign-in throttled"),
             AuthError::Overloaded => {
                 Problem::service_unavailable("too many sign-ins at once; retry shortly")
                     .retry_after(OVERLOADED_RETRY_AFTER_SECS)

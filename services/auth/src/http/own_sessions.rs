@@ -159,6 +159,7 @@ pub async fn end_other_sessions(
     responses(
         (status = 204, description = "Password changed; every other session ended"),
         (status = 403, description = "The current password does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong current passwords; wait `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
         BearerRejections,
         Unavailable,

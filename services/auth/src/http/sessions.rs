@@ -152,6 +152,7 @@ pub async fn register(
     responses(
         (status = 200, description = "Tokens for a new session", body = TokenResponse),
         (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed attempts for this account or address; wait `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
         Unavailable,
     )

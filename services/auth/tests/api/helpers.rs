@@ -263,6 +263,18 @@ impl TestApp {
             .unwrap_or_else(|err| panic!("{path}: {err}"))
     }
 
+    /// `POST /v1/auth/login` as a client at `address` (as the gateway
+    /// reports it in `x-forwarded-for`).
+    pub async fn login_via(&self, email: &str, password: &str, address: &str) -> Response {
+        self.client
+            .post(format!("{}/v1/auth/login", self.api))
+            .header("x-forwarded-for", address)
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .expect("POST /v1/auth/login")
+    }
+
     /// Logs in with a given user agent.
     pub async fn login_from(&self, email: &str, user_agent: &str) -> TokenResponse {
         let response = self

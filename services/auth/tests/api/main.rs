@@ -15,3 +15,4 @@ mod own_sessions;
 mod register;
 mod rejections;
 mod sessions;
+mod throttle;
