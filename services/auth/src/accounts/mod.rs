@@ -251,6 +251,12 @@ impl Accounts {
             }
         };
         self.throttle.succeeded(&attempt);
+        if let Some(password) = &password
+            && self.hashing.needs_rehash(&credential.password_hash)
+        {
+            self.rehash(credential.user_id, &credential.password_hash, password)
+                .await;
+        }
         let session_id = Uuid::now_v7();
         let refresh = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
@@ -360,6 +366,24 @@ impl Accounts {
             .await?;
         tracing::info!(%user_id, %session_id, revoked, "logged out");
         Ok(())
+    }
+
+    /// Re-makes a password hash with the configured parameters. Best
+    /// effort: a failure leaves the old hash, which still verifies.
+    async fn rehash(&self, user_id: Uuid, old: &str, password: &Password) {
+        let outcome = match self.hashing.hash(password).await {
+            Ok(new) => self
+                .store
+                .rehash_password(user_id, old, &new)
+                .await
+                .map_err(|err| err.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        match outcome {
+            Ok(true) => tracing::info!(%user_id, "password hash upgraded to the configured cost"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(%user_id, %err, "password hash upgrade failed"),
+        }
     }
 
     /// Sessions unused since this moment have ended.

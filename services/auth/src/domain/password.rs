@@ -156,6 +156,22 @@ impl PasswordHashing {
         hash_blocking(self.params.clone(), password.clone()).await
     }
 
+    /// Whether `hash` was made with weaker parameters than the configured
+    /// ones (or another algorithm): re-made at the next successful login,
+    /// so raising the cost reaches every account that signs in.
+    pub fn needs_rehash(&self, hash: &str) -> bool {
+        let Ok(parsed) = argon2::PasswordHash::new(hash) else {
+            return true;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return true;
+        };
+        parsed.algorithm != Algorithm::Argon2id.ident()
+            || params.m_cost() < self.params.m_cost()
+            || params.t_cost() < self.params.t_cost()
+            || params.p_cost() < self.params.p_cost()
+    }
+
     /// True when `password` matches `hash`. With `hash = None` (unknown
     /// account) it verifies against the decoy and returns false.
     pub async fn verify(&self, password: &Password, hash: Option<&str>) -> Result<bool, HashError> {
@@ -282,5 +298,20 @@ mod tests {
         let hashing = PasswordHashing::new(&built_in()).await.unwrap();
         let decoy = password("decoy password for unknown emails");
         assert!(!hashing.verify(&decoy, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_hash_weaker_than_the_configured_cost_needs_remaking() {
+        let base = PasswordHashing::new(&built_in()).await.unwrap();
+        let stronger = PasswordHashing::new(&HashingConfig {
+            memory_kib: built_in().memory_kib + 1024,
+            ..built_in()
+        })
+        .await
+        .unwrap();
+        let hash = base.hash(&password("correct horse")).await.unwrap();
+        assert!(!base.needs_rehash(&hash));
+        assert!(stronger.needs_rehash(&hash));
+        assert!(base.needs_rehash("not a PHC string"));
     }
 }

@@ -148,6 +148,27 @@ impl AuthStore {
         })
     }
 
+    /// Replaces the password hash `old` (a compare-and-swap: a password
+    /// changed meanwhile is not overwritten); false when it was not current.
+    pub async fn rehash_password(
+        &self,
+        user_id: Uuid,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, sqlx::Error> {
+        on_db!(self.db(), pool => {
+            sqlx::query(
+                "UPDATE credentials SET password_hash = $3 WHERE user_id = $1 AND password_hash = $2",
+            )
+            .bind(user_id)
+            .bind(old)
+            .bind(new)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
+        })
+    }
+
     /// Sets a new password hash and revokes every other session of the
     /// user, atomically: a password change that leaves a stolen session
     /// alive would not be one. False when the credential is gone.

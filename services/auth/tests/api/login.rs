@@ -81,8 +81,50 @@ async fn an_address_that_is_not_an_email_is_refused_like_an_unknown_one(backend:
 }
 
 on_both_backends!(
+    a_hash_made_with_a_weaker_cost_is_remade_at_the_next_login,
     an_address_that_is_not_an_email_is_refused_like_an_unknown_one,
     login_with_the_email_in_other_letter_case_opens_a_session,
     wrong_password_and_unknown_email_get_the_same_answer,
     too_short_password_is_refused_like_a_wrong_one,
 );
+
+async fn a_hash_made_with_a_weaker_cost_is_remade_at_the_next_login(backend: Backend) {
+    // Arrange: the service now asks for more memory than the stored hash used.
+    let app = TestApp::spawn_with_config(backend, |config| {
+        config.password_hashing.memory_kib = 20_480;
+    })
+    .await;
+    let tokens = app.register_account("ann@example.com").await;
+    let user_id = tokens.user_id.unwrap();
+    let weak = weak_hash(PASSWORD);
+    portico_common::on_db!(app.store.db(), pool => {
+        sqlx::query("UPDATE credentials SET password_hash = $1 WHERE user_id = $2")
+            .bind(&weak)
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+
+    // Act
+    let response = app.login("ann@example.com", PASSWORD).await;
+
+    // Assert: signed in, and the stored hash now carries the configured cost.
+    assert_eq!(response.status(), StatusCode::OK);
+    let stored = app.store.password_hash(user_id).await.unwrap().unwrap();
+    assert!(stored.contains("m=20480"), "{stored}");
+    assert_eq!(
+        app.login("ann@example.com", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+}
+
+/// An argon2id hash at the old floor (m=19456, t=2, p=1).
+fn weak_hash(password: &str) -> String {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+    let params = Params::new(19_456, 2, 1, None).unwrap();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes())
+        .unwrap()
+        .to_string()
+}
