@@ -12,6 +12,8 @@ use crate::admin::{CheckFuture, ReadinessCheck};
 pub struct RedisConfig {
     /// `redis://host:port/db`; absent means no Redis (in-process fallbacks).
     pub url: Option<SecretString>,
+    /// Prefix of every key this service writes (services share a Redis).
+    pub key_prefix: String,
 }
 
 impl RedisConfig {

@@ -23,6 +23,7 @@ use crate::{
     },
     http::{self, AppState},
     storage::{AuthStore, MIGRATIONS},
+    throttle_store::ThrottleStore,
     user_directory::UserDirectory,
 };
 
@@ -79,7 +80,12 @@ impl Service for AuthService {
                 directory,
                 clock,
                 rotation,
-                Throttle::new(config.login_throttle.clone()),
+                ThrottleStore::new(
+                    Throttle::new(config.login_throttle.clone()),
+                    redis
+                        .clone()
+                        .map(|client| (client, config.redis.key_prefix.clone())),
+                ),
             ),
             verifier: Arc::new(verifier),
         };

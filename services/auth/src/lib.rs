@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod storage;
+pub mod throttle_store;
 pub mod user_directory;
 
 pub use app::{Application, AuthService};

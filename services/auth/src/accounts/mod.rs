@@ -21,11 +21,12 @@ use uuid::Uuid;
 use crate::{
     domain::{
         password::{Password, PasswordHashing},
-        throttle::{Attempt, Throttle},
+        throttle::Attempt,
         tokens::{RefreshToken, RotationKey, Successor, TokenIssuer},
     },
     error::AuthError,
     storage::{AuthStore, CredentialState, NewSession, SessionRef},
+    throttle_store::ThrottleStore,
     user_directory::{DirectoryError, UserDirectory},
 };
 
@@ -80,7 +81,7 @@ pub struct Accounts {
     /// Derives refresh-token successors (shared by every replica).
     rotation: RotationKey,
     /// Counts failed sign-ins and password checks.
-    throttle: Arc<Throttle>,
+    throttle: Arc<ThrottleStore>,
 }
 
 impl Accounts {
@@ -91,7 +92,7 @@ impl Accounts {
         directory: UserDirectory,
         clock: SharedClock,
         rotation: RotationKey,
-        throttle: Throttle,
+        throttle: ThrottleStore,
     ) -> Self {
         Self {
             store,
@@ -215,7 +216,7 @@ impl Accounts {
             account: &account,
             address: client.ip.as_deref(),
         };
-        if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()) {
+        if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()).await {
             tracing::info!(
                 event = "login_throttled",
                 retry_after_secs,
@@ -246,11 +247,11 @@ impl Accounts {
         let credential = match credential {
             Some(credential) if matches && password.is_some() => credential,
             _ => {
-                self.throttle.failed(&attempt, self.clock.now());
+                self.throttle.failed(&attempt, self.clock.now()).await;
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        self.throttle.succeeded(&attempt);
+        self.throttle.succeeded(&attempt).await;
         if let Some(password) = &password
             && self.hashing.needs_rehash(&credential.password_hash)
         {

@@ -101,7 +101,7 @@ impl Accounts {
             account: &account,
             address: None,
         };
-        if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()) {
+        if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()).await {
             return Err(AuthError::Throttled { retry_after_secs });
         }
         let stored = self.store.password_hash(user_id).await?;
@@ -113,7 +113,7 @@ impl Accounts {
             None => false,
         };
         if !matches {
-            self.throttle.failed(&attempt, self.clock.now());
+            self.throttle.failed(&attempt, self.clock.now()).await;
             return Err(AuthError::WrongCurrentPassword);
         }
         let new_hash = self.hashing.hash(&new_password).await?;

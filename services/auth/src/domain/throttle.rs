@@ -6,9 +6,10 @@
 //! its owner out for long; the owner's own account+address counter is
 //! cleared by a success.
 //!
-//! Counters live in this process (a bounded map); with several auth
-//! replicas each keeps its own (shared counters in Redis are to come).
-//! Time comes in as a value, so tests move it.
+//! These counters live in this process (a bounded map); with Redis
+//! configured, `crate::throttle_store` keeps them there instead, shared by
+//! every auth replica, and falls back to these when Redis fails. Time comes
+//! in as a value, so tests move it.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -54,8 +55,6 @@ struct Counter {
     failures: u32,
     window_start: OffsetDateTime,
     locked_until: Option<OffsetDateTime>,
-    /// Failures past the limit so far (how many times the lock doubled).
-    excess: u32,
     last_seen: OffsetDateTime,
 }
 
@@ -74,7 +73,41 @@ pub struct Throttle {
     counters: Mutex<HashMap<Key, Counter>>,
 }
 
+/// A counter's name for a shared store: the kind, and the account as a
+/// SHA-256 digest (keys name no email).
+pub fn labelled_keys(config: &ThrottleConfig, attempt: &Attempt<'_>) -> Vec<(String, Limit)> {
+    use sha2::{Digest, Sha256};
+    let account: String = Sha256::digest(attempt.account.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let mut keys = vec![(format!("account:{account}"), config.account)];
+    if let Some(address) = attempt.address {
+        keys.push((
+            format!("account-address:{account}:{address}"),
+            config.account_and_address,
+        ));
+        keys.push((format!("address:{address}"), config.address));
+    }
+    keys
+}
+
+/// The lock a counter at `failures` earns under `limit`, in seconds, if any.
+pub fn lock_for(limit: &Limit, failures: u32) -> Option<i64> {
+    let excess = failures.checked_sub(limit.failures)?.checked_sub(1)?;
+    Some(
+        limit
+            .lock_secs
+            .saturating_mul(1_i64 << excess.min(20))
+            .min(limit.max_lock_secs),
+    )
+}
+
 impl Throttle {
+    pub fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
     pub fn new(config: ThrottleConfig) -> Self {
         Self {
             config,
@@ -124,7 +157,6 @@ impl Throttle {
                 failures: 0,
                 window_start: now,
                 locked_until: None,
-                excess: 0,
                 last_seen: now,
             });
             if now - counter.window_start > Duration::seconds(limit.window_secs) {
@@ -132,19 +164,13 @@ impl Throttle {
                     failures: 0,
                     window_start: now,
                     locked_until: None,
-                    excess: 0,
                     last_seen: now,
                 };
             }
             counter.failures += 1;
             counter.last_seen = now;
-            if counter.failures > limit.failures {
-                let lock = limit
-                    .lock_secs
-                    .saturating_mul(1_i64 << counter.excess.min(20))
-                    .min(limit.max_lock_secs);
+            if let Some(lock) = lock_for(&limit, counter.failures) {
                 counter.locked_until = Some(now + Duration::seconds(lock));
-                counter.excess += 1;
             }
         }
     }

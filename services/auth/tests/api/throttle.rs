@@ -180,3 +180,105 @@ on_both_backends!(
     an_unknown_email_is_throttled_like_a_registered_one,
     wrong_current_passwords_are_throttled_too,
 );
+
+mod shared {
+    //! With Redis, every auth replica counts the same attempts.
+
+    use portico_auth::{
+        domain::throttle::{Attempt, Throttle},
+        throttle_store::ThrottleStore,
+    };
+    use portico_common::config::ServiceConfig as _;
+    use portico_testkit::Backend;
+    use reqwest::StatusCode;
+    use secrecy::SecretString;
+    use time::OffsetDateTime;
+
+    use super::{HOME, WRONG};
+    use crate::helpers::{PASSWORD, TestApp, assert_problem};
+
+    fn unique_prefix() -> String {
+        format!("portico-test:{}:", uuid::Uuid::now_v7().simple())
+    }
+
+    fn store(redis_url: &str, prefix: &str) -> ThrottleStore {
+        let config = portico_auth::Config::built_in().login_throttle;
+        let client = redis::Client::open(redis_url).unwrap();
+        ThrottleStore::new(Throttle::new(config), Some((client, prefix.to_owned())))
+    }
+
+    #[tokio::test]
+    async fn two_replicas_share_the_count() {
+        // Arrange: two stores, as two auth replicas would hold.
+        let prefix = unique_prefix();
+        let (first, second) = (
+            store(&portico_testkit::redis_url(), &prefix),
+            store(&portico_testkit::redis_url(), &prefix),
+        );
+        let attempt = Attempt {
+            account: "ann@example.com",
+            address: Some(HOME),
+        };
+        let now = OffsetDateTime::now_utc();
+
+        // Act: failures split over both replicas.
+        for i in 0..6 {
+            let replica = if i % 2 == 0 { &first } else { &second };
+            replica.failed(&attempt, now).await;
+        }
+
+        // Assert: both see the lock.
+        assert!(first.check(&attempt, now).await.is_err());
+        assert!(second.check(&attempt, now).await.is_err());
+        second.succeeded(&attempt).await;
+        assert_eq!(first.check(&attempt, now).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_still_throttles_in_the_process() {
+        let url = format!("redis://127.0.0.1:{}", portico_testkit::http::closed_port());
+        let store = store(&url, &unique_prefix());
+        let attempt = Attempt {
+            account: "ann@example.com",
+            address: Some(HOME),
+        };
+        let now = OffsetDateTime::now_utc();
+        for _ in 0..6 {
+            store.failed(&attempt, now).await;
+        }
+        assert!(store.check(&attempt, now).await.is_err());
+    }
+
+    async fn the_service_throttles_through_redis(backend: Backend) {
+        // Arrange
+        let prefix = unique_prefix();
+        let app = TestApp::spawn_with_config(backend, |config| {
+            config.redis.url = Some(SecretString::from(portico_testkit::redis_url()));
+            config.redis.key_prefix = prefix.clone();
+        })
+        .await;
+        app.register_account("ann@example.com").await;
+
+        // Act
+        for _ in 0..6 {
+            app.login_via("ann@example.com", WRONG, HOME).await;
+        }
+        let locked = app.login_via("ann@example.com", PASSWORD, HOME).await;
+
+        // Assert: locked, and the count is in Redis where other replicas see it.
+        assert_problem(locked, StatusCode::TOO_MANY_REQUESTS).await;
+        let mut redis = redis::Client::open(portico_testkit::redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}throttle:lock:*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!keys.is_empty(), "no lock in Redis");
+    }
+
+    crate::helpers::on_both_backends!(the_service_throttles_through_redis);
+}
