@@ -9,9 +9,10 @@
 //! - Afterwards, a feed that cannot be reached degrades rather than breaks:
 //!   tokens stay valid until they expire; a warning and the
 //!   `token_revocations_lag_seconds` gauge say how stale the list is.
-//! - Each poll asks again from a little before the feed's previous answer
-//!   (server time, so clock skew does not matter), so a revocation
-//!   committed late with an earlier timestamp is still seen.
+//! - Each poll asks again from a minute before the feed's previous answer,
+//!   so a revocation committed late with an earlier timestamp (a lock
+//!   wait, another auth replica's clock) is still seen. Pages continue from
+//!   the last `(revoked_at, sid)`, so they never repeat.
 
 use std::{
     collections::HashMap,
@@ -35,8 +36,11 @@ use crate::{
 /// How long startup waits for the first catch-up before going on unready.
 const STARTUP_CATCH_UP: Duration = Duration::from_secs(2);
 
-/// How far back each poll reaches before the previous answer's time.
-const OVERLAP: time::Duration = time::Duration::seconds(2);
+/// How far back each poll reaches before the previous answer's time: more
+/// than a revocation can take to commit after its timestamp was taken (lock
+/// waits, 5 s by default) plus clock skew between auth replicas. Re-reading
+/// a minute of revocations costs little; missing one costs a session.
+const OVERLAP: time::Duration = time::Duration::seconds(60);
 
 /// One revoked session in the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -157,16 +161,20 @@ impl Revocations {
             return Ok(());
         };
         let mut since = self.since.lock().map_err(|_| "poisoned")?.to_owned();
+        let mut after: Option<Uuid> = None;
         loop {
             let target = match since {
                 // UTC, so the RFC 3339 text has `Z` and nothing to escape.
-                Some(since) => format!(
-                    "{url}?since={}",
-                    since
+                Some(since) => {
+                    let since = since
                         .to_offset(time::UtcOffset::UTC)
                         .format(&time::format_description::well_known::Rfc3339)
-                        .map_err(|err| err.to_string())?
-                ),
+                        .map_err(|err| err.to_string())?;
+                    match after {
+                        Some(after) => format!("{url}?since={since}&after={after}"),
+                        None => format!("{url}?since={since}"),
+                    }
+                }
                 None => url.clone(),
             };
             let response = self
@@ -191,7 +199,13 @@ impl Revocations {
                 since = Some(feed.now - OVERLAP);
                 break;
             }
-            since = feed.items.last().map(|item| item.revoked_at).or(since);
+            match feed.items.last() {
+                Some(last) => {
+                    since = Some(last.revoked_at);
+                    after = Some(last.sid);
+                }
+                None => break,
+            }
         }
         if let Ok(mut cursor) = self.since.lock() {
             *cursor = since;

@@ -134,10 +134,20 @@ impl SharedThrottle {
         let mut redis = self.redis.clone();
         for (key, limit) in self.keys(attempt) {
             let fail_key = format!("{}fail:{key}", self.prefix);
-            let failures: u32 = redis.incr(&fail_key, 1).await?;
-            if failures == 1 {
-                let _: () = redis.expire(&fail_key, limit.window_secs).await?;
-            }
+            // One transaction: the counter is created with its expiry or
+            // not at all (a lost EXPIRE would make it count forever).
+            let (failures,): (u32,) = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&fail_key)
+                .arg(0)
+                .arg("EX")
+                .arg(limit.window_secs)
+                .arg("NX")
+                .ignore()
+                .incr(&fail_key, 1)
+                .query_async(&mut redis)
+                .await?;
             if let Some(lock) = throttle::lock_for(&limit, failures) {
                 let until = millis(now + Duration::seconds(lock));
                 let lock_key = format!("{}lock:{key}", self.prefix);

@@ -4,6 +4,7 @@
 //! user does with their own sessions and password is in [`own_sessions`].
 
 mod own_sessions;
+mod serial;
 
 pub use own_sessions::SessionView;
 
@@ -29,6 +30,21 @@ use crate::{
     throttle_store::ThrottleStore,
     user_directory::{DirectoryError, UserDirectory},
 };
+
+/// The address as the throttle counts it: IPv6 clients by /64 (one
+/// subscriber's whole prefix), IPv4 as is.
+fn throttle_address(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let segments = v6.segments();
+            format!(
+                "{:x}:{:x}:{:x}:{:x}::/64",
+                segments[0], segments[1], segments[2], segments[3]
+            )
+        }
+        _ => ip.to_owned(),
+    }
+}
 
 /// Longest account text a throttle key keeps (a non-email login name).
 const MAX_THROTTLE_KEY_CHARS: usize = 320;
@@ -82,6 +98,8 @@ pub struct Accounts {
     rotation: RotationKey,
     /// Counts failed sign-ins and password checks.
     throttle: Arc<ThrottleStore>,
+    /// One password check at a time per account (see `serial`).
+    checks: Arc<serial::PerKey>,
 }
 
 impl Accounts {
@@ -102,6 +120,7 @@ impl Accounts {
             clock,
             rotation,
             throttle: Arc::new(throttle),
+            checks: Arc::default(),
         }
     }
 
@@ -212,10 +231,12 @@ impl Accounts {
             || email.chars().take(MAX_THROTTLE_KEY_CHARS).collect(),
             Email::normalized,
         );
+        let address = client.ip.as_deref().map(throttle_address);
         let attempt = Attempt {
             account: &account,
-            address: client.ip.as_deref(),
+            address: address.as_deref(),
         };
+        let _turn = self.checks.turn(&account).await;
         if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()).await {
             tracing::info!(
                 event = "login_throttled",

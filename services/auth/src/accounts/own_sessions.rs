@@ -101,6 +101,7 @@ impl Accounts {
             account: &account,
             address: None,
         };
+        let _turn = self.checks.turn(&account).await;
         if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()).await {
             return Err(AuthError::Throttled { retry_after_secs });
         }

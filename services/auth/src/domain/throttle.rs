@@ -150,7 +150,7 @@ impl Throttle {
             return;
         };
         if counters.len() >= MAX_KEYS {
-            evict_oldest(&mut counters);
+            evict_oldest(&mut counters, now);
         }
         for (key, limit) in self.keys(attempt) {
             let counter = counters.entry(key).or_insert(Counter {
@@ -188,11 +188,18 @@ impl Throttle {
     }
 }
 
-fn evict_oldest(counters: &mut HashMap<Key, Counter>) {
-    let mut seen: Vec<OffsetDateTime> = counters.values().map(|c| c.last_seen).collect();
+/// Drops the tenth of the keys seen longest ago — never one that is locked
+/// now, so a flood of made-up keys cannot lift a lock.
+fn evict_oldest(counters: &mut HashMap<Key, Counter>, now: OffsetDateTime) {
+    let locked = |counter: &Counter| counter.locked_until.is_some_and(|until| until > now);
+    let mut seen: Vec<OffsetDateTime> = counters
+        .values()
+        .filter(|counter| !locked(counter))
+        .map(|counter| counter.last_seen)
+        .collect();
     seen.sort_unstable();
     if let Some(cutoff) = seen.get(seen.len() / 10).copied() {
-        counters.retain(|_, counter| counter.last_seen > cutoff);
+        counters.retain(|_, counter| locked(counter) || counter.last_seen > cutoff);
     }
 }
 

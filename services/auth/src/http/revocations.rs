@@ -24,6 +24,10 @@ use crate::error::AuthError;
 /// Most revocations in one answer; a follower asks again from the last one.
 const PAGE: i64 = 1_000;
 
+/// Beyond the access-token lifetime: the verifiers' leeway (30 s) and
+/// clock skew between replicas.
+const HORIZON_MARGIN: Duration = Duration::seconds(90);
+
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct FeedQuery {
     /// RFC 3339: revocations at or after this moment. Absent: every
@@ -31,6 +35,9 @@ pub struct FeedQuery {
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<OffsetDateTime>,
+    /// With `since`: only sessions revoked at `since` whose id sorts after
+    /// this one, and any revoked later (the next page).
+    pub after: Option<uuid::Uuid>,
 }
 
 /// Revoked sessions since a moment.
@@ -41,7 +48,7 @@ pub struct FeedQuery {
     params(FeedQuery),
     responses(
         (status = 200, description = "Revoked sessions, oldest first", body = RevocationFeed),
-        (status = 400, description = "`since` is not an RFC 3339 time", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`since` is not an RFC 3339 time or `after` not a UUID", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
 )]
@@ -49,16 +56,22 @@ pub async fn feed(
     State(state): State<AppState>,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(query) =
-        query.map_err(|_| Problem::bad_request("`since` must be an RFC 3339 time"))?;
+    let Query(query) = query
+        .map_err(|_| Problem::bad_request("`since` must be an RFC 3339 time and `after` a UUID"))?;
     let now = state.accounts.now();
-    // Tokens of sessions revoked before this have all expired.
-    let horizon = now - Duration::seconds(state.accounts.issuer().settings().access_token_ttl_secs);
-    let since = query.since.map_or(horizon, |since| since.max(horizon));
+    // Tokens of sessions revoked before this have all expired, allowing
+    // for the verifiers' leeway and clock skew.
+    let horizon = now
+        - Duration::seconds(state.accounts.issuer().settings().access_token_ttl_secs)
+        - HORIZON_MARGIN;
+    let (since, after) = match query.since {
+        Some(since) if since >= horizon => (since, query.after),
+        _ => (horizon, None),
+    };
     let revoked = state
         .accounts
         .store()
-        .revocations_since(since, PAGE)
+        .revocations_since(since, after, PAGE)
         .await
         .map_err(AuthError::from)?;
     let complete = revoked.len() < PAGE as usize;

@@ -39,6 +39,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "session client",
             include_str!("../../migrations/postgres/0004_session_client.sql"),
         ),
+        (
+            5,
+            "revocation feed index",
+            include_str!("../../migrations/postgres/0005_revocation_feed_index.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -60,6 +65,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             4,
             "session client",
             include_str!("../../migrations/sqlite/0004_session_client.sql"),
+        ),
+        (
+            5,
+            "revocation feed index",
+            include_str!("../../migrations/sqlite/0005_revocation_feed_index.sql"),
         ),
     ],
 };

@@ -208,22 +208,38 @@ impl AuthStore {
 }
 
 impl AuthStore {
-    /// Sessions revoked at or after `since`, oldest first, at most `limit`:
-    /// the feed gateways and services follow to refuse their access tokens.
+    /// Sessions revoked after `(since, after)` in `(revoked_at, id)` order
+    /// (`after` absent: at or after `since`), oldest first, at most
+    /// `limit`: the feed gateways and services follow to refuse their
+    /// access tokens. Paging on the pair never repeats a page, however many
+    /// sessions share one timestamp.
     pub async fn revocations_since(
         &self,
         since: OffsetDateTime,
+        after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<(Uuid, OffsetDateTime)>, sqlx::Error> {
         on_db!(self.db(), pool => {
-            let rows = sqlx::query(
-                "SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1 \
-                 ORDER BY revoked_at, id LIMIT $2",
-            )
-            .bind(since)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+            let rows = match after {
+                None => sqlx::query(
+                    "SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1 \
+                     ORDER BY revoked_at, id LIMIT $2",
+                )
+                .bind(since)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?,
+                Some(after) => sqlx::query(
+                    "SELECT id, revoked_at FROM sessions \
+                     WHERE revoked_at > $1 OR (revoked_at = $1 AND id > $2) \
+                     ORDER BY revoked_at, id LIMIT $3",
+                )
+                .bind(since)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?,
+            };
             rows.iter()
                 .map(|row| Ok((row.try_get("id")?, row.try_get("revoked_at")?)))
                 .collect()

@@ -173,6 +173,7 @@ async fn wrong_current_passwords_are_throttled_too(backend: Backend) {
 }
 
 on_both_backends!(
+    a_burst_of_parallel_guesses_is_held_to_the_limit,
     after_five_failures_even_the_right_password_waits_with_429,
     failures_from_one_address_do_not_lock_the_owner_elsewhere,
     many_addresses_against_one_account_lock_it_only_briefly,
@@ -281,4 +282,30 @@ mod shared {
     }
 
     crate::helpers::on_both_backends!(the_service_throttles_through_redis);
+}
+
+async fn a_burst_of_parallel_guesses_is_held_to_the_limit(backend: Backend) {
+    // Arrange
+    let (app, _) = app_with_clock(backend).await;
+    app.register_account("ann@example.com").await;
+
+    // Act: twenty guesses at once.
+    let guesses = (0..20).map(|_| app.login_via("ann@example.com", WRONG, HOME));
+    let statuses: Vec<StatusCode> = futures::future::join_all(guesses)
+        .await
+        .iter()
+        .map(reqwest::Response::status)
+        .collect();
+
+    // Assert: only the allowed failures (and the one that locks) were
+    // checked; every other guess was refused unchecked.
+    let checked = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, throttled), (6, 14), "{statuses:?}");
 }
