@@ -88,6 +88,7 @@ impl Service for AuthService {
                 ),
             ),
             verifier: Arc::new(verifier),
+            trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),
         };
 
         let readiness = Readiness::new()

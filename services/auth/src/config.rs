@@ -26,10 +26,23 @@ pub struct Config {
     pub tokens: TokenSettings,
     pub password_hashing: HashingConfig,
     pub login_throttle: ThrottleConfig,
+    /// Where clients' addresses come from.
+    pub clients: ClientsConfig,
     pub user_service: UserServiceConfig,
     pub http_client: HttpClientConfig,
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
+}
+
+/// `clients`: how the client's address is learnt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsConfig {
+    /// Peers (the gateways) whose `x-forwarded-for` is believed; from any
+    /// other peer the header is ignored and the peer's address is the
+    /// client's — so nobody reaching auth directly can pose as many
+    /// addresses to the sign-in throttle.
+    pub trusted_proxies: Vec<crate::http::Cidr>,
 }
 
 /// The built-in defaults, also the reference for every key.

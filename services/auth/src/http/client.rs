@@ -1,4 +1,5 @@
-//! Where a request comes from, as kept with the session it opens.
+//! Where a request comes from, as kept with the session it opens and as
+//! the sign-in throttle counts it.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -7,32 +8,96 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 
+use super::AppState;
 use crate::accounts::ClientInfo;
 
 /// Longest user agent kept, in characters.
 const MAX_USER_AGENT_CHARS: usize = 256;
 
-/// The calling client: its address — from `x-forwarded-for`, which the
-/// gateway sets (it drops what clients send; auth is reachable only
-/// through it), else the peer — and its user agent, shortened.
+/// The calling client: its address — from `x-forwarded-for` when the peer
+/// is a trusted proxy (the gateway replaces what clients send), else the
+/// peer itself — and its user agent, shortened.
 #[derive(Debug, Clone)]
 pub struct Client(pub ClientInfo);
 
-impl<S: Send + Sync> FromRequestParts<S> for Client {
+impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        Ok(Self(client_info(&parts.headers, peer)))
+        Ok(Self(client_info(
+            &parts.headers,
+            peer,
+            &state.trusted_proxies,
+        )))
     }
 }
 
-fn client_info(headers: &HeaderMap, peer: Option<IpAddr>) -> ClientInfo {
+/// A network in CIDR notation (`10.0.0.0/8`, `fc00::/7`); a bare address
+/// is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let invalid = || format!("`{text}` is not an address or network (CIDR)");
+        let (address, prefix) = text
+            .split_once('/')
+            .map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
+        let network: IpAddr = address.parse().map_err(|_| invalid())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix.parse::<u8>().map_err(|_| invalid())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(invalid());
+        }
+        Ok(Self { network, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // IPv4 clients may arrive as IPv4-mapped IPv6 addresses.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(network), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(network) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(network) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn client_info(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[Cidr]) -> ClientInfo {
+    let from_proxy = peer.is_some_and(|peer| trusted.iter().any(|net| net.contains(peer)));
     let forwarded = headers
         .get("x-forwarded-for")
+        .filter(|_| from_proxy)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(',').next())
         .and_then(|first| first.trim().parse::<IpAddr>().ok());
@@ -52,19 +117,48 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    fn cidr(text: &str) -> Cidr {
+        Cidr::try_from(text.to_owned()).unwrap()
+    }
+
     #[test]
-    fn the_gateways_forwarded_address_wins_over_the_peer() {
+    fn a_trusted_proxys_forwarded_address_wins_over_the_peer() {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
         let peer = Some(IpAddr::from([10, 0, 0, 2]));
+        let trusted = [cidr("10.0.0.0/8")];
         assert_eq!(
-            client_info(&headers, peer).ip.as_deref(),
+            client_info(&headers, peer, &trusted).ip.as_deref(),
             Some("203.0.113.7")
         );
         assert_eq!(
-            client_info(&HeaderMap::new(), peer).ip.as_deref(),
+            client_info(&HeaderMap::new(), peer, &trusted).ip.as_deref(),
             Some("10.0.0.2")
         );
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_claim_another_address() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        let peer = Some(IpAddr::from([198, 51, 100, 9]));
+        let trusted = [cidr("10.0.0.0/8"), cidr("::1")];
+        assert_eq!(
+            client_info(&headers, peer, &trusted).ip.as_deref(),
+            Some("198.51.100.9")
+        );
+    }
+
+    #[test]
+    fn networks_contain_what_they_should() {
+        assert!(cidr("172.16.0.0/12").contains("172.31.255.1".parse().unwrap()));
+        assert!(!cidr("172.16.0.0/12").contains("172.32.0.1".parse().unwrap()));
+        assert!(cidr("fc00::/7").contains("fd12::1".parse().unwrap()));
+        assert!(!cidr("fc00::/7").contains("fe80::1".parse().unwrap()));
+        assert!(cidr("127.0.0.0/8").contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(cidr("0.0.0.0/0").contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::try_from("10.0.0.0/33".to_owned()).is_err());
+        assert!(Cidr::try_from("nonsense".to_owned()).is_err());
     }
 
     #[test]
@@ -75,7 +169,7 @@ mod tests {
             header::USER_AGENT,
             HeaderValue::from_str(&"a".repeat(1000)).unwrap(),
         );
-        let info = client_info(&headers, None);
+        let info = client_info(&headers, None, &[]);
         assert_eq!(info.ip, None);
         assert_eq!(info.user_agent.unwrap().len(), MAX_USER_AGENT_CHARS);
     }

@@ -1,6 +1,8 @@
 //! HTTP layer of the auth service: routes, OpenAPI, shared handler state.
 
 mod client;
+
+pub use client::Cidr;
 mod errors;
 mod own_sessions;
 mod revocations;
@@ -26,6 +28,8 @@ pub struct AppState {
     pub accounts: Accounts,
     /// Verifies this service's own access tokens (logout).
     pub verifier: Arc<TokenVerifier>,
+    /// Peers whose `x-forwarded-for` is believed (the gateways).
+    pub trusted_proxies: Arc<Vec<Cidr>>,
 }
 
 #[derive(OpenApi)]

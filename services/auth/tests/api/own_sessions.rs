@@ -257,6 +257,7 @@ on_both_backends!(
     a_too_short_new_password_is_422_and_changes_nothing,
     every_endpoint_refuses_a_missing_token_and_changes_nothing,
     a_logged_out_sessions_token_is_refused_by_auth_at_once,
+    the_feed_pages_through_revocations_that_share_one_timestamp,
 );
 
 mod feed {
@@ -326,4 +327,45 @@ async fn a_logged_out_sessions_token_is_refused_by_auth_at_once(backend: Backend
     // Assert: auth checks the session itself, no feed to wait for.
     assert_unauthorized(listing).await;
     assert_unauthorized(again).await;
+}
+
+async fn the_feed_pages_through_revocations_that_share_one_timestamp(backend: Backend) {
+    // Arrange: five sessions ended by one "end all others" — one timestamp.
+    let app = TestApp::spawn(backend).await;
+    let keep = app.register_account("ann@example.com").await;
+    for _ in 0..5 {
+        app.login_from("ann@example.com", "X/1").await;
+    }
+    let keep_sid: Uuid = token_claims(&keep.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let user: Uuid = keep.user_id.unwrap();
+    let at = time::OffsetDateTime::now_utc();
+    app.store
+        .revoke_other_sessions(user, keep_sid, at)
+        .await
+        .unwrap();
+
+    // Act: pages of two, each continuing from the last (revoked_at, id).
+    let since = at - time::Duration::seconds(1);
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut cursor = since;
+    loop {
+        let page = app.store.revocations_since(cursor, after, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let (last_sid, last_at) = *page.last().unwrap();
+        seen.extend(page.iter().map(|(sid, _)| *sid));
+        (cursor, after) = (last_at, Some(last_sid));
+        assert!(seen.len() <= 5, "a page repeated: {seen:?}");
+    }
+
+    // Assert: all five, each once.
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5);
 }

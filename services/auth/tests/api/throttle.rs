@@ -173,6 +173,7 @@ async fn wrong_current_passwords_are_throttled_too(backend: Backend) {
 }
 
 on_both_backends!(
+    an_untrusted_peer_cannot_dodge_the_throttle_with_forwarded_addresses,
     a_burst_of_parallel_guesses_is_held_to_the_limit,
     after_five_failures_even_the_right_password_waits_with_429,
     failures_from_one_address_do_not_lock_the_owner_elsewhere,
@@ -308,4 +309,25 @@ async fn a_burst_of_parallel_guesses_is_held_to_the_limit(backend: Backend) {
         .filter(|status| **status == StatusCode::TOO_MANY_REQUESTS)
         .count();
     assert_eq!((checked, throttled), (6, 14), "{statuses:?}");
+}
+
+async fn an_untrusted_peer_cannot_dodge_the_throttle_with_forwarded_addresses(backend: Backend) {
+    // Arrange: no proxy is trusted, so x-forwarded-for is ignored.
+    let app = TestApp::spawn_with_config(backend, |config| {
+        config.clients.trusted_proxies.clear();
+    })
+    .await;
+    app.register_account("ann@example.com").await;
+
+    // Act: each guess claims another address.
+    for i in 0..6 {
+        app.login_via("ann@example.com", WRONG, &format!("198.51.100.{i}"))
+            .await;
+    }
+    let next = app
+        .login_via("ann@example.com", PASSWORD, "192.0.2.77")
+        .await;
+
+    // Assert: all counted against the real peer, which is now locked.
+    assert_problem(next, StatusCode::TOO_MANY_REQUESTS).await;
 }
