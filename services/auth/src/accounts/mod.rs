@@ -268,6 +268,15 @@ impl Accounts {
         let credential = match credential {
             Some(credential) if matches && password.is_some() => credential,
             _ => {
+                // A hash cheaper than the configured cost fails faster than
+                // the decoy would: pad it, so timing does not tell which
+                // emails have (old) accounts.
+                if credential
+                    .as_ref()
+                    .is_some_and(|c| self.hashing.needs_rehash(&c.password_hash))
+                {
+                    let _ = self.hashing.verify(candidate, None).await;
+                }
                 self.throttle.failed(&attempt, self.clock.now()).await;
                 return Err(AuthError::InvalidCredentials);
             }
