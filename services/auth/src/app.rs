@@ -94,6 +94,9 @@ impl Service for AuthService {
         let readiness = Readiness::new()
             .with(db.readiness_check())
             .with_redis(redis);
-        Ok(Assembly::new(http::router(state), readiness, store).owning_database(db))
+        let purge = state.accounts.clone().purge_periodically();
+        let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
+        assembly.background.push(Box::pin(purge));
+        Ok(assembly)
     }
 }

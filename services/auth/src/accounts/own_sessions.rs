@@ -25,7 +25,38 @@ pub struct SessionView {
     pub current: bool,
 }
 
+/// How long an ended session is kept: past the revocation feed's horizon
+/// (an access-token lifetime and some), with a day to spare.
+const KEEP_ENDED: time::Duration = time::Duration::days(1);
+
+/// How often ended sessions are purged.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3_600);
+
 impl Accounts {
+    /// Deletes sessions that ended more than a day ago (see
+    /// `AuthStore::purge_ended_sessions`).
+    pub async fn purge_ended_sessions(&self) -> Result<u64, AuthError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .purge_ended_sessions(now - KEEP_ENDED, self.idle_since(now) - KEEP_ENDED)
+            .await?)
+    }
+
+    /// Purges ended sessions every hour, for as long as the service runs.
+    pub async fn purge_periodically(self) {
+        let mut interval = tokio::time::interval(PURGE_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            match self.purge_ended_sessions().await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "ended sessions purged"),
+                Err(err) => tracing::warn!(%err, "purging ended sessions failed"),
+            }
+        }
+    }
+
     /// Whether the user's session is neither revoked, expired nor idle.
     pub async fn is_live(&self, user_id: Uuid, session_id: Uuid) -> Result<bool, AuthError> {
         let now = self.clock.now();

@@ -246,3 +246,27 @@ impl AuthStore {
         })
     }
 }
+
+impl AuthStore {
+    /// Deletes sessions that ended before `ended_before` — expired, idle
+    /// since `idle_before`, or revoked — with their spent refresh tokens
+    /// (by cascade). Returns how many. Their tokens are long dead; keeping
+    /// them would only grow the tables the hot paths read.
+    pub async fn purge_ended_sessions(
+        &self,
+        ended_before: OffsetDateTime,
+        idle_before: OffsetDateTime,
+    ) -> Result<u64, sqlx::Error> {
+        on_db!(self.db(), pool => {
+            sqlx::query(
+                "DELETE FROM sessions WHERE expires_at < $1 OR last_used_at < $2 \
+                 OR (revoked_at IS NOT NULL AND revoked_at < $1)",
+            )
+            .bind(ended_before)
+            .bind(idle_before)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+    }
+}

@@ -70,6 +70,46 @@ async fn a_registration_that_died_half_way_is_taken_over_after_the_pending_timeo
 }
 
 on_both_backends!(
+    sessions_that_ended_over_a_day_ago_are_purged_with_their_spent_tokens,
     refresh_works_until_the_session_lifetime_and_not_after,
     a_registration_that_died_half_way_is_taken_over_after_the_pending_timeout,
 );
+
+async fn sessions_that_ended_over_a_day_ago_are_purged_with_their_spent_tokens(backend: Backend) {
+    // Arrange: a revoked session with a spent token, and a live one.
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let app = TestApp::spawn_with_clock(backend, clock.clone()).await;
+    let ended = app.register_account("ann@example.com").await;
+    let rotated = assert_tokens(app.refresh(&ended.refresh_token).await, StatusCode::OK).await;
+    app.logout(Some(&rotated.access_token)).await;
+    let live = assert_tokens(
+        app.login("ann@example.com", crate::helpers::PASSWORD).await,
+        StatusCode::OK,
+    )
+    .await;
+    let accounts_store = app.store.clone();
+
+    // Act: a day and more later (the live one used meanwhile), purge.
+    clock.advance(Duration::hours(12));
+    let live = assert_tokens(app.refresh(&live.refresh_token).await, StatusCode::OK).await;
+    clock.advance(Duration::hours(13));
+    let purged = accounts_store
+        .purge_ended_sessions(
+            clock.now() - Duration::days(1),
+            clock.now() - Duration::days(15),
+        )
+        .await
+        .unwrap();
+
+    // Assert: only the ended session went, spent tokens with it.
+    assert_eq!(purged, 1);
+    assert_eq!(app.counts().await, (1, 1));
+    let spent: i64 = portico_common::on_db!(app.store.db(), pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM spent_refresh_tokens")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(spent, 1, "the live session's spent token stays");
+    assert_tokens(app.refresh(&live.refresh_token).await, StatusCode::OK).await;
+}
