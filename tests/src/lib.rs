@@ -20,6 +20,9 @@ use nix::{
 };
 use portico_testkit::{Backend, TestDatabase, eventually};
 
+/// The password of every account the tests register.
+pub const PASSWORD: &str = "correct horse battery";
+
 /// Issuer and audience the whole test system agrees on.
 const ISSUER: &str = "http://portico.e2e";
 
@@ -401,6 +404,36 @@ impl System {
     /// URL of `path` through the gateway.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.api_url())
+    }
+
+    /// Registers `email` (with [`PASSWORD`]) through the gateway; the token
+    /// response.
+    pub async fn register(&self, email: &str) -> serde_json::Value {
+        let body = serde_json::json!({"email": email, "password": PASSWORD, "display_name": "Ann"});
+        self.expect_tokens("/v1/auth/register", &body, 201).await
+    }
+
+    /// Logs `email` in through the gateway; the token response.
+    pub async fn login(&self, email: &str) -> serde_json::Value {
+        let body = serde_json::json!({"email": email, "password": PASSWORD});
+        self.expect_tokens("/v1/auth/login", &body, 200).await
+    }
+
+    async fn expect_tokens(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        status: u16,
+    ) -> serde_json::Value {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request through the gateway");
+        assert_eq!(response.status(), status, "{path}:\n{}", self.logs());
+        response.json().await.expect("token response")
     }
 
     /// Every process's log, for failure messages.

@@ -10,13 +10,8 @@ use portico_testkit::http::assert_problem;
 
 /// `token` re-issued as `alg: none`: same key id, same claims, no signature.
 fn alg_none_copy(token: &str) -> String {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    let mut parts = token.split('.');
-    let header: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
-    let claims: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
-    portico_testkit::issuer::alg_none_token(header["kid"].as_str().unwrap(), &claims)
+    use portico_testkit::issuer::{alg_none_token, claims_of, header_of};
+    alg_none_token(header_of(token)["kid"].as_str().unwrap(), &claims_of(token))
 }
 
 async fn user_reads(system: &System) -> u64 {
@@ -30,16 +25,7 @@ async fn user_reads(system: &System) -> u64 {
 #[tokio::test]
 async fn invalid_bearer_tokens_are_refused_at_the_gateway_without_reaching_a_replica() {
     let system = System::start(Backend::Sqlite).await;
-    let registered: Value = system
-        .client
-        .post(system.url("/v1/auth/register"))
-        .json(&json!({"email": "edge@example.com", "password": "correct horse battery", "display_name": "E"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let registered = system.register("edge@example.com").await;
     let good = registered["access_token"].as_str().unwrap();
     let tampered = portico_testkit::issuer::tampered(good, &uuid::Uuid::now_v7().to_string());
     // The real key id and claims, only the algorithm changed.

@@ -4,20 +4,14 @@
 
 use portico_e2e::System;
 use portico_testkit::Backend;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Registers a user through the gateway; returns an access token.
 async fn register(system: &System, email: &str) -> String {
-    let response = system
-        .client
-        .post(system.url("/v1/auth/register"))
-        .json(&json!({"email": email, "password": "correct horse battery", "display_name": "Ann"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", system.logs());
-    let body: Value = response.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+    system.register(email).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn read_profile(system: &System, token: &str) -> reqwest::StatusCode {

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use portico_e2e::System;
 use portico_testkit::{Backend, eventually};
-use serde_json::{Value, json};
 
 async fn status_of(client: &reqwest::Client, url: &str, token: &str) -> u16 {
     client
@@ -24,27 +23,8 @@ async fn status_of(client: &reqwest::Client, url: &str, token: &str) -> u16 {
 async fn a_logged_out_sessions_token_is_refused_everywhere_within_a_second() {
     // Arrange: two sessions of one user.
     let system = System::start(Backend::Sqlite).await;
-    let body = json!({"email": "out@example.com", "password": "correct horse battery", "display_name": "O"});
-    let first: Value = system
-        .client
-        .post(system.url("/v1/auth/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let second: Value = system
-        .client
-        .post(system.url("/v1/auth/login"))
-        .json(&json!({"email": "out@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = system.register("out@example.com").await;
+    let second = system.login("out@example.com").await;
     let (logged_out, kept) = (
         first["access_token"].as_str().unwrap(),
         second["access_token"].as_str().unwrap(),

@@ -12,20 +12,13 @@ use std::{
 use axum::{Router, routing::post};
 use portico_e2e::System;
 use portico_testkit::{Backend, eventually};
-use serde_json::{Value, json};
+use serde_json::json;
 
 async fn register(system: &System) -> String {
-    let body: Value = system
-        .client
-        .post(system.url("/v1/auth/register"))
-        .json(&json!({"email": "trace@example.com", "password": "correct horse battery", "display_name": "T"}))
-        .send()
-        .await
+    system.register("trace@example.com").await["access_token"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+        .to_owned()
 }
 
 #[tokio::test]

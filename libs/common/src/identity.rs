@@ -99,14 +99,6 @@ impl RoleSet {
         self.0.iter().any(|held| held.as_str() == role)
     }
 
-    pub fn insert(&mut self, role: Role) {
-        self.0.insert(role);
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Role> {
-        self.0.iter()
-    }
-
     /// Parses the stored form: names separated by commas. An invalid name is
     /// an error, not a silently dropped role.
     pub fn from_stored(stored: &str) -> Result<Self, String> {

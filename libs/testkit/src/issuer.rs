@@ -216,11 +216,25 @@ impl TestIssuer {
     }
 }
 
+/// A JWT's header, unverified (tests read their own tokens).
+pub fn header_of(token: &str) -> Value {
+    decoded_part(token, 0)
+}
+
+/// A JWT's claims, unverified (tests read their own tokens).
+pub fn claims_of(token: &str) -> Value {
+    decoded_part(token, 1)
+}
+
+fn decoded_part(token: &str, index: usize) -> Value {
+    let part = token.split('.').nth(index).expect("a JWT has three parts");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+}
+
 /// `token` with its payload swapped for another subject, signature kept.
 pub fn tampered(token: &str, other_subject: &str) -> String {
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    let mut payload: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).expect("b64")).expect("json");
+    let mut payload = claims_of(token);
     payload["sub"] = json!(other_subject);
     parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).expect("json"));
     parts.join(".")

@@ -79,11 +79,6 @@ fn classify_sqlstate(code: &str) -> Failure {
     }
 }
 
-/// True when the error is worth retrying (contended or unavailable).
-pub fn is_transient(err: &sqlx::Error) -> bool {
-    classify(err) != Failure::Internal
-}
-
 /// True when `err` is a unique-constraint violation whose constraint name or
 /// message mentions `hint` (PostgreSQL reports the constraint name, SQLite the
 /// `table.column`).

@@ -195,15 +195,13 @@ impl Accounts {
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
         self.store
-            .activate_with_session(&NewSession {
-                id: session_id,
+            .activate_with_session(&self.new_session(
+                session_id,
                 user_id,
-                refresh_hash: &refresh.hash(),
-                created_at: now,
-                expires_at: self.refresh_expiry(now),
-                ip: client.ip.as_deref(),
-                user_agent: client.user_agent.as_deref(),
-            })
+                &refresh.hash(),
+                now,
+                &client,
+            ))
             .await?;
         tracing::info!(%user_id, "account registered");
         self.tokens(
@@ -293,15 +291,13 @@ impl Accounts {
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
         self.store
-            .create_session(&NewSession {
-                id: session_id,
-                user_id: credential.user_id,
-                refresh_hash: &refresh.hash(),
-                created_at: now,
-                expires_at: self.refresh_expiry(now),
-                ip: client.ip.as_deref(),
-                user_agent: client.user_agent.as_deref(),
-            })
+            .create_session(&self.new_session(
+                session_id,
+                credential.user_id,
+                &refresh.hash(),
+                now,
+                &client,
+            ))
             .await?;
         tracing::info!(user_id = %credential.user_id, %session_id, "logged in");
         self.tokens(
@@ -414,6 +410,26 @@ impl Accounts {
             Ok(true) => tracing::info!(%user_id, "password hash upgraded to the configured cost"),
             Ok(false) => {}
             Err(err) => tracing::warn!(%user_id, %err, "password hash upgrade failed"),
+        }
+    }
+
+    /// A session opened `now` from `client`, lasting the configured lifetime.
+    fn new_session<'a>(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        refresh_hash: &'a [u8],
+        now: OffsetDateTime,
+        client: &'a ClientInfo,
+    ) -> NewSession<'a> {
+        NewSession {
+            id,
+            user_id,
+            refresh_hash,
+            created_at: now,
+            expires_at: self.refresh_expiry(now),
+            ip: client.ip.as_deref(),
+            user_agent: client.user_agent.as_deref(),
         }
     }
 

@@ -3,24 +3,19 @@
 //! all others, so a password change locks out whoever had it).
 
 use secrecy::SecretString;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Accounts;
 use crate::{
     domain::{password::Password, throttle::Attempt},
     error::AuthError,
+    storage::SessionRecord,
 };
 
 /// A live session as its owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
-    pub id: Uuid,
-    pub created_at: OffsetDateTime,
-    pub last_used_at: OffsetDateTime,
-    pub expires_at: OffsetDateTime,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    pub session: SessionRecord,
     /// The session of the token that asked.
     pub current: bool,
 }
@@ -81,12 +76,7 @@ impl Accounts {
             .into_iter()
             .map(|session| SessionView {
                 current: session.id == current,
-                id: session.id,
-                created_at: session.created_at,
-                last_used_at: session.last_used_at,
-                expires_at: session.expires_at,
-                ip: session.ip,
-                user_agent: session.user_agent,
+                session,
             })
             .collect())
     }

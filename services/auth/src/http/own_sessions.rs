@@ -45,15 +45,15 @@ pub struct SessionItem {
 }
 
 impl From<SessionView> for SessionItem {
-    fn from(view: SessionView) -> Self {
+    fn from(SessionView { session, current }: SessionView) -> Self {
         Self {
-            id: view.id,
-            created_at: view.created_at,
-            last_used_at: view.last_used_at,
-            expires_at: view.expires_at,
-            ip: view.ip,
-            user_agent: view.user_agent,
-            current: view.current,
+            id: session.id,
+            created_at: session.created_at,
+            last_used_at: session.last_used_at,
+            expires_at: session.expires_at,
+            ip: session.ip,
+            user_agent: session.user_agent,
+            current,
         }
     }
 }

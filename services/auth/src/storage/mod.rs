@@ -102,13 +102,6 @@ pub enum CredentialStatus {
 }
 
 impl CredentialStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Active => "active",
-        }
-    }
-
     pub fn parse(stored: &str) -> Result<Self, UnknownStatus> {
         match stored {
             "pending" => Ok(Self::Pending),

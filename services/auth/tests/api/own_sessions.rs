@@ -47,12 +47,7 @@ async fn the_list_shows_live_sessions_newest_first_marking_the_current_one(backe
     assert_eq!(claims["sid"], first_id);
 }
 
-/// The claims of a JWT, unverified (the test only reads its own token).
-fn token_claims(token: &str) -> Value {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
+use portico_testkit::issuer::claims_of as token_claims;
 
 async fn ending_one_of_my_sessions_stops_its_refresh_token(backend: Backend) {
     // Arrange
