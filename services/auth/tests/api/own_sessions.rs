@@ -11,6 +11,25 @@ use crate::helpers::{
     on_both_backends,
 };
 
+/// The session id of a token response's access token.
+fn session_of(tokens: &portico_auth::http::TokenResponse) -> String {
+    token_claims(&tokens.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `DELETE /v1/auth/sessions/{id}` with `token`.
+async fn end_session(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
+    app.send_as(
+        Method::DELETE,
+        &format!("/v1/auth/sessions/{id}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
 async fn list(app: &TestApp, token: &str) -> Vec<Value> {
     let response = app
         .send_as(Method::GET, "/v1/auth/sessions", Some(token), None)
@@ -54,20 +73,10 @@ async fn ending_one_of_my_sessions_stops_its_refresh_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let laptop = app.register_account("ann@example.com").await;
     let phone = app.login_from("ann@example.com", "Phone/2").await;
-    let phone_id = token_claims(&phone.access_token)["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let phone_id = session_of(&phone);
 
     // Act
-    let response = app
-        .send_as(
-            Method::DELETE,
-            &format!("/v1/auth/sessions/{phone_id}"),
-            Some(&laptop.access_token),
-            None,
-        )
-        .await;
+    let response = end_session(&app, &laptop.access_token, &phone_id).await;
 
     // Assert
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
@@ -81,36 +90,12 @@ async fn another_users_session_is_not_found_and_keeps_working(backend: Backend) 
     let app = TestApp::spawn(backend).await;
     let ann = app.register_account("ann@example.com").await;
     let bob = app.register_account("bob@example.com").await;
-    let bobs_session = token_claims(&bob.access_token)["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bobs_session = session_of(&bob);
 
     // Act
-    let theirs = app
-        .send_as(
-            Method::DELETE,
-            &format!("/v1/auth/sessions/{bobs_session}"),
-            Some(&ann.access_token),
-            None,
-        )
-        .await;
-    let unknown = app
-        .send_as(
-            Method::DELETE,
-            &format!("/v1/auth/sessions/{}", Uuid::now_v7()),
-            Some(&ann.access_token),
-            None,
-        )
-        .await;
-    let not_an_id = app
-        .send_as(
-            Method::DELETE,
-            "/v1/auth/sessions/not-a-uuid",
-            Some(&ann.access_token),
-            None,
-        )
-        .await;
+    let theirs = end_session(&app, &ann.access_token, &bobs_session).await;
+    let unknown = end_session(&app, &ann.access_token, &Uuid::now_v7().to_string()).await;
+    let not_an_id = end_session(&app, &ann.access_token, "not-a-uuid").await;
 
     // Assert: one answer for all three, and Bob's session lives on.
     for response in [theirs, unknown, not_an_id] {
@@ -223,10 +208,7 @@ async fn every_endpoint_refuses_a_missing_token_and_changes_nothing(backend: Bac
     // Arrange
     let app = TestApp::spawn(backend).await;
     let tokens = app.register_account("ann@example.com").await;
-    let sid = token_claims(&tokens.access_token)["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let sid = session_of(&tokens);
     let body = json!({"current_password": PASSWORD, "new_password": "a much better passphrase"});
 
     // Act + Assert
