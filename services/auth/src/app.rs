@@ -13,11 +13,12 @@ use portico_common::{
 };
 
 use crate::{
-    accounts::Accounts,
+    accounts::{Accounts, AccountsParts},
     config::Config,
     domain::{
         keys::Keyring,
         password::PasswordHashing,
+        password_policy::PasswordPolicy,
         throttle::Throttle,
         tokens::{RotationKey, TokenIssuer},
     },
@@ -73,20 +74,21 @@ impl Service for AuthService {
         let directory =
             UserDirectory::new(client, &config.user_service, issuer.clone(), clock.clone());
         let state = AppState {
-            accounts: Accounts::new(
-                store.clone(),
+            accounts: Accounts::new(AccountsParts {
+                store: store.clone(),
                 hashing,
+                policy: PasswordPolicy::new(&config.password_policy),
                 issuer,
                 directory,
                 clock,
                 rotation,
-                ThrottleStore::new(
+                throttle: ThrottleStore::new(
                     Throttle::new(config.login_throttle.clone()),
                     redis
                         .clone()
                         .map(|client| (client, config.redis.key_prefix.clone())),
                 ),
-            ),
+            }),
             verifier: Arc::new(verifier),
             trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),
         };

@@ -11,7 +11,10 @@ use portico_common::{
 use serde::Deserialize;
 
 use crate::{
-    domain::{password::HashingConfig, throttle::ThrottleConfig, tokens::TokenSettings},
+    domain::{
+        password::HashingConfig, password_policy::PolicyConfig, throttle::ThrottleConfig,
+        tokens::TokenSettings,
+    },
     user_directory::UserServiceConfig,
 };
 
@@ -25,6 +28,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub tokens: TokenSettings,
     pub password_hashing: HashingConfig,
+    pub password_policy: PolicyConfig,
     pub login_throttle: ThrottleConfig,
     /// Where clients' addresses come from.
     pub clients: ClientsConfig,
@@ -56,7 +60,11 @@ impl ServiceConfig for Config {
 
     /// Rules serde cannot express: hashing costs and positive lifetimes.
     fn validate(&self) -> Result<(), ConfigError> {
-        if let Err((key, message)) = self.password_hashing.check() {
+        if let Err((key, message)) = self
+            .password_hashing
+            .check()
+            .and_then(|()| self.password_policy.check())
+        {
             return Err(ConfigError::key(ENV_PREFIX, key, message));
         }
         for (key, value) in [

@@ -17,6 +17,12 @@ pub enum AuthError {
     /// The current password given to change it does not match.
     #[error("current password does not match")]
     WrongCurrentPassword,
+    /// A field the domain checked (not the request's shape) is invalid.
+    #[error("invalid {field}: {message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
     /// The email is registered already (in any letter case).
     #[error("email already registered")]
     EmailTaken,

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         password::{Password, PasswordHashing},
+        password_policy::PasswordPolicy,
         throttle::Attempt,
         tokens::{RefreshToken, RotationKey, Successor, TokenIssuer},
     },
@@ -91,6 +92,8 @@ pub struct Registration {
 pub struct Accounts {
     store: AuthStore,
     hashing: PasswordHashing,
+    /// What a new password must satisfy.
+    policy: Arc<PasswordPolicy>,
     issuer: TokenIssuer,
     directory: UserDirectory,
     clock: SharedClock,
@@ -102,26 +105,38 @@ pub struct Accounts {
     checks: Arc<serial::PerKey>,
 }
 
+/// What the account flows are made of, named (the app assembles it).
+#[derive(Debug)]
+pub struct AccountsParts {
+    pub store: AuthStore,
+    pub hashing: PasswordHashing,
+    pub policy: PasswordPolicy,
+    pub issuer: TokenIssuer,
+    pub directory: UserDirectory,
+    pub clock: SharedClock,
+    pub rotation: RotationKey,
+    pub throttle: ThrottleStore,
+}
+
 impl Accounts {
-    pub fn new(
-        store: AuthStore,
-        hashing: PasswordHashing,
-        issuer: TokenIssuer,
-        directory: UserDirectory,
-        clock: SharedClock,
-        rotation: RotationKey,
-        throttle: ThrottleStore,
-    ) -> Self {
+    pub fn new(parts: AccountsParts) -> Self {
         Self {
-            store,
-            hashing,
-            issuer,
-            directory,
-            clock,
-            rotation,
-            throttle: Arc::new(throttle),
+            store: parts.store,
+            hashing: parts.hashing,
+            policy: Arc::new(parts.policy),
+            issuer: parts.issuer,
+            directory: parts.directory,
+            clock: parts.clock,
+            rotation: parts.rotation,
+            throttle: Arc::new(parts.throttle),
             checks: Arc::default(),
         }
+    }
+
+    /// The rules for new passwords (registration checks them with the
+    /// fields it was given).
+    pub fn password_policy(&self) -> &PasswordPolicy {
+        &self.policy
     }
 
     pub fn issuer(&self) -> &TokenIssuer {
@@ -249,10 +264,10 @@ impl Accounts {
             Some(email) => self.store.active_credential(&email.normalized()).await?,
             None => None,
         };
-        // A password outside the length rules can never have been stored, but
-        // it still costs a verification so timing says nothing.
-        let password = Password::parse(password).ok();
-        let decoy = Password::parse(SecretString::from("decoy-password")).ok();
+        // A password too long to have been stored still costs a
+        // verification (against the decoy), so timing says nothing.
+        let password = Password::from_client(&password);
+        let decoy = Password::from_client(&SecretString::from("decoy-password"));
         let Some(candidate) = password.as_ref().or(decoy.as_ref()) else {
             return Err(AuthError::Internal("decoy password rejected".into()));
         };

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::Accounts;
 use crate::{
-    domain::{password::Password, throttle::Attempt},
+    domain::{password::Password, password_policy::PersonalData, throttle::Attempt},
     error::AuthError,
     storage::SessionRecord,
 };
@@ -107,13 +107,14 @@ impl Accounts {
     }
 
     /// Changes the password after checking the current one, and ends every
-    /// other session in the same transaction.
+    /// other session in the same transaction. The new password must pass
+    /// the policy, checked against the account's email too.
     pub async fn change_password(
         &self,
         user_id: Uuid,
         current_session: Uuid,
         current_password: SecretString,
-        new_password: Password,
+        new_password: SecretString,
     ) -> Result<(), AuthError> {
         // The same throttle as sign-in, keyed by the user: a stolen session
         // must not become a password oracle.
@@ -126,12 +127,29 @@ impl Accounts {
         if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()).await {
             return Err(AuthError::Throttled { retry_after_secs });
         }
-        let stored = self.store.password_hash(user_id).await?;
-        // A current password outside the length rules cannot match, but it
-        // still costs a verification.
-        let candidate = Password::parse(current_password).ok();
+        let stored = self.store.password_credential(user_id).await?;
+        // Refused before any hashing: a weak new password costs nothing and
+        // counts as no failed attempt.
+        let personal = PersonalData {
+            email: stored.as_ref().map(|stored| stored.email_lower.as_str()),
+            display_name: None,
+        };
+        let new_password = self
+            .policy
+            .check(&new_password, personal)
+            .map_err(|message| AuthError::InvalidField {
+                field: "new_password",
+                message,
+            })?;
+        // A current password too long to have been stored cannot match, but
+        // it still costs a verification.
+        let candidate = Password::from_client(&current_password);
         let matches = match &candidate {
-            Some(candidate) => self.hashing.verify(candidate, stored.as_deref()).await?,
+            Some(candidate) => {
+                self.hashing
+                    .verify(candidate, stored.as_ref().map(|s| s.hash.as_str()))
+                    .await?
+            }
             None => false,
         };
         if !matches {

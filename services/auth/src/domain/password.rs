@@ -1,4 +1,6 @@
-//! Passwords: length rules, argon2id hashing on the blocking pool.
+//! Passwords: the normalised form hashed and verified, argon2id hashing on
+//! the blocking pool. What a *new* password must satisfy is in
+//! [`super::password_policy`].
 
 use std::{sync::Arc, time::Duration};
 
@@ -6,17 +8,20 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use unicode_normalization::UnicodeNormalization;
 
-/// Shortest password accepted, in characters (what a person counts).
-pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Longest password accepted, in bytes (bounds hashing work per request).
+/// Longest password accepted, in bytes of its normalised form (bounds the
+/// hashing work a request can cause).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// OWASP's floor for argon2id: 19 MiB, 2 passes, 1 lane.
 pub const MIN_MEMORY_KIB: u32 = 19 * 1024;
 pub const MIN_ITERATIONS: u32 = 2;
 
-/// A password that satisfies the length rules. Never logged or printed.
+/// A password as hashed and verified: the NFKC normalisation of what the
+/// client sent (NIST SP 800-63B §3.1.1.2), so the same password typed on
+/// keyboards that compose characters differently still matches. Never
+/// logged or printed.
 #[derive(Clone)]
 pub struct Password(SecretString);
 
@@ -27,15 +32,21 @@ impl std::fmt::Debug for Password {
 }
 
 impl Password {
-    pub fn parse(raw: SecretString) -> Result<Self, String> {
-        let password = raw.expose_secret();
-        if password.chars().count() < MIN_PASSWORD_CHARS {
-            Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"))
-        } else if password.len() > MAX_PASSWORD_BYTES {
-            Err(format!("must be at most {MAX_PASSWORD_BYTES} bytes"))
-        } else {
-            Ok(Self(raw))
+    /// Normalises what a client sent. `None` when it is longer than
+    /// [`MAX_PASSWORD_BYTES`] (before or after normalising): such a
+    /// password can never have been stored.
+    pub fn from_client(raw: &SecretString) -> Option<Self> {
+        let raw = raw.expose_secret();
+        if raw.len() > MAX_PASSWORD_BYTES {
+            return None;
         }
+        let normalized: String = raw.nfkc().collect();
+        (normalized.len() <= MAX_PASSWORD_BYTES).then(|| Self(SecretString::from(normalized)))
+    }
+
+    /// The normalised text, for the policy checks.
+    pub(super) fn text(&self) -> &str {
+        self.0.expose_secret()
     }
 
     fn bytes(&self) -> &[u8] {
@@ -214,19 +225,23 @@ mod tests {
     use super::*;
 
     fn password(s: &str) -> Password {
-        Password::parse(SecretString::from(s)).unwrap()
+        Password::from_client(&SecretString::from(s)).unwrap()
     }
 
     #[test]
-    fn minimum_counts_characters_and_maximum_counts_bytes() {
-        assert!(Password::parse(SecretString::from("1234567")).is_err());
-        assert!(Password::parse(SecretString::from("12345678")).is_ok());
-        assert!(
-            Password::parse(SecretString::from("ééééééé")).is_err(),
-            "7 characters, 14 bytes"
-        );
-        assert!(Password::parse(SecretString::from("é".repeat(512))).is_ok());
-        assert!(Password::parse(SecretString::from("é".repeat(513))).is_err());
+    fn passwords_are_nfkc_normalised_and_bounded_in_bytes() {
+        // "é" precomposed and as e + combining acute are one password.
+        assert_eq!(password("caf\u{e9}!").text(), password("cafe\u{301}!").text());
+        // Compatibility forms fold too: full-width letters, ligatures.
+        assert_eq!(password("\u{ff30}\u{ff37}").text(), "PW");
+        assert_eq!(password("\u{fb01}").text(), "fi");
+        assert!(Password::from_client(&SecretString::from("é".repeat(512))).is_some());
+        assert!(Password::from_client(&SecretString::from("é".repeat(513))).is_none());
+        // U+FDFA expands to 18 characters (33 bytes) under NFKC: 3 bytes
+        // in, too long once normalised.
+        let expanding = "\u{fdfa}".repeat(300);
+        assert!(expanding.len() <= MAX_PASSWORD_BYTES);
+        assert!(Password::from_client(&SecretString::from(expanding)).is_none());
     }
 
     #[test]

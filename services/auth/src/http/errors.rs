@@ -1,6 +1,6 @@
 //! How the auth service's errors look to a client.
 
-use portico_common::{Problem, db};
+use portico_common::{Problem, db, error::FieldError};
 
 use crate::error::AuthError;
 
@@ -13,6 +13,9 @@ impl From<AuthError> for Problem {
             AuthError::InvalidCredentials => Problem::unauthorized("invalid email or password"),
             AuthError::InvalidRefreshToken => {
                 Problem::unauthorized("the refresh token is invalid, expired or revoked")
+            }
+            AuthError::InvalidField { field, message } => {
+                Problem::validation(vec![FieldError::new(field, message)])
             }
             AuthError::EmailTaken => Problem::conflict("this email is already registered"),
             AuthError::SessionNotFound => Problem::not_found("no such session of yours"),

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{AppState, client::Client};
 use crate::{
     accounts::{IssuedTokens, Registration},
-    domain::{password::Password, tokens::RefreshToken},
+    domain::{password_policy::PersonalData, tokens::RefreshToken},
     error::AuthError,
 };
 
@@ -29,8 +29,11 @@ use crate::{
 pub struct RegisterRequest {
     #[schema(schema_with = portico_common::types::email_schema)]
     pub email: String,
-    /// At least 8 characters and at most 1024 bytes of UTF-8.
-    #[schema(value_type = String, example = "correct horse battery staple", min_length = 8, max_length = 1024)]
+    /// At least 8 characters (more if the operator raised
+    /// `password_policy.min_chars`) after NFKC normalisation and at most 1024
+    /// bytes; not a common or leaked password; not containing the email's
+    /// name or the display name.
+    #[schema(value_type = String, example = "vellum otter quarry", min_length = 8, max_length = 1024)]
     pub password: SecretString,
     #[schema(schema_with = portico_common::types::display_name_schema)]
     pub display_name: String,
@@ -118,8 +121,20 @@ pub async fn register(
     let ApiJson(request) = body?;
     let mut validation = Validation::new();
     let email = validation.check("email", Email::parse(&request.email));
-    let password = validation.check("password", Password::parse(request.password));
-    let display_name = validation.check("display_name", DisplayName::parse(&request.display_name));
+    let display_name = DisplayName::parse(&request.display_name);
+    // The password may not contain the email's name or the display name.
+    let personal = PersonalData {
+        email: email.as_ref().map(Email::as_str),
+        display_name: display_name.as_ref().ok().map(DisplayName::as_str),
+    };
+    let password = validation.check(
+        "password",
+        state
+            .accounts
+            .password_policy()
+            .check(&request.password, personal),
+    );
+    let display_name = validation.check("display_name", display_name);
     validation.finish()?;
     let (Some(email), Some(password), Some(display_name)) = (email, password, display_name) else {
         return Err(Problem::internal().with_cause("validation passed without values"));

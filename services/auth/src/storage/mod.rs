@@ -4,7 +4,7 @@
 
 mod sessions;
 
-pub use sessions::{NewSession, SessionRecord};
+pub use sessions::{NewSession, SessionRecord, StoredPassword};
 
 use portico_common::{
     db::{self, Db},

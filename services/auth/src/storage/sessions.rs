@@ -9,6 +9,12 @@ use uuid::Uuid;
 
 use super::AuthStore;
 
+/// An account's password hash and the email it belongs to.
+pub struct StoredPassword {
+    pub hash: String,
+    pub email_lower: String,
+}
+
 /// A session to open.
 #[derive(Debug, Clone)]
 pub struct NewSession<'a> {
@@ -136,15 +142,25 @@ impl AuthStore {
     }
 
     /// The password hash of an active credential.
-    pub async fn password_hash(&self, user_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    pub async fn password_credential(
+        &self,
+        user_id: Uuid,
+    ) -> Result<Option<StoredPassword>, sqlx::Error> {
         on_db!(self.db(), pool => {
             let row = sqlx::query(
-                "SELECT password_hash FROM credentials WHERE user_id = $1 AND status = 'active'",
+                "SELECT password_hash, email_lower FROM credentials \
+                 WHERE user_id = $1 AND status = 'active'",
             )
             .bind(user_id)
             .fetch_optional(pool)
             .await?;
-            row.map(|row| row.try_get::<String, _>("password_hash")).transpose()
+            row.map(|row| -> Result<StoredPassword, sqlx::Error> {
+                Ok(StoredPassword {
+                    hash: row.try_get("password_hash")?,
+                    email_lower: row.try_get("email_lower")?,
+                })
+            })
+            .transpose()
         })
     }
 

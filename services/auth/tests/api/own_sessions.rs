@@ -182,25 +182,39 @@ async fn a_wrong_current_password_is_403_and_changes_nothing(backend: Backend) {
     assert_tokens(app.login("ann@example.com", PASSWORD).await, StatusCode::OK).await;
 }
 
-async fn a_too_short_new_password_is_422_and_changes_nothing(backend: Backend) {
+async fn a_weak_new_password_is_422_and_changes_nothing(backend: Backend) {
     // Arrange
     let app = TestApp::spawn(backend).await;
     let current = app.register_account("ann@example.com").await;
-    let body = json!({"current_password": PASSWORD, "new_password": "short"});
+    let other = app.login("ann@example.com", PASSWORD).await;
+    let other = assert_tokens(other, StatusCode::OK).await;
+    let cases = [
+        ("short", "at least 8"),
+        ("iloveyou2", "too common"),
+        // The account's email name, checked at change time too.
+        ("ANN-the-great", "email"),
+    ];
 
-    // Act
-    let response = app
-        .send_as(
-            Method::POST,
-            "/v1/auth/password",
-            Some(&current.access_token),
-            Some(&body),
-        )
-        .await;
+    for (new_password, reason) in cases {
+        // Act
+        let body = json!({"current_password": PASSWORD, "new_password": new_password});
+        let response = app
+            .send_as(
+                Method::POST,
+                "/v1/auth/password",
+                Some(&current.access_token),
+                Some(&body),
+            )
+            .await;
 
-    // Assert
-    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(error_fields(&problem), ["new_password"]);
+        // Assert
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(error_fields(&problem), ["new_password"]);
+        let message = problem["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{new_password}: {message}");
+    }
+    // The old password still works and no other session ended.
+    assert_tokens(app.refresh(&other.refresh_token).await, StatusCode::OK).await;
     assert_tokens(app.login("ann@example.com", PASSWORD).await, StatusCode::OK).await;
 }
 
@@ -231,7 +245,7 @@ on_both_backends!(
     ending_all_other_sessions_keeps_the_current_one,
     changing_the_password_ends_every_other_session,
     a_wrong_current_password_is_403_and_changes_nothing,
-    a_too_short_new_password_is_422_and_changes_nothing,
+    a_weak_new_password_is_422_and_changes_nothing,
     every_endpoint_refuses_a_missing_token_and_changes_nothing,
     a_logged_out_sessions_token_is_refused_by_auth_at_once,
     the_feed_pages_through_revocations_that_share_one_timestamp,

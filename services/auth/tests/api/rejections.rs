@@ -93,6 +93,37 @@ async fn password_of_1025_bytes_is_422_naming_password(backend: Backend) {
     assert_eq!(written(&app).await, before);
 }
 
+async fn weak_passwords_are_422_saying_why(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let before = written(&app).await;
+    let cases = [
+        // In the shipped list, whatever the letter case.
+        ("PassWord123", "too common"),
+        // Full-width letters fold to "password1" under NFKC.
+        ("\u{ff50}\u{ff41}\u{ff53}\u{ff53}\u{ff57}\u{ff4f}\u{ff52}\u{ff44}1", "too common"),
+        ("marguerite-rocks-2026", "email"),
+        ("i am Ada Lovelace!", "display name"),
+    ];
+
+    for (password, reason) in cases {
+        // Act
+        let body = json!({
+            "email": "Marguerite@example.com",
+            "password": password,
+            "display_name": "Ada Lovelace",
+        });
+        let problem = register_invalid(&app, &body).await;
+
+        // Assert
+        assert_eq!(error_fields(&problem), ["password"], "{password}");
+        let message = problem["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{password}: {message}");
+        assert!(!message.contains(password), "the password is not echoed");
+    }
+    assert_eq!(written(&app).await, before);
+}
+
 async fn empty_display_name_is_422_naming_display_name(backend: Backend) {
     // Arrange
     let app = TestApp::spawn(backend).await;
@@ -173,6 +204,7 @@ on_both_backends!(
     bad_email_is_422_naming_email,
     password_of_7_bytes_is_422_naming_password,
     password_of_1025_bytes_is_422_naming_password,
+    weak_passwords_are_422_saying_why,
     empty_display_name_is_422_naming_display_name,
     several_invalid_fields_are_listed_in_one_422,
     missing_field_is_422_naming_it,
