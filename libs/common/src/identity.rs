@@ -111,6 +111,20 @@ impl RoleSet {
             .map(Self)
     }
 
+    /// This set with `role` added.
+    pub fn with(&self, role: &Role) -> Self {
+        let mut roles = self.0.clone();
+        roles.insert(role.clone());
+        Self(roles)
+    }
+
+    /// This set without `role`.
+    pub fn without(&self, role: &Role) -> Self {
+        let mut roles = self.0.clone();
+        roles.remove(role);
+        Self(roles)
+    }
+
     /// The stored form (see [`Self::from_stored`]).
     pub fn to_stored(&self) -> String {
         self.0

@@ -88,10 +88,13 @@ impl Service for AuthService {
                         .clone()
                         .map(|client| (client, config.redis.key_prefix.clone())),
                 ),
+                bootstrap_admin: config.admin.bootstrap_email.clone(),
             }),
             verifier: Arc::new(verifier),
             trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),
         };
+
+        state.accounts.ensure_bootstrap_admin().await?;
 
         let readiness = Readiness::new()
             .with(db.readiness_check())

@@ -1,6 +1,7 @@
 //! Configuration of the auth service (env prefix `PORTICO_AUTH_`). The
 //! defaults are `config/defaults.toml`, the one source of default values.
 
+use portico_common::types::Email;
 use portico_common::{
     config::{ConfigError, ListenConfig, ServiceConfig, ShutdownConfig},
     db::DatabaseConfig,
@@ -32,6 +33,7 @@ pub struct Config {
     pub login_throttle: ThrottleConfig,
     /// Where clients' addresses come from.
     pub clients: ClientsConfig,
+    pub admin: AdminConfig,
     pub user_service: UserServiceConfig,
     pub http_client: HttpClientConfig,
     pub telemetry: TelemetryConfig,
@@ -47,6 +49,15 @@ pub struct ClientsConfig {
     /// client's — so nobody reaching auth directly can pose as many
     /// addresses to the sign-in throttle.
     pub trusted_proxies: Vec<crate::http::Cidr>,
+}
+
+/// `admin`: who administers the deployment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The account with this email is made an admin — at startup if it
+    /// exists, at registration otherwise. Unset: no bootstrap admin.
+    pub bootstrap_email: Option<Email>,
 }
 
 /// The built-in defaults, also the reference for every key.

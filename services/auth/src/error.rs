@@ -23,6 +23,12 @@ pub enum AuthError {
         field: &'static str,
         message: String,
     },
+    /// No active account has this id (admin API).
+    #[error("user not found")]
+    UserNotFound,
+    /// A role that cannot be granted or revoked by hand.
+    #[error("unknown role")]
+    UnknownRole,
     /// The email is registered already (in any letter case).
     #[error("email already registered")]
     EmailTaken,

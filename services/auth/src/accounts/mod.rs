@@ -3,10 +3,16 @@
 //! requests and call these; nothing here knows about HTTP. What a signed-in
 //! user does with their own sessions and password is in [`own_sessions`].
 
+mod admin;
 mod own_sessions;
 mod serial;
 
+pub use admin::MAX_AUDIT_PAGE;
+use admin::admin_role;
+
 pub use own_sessions::SessionView;
+
+pub use crate::domain::audit::ClientInfo;
 
 use std::sync::Arc;
 
@@ -21,6 +27,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{
+        audit::{AuditEvent, AuditKind},
         password::{Password, PasswordHashing},
         password_policy::PasswordPolicy,
         throttle::Attempt,
@@ -72,14 +79,6 @@ impl std::fmt::Debug for IssuedTokens {
     }
 }
 
-/// Where a sign-in comes from, kept with its session for the owner to see.
-#[derive(Debug, Clone, Default)]
-pub struct ClientInfo {
-    /// The client's address as the gateway reported it.
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
 /// A registration whose fields have been validated.
 #[derive(Debug)]
 pub struct Registration {
@@ -103,6 +102,8 @@ pub struct Accounts {
     throttle: Arc<ThrottleStore>,
     /// One password check at a time per account (see `serial`).
     checks: Arc<serial::PerKey>,
+    /// The lower-cased email of the account that is made an admin.
+    bootstrap_admin: Option<String>,
 }
 
 /// What the account flows are made of, named (the app assembles it).
@@ -116,6 +117,8 @@ pub struct AccountsParts {
     pub clock: SharedClock,
     pub rotation: RotationKey,
     pub throttle: ThrottleStore,
+    /// The account with this email is an admin (`admin.bootstrap_email`).
+    pub bootstrap_admin: Option<Email>,
 }
 
 impl Accounts {
@@ -130,7 +133,12 @@ impl Accounts {
             rotation: parts.rotation,
             throttle: Arc::new(parts.throttle),
             checks: Arc::default(),
+            bootstrap_admin: parts.bootstrap_admin.as_ref().map(Email::normalized),
         }
+    }
+
+    fn is_bootstrap_admin(&self, email_lower: &str) -> bool {
+        self.bootstrap_admin.as_deref() == Some(email_lower)
     }
 
     /// The rules for new passwords (registration checks them with the
@@ -209,24 +217,23 @@ impl Accounts {
         let refresh = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
+        let mut roles = RoleSet::new_user();
+        let mut event = AuditEvent::new(AuditKind::Registered, now, &client)
+            .user(user_id)
+            .session(session_id);
+        if self.is_bootstrap_admin(&email_lower) {
+            roles = roles.with(&admin_role());
+            event = event.detail("bootstrap admin");
+        }
         self.store
-            .activate_with_session(&self.new_session(
-                session_id,
-                user_id,
-                &refresh.hash(),
-                now,
-                &client,
-            ))
+            .activate_with_session(
+                &self.new_session(session_id, user_id, &refresh.hash(), now, &client),
+                &roles,
+                &event,
+            )
             .await?;
         tracing::info!(%user_id, "account registered");
-        self.tokens(
-            user_id,
-            session_id,
-            RoleSet::new_user(),
-            refresh,
-            now,
-            Uuid::now_v7(),
-        )
+        self.tokens(user_id, session_id, roles, refresh, now, Uuid::now_v7())
     }
 
     /// Opens a session for a correct email and password. Unknown email and
@@ -256,6 +263,13 @@ impl Accounts {
                 retry_after_secs,
                 "sign-in refused: throttled"
             );
+            let user_id = match &parsed {
+                Some(email) => self.store.user_id_by_email(&email.normalized()).await?,
+                None => None,
+            };
+            let mut event = AuditEvent::new(AuditKind::LoginThrottled, self.clock.now(), &client);
+            event.user_id = user_id;
+            self.store.record(&event).await?;
             return Err(AuthError::Throttled { retry_after_secs });
         }
         // An address that could never have registered is an unknown email:
@@ -291,6 +305,9 @@ impl Accounts {
                     let _ = self.hashing.verify(candidate, None).await;
                 }
                 self.throttle.failed(&attempt, self.clock.now()).await;
+                let mut event = AuditEvent::new(AuditKind::LoginFailed, self.clock.now(), &client);
+                event.user_id = credential.as_ref().map(|c| c.user_id);
+                self.store.record(&event).await?;
                 return Err(AuthError::InvalidCredentials);
             }
         };
@@ -305,14 +322,20 @@ impl Accounts {
         let refresh = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
+        let event = AuditEvent::new(AuditKind::LoginSucceeded, now, &client)
+            .user(credential.user_id)
+            .session(session_id);
         self.store
-            .create_session(&self.new_session(
-                session_id,
-                credential.user_id,
-                &refresh.hash(),
-                now,
-                &client,
-            ))
+            .create_session(
+                &self.new_session(
+                    session_id,
+                    credential.user_id,
+                    &refresh.hash(),
+                    now,
+                    &client,
+                ),
+                &event,
+            )
             .await?;
         tracing::info!(user_id = %credential.user_id, %session_id, "logged in");
         self.tokens(
@@ -330,7 +353,11 @@ impl Accounts {
     /// answer, two tabs racing) it gets the *same* successor tokens; after
     /// the window, it revokes the whole session — a spent token coming back
     /// late means someone else has a copy.
-    pub async fn refresh(&self, presented: RefreshToken) -> Result<IssuedTokens, AuthError> {
+    pub async fn refresh(
+        &self,
+        presented: RefreshToken,
+        client: ClientInfo,
+    ) -> Result<IssuedTokens, AuthError> {
         let now = self.clock.now();
         let settings = self.issuer.settings();
         let idle_since = self.idle_since(now);
@@ -368,7 +395,12 @@ impl Accounts {
             session_id,
             user_id,
         } = spent.session;
-        self.store.revoke_session(session_id, user_id, now).await?;
+        let event = AuditEvent::new(AuditKind::RefreshReused, now, &client)
+            .user(user_id)
+            .session(session_id);
+        self.store
+            .revoke_session(session_id, user_id, now, &event)
+            .await?;
         tracing::warn!(
             event = "refresh_token_reused",
             %user_id,
@@ -401,10 +433,19 @@ impl Accounts {
     }
 
     /// Revokes the session the access token belongs to.
-    pub async fn logout(&self, user_id: Uuid, session_id: Uuid) -> Result<(), AuthError> {
+    pub async fn logout(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        client: ClientInfo,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(AuditKind::Logout, now, &client)
+            .user(user_id)
+            .session(session_id);
         let revoked = self
             .store
-            .revoke_session(session_id, user_id, self.clock.now())
+            .revoke_session(session_id, user_id, now, &event)
             .await?;
         tracing::info!(%user_id, %session_id, revoked, "logged out");
         Ok(())

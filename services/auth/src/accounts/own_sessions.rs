@@ -5,9 +5,14 @@
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use super::Accounts;
+use super::{Accounts, ClientInfo};
 use crate::{
-    domain::{password::Password, password_policy::PersonalData, throttle::Attempt},
+    domain::{
+        audit::{AuditEvent, AuditKind},
+        password::Password,
+        password_policy::PersonalData,
+        throttle::Attempt,
+    },
     error::AuthError,
     storage::SessionRecord,
 };
@@ -83,10 +88,19 @@ impl Accounts {
 
     /// Ends one of the user's sessions; another user's (or an unknown or
     /// already ended one) is not found, so ids reveal nothing.
-    pub async fn end_session(&self, user_id: Uuid, session_id: Uuid) -> Result<(), AuthError> {
+    pub async fn end_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        client: ClientInfo,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(AuditKind::SessionRevoked, now, &client)
+            .user(user_id)
+            .session(session_id);
         if self
             .store
-            .revoke_session(session_id, user_id, self.clock.now())
+            .revoke_session(session_id, user_id, now, &event)
             .await?
         {
             tracing::info!(%user_id, %session_id, "session ended by its owner");
@@ -97,10 +111,20 @@ impl Accounts {
     }
 
     /// Ends every session of the user but `current`.
-    pub async fn end_other_sessions(&self, user_id: Uuid, current: Uuid) -> Result<(), AuthError> {
+    pub async fn end_other_sessions(
+        &self,
+        user_id: Uuid,
+        current: Uuid,
+        client: ClientInfo,
+    ) -> Result<(), AuthError> {
+        let now = self.clock.now();
+        // Recorded under the session that asked; the detail counts the ended.
+        let event = AuditEvent::new(AuditKind::SessionRevoked, now, &client)
+            .user(user_id)
+            .session(current);
         let ended = self
             .store
-            .revoke_other_sessions(user_id, current, self.clock.now())
+            .revoke_other_sessions(user_id, current, now, event)
             .await?;
         tracing::info!(%user_id, ended, "other sessions ended by their owner");
         Ok(())
@@ -115,6 +139,7 @@ impl Accounts {
         current_session: Uuid,
         current_password: SecretString,
         new_password: SecretString,
+        client: ClientInfo,
     ) -> Result<(), AuthError> {
         // The same throttle as sign-in, keyed by the user: a stolen session
         // must not become a password oracle.
@@ -125,6 +150,11 @@ impl Accounts {
         };
         let _turn = self.checks.turn(&account).await;
         if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()).await {
+            let event = AuditEvent::new(AuditKind::LoginThrottled, self.clock.now(), &client)
+                .user(user_id)
+                .session(current_session)
+                .detail("password change");
+            self.store.record(&event).await?;
             return Err(AuthError::Throttled { retry_after_secs });
         }
         let stored = self.store.password_credential(user_id).await?;
@@ -154,12 +184,21 @@ impl Accounts {
         };
         if !matches {
             self.throttle.failed(&attempt, self.clock.now()).await;
+            let event = AuditEvent::new(AuditKind::LoginFailed, self.clock.now(), &client)
+                .user(user_id)
+                .session(current_session)
+                .detail("password change");
+            self.store.record(&event).await?;
             return Err(AuthError::WrongCurrentPassword);
         }
         let new_hash = self.hashing.hash(&new_password).await?;
+        let now = self.clock.now();
+        let event = AuditEvent::new(AuditKind::PasswordChanged, now, &client)
+            .user(user_id)
+            .session(current_session);
         if !self
             .store
-            .change_password(user_id, &new_hash, current_session, self.clock.now())
+            .change_password(user_id, &new_hash, current_session, now, &event)
             .await?
         {
             return Err(AuthError::WrongCurrentPassword);

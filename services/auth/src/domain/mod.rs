@@ -2,6 +2,7 @@
 //! or network here; hashing runs on the blocking pool and key generation
 //! draws from the system's randomness.
 
+pub mod audit;
 pub mod keys;
 pub mod password;
 pub mod password_policy;

@@ -231,7 +231,10 @@ mod tests {
     #[test]
     fn passwords_are_nfkc_normalised_and_bounded_in_bytes() {
         // "é" precomposed and as e + combining acute are one password.
-        assert_eq!(password("caf\u{e9}!").text(), password("cafe\u{301}!").text());
+        assert_eq!(
+            password("caf\u{e9}!").text(),
+            password("cafe\u{301}!").text()
+        );
         // Compatibility forms fold too: full-width letters, ligatures.
         assert_eq!(password("\u{ff30}\u{ff37}").text(), "PW");
         assert_eq!(password("\u{fb01}").text(), "fi");

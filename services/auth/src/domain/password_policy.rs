@@ -79,7 +79,11 @@ impl PasswordPolicy {
 
     /// The normalised password when it satisfies every rule; otherwise the
     /// reason, worded for the person choosing it.
-    pub fn check(&self, raw: &SecretString, personal: PersonalData<'_>) -> Result<Password, String> {
+    pub fn check(
+        &self,
+        raw: &SecretString,
+        personal: PersonalData<'_>,
+    ) -> Result<Password, String> {
         let Some(password) = Password::from_client(raw) else {
             return Err(format!("must be at most {MAX_PASSWORD_BYTES} bytes"));
         };
@@ -97,7 +101,10 @@ impl PasswordPolicy {
             // "ann+shop@" is still Ann: both the whole local part and the
             // part before a sub-address tag.
             let base = local.split('+').next().unwrap_or(local);
-            if [local, base].into_iter().any(|word| contains_word(&folded, word)) {
+            if [local, base]
+                .into_iter()
+                .any(|word| contains_word(&folded, word))
+            {
                 return Err("must not contain your email address".to_owned());
             }
         }
@@ -107,7 +114,11 @@ impl PasswordPolicy {
                 return Err("must not contain your display name".to_owned());
             }
         }
-        if let Some(word) = self.context_words.iter().find(|word| folded.contains(word.as_str())) {
+        if let Some(word) = self
+            .context_words
+            .iter()
+            .find(|word| folded.contains(word.as_str()))
+        {
             return Err(format!("must not contain \"{word}\""));
         }
         Ok(password)
@@ -165,21 +176,34 @@ mod tests {
     }
 
     fn accepts(policy: &PasswordPolicy, password: &str, personal: PersonalData<'_>) -> bool {
-        policy.check(&SecretString::from(password), personal).is_ok()
+        policy
+            .check(&SecretString::from(password), personal)
+            .is_ok()
     }
 
     #[test]
     fn the_shipped_list_is_sorted_unique_and_large_enough() {
         let lines: Vec<&str> = COMMON_PASSWORDS.lines().collect();
         assert!(lines.len() >= 100_000, "{} entries", lines.len());
-        assert!(lines.windows(2).all(|pair| pair[0] < pair[1]), "sorted bytewise, no repeats");
-        assert!(lines.iter().all(|line| *line == fold(line)), "stored folded");
+        assert!(
+            lines.windows(2).all(|pair| pair[0] < pair[1]),
+            "sorted bytewise, no repeats"
+        );
+        assert!(
+            lines.iter().all(|line| *line == fold(line)),
+            "stored folded"
+        );
     }
 
     #[test]
     fn every_listed_password_is_found_and_others_are_not() {
         assert!(COMMON_PASSWORDS.lines().all(is_common));
-        for absent in ["", "!", "zzzzzzzzzzzzzzzzzzzzzzzz", "correct horse battery staple 9f3k"] {
+        for absent in [
+            "",
+            "!",
+            "zzzzzzzzzzzzzzzzzzzzzzzz",
+            "correct horse battery staple 9f3k",
+        ] {
             assert!(!is_common(absent), "{absent}");
         }
         // Between two neighbours, and past both ends.
@@ -192,13 +216,23 @@ mod tests {
     #[test]
     fn common_passwords_are_refused_in_any_letter_case_and_form() {
         let policy = policy();
-        for common in ["password", "PassWord1", "iloveyou", "00000000", "\u{ff50}assword"] {
+        for common in [
+            "password",
+            "PassWord1",
+            "iloveyou",
+            "00000000",
+            "\u{ff50}assword",
+        ] {
             assert!(
                 refusal(&policy, common, PersonalData::default()).contains("too common"),
                 "{common}"
             );
         }
-        assert!(accepts(&policy, "vellum otter quarry", PersonalData::default()));
+        assert!(accepts(
+            &policy,
+            "vellum otter quarry",
+            PersonalData::default()
+        ));
     }
 
     #[test]
@@ -222,7 +256,9 @@ mod tests {
             min_chars: 15,
             context_words: vec![],
         });
-        assert!(refusal(&policy, "vellum otter q", PersonalData::default()).contains("at least 15"));
+        assert!(
+            refusal(&policy, "vellum otter q", PersonalData::default()).contains("at least 15")
+        );
         assert!(accepts(&policy, "vellum otter qu", PersonalData::default()));
     }
 
@@ -256,7 +292,11 @@ mod tests {
             refusal(&policy, "my portico pass!", PersonalData::default()),
             "must not contain \"portico\""
         );
-        assert!(accepts(&policy, "vellum otter ab quarry", PersonalData::default()));
+        assert!(accepts(
+            &policy,
+            "vellum otter ab quarry",
+            PersonalData::default()
+        ));
         for (min_chars, ok) in [(7, false), (8, true), (64, true), (65, false)] {
             let config = PolicyConfig {
                 min_chars,

@@ -8,6 +8,8 @@ use axum::{
     http::{HeaderMap, header, request::Parts},
 };
 
+use portico_common::http::pipeline;
+
 use super::AppState;
 use crate::accounts::ClientInfo;
 
@@ -109,6 +111,7 @@ fn client_info(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[Cidr]) -> C
     ClientInfo {
         ip: forwarded.or(peer).map(|ip| ip.to_string()),
         user_agent,
+        request_id: pipeline::current_request_id(),
     }
 }
 

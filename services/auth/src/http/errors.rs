@@ -17,6 +17,10 @@ impl From<AuthError> for Problem {
             AuthError::InvalidField { field, message } => {
                 Problem::validation(vec![FieldError::new(field, message)])
             }
+            AuthError::UserNotFound => Problem::not_found("no such user"),
+            AuthError::UnknownRole => {
+                Problem::not_found("no such role (roles granted by hand: admin)")
+            }
             AuthError::EmailTaken => Problem::conflict("this email is already registered"),
             AuthError::SessionNotFound => Problem::not_found("no such session of yours"),
             // The caller is authenticated; the proof asked on top of that

@@ -1,5 +1,6 @@
 //! HTTP layer of the auth service: routes, OpenAPI, shared handler state.
 
+mod admin;
 mod client;
 
 pub use client::Cidr;
@@ -13,7 +14,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use portico_common::{
-    FieldError, Problem, http::pipeline, jwt::TokenVerifier, openapi::BearerSecurity,
+    FieldError, Problem, http::pipeline, identity::Role, jwt::TokenVerifier,
+    openapi::BearerSecurity,
 };
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -40,7 +42,7 @@ pub struct AppState {
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerSecurity),
-    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "keys", description = "Token verification keys and discovery"), (name = "internal", description = "Service-to-service API"))
+    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "keys", description = "Token verification keys and discovery"), (name = "admin", description = "Roles and the audit log (admin role)"), (name = "internal", description = "Service-to-service API"))
 )]
 struct ApiDoc;
 
@@ -51,6 +53,29 @@ async fn session_caller(
     state: &AppState,
     headers: &axum::http::HeaderMap,
 ) -> Result<(uuid::Uuid, uuid::Uuid), Problem> {
+    live_session_claims(state, headers)
+        .await
+        .map(|(user_id, session_id, _)| (user_id, session_id))
+}
+
+/// The admin calling, refused (403) unless the token's live session
+/// carries the `admin` role. A revoked role cannot linger in a token:
+/// changing roles ends the user's sessions.
+async fn admin_caller(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<uuid::Uuid, Problem> {
+    let (user_id, _, claims) = live_session_claims(state, headers).await?;
+    if !claims.roles.contains(Role::ADMIN) {
+        return Err(Problem::forbidden("this needs the admin role"));
+    }
+    Ok(user_id)
+}
+
+async fn live_session_claims(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<(uuid::Uuid, uuid::Uuid, portico_common::jwt::Claims), Problem> {
     let claims = state.verifier.authenticate(headers).await?;
     let (Some(user_id), Some(session_id)) = (claims.user_id(), claims.session_id()) else {
         return Err(Problem::unauthorized("the bearer token has no session"));
@@ -60,7 +85,7 @@ async fn session_caller(
             "the bearer token's session has ended",
         ));
     }
-    Ok((user_id, session_id))
+    Ok((user_id, session_id, claims))
 }
 
 pub fn router(state: AppState) -> Router {
@@ -80,6 +105,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(own_sessions::end_session))
         .routes(routes!(own_sessions::change_password))
+        .routes(routes!(admin::grant_role, admin::revoke_role))
+        .routes(routes!(admin::audit_log))
         .routes(routes!(revocations::feed))
         .routes(routes!(well_known::jwks))
         .routes(routes!(well_known::openid_configuration))

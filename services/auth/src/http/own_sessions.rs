@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::AppState;
+use super::{AppState, client::Client};
 use crate::accounts::SessionView;
 
 /// One of the caller's live sessions.
@@ -116,6 +116,7 @@ pub async fn list_sessions(
 )]
 pub async fn end_session(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
@@ -123,7 +124,10 @@ pub async fn end_session(
     // An id that is not a UUID names no session: the same 404.
     let session_id =
         Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such session of yours"))?;
-    state.accounts.end_session(user_id, session_id).await?;
+    state
+        .accounts
+        .end_session(user_id, session_id, client.0)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -141,12 +145,13 @@ pub async fn end_session(
 )]
 pub async fn end_other_sessions(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let (user_id, session_id) = super::session_caller(&state, &headers).await?;
     state
         .accounts
-        .end_other_sessions(user_id, session_id)
+        .end_other_sessions(user_id, session_id, client.0)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -169,6 +174,7 @@ pub async fn end_other_sessions(
 )]
 pub async fn change_password(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     body: Result<ApiJson<ChangePassword>, Problem>,
 ) -> Result<Response, Problem> {
@@ -182,6 +188,7 @@ pub async fn change_password(
             session_id,
             request.current_password,
             request.new_password,
+            client.0,
         )
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -205,12 +205,13 @@ pub async fn login(
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    client: Client,
     body: Result<ApiJson<RefreshRequest>, Problem>,
 ) -> Result<Response, Problem> {
     let ApiJson(request) = body?;
     let tokens = state
         .accounts
-        .refresh(RefreshToken::from_client(request.refresh_token))
+        .refresh(RefreshToken::from_client(request.refresh_token), client.0)
         .await?;
     Ok(no_store(
         StatusCode::OK,
@@ -232,9 +233,10 @@ pub async fn refresh(
 )]
 pub async fn logout(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let (user_id, session_id) = super::session_caller(&state, &headers).await?;
-    state.accounts.logout(user_id, session_id).await?;
+    state.accounts.logout(user_id, session_id, client.0).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

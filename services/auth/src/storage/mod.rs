@@ -2,8 +2,12 @@
 //! written once and runs on PostgreSQL and SQLite alike. What a user does
 //! with their own sessions is in [`sessions`].
 
+mod audit;
+mod roles;
 mod sessions;
 
+pub use audit::AuditQuery;
+pub use roles::RoleChange;
 pub use sessions::{NewSession, SessionRecord, StoredPassword};
 
 use portico_common::{
@@ -15,7 +19,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::keys::StoredKey;
+use crate::domain::{audit::AuditEvent, keys::StoredKey};
 
 pub const MIGRATIONS: db::Migrations = db::Migrations {
     postgres: &[
@@ -44,6 +48,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "revocation feed index",
             include_str!("../../migrations/postgres/0005_revocation_feed_index.sql"),
         ),
+        (
+            6,
+            "audit log",
+            include_str!("../../migrations/postgres/0006_audit_log.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -70,6 +79,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             5,
             "revocation feed index",
             include_str!("../../migrations/sqlite/0005_revocation_feed_index.sql"),
+        ),
+        (
+            6,
+            "audit log",
+            include_str!("../../migrations/sqlite/0006_audit_log.sql"),
         ),
     ],
 };
@@ -260,16 +274,26 @@ impl AuthStore {
         })
     }
 
-    /// Activates a credential and opens its first session, atomically.
-    pub async fn activate_with_session(&self, session: &NewSession<'_>) -> Result<(), sqlx::Error> {
+    /// Activates a credential with its roles and opens its first session,
+    /// recording `event` — atomically.
+    pub async fn activate_with_session(
+        &self,
+        session: &NewSession<'_>,
+        roles: &RoleSet,
+        event: &AuditEvent,
+    ) -> Result<(), sqlx::Error> {
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE credentials SET status = 'active', updated_at = $2 WHERE user_id = $1")
-                .bind(session.user_id)
-                .bind(session.created_at)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE credentials SET status = 'active', roles = $3, updated_at = $2 WHERE user_id = $1",
+            )
+            .bind(session.user_id)
+            .bind(session.created_at)
+            .bind(roles.to_stored())
+            .execute(&mut *tx)
+            .await?;
             sessions::insert_session!(session).execute(&mut *tx).await?;
+            audit::insert_audit!(event).execute(&mut *tx).await?;
             tx.commit().await
         })
     }
@@ -308,9 +332,17 @@ impl AuthStore {
         })
     }
 
-    pub async fn create_session(&self, session: &NewSession<'_>) -> Result<(), sqlx::Error> {
+    /// Opens a session, recording `event` in the same transaction.
+    pub async fn create_session(
+        &self,
+        session: &NewSession<'_>,
+        event: &AuditEvent,
+    ) -> Result<(), sqlx::Error> {
         on_db!(&self.db, pool => {
-            sessions::insert_session!(session).execute(pool).await.map(|_| ())
+            let mut tx = pool.begin().await?;
+            sessions::insert_session!(session).execute(&mut *tx).await?;
+            audit::insert_audit!(event).execute(&mut *tx).await?;
+            tx.commit().await
         })
     }
 
@@ -402,24 +434,33 @@ impl AuthStore {
         })
     }
 
-    /// Revokes one of the user's sessions; false when there was none to revoke.
+    /// Revokes one of the user's sessions, recording `event` with it; false
+    /// (and nothing recorded) when there was none to revoke.
     pub async fn revoke_session(
         &self,
         session_id: Uuid,
         user_id: Uuid,
         now: OffsetDateTime,
+        event: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
         on_db!(&self.db, pool => {
-            sqlx::query(
+            let mut tx = pool.begin().await?;
+            let revoked = sqlx::query(
                 "UPDATE sessions SET revoked_at = $3 \
                  WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
             )
             .bind(session_id)
             .bind(user_id)
             .bind(now)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected() > 0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if revoked {
+                audit::insert_audit!(event).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            Ok(revoked)
         })
     }
 

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AuthStore;
+use crate::domain::audit::AuditEvent;
 
 /// An account's password hash and the email it belongs to.
 pub struct StoredPassword {
@@ -123,21 +124,30 @@ impl AuthStore {
         })
     }
 
-    /// Revokes every live session of the user except `keep`; how many.
+    /// Revokes every live session of the user except `keep`, recording
+    /// `event` (its detail: how many) when any ended; how many.
     pub async fn revoke_other_sessions(
         &self,
         user_id: Uuid,
         keep: Uuid,
         now: OffsetDateTime,
+        event: AuditEvent,
     ) -> Result<u64, sqlx::Error> {
         on_db!(self.db(), pool => {
-            sqlx::query(REVOKE_OTHERS)
-            .bind(user_id)
-            .bind(keep)
-            .bind(now)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
+            let mut tx = pool.begin().await?;
+            let ended = sqlx::query(REVOKE_OTHERS)
+                .bind(user_id)
+                .bind(keep)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if ended > 0 {
+                let event = event.clone().detail(format!("{ended} sessions"));
+                super::audit::insert_audit!(event).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+            Ok(ended)
         })
     }
 
@@ -194,6 +204,7 @@ impl AuthStore {
         new_hash: &str,
         keep_session: Uuid,
         now: OffsetDateTime,
+        event: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
         on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
@@ -217,6 +228,7 @@ impl AuthStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            super::audit::insert_audit!(event).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(true)
         })

@@ -184,6 +184,28 @@ impl TestApp {
         }
     }
 
+    /// Another auth replica on the same database (and user service), with
+    /// `customise` applied to its config; the base URL of its API.
+    pub async fn spawn_replica(&self, customise: impl FnOnce(&mut portico_auth::Config)) -> String {
+        let mut config = auth_config(&self.databases[0]);
+        if let Some(user) = &self.user {
+            config.user_service.url = user.api.clone();
+        }
+        customise(&mut config);
+        let app = portico_auth::Application::build_with(
+            config,
+            bind_port_zero().await,
+            Context {
+                clock: Arc::new(SystemClock),
+            },
+        )
+        .await
+        .expect("build an auth replica");
+        let api = format!("http://{}", app.api_addr());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        api
+    }
+
     pub fn user(&self) -> &UserService {
         self.user
             .as_ref()

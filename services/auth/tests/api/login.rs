@@ -111,7 +111,13 @@ async fn a_hash_made_with_a_weaker_cost_is_remade_at_the_next_login(backend: Bac
 
     // Assert: signed in, and the stored hash now carries the configured cost.
     assert_eq!(response.status(), StatusCode::OK);
-    let stored = app.store.password_credential(user_id).await.unwrap().unwrap().hash;
+    let stored = app
+        .store
+        .password_credential(user_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .hash;
     assert!(stored.contains("m=20480"), "{stored}");
     assert_eq!(
         app.login("ann@example.com", PASSWORD).await.status(),

@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod admin;
+mod audit;
 mod availability;
 mod config;
 mod credentials;

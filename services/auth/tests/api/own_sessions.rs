@@ -335,7 +335,16 @@ async fn the_feed_pages_through_revocations_that_share_one_timestamp(backend: Ba
     let user: Uuid = keep.user_id.unwrap();
     let at = time::OffsetDateTime::now_utc();
     app.store
-        .revoke_other_sessions(user, keep_sid, at)
+        .revoke_other_sessions(
+            user,
+            keep_sid,
+            at,
+            portico_auth::domain::audit::AuditEvent::new(
+                portico_auth::domain::audit::AuditKind::SessionRevoked,
+                at,
+                &Default::default(),
+            ),
+        )
         .await
         .unwrap();
 

@@ -101,7 +101,10 @@ async fn weak_passwords_are_422_saying_why(backend: Backend) {
         // In the shipped list, whatever the letter case.
         ("PassWord123", "too common"),
         // Full-width letters fold to "password1" under NFKC.
-        ("\u{ff50}\u{ff41}\u{ff53}\u{ff53}\u{ff57}\u{ff4f}\u{ff52}\u{ff44}1", "too common"),
+        (
+            "\u{ff50}\u{ff41}\u{ff53}\u{ff53}\u{ff57}\u{ff4f}\u{ff52}\u{ff44}1",
+            "too common",
+        ),
         ("marguerite-rocks-2026", "email"),
         ("i am Ada Lovelace!", "display name"),
     ];

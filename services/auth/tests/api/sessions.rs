@@ -7,6 +7,8 @@ use portico_testkit::Backend;
 use reqwest::StatusCode;
 use time::{Duration, OffsetDateTime};
 
+use portico_auth::domain::audit::AuditKind;
+
 use crate::helpers::{PASSWORD, TestApp, assert_tokens, assert_unauthorized, on_both_backends};
 
 async fn refresh_rotates_the_refresh_token(backend: Backend) {
@@ -81,9 +83,18 @@ async fn a_spent_token_after_the_grace_window_revokes_the_session(backend: Backe
     let replay = app.refresh(&registered.refresh_token).await;
     let legitimate = app.refresh(&rotated.refresh_token).await;
 
-    // Assert: the whole session is over, its current token included.
+    // Assert: the whole session is over, its current token included, and
+    // a security event says why.
     assert_unauthorized(replay).await;
     assert_unauthorized(legitimate).await;
+    let sid = portico_testkit::issuer::claims_of(&registered.access_token)["sid"]
+        .as_str()
+        .unwrap()
+        .parse::<uuid::Uuid>()
+        .unwrap();
+    let reused = crate::audit::events_of_kind(&app, AuditKind::RefreshReused).await;
+    assert_eq!(reused.len(), 1);
+    assert_eq!(reused[0].session_id, Some(sid));
 }
 
 async fn an_older_generation_coming_back_revokes_the_session(backend: Backend) {
