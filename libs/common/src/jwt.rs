@@ -37,9 +37,6 @@ pub use crate::{
 /// The only signing algorithm Portico issues and accepts.
 pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
 
-/// Audience of tokens one service presents to another.
-pub const INTERNAL_AUDIENCE: &str = "portico-internal";
-
 /// Claims of a Portico access token (and of service tokens, which have no
 /// session).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +54,10 @@ pub struct Claims {
     pub sid: Option<String>,
     #[serde(default)]
     pub roles: RoleSet,
+    /// OAuth 2.0 scopes, space-separated: what a service client's token
+    /// (client credentials grant) may do; absent on user tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl Claims {
@@ -71,6 +72,13 @@ impl Claims {
         self.sid
             .as_deref()
             .and_then(|sid| uuid::Uuid::parse_str(sid).ok())
+    }
+
+    /// Whether the token was granted `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope
+            .as_deref()
+            .is_some_and(|granted| granted.split(' ').any(|held| held == scope))
     }
 
     /// The calling service, when this is a service token: a

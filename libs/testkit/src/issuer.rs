@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 
 pub const ISSUER: &str = "http://portico.test";
 pub const AUDIENCE: &str = "portico-api";
-pub const INTERNAL_AUDIENCE: &str = "portico-internal";
+/// The user service's internal API audience and the scope that creates
+/// profiles (its `internal_api` defaults).
+pub const INTERNAL_AUDIENCE: &str = "portico-user";
+pub const USERS_WRITE_SCOPE: &str = "users:write";
 
 #[derive(Debug)]
 pub struct TestIssuer {
@@ -162,6 +165,7 @@ impl TestIssuer {
             "iat": now, "nbf": now, "exp": now + 60,
             "jti": uuid::Uuid::new_v4().to_string(),
             "roles": ["service"],
+            "scope": USERS_WRITE_SCOPE,
         })
     }
 

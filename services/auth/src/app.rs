@@ -16,6 +16,7 @@ use crate::{
     accounts::{Accounts, AccountsParts},
     config::Config,
     domain::{
+        clients::ServiceClients,
         keys::Keyring,
         password::PasswordHashing,
         password_policy::PasswordPolicy,
@@ -92,6 +93,10 @@ impl Service for AuthService {
             }),
             verifier: Arc::new(verifier),
             trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),
+            clients: Arc::new(
+                ServiceClients::from_config(&config.service_clients)
+                    .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
+            ),
         };
 
         state.accounts.ensure_bootstrap_admin().await?;

@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use crate::{
     domain::{
-        password::HashingConfig, password_policy::PolicyConfig, throttle::ThrottleConfig,
-        tokens::TokenSettings,
+        clients::ClientConfig, password::HashingConfig, password_policy::PolicyConfig,
+        throttle::ThrottleConfig, tokens::TokenSettings,
     },
     user_directory::UserServiceConfig,
 };
@@ -34,6 +34,8 @@ pub struct Config {
     /// Where clients' addresses come from.
     pub clients: ClientsConfig,
     pub admin: AdminConfig,
+    /// Clients of the client credentials grant, by id.
+    pub service_clients: std::collections::BTreeMap<String, ClientConfig>,
     pub user_service: UserServiceConfig,
     pub http_client: HttpClientConfig,
     pub telemetry: TelemetryConfig,
@@ -77,6 +79,11 @@ impl ServiceConfig for Config {
             .and_then(|()| self.password_policy.check())
         {
             return Err(ConfigError::key(ENV_PREFIX, key, message));
+        }
+        if let Err((key, message)) =
+            crate::domain::clients::ServiceClients::from_config(&self.service_clients)
+        {
+            return Err(ConfigError::key(ENV_PREFIX, &key, message));
         }
         for (key, value) in [
             (

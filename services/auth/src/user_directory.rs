@@ -12,6 +12,11 @@ use crate::domain::tokens::TokenIssuer;
 pub struct UserServiceConfig {
     /// Base URL of the user service's API listener.
     pub url: String,
+    /// The `aud` of the service tokens auth presents there (the user
+    /// service's `internal_api.audience`).
+    pub audience: String,
+    /// The scope those tokens carry (its `internal_api.create_scope`).
+    pub scope: String,
 }
 
 /// Pause before asking again about a profile whose creation is uncertain.
@@ -38,6 +43,8 @@ struct CreateUser<'a> {
 pub struct UserDirectory {
     client: HttpClient,
     create_url: String,
+    audience: String,
+    scope: String,
     issuer: TokenIssuer,
     /// Issue time of service tokens.
     clock: SharedClock,
@@ -58,6 +65,8 @@ impl UserDirectory {
         Self {
             client,
             create_url: format!("{}/internal/users", config.url.trim_end_matches('/')),
+            audience: config.audience.clone(),
+            scope: config.scope.clone(),
             issuer,
             clock,
         }
@@ -91,9 +100,19 @@ impl UserDirectory {
         email: &str,
         display_name: &str,
     ) -> Result<(), DirectoryError> {
-        let token = self.issuer.service_token(self.clock.now()).map_err(|err| {
-            DirectoryError::Unavailable(format!("cannot sign service token: {err}"))
-        })?;
+        // Auth is its own client: the same client-credentials token any
+        // service gets from POST /v1/auth/token, minted in process.
+        let token = self
+            .issuer
+            .client_token(
+                &self.issuer.settings().service_name,
+                &self.audience,
+                &self.scope,
+                self.clock.now(),
+            )
+            .map_err(|err| {
+                DirectoryError::Unavailable(format!("cannot sign service token: {err}"))
+            })?;
         let response = self
             .client
             .post(&self.create_url)

@@ -26,7 +26,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use portico_common::{jwt::TokenVerifier, telemetry};
+use portico_common::{http::pipeline, jwt::TokenVerifier, telemetry};
 
 use crate::{config::ProxyConfig, error::GatewayError, upstream::Upstream};
 
@@ -287,6 +287,9 @@ async fn downstream_response(
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
+    // An upstream's answer is its own: an error in another standard's
+    // format (the token endpoint's RFC 6749 errors) passes through as sent.
+    parts.extensions.insert(pipeline::OwnErrorFormat);
     let small = parts
         .headers
         .get(header::CONTENT_LENGTH)

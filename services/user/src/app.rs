@@ -9,7 +9,7 @@ use portico_common::{
     app::{self, Assembly, Context, Service},
     db::Db,
     http::client::HttpClient,
-    jwt::{INTERNAL_AUDIENCE, JwksCache, KeySource, Revocations, TokenVerifier},
+    jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
 };
 
 use crate::{
@@ -55,10 +55,10 @@ impl Service for UserService {
             service_tokens: Arc::new(TokenVerifier::new(
                 keys,
                 &config.tokens.issuer,
-                INTERNAL_AUDIENCE,
+                &config.internal_api.audience,
                 context.clock,
             )),
-            internal_callers: Arc::new(config.internal_api.allowed_callers.clone()),
+            internal_api: Arc::new(config.internal_api.clone()),
         };
 
         let readiness = Readiness::new()

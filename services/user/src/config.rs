@@ -32,6 +32,13 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InternalApiConfig {
+    /// The `aud` a service token must carry here: this service's name as
+    /// an OAuth 2.0 resource (client credentials `audience`). A token for
+    /// any other audience — a user's, or one meant for another service —
+    /// is refused (401).
+    pub audience: String,
+    /// The scope a service token needs to create profiles (else 403).
+    pub create_scope: String,
     /// Services whose tokens may create profiles (by `tokens.service_name`
     /// of the caller); any other service token gets 403.
     pub allowed_callers: Vec<ServiceIdentity>,

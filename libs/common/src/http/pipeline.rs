@@ -208,9 +208,18 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// Marks an error response whose body follows another standard on purpose
+/// (the OAuth 2.0 token endpoint's RFC 6749 §5.2 errors): the pipeline
+/// leaves it as it is instead of turning it into a problem.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnErrorFormat;
+
 /// Puts the request id into problem bodies and turns bare error responses
 /// (router 404/405, body-limit 413, timeouts) into problems.
 fn with_problem_body(response: Response, request_id: &str) -> Response {
+    if response.extensions().get::<OwnErrorFormat>().is_some() {
+        return response;
+    }
     let problem = match response.extensions().get::<Problem>() {
         Some(problem) => problem.clone(),
         None => {

@@ -3,6 +3,7 @@
 //! draws from the system's randomness.
 
 pub mod audit;
+pub mod clients;
 pub mod keys;
 pub mod password;
 pub mod password_policy;

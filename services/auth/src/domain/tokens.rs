@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::Header;
-use portico_common::jwt::{ALGORITHM, Claims, INTERNAL_AUDIENCE, RoleSet, ServiceIdentity};
+use portico_common::jwt::{ALGORITHM, Claims, RoleSet, ServiceIdentity};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -86,25 +86,33 @@ impl TokenIssuer {
             jti: jti.to_string(),
             sid: Some(session_id.to_string()),
             roles,
+            scope: None,
         })
     }
 
-    /// A short-lived token this service presents to other services.
-    pub fn service_token(
+    /// A short-lived service token (OAuth 2.0 client credentials): subject
+    /// `service:<client>`, the `service` role, for one `audience`, with
+    /// `scope` (space-separated). What `POST /v1/auth/token` issues, and
+    /// what auth mints for its own calls to the user service.
+    pub fn client_token(
         &self,
+        client: &ServiceIdentity,
+        audience: &str,
+        scope: &str,
         now: OffsetDateTime,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now.unix_timestamp();
         self.sign(&Claims {
             iss: self.settings.issuer.clone(),
-            sub: self.settings.service_name.subject(),
-            aud: INTERNAL_AUDIENCE.to_owned(),
+            sub: client.subject(),
+            aud: audience.to_owned(),
             exp: iat + self.settings.service_token_ttl_secs,
             iat,
             nbf: iat,
             jti: Uuid::now_v7().to_string(),
             sid: None,
             roles: RoleSet::service(),
+            scope: Some(scope.to_owned()),
         })
     }
 }
@@ -240,21 +248,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn service_token_is_not_a_user_token() {
+    async fn a_client_token_is_not_a_user_token() {
         let issuer = issuer();
-        let token = issuer.service_token(OffsetDateTime::now_utc()).unwrap();
+        let auth = ServiceIdentity::parse("auth").unwrap();
+        let token = issuer
+            .client_token(
+                &auth,
+                "portico-user",
+                "users:write",
+                OffsetDateTime::now_utc(),
+            )
+            .unwrap();
         assert!(
             verifier(&issuer, &issuer.settings().audience)
                 .verify(&token)
                 .await
                 .is_err()
         );
-        let claims = verifier(&issuer, INTERNAL_AUDIENCE)
+        let claims = verifier(&issuer, "portico-user")
             .verify(&token)
             .await
             .unwrap();
         assert!(claims.roles.contains(Role::SERVICE));
+        assert!(claims.has_scope("users:write") && !claims.has_scope("users"));
         assert_eq!(claims.sub, "service:auth");
+        assert_eq!(claims.sid, None);
         assert_eq!(
             claims.service().map(|s| s.name().to_owned()).as_deref(),
             Some("auth")

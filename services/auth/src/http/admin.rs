@@ -38,7 +38,7 @@ fn user_id_of(raw: &str) -> Result<Uuid, Problem> {
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The user's id"),
-        ("role" = String, Path, description = "The role: `admin`"),
+        ("role" = String, Path, description = "The role: `admin`", pattern = r"^[a-z][a-z0-9_-]{0,63}$"),
     ),
     responses(
         (status = 204, description = "The user has the role (their sessions ended if it was new)"),
@@ -71,7 +71,7 @@ pub async fn grant_role(
     security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "The user's id"),
-        ("role" = String, Path, description = "The role: `admin`"),
+        ("role" = String, Path, description = "The role: `admin`", pattern = r"^[a-z][a-z0-9_-]{0,63}$"),
     ),
     responses(
         (status = 204, description = "The user lacks the role (their sessions ended if they had it)"),

@@ -8,6 +8,7 @@ mod errors;
 mod own_sessions;
 mod revocations;
 mod sessions;
+mod token;
 mod well_known;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use portico_common::{
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::accounts::Accounts;
+use crate::{accounts::Accounts, domain::clients::ServiceClients};
 
 pub use sessions::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse};
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     /// Peers whose `x-forwarded-for` is believed (the gateways).
     pub trusted_proxies: Arc<Vec<Cidr>>,
+    /// Service clients of the client credentials grant.
+    pub clients: Arc<ServiceClients>,
 }
 
 #[derive(OpenApi)]
@@ -41,10 +44,26 @@ pub struct AppState {
         description = "Registration, login, token refresh and logout; the public keys that verify access tokens."
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&BearerSecurity),
+    modifiers(&BearerSecurity, &ClientBasicSecurity),
     tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "keys", description = "Token verification keys and discovery"), (name = "admin", description = "Roles and the audit log (admin role)"), (name = "internal", description = "Service-to-service API"))
 )]
 struct ApiDoc;
+
+/// HTTP Basic client authentication of the token endpoint.
+struct ClientBasicSecurity;
+
+impl utoipa::Modify for ClientBasicSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "client_basic",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+            );
+    }
+}
 
 /// The user and session of the bearer token, refused unless the session
 /// is still live: auth is where revocations happen, so its own endpoints
@@ -99,6 +118,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::login))
         .routes(routes!(sessions::refresh))
         .routes(routes!(sessions::logout))
+        .routes(routes!(token::token))
         .routes(routes!(
             own_sessions::list_sessions,
             own_sessions::end_other_sessions

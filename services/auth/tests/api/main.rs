@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod audit;
 mod availability;
+mod client_credentials;
 mod config;
 mod credentials;
 mod discovery;

@@ -42,7 +42,7 @@ pub struct CreateUser {
         (status = 201, description = "Created", body = ProfileBody),
         (status = 200, description = "Already existed (a retried call)", body = ProfileBody),
         (status = 401, description = "No valid service token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a service token, or from a service not allowed here", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a service token, without the `users:write` scope, or from a service not allowed here", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email or id belongs to another profile", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
         Unavailable,
@@ -57,7 +57,14 @@ pub async fn create_user(
     let Some(caller) = claims.service() else {
         return Err(Problem::forbidden("a service token is required"));
     };
-    if !state.internal_callers.contains(&caller) {
+    if !claims.has_scope(&state.internal_api.create_scope) {
+        return Err(Problem::forbidden(format!(
+            "the service token lacks the `{}` scope",
+            state.internal_api.create_scope
+        ))
+        .with_cause(format!("service `{caller}` called without the scope")));
+    }
+    if !state.internal_api.allowed_callers.contains(&caller) {
         return Err(
             Problem::forbidden("this service may not create profiles").with_cause(format!(
                 "service `{caller}` is not in internal_api.allowed_callers"

@@ -8,10 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use portico_common::{
-    FieldError, Problem,
-    clock::SharedClock,
-    http::pipeline,
-    jwt::{ServiceIdentity, TokenVerifier},
+    FieldError, Problem, clock::SharedClock, http::pipeline, jwt::TokenVerifier,
     openapi::BearerSecurity,
 };
 use utoipa::OpenApi;
@@ -30,7 +27,8 @@ pub struct AppState {
     /// Verifies service tokens (internal API).
     pub service_tokens: Arc<TokenVerifier>,
     /// Services allowed on the internal API.
-    pub internal_callers: Arc<Vec<ServiceIdentity>>,
+    /// Who may call `/internal/*`, with which audience and scope.
+    pub internal_api: Arc<crate::config::InternalApiConfig>,
 }
 
 #[derive(OpenApi)]

@@ -91,6 +91,61 @@ async fn a_service_not_allowed_to_create_profiles_is_403_and_creates_nothing(bac
     assert_eq!(app.store.count().await.unwrap(), 0);
 }
 
+async fn a_service_token_for_another_audience_is_401_and_creates_nothing(backend: Backend) {
+    // Arrange: everything right but the audience (the old shared one, and
+    // the one of user tokens).
+    let app = TestApp::spawn(backend).await;
+    for audience in ["portico-internal", "portico-api", "portico-billing"] {
+        let mut claims = app.issuer.service_claims();
+        claims["aud"] = json!(audience);
+        let token = app.issuer.sign(&claims);
+
+        // Act
+        let response = app
+            .create_user(Some(&token), &profile_request(Uuid::now_v7()))
+            .await;
+
+        // Assert
+        assert_unauthorized(response).await;
+    }
+    assert_eq!(app.store.count().await.unwrap(), 0);
+}
+
+async fn a_service_token_without_the_write_scope_is_403_and_creates_nothing(backend: Backend) {
+    // Arrange: no scope, another scope, and a scope that only starts alike.
+    let app = TestApp::spawn(backend).await;
+    for scope in [None, Some("users:read"), Some("users:write-all openid")] {
+        let mut claims = app.issuer.service_claims();
+        match scope {
+            Some(scope) => claims["scope"] = json!(scope),
+            None => {
+                claims.as_object_mut().unwrap().remove("scope");
+            }
+        }
+        let token = app.issuer.sign(&claims);
+
+        // Act
+        let response = app
+            .create_user(Some(&token), &profile_request(Uuid::now_v7()))
+            .await;
+
+        // Assert
+        let problem = assert_problem(response, StatusCode::FORBIDDEN).await;
+        assert!(problem["detail"].as_str().unwrap().contains("users:write"));
+    }
+    // Among other scopes, it is enough.
+    let mut claims = app.issuer.service_claims();
+    claims["scope"] = json!("users:read users:write");
+    let response = app
+        .create_user(
+            Some(&app.issuer.sign(&claims)),
+            &profile_request(Uuid::now_v7()),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(app.store.count().await.unwrap(), 1);
+}
+
 async fn a_token_with_a_service_subject_but_no_service_role_is_403(backend: Backend) {
     // Arrange
     let app = TestApp::spawn(backend).await;
@@ -152,6 +207,8 @@ async fn invalid_email_and_display_name_are_422_naming_both(backend: Backend) {
 on_both_backends!(
     a_service_not_allowed_to_create_profiles_is_403_and_creates_nothing,
     a_token_with_a_service_subject_but_no_service_role_is_403,
+    a_service_token_for_another_audience_is_401_and_creates_nothing,
+    a_service_token_without_the_write_scope_is_403_and_creates_nothing,
     service_token_creates_with_201_and_a_retry_answers_200,
     missing_token_is_401_and_creates_nothing,
     user_token_is_401_because_its_audience_is_not_internal,
