@@ -47,6 +47,22 @@ async fn openid_configuration_names_the_issuer_and_jwks_uri() {
         document["jwks_uri"],
         format!("{issuer}/.well-known/jwks.json").as_str()
     );
+    assert_eq!(
+        document["token_endpoint"],
+        format!("{issuer}/v1/auth/token").as_str()
+    );
+    assert_eq!(
+        document["grant_types_supported"],
+        serde_json::json!(["client_credentials"])
+    );
+    assert_eq!(
+        document["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post"])
+    );
+    assert_eq!(
+        document["id_token_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA"])
+    );
 }
 
 #[tokio::test]
