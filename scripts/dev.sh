@@ -85,9 +85,16 @@ for replica in 1 2; do
         PORTICO_USER_DATABASE__URL="sqlite://$DATA/user.db" PORTICO_USER_DATABASE__CREATE_IF_MISSING=true \
         PORTICO_USER_TOKENS__JWKS__URL="$jwks" PORTICO_USER_TOKENS__REVOCATIONS__URL="$revocations"
 done
+# The key-encryption key that seals auth's signing keys: made once per data
+# directory, readable by this user only (production passes a managed secret).
+kek="$DATA/auth-signing.kek"
+if [ ! -s "$kek" ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$kek")
+fi
 start auth portico-auth $((AUTH_PORT + 1000)) /readyz \
     PORTICO_AUTH_LISTEN__API="127.0.0.1:$AUTH_PORT" PORTICO_AUTH_LISTEN__ADMIN="127.0.0.1:$((AUTH_PORT + 1000))" \
     PORTICO_AUTH_DATABASE__URL="sqlite://$DATA/auth.db" PORTICO_AUTH_DATABASE__CREATE_IF_MISSING=true \
+    PORTICO_AUTH_SIGNING_KEYS__ENCRYPTION_KEY_FILE="$kek" \
     PORTICO_AUTH_USER_SERVICE__URL="http://127.0.0.1:$USER1_PORT"
 for replica in 1 2; do
     port_var=USER${replica}_PORT

@@ -364,6 +364,10 @@ impl System {
             ("DATABASE__CREATE_IF_MISSING".to_owned(), "true".to_owned()),
             ("TOKENS__ISSUER".to_owned(), ISSUER.to_owned()),
             ("TOKENS__AUDIENCE".to_owned(), "portico-api".to_owned()),
+            (
+                "SIGNING_KEYS__ENCRYPTION_KEY".to_owned(),
+                portico_testkit::TEST_KEK.to_owned(),
+            ),
             ("USER_SERVICE__URL".to_owned(), users[0].api_url()),
         ];
         let auth_env = [auth_env, extra_for(extra, "auth")].concat();

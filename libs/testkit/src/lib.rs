@@ -17,6 +17,10 @@ pub mod issuer;
 pub const POSTGRES_URL_VAR: &str = "PORTICO_TEST_POSTGRES_URL";
 pub const REDIS_URL_VAR: &str = "PORTICO_TEST_REDIS_URL";
 
+/// The key-encryption key test auth services seal signing keys under
+/// (`signing_keys.encryption_key`; 32 bytes, base64). Never a real secret.
+pub const TEST_KEK: &str = "cG9ydGljbyB0ZXN0IGtlazogbm90IGEgc2VjcmV0ISE=";
+
 fn required_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests with `scripts/test.sh`, which starts PostgreSQL and Redis")

@@ -17,13 +17,13 @@ use crate::{
     config::Config,
     domain::{
         clients::ServiceClients,
-        keys::Keyring,
         password::PasswordHashing,
         password_policy::PasswordPolicy,
         throttle::Throttle,
         tokens::{RotationKey, TokenIssuer},
     },
     http::{self, AppState},
+    signing_keys::SigningKeys,
     storage::{AuthStore, MIGRATIONS},
     throttle_store::ThrottleStore,
     user_directory::UserDirectory,
@@ -48,16 +48,24 @@ impl Service for AuthService {
         let redis = config.redis.client().context("invalid redis.url")?;
         let store = AuthStore::new(db.clone());
 
-        let keys = store.signing_keys(clock.now()).await?;
-        let keyring = Arc::new(Keyring::new(&keys)?);
+        let signing_keys = SigningKeys::load(
+            store.clone(),
+            &config.signing_keys,
+            config.tokens.access_token_ttl_secs,
+            clock.clone(),
+        )
+        .await?;
+        let keyring = signing_keys.keyring().clone();
         tracing::info!(
-            kid = keyring.signing_kid(),
-            published = keys.len(),
+            kid = keyring.current().signing_key(clock.now()).0,
             "signing keys loaded"
         );
         let issuer = TokenIssuer::new(keyring.clone(), config.tokens.clone());
+        let verifying_clock = clock.clone();
         let verifier = TokenVerifier::new(
-            KeySource::Local(Arc::new(move |kid| keyring.public_key(kid))),
+            KeySource::Local(Arc::new(move |kid| {
+                keyring.current().public_key(kid, verifying_clock.now())
+            })),
             &config.tokens.issuer,
             &config.tokens.audience,
             clock.clone(),
@@ -93,6 +101,7 @@ impl Service for AuthService {
             }),
             verifier: Arc::new(verifier),
             trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),
+            signing_keys: signing_keys.clone(),
             clients: Arc::new(
                 ServiceClients::from_config(&config.service_clients)
                     .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
@@ -107,6 +116,7 @@ impl Service for AuthService {
         let purge = state.accounts.clone().purge_periodically();
         let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
         assembly.background.push(Box::pin(purge));
+        assembly.background.push(Box::pin(signing_keys.maintain()));
         Ok(assembly)
     }
 }

@@ -34,6 +34,7 @@ pub struct Config {
     /// Where clients' addresses come from.
     pub clients: ClientsConfig,
     pub admin: AdminConfig,
+    pub signing_keys: crate::signing_keys::SigningKeysConfig,
     /// Clients of the client credentials grant, by id.
     pub service_clients: std::collections::BTreeMap<String, ClientConfig>,
     pub user_service: UserServiceConfig,
@@ -62,6 +63,47 @@ pub struct AdminConfig {
     pub bootstrap_email: Option<Email>,
 }
 
+impl Config {
+    /// A usable KEK, and a schedule that publishes keys before they sign.
+    fn validate_signing_keys(&self) -> Result<(), ConfigError> {
+        let keys = &self.signing_keys;
+        let Some(secret) = &keys.encryption_key else {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "signing_keys.encryption_key",
+                "required: 32 random bytes, base64 (`openssl rand -base64 32`); it seals the signing keys at rest",
+            ));
+        };
+        if let Err((key, message)) =
+            crate::domain::keys::KeyEncryption::new(secret, &keys.previous_encryption_keys)
+        {
+            return Err(ConfigError::key(ENV_PREFIX, &key, message));
+        }
+        if keys.publish_lead_secs <= 0 {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "signing_keys.publish_lead_secs",
+                "must be positive",
+            ));
+        }
+        if keys.rotate_every_secs <= keys.publish_lead_secs {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "signing_keys.rotate_every_secs",
+                "must be longer than signing_keys.publish_lead_secs",
+            ));
+        }
+        if keys.reload_interval_ms == 0 {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "signing_keys.reload_interval_ms",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The built-in defaults, also the reference for every key.
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
@@ -80,6 +122,7 @@ impl ServiceConfig for Config {
         {
             return Err(ConfigError::key(ENV_PREFIX, key, message));
         }
+        self.validate_signing_keys()?;
         if let Err((key, message)) =
             crate::domain::clients::ServiceClients::from_config(&self.service_clients)
         {

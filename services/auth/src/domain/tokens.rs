@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::keys::Keyring;
+use super::keys::SharedKeyring;
 
 /// Bytes of randomness in a refresh token (256 bits).
 const REFRESH_TOKEN_BYTES: usize = 32;
@@ -40,12 +40,12 @@ pub struct TokenSettings {
 /// Signs tokens with the keyring's signing key.
 #[derive(Debug, Clone)]
 pub struct TokenIssuer {
-    keyring: Arc<Keyring>,
+    keyring: Arc<SharedKeyring>,
     settings: TokenSettings,
 }
 
 impl TokenIssuer {
-    pub fn new(keyring: Arc<Keyring>, settings: TokenSettings) -> Self {
+    pub fn new(keyring: Arc<SharedKeyring>, settings: TokenSettings) -> Self {
         Self { keyring, settings }
     }
 
@@ -53,16 +53,22 @@ impl TokenIssuer {
         &self.settings
     }
 
-    pub fn keyring(&self) -> &Arc<Keyring> {
+    pub fn keyring(&self) -> &Arc<SharedKeyring> {
         &self.keyring
     }
 
+    /// Signs with the key that signs at the token's issue time: the same
+    /// claims always get the same key, and so (Ed25519) the same token.
     fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        let issued_at = OffsetDateTime::from_unix_timestamp(claims.iat)
+            .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidToken)?;
+        let keyring = self.keyring.current();
+        let (kid, key) = keyring.signing_key(issued_at);
         let header = Header {
-            kid: Some(self.keyring.signing_kid().to_owned()),
+            kid: Some(kid.to_owned()),
             ..Header::new(ALGORITHM)
         };
-        jsonwebtoken::encode(&header, claims, self.keyring.signing_key())
+        jsonwebtoken::encode(&header, claims, key)
     }
 
     /// An access token for a user's session, with id `jti`. Ed25519
@@ -205,21 +211,28 @@ impl RefreshToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::keys::StoredKey;
+    use crate::domain::keys::{Keyring, StoredKey, retention_after_superseded};
     use portico_common::{
         config::ServiceConfig as _,
         jwt::{KeySource, Role, TokenVerifier},
     };
 
     fn issuer() -> TokenIssuer {
-        let keyring = Arc::new(Keyring::new(&[StoredKey::generate().unwrap()]).unwrap());
-        TokenIssuer::new(keyring, crate::Config::built_in().tokens)
+        let now = OffsetDateTime::now_utc();
+        let key = StoredKey::generate(1, now, now).unwrap();
+        let keyring = Keyring::new(&[key], retention_after_superseded(900)).unwrap();
+        TokenIssuer::new(
+            Arc::new(SharedKeyring::new(keyring)),
+            crate::Config::built_in().tokens,
+        )
     }
 
     fn verifier(issuer: &TokenIssuer, audience: &str) -> TokenVerifier {
         let keyring = issuer.keyring().clone();
         TokenVerifier::new(
-            KeySource::Local(Arc::new(move |kid| keyring.public_key(kid))),
+            KeySource::Local(Arc::new(move |kid| {
+                keyring.current().public_key(kid, OffsetDateTime::now_utc())
+            })),
             &issuer.settings().issuer,
             audience,
             Arc::new(portico_common::clock::SystemClock),
@@ -236,7 +249,10 @@ mod tests {
             .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, ALGORITHM);
-        assert_eq!(header.kid.as_deref(), Some(issuer.keyring().signing_kid()));
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(issuer.keyring().current().signing_key(now).0)
+        );
         let claims = verifier(&issuer, &issuer.settings().audience)
             .verify(&token)
             .await

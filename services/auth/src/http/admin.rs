@@ -230,3 +230,49 @@ pub async fn audit_log(
     })
     .into_response())
 }
+
+/// The key a rotation made (or the one already waiting to sign).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RotationAccepted {
+    /// Published in the JWKS from now.
+    pub kid: String,
+    /// When it starts signing (after verifiers' JWKS caches have it).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub signs_from: OffsetDateTime,
+}
+
+/// Rotates the signing key: a new key is published now and signs after
+/// the publish lead time; the current one keeps verifying until its tokens
+/// expire. A rotation already waiting to sign is answered again.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/admin/keys/rotate",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A new key is published and will sign from `signs_from`", body = RotationAccepted),
+        (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
+        BearerRejections,
+        Unavailable,
+    )
+)]
+pub async fn rotate_keys(
+    State(state): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let admin = super::admin_caller(&state, &headers).await?;
+    let rotation = state
+        .signing_keys
+        .rotate(Some((format!("user:{admin}"), client.0)))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        ApiJson(RotationAccepted {
+            kid: rotation.kid,
+            signs_from: rotation.signs_from,
+        }),
+    )
+        .into_response())
+}

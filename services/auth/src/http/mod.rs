@@ -21,7 +21,7 @@ use portico_common::{
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{accounts::Accounts, domain::clients::ServiceClients};
+use crate::{accounts::Accounts, domain::clients::ServiceClients, signing_keys::SigningKeys};
 
 pub use sessions::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse};
 
@@ -35,6 +35,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<Cidr>>,
     /// Service clients of the client credentials grant.
     pub clients: Arc<ServiceClients>,
+    /// Rotates signing keys (admin API) and holds the keyring.
+    pub signing_keys: SigningKeys,
 }
 
 #[derive(OpenApi)]
@@ -127,6 +129,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(own_sessions::change_password))
         .routes(routes!(admin::grant_role, admin::revoke_role))
         .routes(routes!(admin::audit_log))
+        .routes(routes!(admin::rotate_keys))
         .routes(routes!(revocations::feed))
         .routes(routes!(well_known::jwks))
         .routes(routes!(well_known::openid_configuration))

@@ -20,8 +20,13 @@ use crate::domain::keys::Jwks;
     responses((status = 200, description = "JSON Web Key Set", body = Jwks))
 )]
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let keys = state.accounts.issuer().keyring().jwks().clone();
-    // Verifiers cache keys; five minutes bounds how long a rotation takes to reach them.
+    let keys = state
+        .signing_keys
+        .keyring()
+        .current()
+        .jwks(state.accounts.now());
+    // Verifiers cache keys for five minutes: a new key is published
+    // longer than that before it signs (`signing_keys.publish_lead_secs`).
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(keys)).into_response()
 }
 

@@ -5,10 +5,12 @@
 mod audit;
 mod roles;
 mod sessions;
+mod signing_keys;
 
 pub use audit::AuditQuery;
 pub use roles::RoleChange;
 pub use sessions::{NewSession, SessionRecord, StoredPassword};
+pub use signing_keys::SealedKey;
 
 use portico_common::{
     db::{self, Db},
@@ -19,7 +21,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{audit::AuditEvent, keys::StoredKey};
+use crate::domain::audit::AuditEvent;
 
 pub const MIGRATIONS: db::Migrations = db::Migrations {
     postgres: &[
@@ -53,6 +55,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "audit log",
             include_str!("../../migrations/postgres/0006_audit_log.sql"),
         ),
+        (
+            7,
+            "signing key rotation",
+            include_str!("../../migrations/postgres/0007_signing_key_rotation.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -84,6 +91,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             6,
             "audit log",
             include_str!("../../migrations/sqlite/0006_audit_log.sql"),
+        ),
+        (
+            7,
+            "signing key rotation",
+            include_str!("../../migrations/sqlite/0007_signing_key_rotation.sql"),
         ),
     ],
 };
@@ -461,66 +473,6 @@ impl AuthStore {
                 tx.commit().await?;
             }
             Ok(revoked)
-        })
-    }
-
-    /// Active signing keys, oldest first; creates the first one when there
-    /// is none. Replicas starting together on an empty database race on the
-    /// single bootstrap row: one creates the key, the others wait on that
-    /// row's insert and then load the same key.
-    pub async fn signing_keys(&self, now: OffsetDateTime) -> anyhow::Result<Vec<StoredKey>> {
-        let keys = self.active_keys().await?;
-        if !keys.is_empty() {
-            return Ok(keys);
-        }
-        let key = StoredKey::generate()?;
-        let created = on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            let claimed = sqlx::query(
-                "INSERT INTO signing_key_bootstrap (id, kid) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&key.kid)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if claimed {
-                sqlx::query(
-                    "INSERT INTO signing_keys (kid, private_pkcs8, public_key, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&key.kid)
-                .bind(&key.private_pkcs8)
-                .bind(&key.public_key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-            Ok::<bool, sqlx::Error>(claimed)
-        })?;
-        if created {
-            tracing::info!(kid = %key.kid, "generated the first signing key");
-        }
-        Ok(self.active_keys().await?)
-    }
-
-    async fn active_keys(&self) -> Result<Vec<StoredKey>, sqlx::Error> {
-        on_db!(&self.db, pool => {
-            let rows = sqlx::query(
-                "SELECT kid, private_pkcs8, public_key FROM signing_keys \
-                 WHERE retired_at IS NULL ORDER BY created_at, kid",
-            )
-            .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|row| -> Result<StoredKey, sqlx::Error> {
-                    Ok(StoredKey {
-                        kid: row.try_get("kid")?,
-                        private_pkcs8: row.try_get("private_pkcs8")?,
-                        public_key: row.try_get("public_key")?,
-                    })
-                })
-                .collect()
         })
     }
 

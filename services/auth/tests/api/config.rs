@@ -4,15 +4,52 @@ use portico_auth::Config;
 use portico_common::config::ServiceConfig as _;
 use portico_testkit::{Backend, TestDatabase};
 
+/// The built-in defaults with the one required secret given.
+fn built_in_with_kek() -> Config {
+    let mut config = Config::built_in();
+    config.signing_keys.encryption_key =
+        Some(secrecy::SecretString::from(portico_testkit::TEST_KEK));
+    config
+}
+
 #[test]
-fn built_in_defaults_are_valid() {
-    assert!(Config::built_in().validate().is_ok());
+fn built_in_defaults_are_valid_once_the_kek_is_given() {
+    assert!(built_in_with_kek().validate().is_ok());
+}
+
+#[test]
+fn a_missing_or_unusable_kek_is_refused_naming_the_key() {
+    let error = Config::built_in().validate().unwrap_err().to_string();
+    assert!(error.contains("signing_keys.encryption_key"), "{error}");
+    assert!(
+        error.contains("PORTICO_AUTH_SIGNING_KEYS__ENCRYPTION_KEY"),
+        "{error}"
+    );
+    for bad in ["short", "bm90IDMyIGJ5dGVz"] {
+        let mut config = built_in_with_kek();
+        config.signing_keys.encryption_key = Some(secrecy::SecretString::from(bad));
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("signing_keys.encryption_key"), "{error}");
+        assert!(!error.contains(bad), "the secret is not echoed: {error}");
+    }
+    let mut config = built_in_with_kek();
+    config.signing_keys.previous_encryption_keys = vec![secrecy::SecretString::from("x")];
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("previous_encryption_keys[0]"), "{error}");
+}
+
+#[test]
+fn a_rotation_period_within_the_publish_lead_is_refused() {
+    let mut config = built_in_with_kek();
+    config.signing_keys.rotate_every_secs = config.signing_keys.publish_lead_secs;
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("signing_keys.rotate_every_secs"), "{error}");
 }
 
 #[test]
 fn weak_argon2_memory_cost_is_refused_naming_the_key() {
     // Arrange
-    let mut config = Config::built_in();
+    let mut config = built_in_with_kek();
     config.password_hashing.memory_kib = 1024;
 
     // Act
@@ -30,7 +67,7 @@ fn weak_argon2_memory_cost_is_refused_naming_the_key() {
 async fn service_does_not_start_with_a_weak_hashing_cost() {
     // Arrange
     let database = TestDatabase::new(Backend::Sqlite).await;
-    let mut config = Config::built_in();
+    let mut config = built_in_with_kek();
     config.database = config
         .database
         .with_url(&database.url)

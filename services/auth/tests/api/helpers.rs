@@ -55,6 +55,8 @@ fn auth_config(database: &TestDatabase) -> portico_auth::Config {
         .database
         .with_url(&database.url)
         .creating_if_missing();
+    config.signing_keys.encryption_key =
+        Some(secrecy::SecretString::from(portico_testkit::TEST_KEK));
     config
 }
 
@@ -92,6 +94,16 @@ impl TestApp {
             customise,
         )
         .await
+    }
+
+    /// Like [`Self::spawn_with_config`], with the auth and user services
+    /// reading time from `clock`.
+    pub async fn spawn_with_clock_and_config(
+        backend: Backend,
+        clock: SharedClock,
+        customise: impl FnOnce(&mut portico_auth::Config),
+    ) -> Self {
+        Self::spawn_configured(backend, clock, async |user_api| user_api, customise).await
     }
 
     async fn spawn_configured(
