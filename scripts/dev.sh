@@ -6,15 +6,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Ports: gateway BASE, user-1 BASE+1, auth BASE+2, user-2 BASE+3; each
-# admin listener is its API port + 1000. Data and logs go where asked.
+# admin listener is its API port + 1000. Data and logs go where asked;
+# each service's pid is written next to its log. PORTICO_DEV_PROFILE=release
+# runs optimised builds (the benchmarks do).
 BASE=${PORTICO_DEV_BASE_PORT:-8080}
 DATA=${PORTICO_DEV_DATA_DIR:-data}
 LOGS=${PORTICO_DEV_LOG_DIR:-logs}
 GATEWAY_PORT=$BASE USER1_PORT=$((BASE + 1)) AUTH_PORT=$((BASE + 2)) USER2_PORT=$((BASE + 3))
 mkdir -p "$DATA" "$LOGS"
 
-echo "==> building"
-cargo build --bins --locked
+PROFILE=${PORTICO_DEV_PROFILE:-debug}
+echo "==> building ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+    cargo build --bins --locked --release
+else
+    cargo build --bins --locked
+fi
 
 pids=()
 stop_all() {
@@ -65,8 +72,9 @@ wait_for() {
 start() {
     local name=$1 binary=$2 admin_port=$3 path=$4
     shift 4
-    env "$@" "target/debug/$binary" >"$LOGS/$name.log" 2>&1 &
+    env "$@" "target/$PROFILE/$binary" >"$LOGS/$name.log" 2>&1 &
     pids+=($!)
+    echo "$!" >"$LOGS/$name.pid"
     wait_for "$name" "$admin_port" "$!" "$path"
 }
 

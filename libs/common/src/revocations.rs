@@ -13,6 +13,12 @@
 //!   so a revocation committed late with an earlier timestamp (a lock
 //!   wait, another auth replica's clock) is still seen. Pages continue from
 //!   the last `(revoked_at, sid)`, so they never repeat.
+//! - With Redis, auth also publishes each revocation on [`REDIS_CHANNEL`]
+//!   and keeps it under [`REDIS_KEY_PREFIX`]`<sid>` for an access-token
+//!   lifetime; [`Revocations::follow_redis`] subscribes, so a revocation
+//!   arrives in milliseconds. After each (re)subscription it first loads
+//!   those keys and polls the feed, so nothing published while it was
+//!   disconnected is missed. The feed stays the source of truth.
 
 use std::{
     collections::HashMap,
@@ -41,6 +47,12 @@ const STARTUP_CATCH_UP: Duration = Duration::from_secs(2);
 /// waits, 5 s by default) plus clock skew between auth replicas. Re-reading
 /// a minute of revocations costs little; missing one costs a session.
 const OVERLAP: time::Duration = time::Duration::seconds(60);
+
+/// The Redis channel auth publishes revocations on (JSON [`RevokedSession`]).
+pub const REDIS_CHANNEL: &str = "portico:revocations";
+/// Prefix of the Redis keys holding revoked session ids, each expiring
+/// after an access-token lifetime (the value is the revocation time).
+pub const REDIS_KEY_PREFIX: &str = "portico:revoked:";
 
 /// One revoked session in the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -155,6 +167,16 @@ impl Revocations {
         }
     }
 
+    /// Remembers that `sid` was revoked.
+    fn remember(&self, sids: impl IntoIterator<Item = Uuid>) {
+        let forget_at = Instant::now() + Duration::from_secs(self.config.retain_secs);
+        if let Ok(mut revoked) = self.revoked.write() {
+            for sid in sids {
+                revoked.insert(sid, forget_at);
+            }
+        }
+    }
+
     /// One round: fetches every page since the cursor.
     pub async fn poll_once(&self) -> Result<(), String> {
         let Some(url) = &self.config.url else {
@@ -187,14 +209,11 @@ impl Revocations {
                 return Err(format!("revocation feed answered {}", response.status()));
             }
             let feed: RevocationFeed = response.json().await.map_err(|err| err.to_string())?;
-            let forget_at = Instant::now() + Duration::from_secs(self.config.retain_secs);
             if let Ok(mut revoked) = self.revoked.write() {
                 let now = Instant::now();
                 revoked.retain(|_, until| *until > now);
-                for item in &feed.items {
-                    revoked.insert(item.sid, forget_at);
-                }
             }
+            self.remember(feed.items.iter().map(|item| item.sid));
             if feed.complete {
                 since = Some(feed.now - OVERLAP);
                 break;
@@ -256,6 +275,85 @@ impl Revocations {
                 .map_or(f64::INFINITY, |last| last.elapsed().as_secs_f64());
             metrics::gauge!("token_revocations_lag_seconds").set(lag);
         }
+    }
+
+    /// Follows revocations published on Redis for as long as the service
+    /// runs, resubscribing (with backoff) after Redis goes away.
+    #[cfg(feature = "redis")]
+    pub async fn follow_redis(self: Arc<Self>, client: redis::Client) {
+        const MAX_BACKOFF: Duration = Duration::from_secs(5);
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let started = Instant::now();
+            let err = self.listen_on_redis(&client).await;
+            tracing::warn!(%err, "revocations on Redis interrupted; the feed still polls; resubscribing");
+            if started.elapsed() > MAX_BACKOFF {
+                backoff = Duration::from_millis(250);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Subscribes, catches up (Redis keys, then the feed), then takes
+    /// messages until the connection ends; returns why it ended.
+    #[cfg(feature = "redis")]
+    async fn listen_on_redis(&self, client: &redis::Client) -> String {
+        use futures::StreamExt as _;
+        let mut pubsub = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(err) => return err.to_string(),
+        };
+        // Subscribed before catching up, so nothing falls between the two.
+        if let Err(err) = pubsub.subscribe(REDIS_CHANNEL).await {
+            return err.to_string();
+        }
+        if let Err(err) = self.load_redis_keys(client).await {
+            return err;
+        }
+        if let Err(err) = self.poll_once().await {
+            tracing::debug!(%err, "feed catch-up after subscribing failed; the poller keeps trying");
+        }
+        tracing::info!("following revocations on Redis");
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            let Ok(payload) = message.get_payload::<String>() else {
+                continue;
+            };
+            match serde_json::from_str::<RevokedSession>(&payload) {
+                Ok(item) => self.remember([item.sid]),
+                Err(err) => tracing::warn!(%err, "unreadable revocation on Redis ignored"),
+            }
+        }
+        "the subscription ended".to_owned()
+    }
+
+    /// Every revoked session auth keeps in Redis (those whose tokens may
+    /// still be valid).
+    #[cfg(feature = "redis")]
+    async fn load_redis_keys(&self, client: &redis::Client) -> Result<(), String> {
+        use futures::StreamExt as _;
+        use redis::AsyncCommands as _;
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|err| err.to_string())?;
+        let pattern = format!("{REDIS_KEY_PREFIX}*");
+        let keys: Vec<String> = connection
+            .scan_match::<_, String>(&pattern)
+            .await
+            .map_err(|err| err.to_string())?
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|err| err.to_string())?;
+        self.remember(
+            keys.iter()
+                .filter_map(|key| key.strip_prefix(REDIS_KEY_PREFIX))
+                .filter_map(|sid| Uuid::parse_str(sid).ok()),
+        );
+        Ok(())
     }
 
     /// `revocations`: ready once caught up with the feed.

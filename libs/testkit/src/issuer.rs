@@ -23,6 +23,8 @@ pub const USERS_WRITE_SCOPE: &str = "users:write";
 pub struct TestIssuer {
     kid: String,
     key: EncodingKey,
+    /// The raw Ed25519 public key, as published (`x`, decoded).
+    public_key: Vec<u8>,
     /// URL of the served JWKS.
     pub jwks_url: String,
     /// URL of the served revocation feed (auth's `/internal/revocations`).
@@ -123,6 +125,7 @@ impl TestIssuer {
         Self {
             kid,
             key: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            public_key: pair.public_key().as_ref().to_vec(),
             jwks_url: format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
             revocations_url: format!("http://127.0.0.1:{port}/internal/revocations"),
             revoked,
@@ -193,6 +196,22 @@ impl TestIssuer {
     /// claims for `user_id`: only the algorithm is wrong.
     pub fn alg_none_token(&self, user_id: uuid::Uuid) -> String {
         alg_none_token(&self.kid, &self.user_claims(user_id))
+    }
+
+    /// Algorithm confusion: valid claims for `user_id`, HS256-signed with
+    /// the *public* key as the HMAC secret — once as raw bytes, once as
+    /// the JWK's base64url `x` text. A verifier that let the token choose
+    /// its algorithm would accept them.
+    pub fn hs256_public_key_tokens(&self, user_id: uuid::Uuid) -> [String; 2] {
+        let header = Header {
+            kid: Some(self.kid.clone()),
+            ..Header::new(Algorithm::HS256)
+        };
+        let claims = self.user_claims(user_id);
+        let as_text = URL_SAFE_NO_PAD.encode(&self.public_key);
+        [self.public_key.as_slice(), as_text.as_bytes()].map(|secret| {
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).expect("sign")
+        })
     }
 
     pub fn user_token(&self, user_id: uuid::Uuid) -> String {

@@ -23,6 +23,7 @@ use crate::{
         tokens::{RotationKey, TokenIssuer},
     },
     http::{self, AppState},
+    revocation_broadcast,
     signing_keys::SigningKeys,
     storage::{AuthStore, MIGRATIONS},
     throttle_store::ThrottleStore,
@@ -47,6 +48,16 @@ impl Service for AuthService {
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
         let store = AuthStore::new(db.clone());
+        // With Redis, revocations are also published there (as long as an
+        // access token lives, and the verifiers' leeway and skew).
+        let broadcast = redis.clone().map(|client| {
+            revocation_broadcast::broadcast(
+                store.clone(),
+                client,
+                u64::try_from(config.tokens.access_token_ttl_secs).unwrap_or(0) + 90,
+                clock.clone(),
+            )
+        });
 
         let signing_keys = SigningKeys::load(
             store.clone(),
@@ -117,6 +128,9 @@ impl Service for AuthService {
         let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
         assembly.background.push(Box::pin(purge));
         assembly.background.push(Box::pin(signing_keys.maintain()));
+        if let Some(broadcast) = broadcast {
+            assembly.background.push(Box::pin(broadcast));
+        }
         Ok(assembly)
     }
 }

@@ -108,13 +108,19 @@ impl Service for Gateway {
                 .with(jwks.readiness_check())
                 .with(revocations.readiness_check());
         }
-        readiness = readiness.with_redis(config.redis.client().context("invalid redis.url")?);
+        let redis = config.redis.client().context("invalid redis.url")?;
+        readiness = readiness.with_redis(redis.clone());
         for route in &routes {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
                 replicas = route.upstream.endpoints.len(), auth = route.require_auth, "route");
         }
         let mut assembly = Assembly::new(router(state, &routes), readiness, ());
         revocations.catch_up_at_start().await;
+        if let Some(redis) = redis {
+            assembly
+                .background
+                .push(Box::pin(revocations.clone().follow_redis(redis)));
+        }
         assembly.background.push(Box::pin(revocations.follow()));
         Ok(assembly)
     }

@@ -65,9 +65,14 @@ impl Service for UserService {
             .with(db.readiness_check())
             .with(jwks.readiness_check())
             .with(revocations.readiness_check())
-            .with_redis(redis);
+            .with_redis(redis.clone());
         let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
         revocations.catch_up_at_start().await;
+        if let Some(redis) = redis {
+            assembly
+                .background
+                .push(Box::pin(revocations.clone().follow_redis(redis)));
+        }
         assembly.background.push(Box::pin(revocations.follow()));
         Ok(assembly)
     }

@@ -108,6 +108,56 @@ async fn a_token_signed_by_another_key_under_a_known_key_id_is_refused_at_the_ed
 }
 
 #[tokio::test]
+async fn hs256_signed_with_the_public_key_is_refused_at_the_edge() {
+    for variant in 0..2 {
+        assert_refused(|issuer| {
+            let token = issuer.hs256_public_key_tokens(Uuid::now_v7())[variant].clone();
+            Some(format!("Bearer {token}"))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn injected_key_ids_are_refused_at_the_edge() {
+    for kid in [
+        "../../../../dev/null".to_owned(),
+        "' OR '1'='1".to_owned(),
+        "https://attacker.example/jwks.json".to_owned(),
+        "k".repeat(10_000),
+    ] {
+        assert_refused(|issuer| {
+            let token = issuer.sign_as(&kid, &issuer.user_claims(Uuid::now_v7()));
+            Some(format!("Bearer {token}"))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_not_yet_valid_token_is_refused_at_the_edge() {
+    assert_refused(|issuer| {
+        let mut claims = issuer.user_claims(Uuid::now_v7());
+        let in_an_hour = claims["iat"].as_i64().unwrap() + 3600;
+        claims["nbf"] = in_an_hour.into();
+        claims["iat"] = in_an_hour.into();
+        claims["exp"] = (in_an_hour + 900).into();
+        Some(format!("Bearer {}", issuer.sign(&claims)))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_from_another_issuer_is_refused_at_the_edge() {
+    assert_refused(|issuer| {
+        let mut claims = issuer.user_claims(Uuid::now_v7());
+        claims["iss"] = "https://someone-else.example".into();
+        Some(format!("Bearer {}", issuer.sign(&claims)))
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_basic_scheme_is_refused_at_the_edge() {
     assert_refused(|_| Some("Basic YWRhOmxvdmVsYWNl".to_owned())).await;
 }
