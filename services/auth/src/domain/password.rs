@@ -101,6 +101,8 @@ pub struct PasswordHashing {
     params: Params,
     /// One permit per hash allowed to run at once.
     slots: Arc<Semaphore>,
+    /// The threads that hash: as many as there are slots.
+    pool: Arc<HashPool>,
     queue_timeout: Duration,
     /// Hash verified when the email is unknown, so that a login for an
     /// unknown email costs the same time as one with a wrong password.
@@ -119,12 +121,82 @@ impl std::fmt::Debug for PasswordHashing {
 pub enum HashError {
     #[error("password hashing failed: {0}")]
     Hashing(String),
-    #[error("password hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
     /// Every hashing slot stayed busy for the whole queue timeout.
     #[error("password hashing is saturated")]
     Busy,
 }
+
+/// Nice value of the hashing threads. A hash is ~10 ms of CPU a sign-in
+/// pays for; a refresh or a JWKS fetch is well under a millisecond.
+/// Hashing at a lower priority lets the scheduler run request handling
+/// first while a login storm keeps every core busy (p99 of refresh under a
+/// storm: docs/benchmarks.md); with nothing else to run, hashing still
+/// gets every cycle.
+const HASHING_NICE: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Dedicated threads for argon2 (not tokio's blocking pool, whose threads
+/// are shared with other blocking work and would keep a lowered priority).
+struct HashPool {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl HashPool {
+    fn new(threads: usize) -> Result<Self, HashError> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for index in 0..threads {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || {
+                    lower_this_threads_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(queue) => queue.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            // The service is shutting down.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|err| HashError::Hashing(format!("hashing thread: {err}")))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` on a hashing thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = answer.send(work());
+            }))
+            .map_err(|_| HashError::Hashing("the hashing threads are gone".to_owned()))?;
+        answered
+            .await
+            .map_err(|_| HashError::Hashing("a hashing thread failed".to_owned()))
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn lower_this_threads_priority() {
+    // On Linux the nice value is per thread: this thread's id names it.
+    let this_thread = rustix::thread::gettid();
+    if let Err(err) = rustix::process::setpriority_process(Some(this_thread), HASHING_NICE) {
+        tracing::warn!(%err, "could not lower the hashing threads' priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_this_threads_priority() {}
 
 impl PasswordHashing {
     pub async fn new(config: &HashingConfig) -> Result<Self, HashError> {
@@ -135,15 +207,17 @@ impl PasswordHashing {
             None,
         )
         .map_err(|err| HashError::Hashing(err.to_string()))?;
-        let decoy = Password(SecretString::from("decoy password for unknown emails"));
-        let decoy_hash = hash_blocking(params.clone(), decoy).await?;
         let slots = match config.max_concurrent {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
+        let pool = Arc::new(HashPool::new(slots)?);
+        let decoy = Password(SecretString::from("decoy password for unknown emails"));
+        let decoy_hash = hash_on(&pool, params.clone(), decoy).await?;
         Ok(Self {
             params,
             slots: Arc::new(Semaphore::new(slots)),
+            pool,
             queue_timeout: Duration::from_millis(config.queue_timeout_ms),
             decoy_hash,
         })
@@ -164,7 +238,7 @@ impl PasswordHashing {
 
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let _slot = self.slot().await?;
-        hash_blocking(self.params.clone(), password.clone()).await
+        hash_on(&self.pool, self.params.clone(), password.clone()).await
     }
 
     /// Whether `hash` was made with weaker parameters than the configured
@@ -190,12 +264,14 @@ impl PasswordHashing {
         let hash = hash.unwrap_or(&self.decoy_hash).to_owned();
         let password = password.clone();
         let _slot = self.slot().await?;
-        let matches = tokio::task::spawn_blocking(move || {
-            argon2()
-                .verify_password(password.bytes(), hash.as_str())
-                .is_ok()
-        })
-        .await?;
+        let matches = self
+            .pool
+            .run(move || {
+                argon2()
+                    .verify_password(password.bytes(), hash.as_str())
+                    .is_ok()
+            })
+            .await?;
         Ok(known && matches)
     }
 }
@@ -204,8 +280,8 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
 }
 
-async fn hash_blocking(params: Params, password: Password) -> Result<String, HashError> {
-    tokio::task::spawn_blocking(move || {
+async fn hash_on(pool: &HashPool, params: Params, password: Password) -> Result<String, HashError> {
+    pool.run(move || {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password(password.bytes())
             .map(|hash| hash.to_string())
@@ -309,6 +385,23 @@ mod tests {
 
         drop(held);
         assert!(hashing.hash(&password("correct horse")).await.is_ok());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_runs_at_a_lower_priority_than_request_handling() {
+        let hashing = PasswordHashing::new(&built_in()).await.unwrap();
+        let nice_of_this_thread =
+            || rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        assert_eq!(
+            hashing.pool.run(nice_of_this_thread).await.unwrap(),
+            HASHING_NICE
+        );
+        assert_eq!(
+            nice_of_this_thread(),
+            0,
+            "the test's own thread is untouched"
+        );
     }
 
     #[tokio::test]
