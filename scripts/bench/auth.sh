@@ -6,7 +6,7 @@
 #                  threads as auth hashes at once (examples/hash_rate.rs)
 #   login storm    sign-ins through the gateway at saturation (wrk), as a
 #                  share of the ceiling; then a second storm during which
-#                  two paced clients (20/s each) measure the latency of
+#                  two paced clients (100/s each) measure the latency of
 #                  GET /.well-known/jwks.json and of refresh (p50/p99)
 #   refresh        rotations through the gateway alone: req/s, and auth's
 #                  CPU time per refresh (so refreshes per core-second)
@@ -151,7 +151,7 @@ log "login storm: $LOGIN_CONNECTIONS connections for $DURATION"
 wrk -t 2 -c "$LOGIN_CONNECTIONS" -d "$DURATION" --latency -s scripts/bench/auth/login.lua "$GATEWAY" \
     -- "$ACCOUNTS" "$PASSWORD" >"$WORK/login.txt"
 
-# The same storm again, with two paced probes (20 requests/s each): what a
+# The same storm again, with two paced probes (100 requests/s each): what a
 # client of the JWKS and of refresh sees while sign-ins saturate hashing.
 sessions 1 "$WORK/latency-token"
 cat scripts/bench/auth/refresh.lua scripts/bench/auth/probe.lua >"$WORK/refresh-probe.lua"

@@ -291,7 +291,10 @@ const CHECKPOINT_ATTEMPTS: usize = 3;
 /// [`CHECKPOINT_AT_BYTES`], else every [`CHECKPOINT_EVERY`] while it is not
 /// empty. So the WAL stays near the threshold plus what arrives in one
 /// watch interval, whatever the write rate.
-pub(super) async fn upkeep(file: std::sync::Arc<DatabaseFile>) {
+pub(super) async fn upkeep(
+    file: std::sync::Arc<DatabaseFile>,
+    writers: std::sync::Arc<tokio::sync::Mutex<()>>,
+) {
     let wal = suffixed(&file.path, "-wal");
     let mut interval = tokio::time::interval(WAL_WATCH_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -322,6 +325,9 @@ pub(super) async fn upkeep(file: std::sync::Arc<DatabaseFile>) {
             continue;
         };
         last_checkpoint = Instant::now();
+        // The process's writers wait their turn instead of sleeping in
+        // SQLite's busy handler while the checkpoint holds the lock.
+        let _turn = writers.lock().await;
         if let Err(err) = checkpoint(open).await {
             tracing::debug!(path = %file.path.display(), %err, "WAL checkpoint failed; reconnecting");
             connection = None;

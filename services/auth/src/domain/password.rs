@@ -138,35 +138,29 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Dedicated threads for argon2 (not tokio's blocking pool, whose threads
 /// are shared with other blocking work and would keep a lowered priority).
+/// At most one per hashing slot; started when work comes and ended after
+/// [`IDLE_EXIT`] without any, so a storm's hashing memory leaves with them
+/// (the allocator keeps an idle thread's freed blocks in its caches).
 struct HashPool {
     jobs: std::sync::mpsc::Sender<Job>,
+    queue: Arc<std::sync::Mutex<std::sync::mpsc::Receiver<Job>>>,
+    /// Threads running now.
+    live: Arc<std::sync::atomic::AtomicUsize>,
+    max_threads: usize,
 }
 
+/// A hashing thread with nothing to do for this long ends.
+const IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl HashPool {
-    fn new(threads: usize) -> Result<Self, HashError> {
+    fn new(max_threads: usize) -> Self {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let queue = Arc::new(std::sync::Mutex::new(queue));
-        for index in 0..threads {
-            let queue = Arc::clone(&queue);
-            std::thread::Builder::new()
-                .name(format!("argon2-{index}"))
-                .spawn(move || {
-                    lower_this_threads_priority();
-                    loop {
-                        let job = match queue.lock() {
-                            Ok(queue) => queue.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            // The service is shutting down.
-                            Err(_) => return,
-                        }
-                    }
-                })
-                .map_err(|err| HashError::Hashing(format!("hashing thread: {err}")))?;
+        Self {
+            jobs,
+            queue: Arc::new(std::sync::Mutex::new(queue)),
+            live: Arc::default(),
+            max_threads,
         }
-        Ok(Self { jobs })
     }
 
     /// Runs `work` on a hashing thread.
@@ -174,15 +168,70 @@ impl HashPool {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
+        use std::sync::atomic::Ordering::SeqCst;
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move || {
                 let _ = answer.send(work());
             }))
-            .map_err(|_| HashError::Hashing("the hashing threads are gone".to_owned()))?;
+            .map_err(|_| HashError::Hashing("the hashing queue is gone".to_owned()))?;
+        // Sent first, counted second: a thread that is ending either still
+        // finds this job (it looks once more after leaving the count) or
+        // has left the count already, and a new thread is started here.
+        let spawn = self
+            .live
+            .fetch_update(SeqCst, SeqCst, |live| {
+                (live < self.max_threads).then_some(live + 1)
+            })
+            .is_ok();
+        if spawn {
+            self.spawn_thread()?;
+        }
         answered
             .await
             .map_err(|_| HashError::Hashing("a hashing thread failed".to_owned()))
+    }
+
+    fn spawn_thread(&self) -> Result<(), HashError> {
+        use std::sync::{atomic::Ordering::SeqCst, mpsc::RecvTimeoutError};
+        let (queue, live) = (Arc::clone(&self.queue), Arc::clone(&self.live));
+        let spawned = std::thread::Builder::new()
+            .name("argon2".to_owned())
+            .spawn(move || {
+                lower_this_threads_priority();
+                loop {
+                    let job = {
+                        let Ok(queue) = queue.lock() else {
+                            live.fetch_sub(1, SeqCst);
+                            return;
+                        };
+                        match queue.recv_timeout(IDLE_EXIT) {
+                            Ok(job) => job,
+                            Err(RecvTimeoutError::Timeout) => {
+                                live.fetch_sub(1, SeqCst);
+                                // One last look, still holding the queue: a
+                                // job sent before the count dropped is ours.
+                                match queue.try_recv() {
+                                    Ok(job) => {
+                                        live.fetch_add(1, SeqCst);
+                                        job
+                                    }
+                                    Err(_) => return,
+                                }
+                            }
+                            Err(RecvTimeoutError::Disconnected) => {
+                                live.fetch_sub(1, SeqCst);
+                                return;
+                            }
+                        }
+                    };
+                    job();
+                }
+            });
+        spawned.map(|_| ()).map_err(|err| {
+            self.live.fetch_sub(1, SeqCst);
+            HashError::Hashing(format!("hashing thread: {err}"))
+        })
     }
 }
 
@@ -211,7 +260,7 @@ impl PasswordHashing {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let pool = Arc::new(HashPool::new(slots)?);
+        let pool = Arc::new(HashPool::new(slots));
         let decoy = Password(SecretString::from("decoy password for unknown emails"));
         let decoy_hash = hash_on(&pool, params.clone(), decoy).await?;
         Ok(Self {
@@ -402,6 +451,32 @@ mod tests {
             0,
             "the test's own thread is untouched"
         );
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_end_when_idle_and_come_back_for_work() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let hashing = PasswordHashing::new(&built_in()).await.unwrap();
+        assert!(
+            hashing.pool.live.load(SeqCst) >= 1,
+            "the decoy hash started one"
+        );
+        let started = std::time::Instant::now();
+        while hashing.pool.live.load(SeqCst) > 0 {
+            assert!(
+                started.elapsed() < IDLE_EXIT * 5,
+                "idle hashing threads stayed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let hash = hashing.hash(&password("correct horse")).await.unwrap();
+        assert!(
+            hashing
+                .verify(&password("correct horse"), Some(&hash))
+                .await
+                .unwrap()
+        );
+        assert!(hashing.pool.live.load(SeqCst) <= hashing.pool.max_threads);
     }
 
     #[tokio::test]

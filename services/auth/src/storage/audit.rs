@@ -49,6 +49,7 @@ impl AuthStore {
     /// Records an event that changes nothing else (a failed or throttled
     /// sign-in, a client token).
     pub async fn record(&self, event: &AuditEvent) -> Result<(), sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
             insert_audit!(event).execute(pool).await.map(|_| ())
         })

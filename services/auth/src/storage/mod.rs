@@ -232,6 +232,7 @@ impl AuthStore {
         stale_before: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<Option<Uuid>, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             let row = sqlx::query(
                 "UPDATE credentials SET password_hash = $2, updated_at = $4 \
@@ -255,6 +256,7 @@ impl AuthStore {
         password_hash: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let _turn = self.db().write_turn().await;
         let result = on_db!(&self.db, pool => {
             sqlx::query(
                 "INSERT INTO credentials (user_id, email_lower, password_hash, status, created_at, updated_at) \
@@ -277,6 +279,7 @@ impl AuthStore {
 
     /// Removes a pending credential whose registration failed.
     pub async fn delete_pending(&self, user_id: Uuid) -> Result<(), sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND status = 'pending'")
                 .bind(user_id)
@@ -294,6 +297,7 @@ impl AuthStore {
         roles: &RoleSet,
         event: &AuditEvent,
     ) -> Result<(), sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -350,6 +354,7 @@ impl AuthStore {
         session: &NewSession<'_>,
         event: &AuditEvent,
     ) -> Result<(), sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             sessions::insert_session!(session).execute(&mut *tx).await?;
@@ -369,6 +374,7 @@ impl AuthStore {
         now: OffsetDateTime,
         idle_since: OffsetDateTime,
     ) -> Result<Option<SessionRef>, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let row = sqlx::query(
@@ -434,6 +440,7 @@ impl AuthStore {
     /// The secret every replica derives refresh-token successors with; the
     /// first replica to start stores `candidate`, the others read it.
     pub async fn rotation_secret(&self, candidate: &[u8]) -> Result<Vec<u8>, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             sqlx::query("INSERT INTO token_secrets (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
                 .bind(candidate)
@@ -455,6 +462,7 @@ impl AuthStore {
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let revoked = sqlx::query(

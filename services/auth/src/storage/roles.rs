@@ -44,6 +44,7 @@ impl AuthStore {
             if wanted == current {
                 return Ok(RoleChange::Unchanged);
             }
+            let turn = self.db().write_turn().await;
             let swapped = on_db!(self.db(), pool => {
                 let mut tx = pool.begin().await?;
                 let swapped = sqlx::query(
@@ -71,6 +72,7 @@ impl AuthStore {
                 }
                 Ok::<bool, sqlx::Error>(swapped)
             })?;
+            drop(turn);
             if swapped {
                 return Ok(RoleChange::Changed);
             }

@@ -133,6 +133,7 @@ impl AuthStore {
         now: OffsetDateTime,
         event: AuditEvent,
     ) -> Result<u64, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
             let ended = sqlx::query(REVOKE_OTHERS)
@@ -182,6 +183,7 @@ impl AuthStore {
         old: &str,
         new: &str,
     ) -> Result<bool, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
             sqlx::query(
                 "UPDATE credentials SET password_hash = $3 WHERE user_id = $1 AND password_hash = $2",
@@ -206,6 +208,7 @@ impl AuthStore {
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
@@ -285,6 +288,7 @@ impl AuthStore {
         ended_before: OffsetDateTime,
         idle_before: OffsetDateTime,
     ) -> Result<u64, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
             sqlx::query(
                 "DELETE FROM sessions WHERE expires_at < $1 OR last_used_at < $2 \

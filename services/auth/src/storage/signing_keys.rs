@@ -65,6 +65,7 @@ impl AuthStore {
         key: &SealedKey,
         event: Option<&AuditEvent>,
     ) -> Result<bool, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
             let inserted = sqlx::query(
@@ -102,6 +103,7 @@ impl AuthStore {
         sealed: &[u8],
         new_kek: &str,
     ) -> Result<bool, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
             sqlx::query(
                 "UPDATE signing_keys SET private_pkcs8 = $3, kek_id = $4 \
@@ -119,6 +121,7 @@ impl AuthStore {
 
     /// Deletes retired keys: their tokens have all expired.
     pub async fn delete_keys(&self, kids: &[String]) -> Result<u64, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
         let mut deleted = 0;
         for kid in kids {
             deleted += on_db!(self.db(), pool => {
