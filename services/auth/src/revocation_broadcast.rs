@@ -82,10 +82,24 @@ async fn publish_new(
     since: OffsetDateTime,
     keep_for_secs: u64,
 ) -> Result<(), String> {
-    let revoked = store
-        .revocations_since(since, None, BATCH)
-        .await
-        .map_err(|err| err.to_string())?;
+    // Every page of the window, continuing from the last (time, sid).
+    let mut revoked = Vec::new();
+    let mut after = None;
+    let mut from = since;
+    loop {
+        let page = store
+            .revocations_since(from, after, BATCH)
+            .await
+            .map_err(|err| err.to_string())?;
+        let full = page.len() as i64 == BATCH;
+        if let Some((sid, at)) = page.last() {
+            (from, after) = (*at, Some(*sid));
+        }
+        revoked.extend(page);
+        if !full {
+            break;
+        }
+    }
     let fresh: Vec<_> = revoked
         .into_iter()
         .filter(|(sid, _)| !published.contains_key(sid))

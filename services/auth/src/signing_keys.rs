@@ -211,10 +211,23 @@ async fn read_keyring(
     let mut keys = Vec::new();
     for row in store.sealed_keys().await? {
         let private_pkcs8 = match row.kek_id.as_deref() {
-            Some(kek_id) => encryption
-                .open(kek_id, &row.kid, &row.sealed_private)
-                .map_err(|err| anyhow::anyhow!("signing key {}: {err}", row.kid))?,
-            None => row.sealed_private.clone(),
+            Some(kek_id) => match encryption.open(kek_id, &row.kid, &row.sealed_private) {
+                Ok(private) => private,
+                // A row this replica cannot open (sealed under a KEK it was
+                // not given — a rolling KEK change — or damaged) is left
+                // out, not fatal: the others still sign and verify.
+                Err(err) => {
+                    tracing::warn!(kid = %row.kid, %err, "signing key left out: it does not open");
+                    continue;
+                }
+            },
+            // Plain rows predate encryption, when only the first key could
+            // exist; a plain row of any later generation is refused.
+            None if row.generation == 1 => row.sealed_private.clone(),
+            None => {
+                tracing::warn!(kid = %row.kid, "signing key left out: not sealed");
+                continue;
+            }
         };
         if row.kek_id.as_deref() != Some(encryption.current_id()) {
             let sealed = encryption.seal(&row.kid, &private_pkcs8)?;

@@ -287,9 +287,22 @@ async fn downstream_response(
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
-    // An upstream's answer is its own: an error in another standard's
-    // format (the token endpoint's RFC 6749 errors) passes through as sent.
-    parts.extensions.insert(pipeline::OwnErrorFormat);
+    // An upstream's JSON error is its own answer — a problem, or another
+    // standard's format (the token endpoint's RFC 6749 errors) — and
+    // passes through as sent; a bare, text or HTML error page still becomes
+    // a problem, so no framework's page reaches clients.
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        });
+    if json {
+        parts.extensions.insert(pipeline::OwnErrorFormat);
+    }
     let small = parts
         .headers
         .get(header::CONTENT_LENGTH)

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         audit::{AuditEvent, AuditKind},
-        password::{Password, PasswordHashing},
+        password::{Password, PasswordHashing, PasswordMatch},
         password_policy::PasswordPolicy,
         throttle::Attempt,
         tokens::{RefreshToken, RotationKey, Successor, TokenIssuer},
@@ -285,7 +285,7 @@ impl Accounts {
         let Some(candidate) = password.as_ref().or(decoy.as_ref()) else {
             return Err(AuthError::Internal("decoy password rejected".into()));
         };
-        let matches = self
+        let outcome = self
             .hashing
             .verify(
                 candidate,
@@ -293,7 +293,7 @@ impl Accounts {
             )
             .await?;
         let credential = match credential {
-            Some(credential) if matches && password.is_some() => credential,
+            Some(credential) if outcome.matched() && password.is_some() => credential,
             _ => {
                 // A hash cheaper than the configured cost fails faster than
                 // the decoy would: pad it, so timing does not tell which
@@ -312,8 +312,11 @@ impl Accounts {
             }
         };
         self.throttle.succeeded(&attempt).await;
+        // Re-made when the cost was raised, or when the hash is of the
+        // password as typed rather than normalised.
         if let Some(password) = &password
-            && self.hashing.needs_rehash(&credential.password_hash)
+            && (outcome == PasswordMatch::AsTyped
+                || self.hashing.needs_rehash(&credential.password_hash))
         {
             self.rehash(credential.user_id, &credential.password_hash, password)
                 .await;

@@ -175,11 +175,11 @@ impl Accounts {
         // it still costs a verification.
         let candidate = Password::from_client(&current_password);
         let matches = match &candidate {
-            Some(candidate) => {
-                self.hashing
-                    .verify(candidate, stored.as_ref().map(|s| s.hash.as_str()))
-                    .await?
-            }
+            Some(candidate) => self
+                .hashing
+                .verify(candidate, stored.as_ref().map(|s| s.hash.as_str()))
+                .await?
+                .matched(),
             None => false,
         };
         if !matches {

@@ -23,7 +23,13 @@ pub const MIN_ITERATIONS: u32 = 2;
 /// keyboards that compose characters differently still matches. Never
 /// logged or printed.
 #[derive(Clone)]
-pub struct Password(SecretString);
+pub struct Password {
+    normalized: SecretString,
+    /// What the client sent, when NFKC changed it: hashes made before
+    /// passwords were normalised were made from it, so verification tries
+    /// it too (and a match re-hashes the normalised form).
+    as_typed: Option<SecretString>,
+}
 
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,16 +47,26 @@ impl Password {
             return None;
         }
         let normalized: String = raw.nfkc().collect();
-        (normalized.len() <= MAX_PASSWORD_BYTES).then(|| Self(SecretString::from(normalized)))
+        let as_typed = (normalized != raw).then(|| SecretString::from(raw.to_owned()));
+        (normalized.len() <= MAX_PASSWORD_BYTES).then(|| Self {
+            normalized: SecretString::from(normalized),
+            as_typed,
+        })
     }
 
     /// The normalised text, for the policy checks.
     pub(super) fn text(&self) -> &str {
-        self.0.expose_secret()
+        self.normalized.expose_secret()
     }
 
     fn bytes(&self) -> &[u8] {
-        self.0.expose_secret().as_bytes()
+        self.normalized.expose_secret().as_bytes()
+    }
+
+    fn typed_bytes(&self) -> Option<&[u8]> {
+        self.as_typed
+            .as_ref()
+            .map(|typed| typed.expose_secret().as_bytes())
     }
 }
 
@@ -225,7 +241,10 @@ impl HashPool {
                             }
                         }
                     };
-                    job();
+                    // A panicking job must not take the thread's place in
+                    // the count with it: its caller sees the error, the
+                    // thread carries on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
             });
         spawned.map(|_| ()).map_err(|err| {
@@ -261,8 +280,9 @@ impl PasswordHashing {
             n => n,
         };
         let pool = Arc::new(HashPool::new(slots));
-        let decoy = Password(SecretString::from("decoy password for unknown emails"));
-        let decoy_hash = hash_on(&pool, params.clone(), decoy).await?;
+        let decoy = Password::from_client(&SecretString::from("decoy password for unknown emails"))
+            .ok_or_else(|| HashError::Hashing("decoy password rejected".to_owned()))?;
+        let decoy_hash = hash_on(&pool, params.clone(), decoy, None).await?;
         Ok(Self {
             params,
             slots: Arc::new(Semaphore::new(slots)),
@@ -286,8 +306,14 @@ impl PasswordHashing {
     }
 
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
-        let _slot = self.slot().await?;
-        hash_on(&self.pool, self.params.clone(), password.clone()).await
+        let slot = self.slot().await?;
+        hash_on(
+            &self.pool,
+            self.params.clone(),
+            password.clone(),
+            Some(slot),
+        )
+        .await
     }
 
     /// Whether `hash` was made with weaker parameters than the configured
@@ -306,22 +332,59 @@ impl PasswordHashing {
             || params.p_cost() < self.params.p_cost()
     }
 
-    /// True when `password` matches `hash`. With `hash = None` (unknown
-    /// account) it verifies against the decoy and returns false.
-    pub async fn verify(&self, password: &Password, hash: Option<&str>) -> Result<bool, HashError> {
+    /// Whether `password` matches `hash`. With `hash = None` (unknown
+    /// account) it verifies against the decoy and never matches. A password
+    /// that NFKC changed is also tried as typed (hashes from before
+    /// normalisation) — for known and unknown accounts alike, so the extra
+    /// cost depends on the input only.
+    pub async fn verify(
+        &self,
+        password: &Password,
+        hash: Option<&str>,
+    ) -> Result<PasswordMatch, HashError> {
         let known = hash.is_some();
         let hash = hash.unwrap_or(&self.decoy_hash).to_owned();
         let password = password.clone();
-        let _slot = self.slot().await?;
-        let matches = self
+        // The slot goes with the work: a request dropped while its hash is
+        // queued does not free a slot the hash still needs.
+        let slot = self.slot().await?;
+        let outcome = self
             .pool
             .run(move || {
-                argon2()
+                let _slot = slot;
+                let verifier = argon2();
+                if verifier
                     .verify_password(password.bytes(), hash.as_str())
                     .is_ok()
+                {
+                    PasswordMatch::Yes
+                } else if password
+                    .typed_bytes()
+                    .is_some_and(|typed| verifier.verify_password(typed, hash.as_str()).is_ok())
+                {
+                    PasswordMatch::AsTyped
+                } else {
+                    PasswordMatch::No
+                }
             })
             .await?;
-        Ok(known && matches)
+        Ok(if known { outcome } else { PasswordMatch::No })
+    }
+}
+
+/// How a password matched a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordMatch {
+    No,
+    Yes,
+    /// Only as typed, not normalised: a hash from before normalisation,
+    /// to be re-made from the normalised form.
+    AsTyped,
+}
+
+impl PasswordMatch {
+    pub fn matched(self) -> bool {
+        self != Self::No
     }
 }
 
@@ -329,8 +392,14 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
 }
 
-async fn hash_on(pool: &HashPool, params: Params, password: Password) -> Result<String, HashError> {
+async fn hash_on(
+    pool: &HashPool,
+    params: Params,
+    password: Password,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<String, HashError> {
     pool.run(move || {
+        let _slot = slot;
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password(password.bytes())
             .map(|hash| hash.to_string())
@@ -403,17 +472,19 @@ mod tests {
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{hash}"
         );
-        assert!(
+        assert_eq!(
             hashing
                 .verify(&password("correct horse"), Some(&hash))
                 .await
-                .unwrap()
+                .unwrap(),
+            PasswordMatch::Yes
         );
-        assert!(
-            !hashing
+        assert_eq!(
+            hashing
                 .verify(&password("wrong horse!"), Some(&hash))
                 .await
-                .unwrap()
+                .unwrap(),
+            PasswordMatch::No
         );
     }
 
@@ -475,15 +546,54 @@ mod tests {
                 .verify(&password("correct horse"), Some(&hash))
                 .await
                 .unwrap()
+                .matched()
         );
         assert!(hashing.pool.live.load(SeqCst) <= hashing.pool.max_threads);
+    }
+
+    #[tokio::test]
+    async fn a_hash_made_before_normalisation_still_matches_as_typed() {
+        // A hash of the decomposed form, as stored before passwords were
+        // normalised; the same password typed the same way still matches.
+        let hashing = PasswordHashing::new(&built_in()).await.unwrap();
+        let typed = "cafe\u{301} au lait";
+        let old_hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, hashing.params.clone())
+            .hash_password(typed.as_bytes())
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            hashing
+                .verify(&password(typed), Some(&old_hash))
+                .await
+                .unwrap(),
+            PasswordMatch::AsTyped
+        );
+        assert_eq!(
+            hashing
+                .verify(&password("cafe au lait"), Some(&old_hash))
+                .await
+                .unwrap(),
+            PasswordMatch::No
+        );
+        // Hashes made now are of the normalised form: either typing matches.
+        let new_hash = hashing.hash(&password(typed)).await.unwrap();
+        assert_eq!(
+            hashing
+                .verify(&password("caf\u{e9} au lait"), Some(&new_hash))
+                .await
+                .unwrap(),
+            PasswordMatch::Yes
+        );
     }
 
     #[tokio::test]
     async fn unknown_account_never_verifies() {
         let hashing = PasswordHashing::new(&built_in()).await.unwrap();
         let decoy = password("decoy password for unknown emails");
-        assert!(!hashing.verify(&decoy, None).await.unwrap());
+        assert_eq!(
+            hashing.verify(&decoy, None).await.unwrap(),
+            PasswordMatch::No
+        );
     }
 
     #[tokio::test]

@@ -94,36 +94,41 @@ async fn replicas_starting_together_on_an_empty_database_share_one_key(backend: 
     assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
 }
 
-async fn private_keys_are_sealed_at_rest_and_a_plain_row_gets_sealed(backend: Backend) {
-    // Arrange: a key as the service stores it, and a row from before
-    // encryption (plain PKCS#8, no KEK named).
+async fn private_keys_are_sealed_at_rest_and_a_plain_first_key_gets_sealed(backend: Backend) {
+    // Arrange: a database from before encryption — its one key stored plain.
     let database = TestDatabase::new(backend).await;
     let store = store_on(&database).await;
-    let keys = load(&store, portico_testkit::TEST_KEK, &[]).await.unwrap();
-    let mut legacy = store.sealed_keys().await.unwrap()[0].clone();
     let now = OffsetDateTime::now_utc();
-    let plain = portico_auth::domain::keys::StoredKey::generate(2, now, now).unwrap();
-    legacy.kid = plain.kid.clone();
-    legacy.generation = 2;
-    legacy.sealed_private = plain.private_pkcs8.clone();
-    legacy.public_key = plain.public_key.clone();
-    legacy.kek_id = None;
-    assert!(store.insert_key(&legacy, None).await.unwrap());
+    let plain = portico_auth::domain::keys::StoredKey::generate(1, now, now).unwrap();
+    let row = portico_auth::storage::SealedKey {
+        kid: plain.kid.clone(),
+        generation: 1,
+        created_at: now,
+        signs_from: now,
+        sealed_private: plain.private_pkcs8.clone(),
+        kek_id: None,
+        public_key: plain.public_key.clone(),
+    };
+    assert!(store.insert_key(&row, None).await.unwrap());
 
-    // Act
-    keys.reload().await.unwrap();
+    // Act: a start with a KEK, and a rotation.
+    let keys = load(&store, portico_testkit::TEST_KEK, &[]).await.unwrap();
+    keys.rotate(None).await.unwrap();
 
-    // Assert: every row is sealed under the current KEK; none is a key.
+    // Assert: every row is sealed under the KEK; none is a key.
     let rows = store.sealed_keys().await.unwrap();
     assert_eq!(rows.len(), 2);
-    let kek_id = rows[0].kek_id.clone().unwrap();
+    let kek_id = rows[1].kek_id.clone().unwrap();
     for row in &rows {
         assert_eq!(row.kek_id.as_deref(), Some(kek_id.as_str()));
         assert!(Ed25519KeyPair::from_pkcs8(&row.sealed_private).is_err());
         assert!(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&row.sealed_private).is_err());
         assert_ne!(row.sealed_private, plain.private_pkcs8);
     }
-    // A sealed key moved onto another row does not open.
+    assert_eq!(published(&keys), [rows[0].kid.clone(), rows[1].kid.clone()]);
+
+    // A sealed key moved onto another row does not open: that key is left
+    // out; a plain row of a later generation is refused too.
     let mut swapped = rows[1].clone();
     swapped.sealed_private = rows[0].sealed_private.clone();
     store
@@ -131,8 +136,13 @@ async fn private_keys_are_sealed_at_rest_and_a_plain_row_gets_sealed(backend: Ba
         .await
         .unwrap();
     store.insert_key(&swapped, None).await.unwrap();
-    let err = keys.reload().await.unwrap_err().to_string();
-    assert!(err.contains("does not open"), "{err}");
+    let mut smuggled = rows[1].clone();
+    let other = portico_auth::domain::keys::StoredKey::generate(3, now, now).unwrap();
+    (smuggled.kid, smuggled.generation, smuggled.kek_id) = (other.kid.clone(), 3, None);
+    smuggled.sealed_private = other.private_pkcs8.clone();
+    store.insert_key(&smuggled, None).await.unwrap();
+    keys.reload().await.unwrap();
+    assert_eq!(published(&keys), [rows[0].kid.clone()]);
 }
 
 async fn the_kek_rotates_by_naming_the_old_one_for_one_start(backend: Backend) {
@@ -155,11 +165,12 @@ async fn the_kek_rotates_by_naming_the_old_one_for_one_start(backend: Backend) {
         published(&load(&store, OTHER_KEK, &[]).await.unwrap()),
         before
     );
+    // A KEK that opens none of them leaves nothing to sign with.
     let err = load(&store, UNRELATED_KEK, &[])
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no configured key-encryption key"), "{err}");
+    assert!(err.contains("no signing key"), "{err}");
     assert!(!err.contains(OTHER_KEK));
 }
 
@@ -342,7 +353,7 @@ async fn keys_rotate_on_schedule_and_every_replica_follows(backend: Backend) {
 }
 
 on_both_backends!(
-    private_keys_are_sealed_at_rest_and_a_plain_row_gets_sealed,
+    private_keys_are_sealed_at_rest_and_a_plain_first_key_gets_sealed,
     the_kek_rotates_by_naming_the_old_one_for_one_start,
     an_admin_rotation_publishes_first_signs_later_and_retires_after_expiry,
     only_admins_rotate_keys,
