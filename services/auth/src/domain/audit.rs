@@ -24,10 +24,12 @@ pub enum AuditKind {
     RoleRevoked,
     KeyRotated,
     ClientTokenIssued,
+    /// A token request whose client id or secret was wrong.
+    ClientAuthFailed,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Registered,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -40,6 +42,7 @@ impl AuditKind {
         Self::RoleRevoked,
         Self::KeyRotated,
         Self::ClientTokenIssued,
+        Self::ClientAuthFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +59,7 @@ impl AuditKind {
             Self::RoleRevoked => "role_revoked",
             Self::KeyRotated => "key_rotated",
             Self::ClientTokenIssued => "client_token_issued",
+            Self::ClientAuthFailed => "client_auth_failed",
         }
     }
 

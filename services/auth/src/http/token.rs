@@ -194,7 +194,19 @@ pub async fn token(
         .clients
         .authenticate(&client_id, secret.expose_secret())
     else {
-        tracing::warn!(client_id = %client_id.chars().take(64).collect::<String>(), "client authentication failed");
+        // Audited, not throttled: secrets are long and random, so guessing
+        // one is hopeless, while a lock keyed by client id would let any
+        // stranger shut a service out.
+        let claimed: String = client_id.chars().take(64).collect();
+        let event = AuditEvent::new(AuditKind::ClientAuthFailed, state.accounts.now(), &client.0)
+            .actor(format!("client:{claimed}"));
+        state
+            .accounts
+            .store()
+            .record(&event)
+            .await
+            .map_err(AuthError::from)?;
+        tracing::warn!(client_id = %claimed.escape_debug(), "client authentication failed");
         return Ok(invalid_client());
     };
     match request.grant_type.as_deref() {

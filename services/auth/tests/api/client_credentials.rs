@@ -257,6 +257,14 @@ async fn bad_token_requests_get_rfc_6749_errors_and_no_token(backend: Backend) {
             .await
             .is_empty()
     );
+    // The two requests with a wrong secret named a client: each left a
+    // trace (newest first).
+    let failed = events_of_kind(&app, AuditKind::ClientAuthFailed).await;
+    let actors: Vec<_> = failed
+        .iter()
+        .filter_map(|event| event.actor.as_deref())
+        .collect();
+    assert_eq!(actors, ["client:nobody", "client:billing"]);
 }
 
 async fn the_user_service_refuses_a_real_token_for_another_audience(backend: Backend) {
