@@ -12,9 +12,15 @@ use std::{
 /// process still running after 10 s accepted the config it should have
 /// refused: it is killed and the test fails (instead of hanging).
 fn run_with(binary: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    run_with_args(binary, &[], env)
+}
+
+/// [`run_with`], with command-line arguments.
+fn run_with_args(binary: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|p| p.parent()).unwrap();
     let mut child = Command::new(dir.join(binary))
+        .args(args)
         .env_clear()
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -121,4 +127,37 @@ fn a_missing_sqlite_file_is_not_created_unless_told_to() {
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("create_if_missing"), "{stderr}");
     assert!(!path.exists(), "a database file was created");
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_for_a_ready_service_and_1_otherwise() {
+    // Arrange: a running system, and the admin address of one user replica.
+    let system = portico_e2e::System::start(portico_testkit::Backend::Sqlite).await;
+    let ready = format!("127.0.0.1:{}", system.users[0].admin_port);
+    let nothing = format!("127.0.0.1:{}", portico_testkit::http::closed_port());
+
+    // Act
+    let (up, _) = run_with_args(
+        "portico-user",
+        &["healthcheck"],
+        &[("PORTICO_USER_LISTEN__ADMIN", &ready)],
+    );
+    let (down, why) = run_with_args(
+        "portico-user",
+        &["healthcheck"],
+        &[("PORTICO_USER_LISTEN__ADMIN", &nothing)],
+    );
+
+    // Assert
+    assert_eq!(up, Some(0), "{}", system.logs());
+    assert_eq!(down, Some(1));
+    assert!(why.contains("not ready"), "{why}");
+}
+
+#[test]
+fn an_unknown_argument_stops_with_usage() {
+    let (code, stderr) = run_with_args("portico-gateway", &["serve"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("unknown argument `serve`"), "{stderr}");
+    assert!(stderr.contains("healthcheck"), "{stderr}");
 }

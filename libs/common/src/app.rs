@@ -205,11 +205,72 @@ impl<S: Service> Application<S> {
 }
 
 /// A service's whole `main`: config (exit 2 with one line when it is bad),
-/// telemetry, build, run until SIGTERM or Ctrl-C.
+/// telemetry, build, run until SIGTERM or Ctrl-C. `<binary> healthcheck`
+/// instead asks the running service's `/readyz` (see [`healthcheck`]).
 pub async fn run<S: Service>() -> anyhow::Result<()> {
     let config = S::Config::load_or_exit();
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("healthcheck") => std::process::exit(healthcheck(config.listen().admin).await),
+        Some(other) => {
+            eprintln!(
+                "{}: unknown argument `{other}` (usage: {0} [healthcheck])",
+                S::NAME
+            );
+            std::process::exit(2);
+        }
+    }
     let _telemetry = telemetry::init(S::NAME, config.telemetry())?;
     let app = Application::<S>::build(config).await?;
     app.run_until_stopped(shutdown::signal()).await?;
     Ok(())
+}
+
+/// How long `healthcheck` waits for the service's answer.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `<binary> healthcheck`: asks the service running with this config for
+/// its admin `/readyz` and returns the exit code — 0 when it answers 200,
+/// 1 otherwise. What a container's health check runs: the image needs no
+/// curl and no shell. A listener on all interfaces is asked on loopback.
+pub async fn healthcheck(admin: SocketAddr) -> i32 {
+    let target = if admin.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if admin.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, admin.port())
+    } else {
+        admin
+    };
+    match tokio::time::timeout(HEALTHCHECK_TIMEOUT, ask_ready(target)).await {
+        Ok(Ok(true)) => 0,
+        Ok(Ok(false)) => {
+            eprintln!("not ready: {target}/readyz did not answer 200");
+            1
+        }
+        Ok(Err(err)) => {
+            eprintln!("not ready: {target}: {err}");
+            1
+        }
+        Err(_) => {
+            eprintln!("not ready: {target} did not answer within {HEALTHCHECK_TIMEOUT:?}");
+            1
+        }
+    }
+}
+
+/// One HTTP/1.0 `GET /readyz`: whether the status line says 200.
+async fn ask_ready(target: SocketAddr) -> std::io::Result<bool> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(target).await?;
+    stream
+        .write_all(format!("GET /readyz HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    let mut status = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut status)
+        .await?;
+    Ok(status.split_whitespace().nth(1) == Some("200"))
 }
