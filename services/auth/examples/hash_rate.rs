@@ -5,24 +5,28 @@
 //! (auth's default `password_hashing.max_concurrent`). The cost is auth's
 //! built-in `password_hashing` unless PORTICO_AUTH_PASSWORD_HASHING__*
 //! variables say otherwise, exactly as the service reads it.
-#![allow(clippy::print_stdout, clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::print_stdout)] // a command-line tool: its report is stdout
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher};
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let threads: usize = args.next().map_or_else(
-        || std::thread::available_parallelism().map_or(1, usize::from),
-        |n| n.parse().expect("threads"),
-    );
-    let seconds: u64 = args.next().map_or(5, |s| s.parse().expect("seconds"));
+    let threads: usize = match args.next() {
+        Some(n) => n.parse().context("threads must be a number")?,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let seconds: u64 = match args.next() {
+        Some(s) => s.parse().context("seconds must be a number")?,
+        None => 5,
+    };
     let config = portico_common::config::load::<portico_auth::Config>(
         portico_auth::config::ENV_PREFIX,
         portico_auth::config::DEFAULTS,
     )
-    .expect("config")
+    .context("auth configuration")?
     .password_hashing;
     let params = Params::new(
         config.memory_kib,
@@ -30,7 +34,7 @@ fn main() {
         config.parallelism,
         None,
     )
-    .expect("argon2 parameters");
+    .map_err(|err| anyhow::anyhow!("argon2 parameters: {err}"))?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let workers: Vec<_> = (0..threads)
@@ -42,17 +46,23 @@ fn main() {
                 while Instant::now() < deadline {
                     argon2
                         .hash_password(b"correct horse battery staple")
-                        .expect("hash");
+                        .map_err(|err| anyhow::anyhow!("hashing: {err}"))?;
                     done += 1;
                 }
-                done
+                Ok::<u64, anyhow::Error>(done)
             })
         })
         .collect();
-    let hashes: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let mut hashes = 0;
+    for worker in workers {
+        hashes += worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("a hashing thread panicked"))??;
+    }
     let rate = hashes as f64 / started.elapsed().as_secs_f64();
     println!(
         "{rate:.1} hashes/s with {threads} threads (m={} KiB, t={}, p={})",
         config.memory_kib, config.iterations, config.parallelism
     );
+    Ok(())
 }
