@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/lib/test-services.sh
+source scripts/lib/test-services.sh
+
 SCHEMATHESIS_VERSION=4.32.5
 VENV=target/tools/schemathesis-$SCHEMATHESIS_VERSION
 if [ ! -x "$VENV/bin/schemathesis" ]; then
@@ -18,20 +21,7 @@ fi
 
 work=$(mktemp -d)
 # A free block of four ports (and the admin ones 1000 above).
-base=$(python3 - <<'PY'
-import random, socket
-def free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port)); return True
-        except OSError:
-            return False
-for _ in range(200):
-    base = random.randrange(20000, 40000)
-    if all(free(p) and free(p + 1000) for p in range(base, base + 4)):
-        print(base); break
-PY
-)
+base=$(portico_free_port_block)
 [ -n "$base" ] || { echo "!!! no free port block" >&2; exit 1; }
 
 PORTICO_DEV_BASE_PORT=$base PORTICO_DEV_DATA_DIR="$work/data" PORTICO_DEV_LOG_DIR="$work/logs" \

@@ -61,22 +61,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free block of four ports (and the admin ones 1000 above), as the
-# contract test picks them.
-BASE=$(python3 - <<'PY'
-import random, socket
-def free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port)); return True
-        except OSError:
-            return False
-for _ in range(200):
-    base = random.randrange(20000, 40000)
-    if all(free(p) and free(p + 1000) for p in range(base, base + 4)):
-        print(base); break
-PY
-)
+# A free block of four ports (and the admin ones 1000 above).
+BASE=$(portico_free_port_block)
 [[ -n $BASE ]] || die "no free port block"
 GATEWAY="http://127.0.0.1:$BASE"
 

@@ -52,6 +52,25 @@ _portico_tail_log() {
     fi
 }
 
+# Print the first of four consecutive TCP ports on 127.0.0.1 that are free
+# right now, with the four 1000 above them free too: the layout of
+# scripts/dev.sh (API ports, admin ports +1000). Same race as below.
+portico_free_port_block() {
+    python3 - <<'PY'
+import random, socket
+def free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port)); return True
+        except OSError:
+            return False
+for _ in range(200):
+    base = random.randrange(20000, 40000)
+    if all(free(p) and free(p + 1000) for p in range(base, base + 4)):
+        print(base); break
+PY
+}
+
 # Print a TCP port on 127.0.0.1 that is free right now. There is a small race
 # until the server binds it, so callers retry with a new port on failure.
 _portico_free_port() {

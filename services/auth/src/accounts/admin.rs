@@ -22,11 +22,18 @@ fn grantable(role: &str) -> Option<Role> {
     (role == Role::ADMIN).then(admin_role)
 }
 
+/// Whether a role is given or taken away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleAction {
+    Grant,
+    Revoke,
+}
+
 /// Most audit events one page holds.
 pub const MAX_AUDIT_PAGE: i64 = 200;
 
 impl Accounts {
-    /// Grants (`grant`) or revokes a role. When it changes anything, every
+    /// Grants or revokes a role (`action`). When it changes anything, every
     /// session of the user ends in the same transaction, so the next
     /// sign-in's tokens carry the new roles.
     pub async fn set_role(
@@ -34,14 +41,13 @@ impl Accounts {
         admin: Uuid,
         user_id: Uuid,
         role: &str,
-        grant: bool,
+        action: RoleAction,
         client: ClientInfo,
     ) -> Result<(), AuthError> {
         let role = grantable(role).ok_or(AuthError::UnknownRole)?;
-        let kind = if grant {
-            AuditKind::RoleGranted
-        } else {
-            AuditKind::RoleRevoked
+        let kind = match action {
+            RoleAction::Grant => AuditKind::RoleGranted,
+            RoleAction::Revoke => AuditKind::RoleRevoked,
         };
         let now = self.clock.now();
         let event = AuditEvent::new(kind, now, &client)
@@ -52,12 +58,9 @@ impl Accounts {
             .store
             .change_roles(
                 user_id,
-                |roles| {
-                    if grant {
-                        roles.with(&role)
-                    } else {
-                        roles.without(&role)
-                    }
+                |roles| match action {
+                    RoleAction::Grant => roles.with(&role),
+                    RoleAction::Revoke => roles.without(&role),
                 },
                 now,
                 &event,
@@ -67,7 +70,7 @@ impl Accounts {
             RoleChange::NoSuchUser => Err(AuthError::UserNotFound),
             RoleChange::Unchanged => Ok(()),
             RoleChange::Changed => {
-                tracing::info!(%admin, %user_id, role = %role, grant, "role changed; the user's sessions ended");
+                tracing::info!(%admin, %user_id, role = %role, ?action, "role changed; the user's sessions ended");
                 Ok(())
             }
         }

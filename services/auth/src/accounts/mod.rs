@@ -7,8 +7,8 @@ mod admin;
 mod own_sessions;
 mod serial;
 
-pub use admin::MAX_AUDIT_PAGE;
 use admin::admin_role;
+pub use admin::{MAX_AUDIT_PAGE, RoleAction};
 
 pub use own_sessions::SessionView;
 
@@ -218,9 +218,8 @@ impl Accounts {
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
         let mut roles = RoleSet::new_user();
-        let mut event = AuditEvent::new(AuditKind::Registered, now, &client)
-            .user(user_id)
-            .session(session_id);
+        let mut event =
+            AuditEvent::in_session(AuditKind::Registered, now, &client, user_id, session_id);
         if self.is_bootstrap_admin(&email_lower) {
             roles = roles.with(&admin_role());
             event = event.detail("bootstrap admin");
@@ -325,9 +324,13 @@ impl Accounts {
         let refresh = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
         let now = self.clock.now();
-        let event = AuditEvent::new(AuditKind::LoginSucceeded, now, &client)
-            .user(credential.user_id)
-            .session(session_id);
+        let event = AuditEvent::in_session(
+            AuditKind::LoginSucceeded,
+            now,
+            &client,
+            credential.user_id,
+            session_id,
+        );
         self.store
             .create_session(
                 &self.new_session(
@@ -398,9 +401,8 @@ impl Accounts {
             session_id,
             user_id,
         } = spent.session;
-        let event = AuditEvent::new(AuditKind::RefreshReused, now, &client)
-            .user(user_id)
-            .session(session_id);
+        let event =
+            AuditEvent::in_session(AuditKind::RefreshReused, now, &client, user_id, session_id);
         self.store
             .revoke_session(session_id, user_id, now, &event)
             .await?;
@@ -443,9 +445,7 @@ impl Accounts {
         client: ClientInfo,
     ) -> Result<(), AuthError> {
         let now = self.clock.now();
-        let event = AuditEvent::new(AuditKind::Logout, now, &client)
-            .user(user_id)
-            .session(session_id);
+        let event = AuditEvent::in_session(AuditKind::Logout, now, &client, user_id, session_id);
         let revoked = self
             .store
             .revoke_session(session_id, user_id, now, &event)

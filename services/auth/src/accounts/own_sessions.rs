@@ -95,9 +95,8 @@ impl Accounts {
         client: ClientInfo,
     ) -> Result<(), AuthError> {
         let now = self.clock.now();
-        let event = AuditEvent::new(AuditKind::SessionRevoked, now, &client)
-            .user(user_id)
-            .session(session_id);
+        let event =
+            AuditEvent::in_session(AuditKind::SessionRevoked, now, &client, user_id, session_id);
         if self
             .store
             .revoke_session(session_id, user_id, now, &event)
@@ -119,9 +118,8 @@ impl Accounts {
     ) -> Result<(), AuthError> {
         let now = self.clock.now();
         // Recorded under the session that asked; the detail counts the ended.
-        let event = AuditEvent::new(AuditKind::SessionRevoked, now, &client)
-            .user(user_id)
-            .session(current);
+        let event =
+            AuditEvent::in_session(AuditKind::SessionRevoked, now, &client, user_id, current);
         let ended = self
             .store
             .revoke_other_sessions(user_id, current, now, event)
@@ -150,10 +148,14 @@ impl Accounts {
         };
         let _turn = self.checks.turn(&account).await;
         if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()).await {
-            let event = AuditEvent::new(AuditKind::LoginThrottled, self.clock.now(), &client)
-                .user(user_id)
-                .session(current_session)
-                .detail("password change");
+            let event = AuditEvent::in_session(
+                AuditKind::LoginThrottled,
+                self.clock.now(),
+                &client,
+                user_id,
+                current_session,
+            )
+            .detail("password change");
             self.store.record(&event).await?;
             return Err(AuthError::Throttled { retry_after_secs });
         }
@@ -184,18 +186,26 @@ impl Accounts {
         };
         if !matches {
             self.throttle.failed(&attempt, self.clock.now()).await;
-            let event = AuditEvent::new(AuditKind::LoginFailed, self.clock.now(), &client)
-                .user(user_id)
-                .session(current_session)
-                .detail("password change");
+            let event = AuditEvent::in_session(
+                AuditKind::LoginFailed,
+                self.clock.now(),
+                &client,
+                user_id,
+                current_session,
+            )
+            .detail("password change");
             self.store.record(&event).await?;
             return Err(AuthError::WrongCurrentPassword);
         }
         let new_hash = self.hashing.hash(&new_password).await?;
         let now = self.clock.now();
-        let event = AuditEvent::new(AuditKind::PasswordChanged, now, &client)
-            .user(user_id)
-            .session(current_session);
+        let event = AuditEvent::in_session(
+            AuditKind::PasswordChanged,
+            now,
+            &client,
+            user_id,
+            current_session,
+        );
         if !self
             .store
             .change_password(user_id, &new_hash, current_session, now, &event)

@@ -108,6 +108,19 @@ impl AuditEvent {
         }
     }
 
+    /// An event about one session of a user (most of them).
+    pub fn in_session(
+        kind: AuditKind,
+        occurred_at: OffsetDateTime,
+        client: &ClientInfo,
+        user_id: Uuid,
+        session_id: Uuid,
+    ) -> Self {
+        Self::new(kind, occurred_at, client)
+            .user(user_id)
+            .session(session_id)
+    }
+
     pub fn user(mut self, user_id: Uuid) -> Self {
         self.user_id = Some(user_id);
         self

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{AppState, client::Client};
 use crate::{
-    accounts::MAX_AUDIT_PAGE,
+    accounts::{MAX_AUDIT_PAGE, RoleAction},
     domain::audit::{AuditEvent, AuditKind},
     storage::AuditQuery,
 };
@@ -28,6 +28,24 @@ const DEFAULT_AUDIT_PAGE: i64 = 50;
 /// A path id that is not a UUID names no user: the same 404.
 fn user_id_of(raw: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(raw).map_err(|_| Problem::not_found("no such user"))
+}
+
+/// What both role routes do: an admin, a user id, then the change.
+async fn change_role(
+    state: &AppState,
+    client: Client,
+    headers: &HeaderMap,
+    id: &str,
+    role: &str,
+    action: RoleAction,
+) -> Result<Response, Problem> {
+    let admin = super::admin_caller(state, headers).await?;
+    let user_id = user_id_of(id)?;
+    state
+        .accounts
+        .set_role(admin, user_id, role, action, client.0)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Grants a role to a user; their sessions end so new tokens carry it.
@@ -54,13 +72,7 @@ pub async fn grant_role(
     headers: HeaderMap,
     Path((id, role)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let admin = super::admin_caller(&state, &headers).await?;
-    let user_id = user_id_of(&id)?;
-    state
-        .accounts
-        .set_role(admin, user_id, &role, true, client.0)
-        .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    change_role(&state, client, &headers, &id, &role, RoleAction::Grant).await
 }
 
 /// Revokes a role from a user; their sessions end so new tokens lack it.
@@ -87,13 +99,7 @@ pub async fn revoke_role(
     headers: HeaderMap,
     Path((id, role)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let admin = super::admin_caller(&state, &headers).await?;
-    let user_id = user_id_of(&id)?;
-    state
-        .accounts
-        .set_role(admin, user_id, &role, false, client.0)
-        .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    change_role(&state, client, &headers, &id, &role, RoleAction::Revoke).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
