@@ -16,14 +16,20 @@ GATEWAY_PORT=$BASE USER1_PORT=$((BASE + 1)) AUTH_PORT=$((BASE + 2)) USER2_PORT=$
 mkdir -p "$DATA" "$LOGS"
 
 PROFILE=${PORTICO_DEV_PROFILE:-debug}
-echo "==> building ($PROFILE)"
-if [ "$PROFILE" = release ]; then
+# PORTICO_DEV_SKIP_BUILD=1 runs the binaries already in target/ (a caller
+# that built them, e.g. the test command, saves a cargo invocation).
+if [ "${PORTICO_DEV_SKIP_BUILD:-0}" = 1 ]; then
+    echo "==> using the $PROFILE binaries already built"
+elif [ "$PROFILE" = release ]; then
+    echo "==> building ($PROFILE)"
     cargo build --bins --locked --release
 else
+    echo "==> building ($PROFILE)"
     cargo build --bins --locked
 fi
 
 pids=()
+# shellcheck disable=SC2317  # reached through the EXIT trap
 stop_all() {
     trap - INT TERM EXIT
     if [ ${#pids[@]} -gt 0 ]; then

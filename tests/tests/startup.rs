@@ -161,3 +161,55 @@ fn an_unknown_argument_stops_with_usage() {
     assert!(stderr.contains("unknown argument `serve`"), "{stderr}");
     assert!(stderr.contains("healthcheck"), "{stderr}");
 }
+
+/// `<binary> check-config` with only `env`: exit code, stdout, stderr.
+fn check_config(binary: &str, env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|p| p.parent()).unwrap();
+    let output = Command::new(dir.join(binary))
+        .arg("check-config")
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run binary (built by scripts/test.sh)");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_reports_the_listen_addresses_of_a_valid_configuration() {
+    let (code, stdout, stderr) = check_config(
+        "portico-auth",
+        &[
+            ("PORTICO_AUTH_LISTEN__API", "0.0.0.0:8082"),
+            (
+                "PORTICO_AUTH_SIGNING_KEYS__ENCRYPTION_KEY",
+                portico_testkit::TEST_KEK,
+            ),
+            // Empty counts as unset: compose passes optional values as `${VAR:-}`.
+            ("PORTICO_AUTH_TELEMETRY__OTLP_ENDPOINT", ""),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["service"], "portico-auth");
+    assert_eq!(report["listen"]["api"], "0.0.0.0:8082");
+    assert_eq!(report["listen"]["admin"], "127.0.0.1:9082");
+}
+
+#[test]
+fn check_config_refuses_an_unknown_key_and_a_missing_required_secret() {
+    let (unknown, _, why_unknown) = check_config(
+        "portico-user",
+        &[("PORTICO_USER_DATABASE__URI", "postgres://typo")],
+    );
+    let (missing, _, why_missing) = check_config("portico-auth", &[]);
+    assert_eq!(unknown, Some(2), "{why_unknown}");
+    assert!(why_unknown.contains("uri"), "{why_unknown}");
+    assert_eq!(missing, Some(2), "{why_missing}");
+    assert!(why_missing.contains("encryption_key"), "{why_missing}");
+}

@@ -158,6 +158,9 @@ impl<S: Service> Application<S> {
     ) -> anyhow::Result<Self> {
         config.validate()?;
         let shutdown = config.shutdown().clone();
+        // The recorder goes in first: metric handles a service registers
+        // while it assembles (per-endpoint gauges) would otherwise be no-ops.
+        crate::admin::metrics_handle();
         let assembly = S::assemble(config, context).await?;
         let server = Server::new(listeners, assembly.router, assembly.readiness, &shutdown);
         let background = BackgroundTasks::spawn(assembly.background);
@@ -206,15 +209,20 @@ impl<S: Service> Application<S> {
 
 /// A service's whole `main`: config (exit 2 with one line when it is bad),
 /// telemetry, build, run until SIGTERM or Ctrl-C. `<binary> healthcheck`
-/// instead asks the running service's `/readyz` (see [`healthcheck`]).
+/// instead asks the running service's `/readyz` (see [`healthcheck`]);
+/// `<binary> check-config` only loads and validates the configuration.
 pub async fn run<S: Service>() -> anyhow::Result<()> {
     let config = S::Config::load_or_exit();
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("healthcheck") => std::process::exit(healthcheck(config.listen().admin).await),
+        Some("check-config") => {
+            println!("{}", check_config_report(S::NAME, config.listen()));
+            std::process::exit(0);
+        }
         Some(other) => {
             eprintln!(
-                "{}: unknown argument `{other}` (usage: {0} [healthcheck])",
+                "{}: unknown argument `{other}` (usage: {0} [healthcheck | check-config])",
                 S::NAME
             );
             std::process::exit(2);
@@ -224,6 +232,19 @@ pub async fn run<S: Service>() -> anyhow::Result<()> {
     let app = Application::<S>::build(config).await?;
     app.run_until_stopped(shutdown::signal()).await?;
     Ok(())
+}
+
+/// What `<binary> check-config` prints once the configuration (file and
+/// environment, as the service would see them) loads and validates: one JSON
+/// line with the listen addresses, so deployment checks can compare ports and
+/// probes with what the service really binds. A bad configuration exits 2
+/// with the offending key before this is reached, like `nginx -t`.
+fn check_config_report(service: &str, listen: &crate::config::ListenConfig) -> String {
+    serde_json::json!({
+        "service": service,
+        "listen": {"api": listen.api.to_string(), "admin": listen.admin.to_string()},
+    })
+    .to_string()
 }
 
 /// How long `healthcheck` waits for the service's answer.

@@ -57,9 +57,12 @@ pub fn load_from<T: DeserializeOwned>(
     defaults: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
+    // A variable set to the empty string counts as unset, so a deployment
+    // file can pass an optional value through (`${VAR:-}` in compose)
+    // without a second copy of the service for "not given".
     let env: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(name, _)| name.starts_with(prefix))
+        .filter(|(name, value)| name.starts_with(prefix) && !value.is_empty())
         .collect();
 
     let mut figment = Figment::from(Toml::string(defaults));
@@ -286,6 +289,18 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn empty_variable_counts_as_unset() {
+        let config: Sample = load_from(
+            "T0_",
+            DEFAULTS,
+            vars(&[("T0_PORT", ""), ("T0_DATABASE__URL", "")]),
+        )
+        .unwrap();
+        assert_eq!(config.port, 1);
+        assert_eq!(config.database.url.expose_secret(), "sqlite://default.db");
     }
 
     #[test]

@@ -308,6 +308,8 @@ impl JwksCache {
         let fetched = self.fetch().await;
         let mut cached = self.cached.write().await;
         cached.last_attempt = Some(Instant::now());
+        let outcome = if fetched.is_ok() { "ok" } else { "error" };
+        metrics::counter!("token_jwks_refreshes_total", "outcome" => outcome).increment(1);
         match fetched {
             Ok(keys) => {
                 cached.keys = keys;

@@ -22,6 +22,10 @@ pub struct Endpoint {
     /// The endpoint as configured, for logs and metric labels.
     pub label: String,
     ejected_until: Mutex<Option<Instant>>,
+    /// `gateway_upstream_endpoint_ejected{upstream, endpoint}`: 1 from an
+    /// ejection until the replica next answers. Registered once, set only
+    /// when the state changes (not per request).
+    ejected_gauge: metrics::Gauge,
 }
 
 impl Endpoint {
@@ -37,6 +41,7 @@ impl Endpoint {
             authority,
             label: url.trim_end_matches('/').to_owned(),
             ejected_until: Mutex::new(None),
+            ejected_gauge: metrics::Gauge::noop(),
         })
     }
 
@@ -52,12 +57,15 @@ impl Endpoint {
         if let Ok(mut until) = self.ejected_until.lock() {
             *until = Some(Instant::now() + for_how_long);
         }
+        self.ejected_gauge.set(1.0);
     }
 
     /// Takes the replica back after it answered.
     pub fn restore(&self) {
-        if let Ok(mut until) = self.ejected_until.lock() {
-            *until = None;
+        if let Ok(mut until) = self.ejected_until.lock()
+            && until.take().is_some()
+        {
+            self.ejected_gauge.set(0.0);
         }
     }
 }
@@ -72,12 +80,21 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(name: &str, urls: &[String]) -> Result<Self, String> {
+        let mut endpoints: Vec<Endpoint> = urls
+            .iter()
+            .map(|u| Endpoint::parse(u))
+            .collect::<Result<_, _>>()?;
+        for endpoint in &mut endpoints {
+            endpoint.ejected_gauge = metrics::gauge!(
+                "gateway_upstream_endpoint_ejected",
+                "upstream" => name.to_owned(),
+                "endpoint" => endpoint.label.clone(),
+            );
+            endpoint.ejected_gauge.set(0.0);
+        }
         Ok(Self {
             name: name.to_owned(),
-            endpoints: urls
-                .iter()
-                .map(|u| Endpoint::parse(u))
-                .collect::<Result<_, _>>()?,
+            endpoints,
             next: AtomicUsize::new(0),
         })
     }

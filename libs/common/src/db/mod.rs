@@ -72,6 +72,9 @@ pub enum Pool {
     Sqlite(SqlitePool),
 }
 
+/// How often [`Db::report_pool`] samples the pool.
+const POOL_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// A service's database: the pool, and for SQLite the watch on its file.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -256,6 +259,26 @@ impl Db {
             .map(|file| sqlite::upkeep(file.clone(), writers))
     }
 
+    /// Publishes the pool's state every [`POOL_REPORT_INTERVAL`] while the
+    /// service runs: `db_pool_connections{state="idle"|"in_use"}` and
+    /// `db_pool_max_connections` (what the pool-exhaustion alert compares).
+    pub async fn report_pool(self) {
+        let idle = metrics::gauge!("db_pool_connections", "state" => "idle");
+        let in_use = metrics::gauge!("db_pool_connections", "state" => "in_use");
+        let max = metrics::gauge!("db_pool_max_connections");
+        let mut ticks = tokio::time::interval(POOL_REPORT_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let (size, idle_now, max_now) = on_db!(self, pool => {
+                (pool.size(), pool.num_idle(), pool.options().get_max_connections())
+            });
+            let idle_now = u32::try_from(idle_now).unwrap_or(u32::MAX).min(size);
+            idle.set(f64::from(idle_now));
+            in_use.set(f64::from(size - idle_now));
+            max.set(f64::from(max_now));
+        }
+    }
+
     /// `postgres` or `sqlite`, for logs.
     pub fn backend(&self) -> &'static str {
         match self.pool {
@@ -277,6 +300,7 @@ impl<H> crate::app::Assembly<H> {
         if let Some(upkeep) = db.upkeep() {
             self.background.push(Box::pin(upkeep));
         }
+        self.background.push(Box::pin(db.clone().report_pool()));
         let previous = self.on_stopped.take();
         self.on_stopped = Some(Box::pin(async move {
             if let Some(previous) = previous {

@@ -95,6 +95,12 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// Counts the event in `auth_audit_events_total{kind}` once the row is
+    /// committed: what the security-event alerts and dashboard read.
+    pub fn recorded(&self) {
+        metrics::counter!("auth_audit_events_total", "kind" => self.kind.as_str()).increment(1);
+    }
+
     pub fn new(kind: AuditKind, occurred_at: OffsetDateTime, client: &ClientInfo) -> Self {
         Self {
             id: Uuid::now_v7(),

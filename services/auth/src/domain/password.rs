@@ -152,6 +152,25 @@ const HASHING_NICE: i32 = 10;
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// A held hashing slot, counted in `auth_password_hashes_in_flight` for as
+/// long as it lives (it travels with the hash to its thread).
+struct HashSlot {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl HashSlot {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("auth_password_hashes_in_flight").increment(1.0);
+        Self { _permit: permit }
+    }
+}
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("auth_password_hashes_in_flight").decrement(1.0);
+    }
+}
+
 /// Dedicated threads for argon2 (not tokio's blocking pool, whose threads
 /// are shared with other blocking work and would keep a lowered priority).
 /// At most one per hashing slot; started when work comes and ended after
@@ -292,12 +311,23 @@ impl PasswordHashing {
         })
     }
 
-    /// Waits (bounded) for a hashing slot.
-    async fn slot(&self) -> Result<OwnedSemaphorePermit, HashError> {
-        tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| HashError::Busy)?
-            .map_err(|_| HashError::Busy)
+    /// Waits (bounded) for a hashing slot. Metrics: the wait
+    /// (`auth_password_hash_queue_seconds`), refusals
+    /// (`auth_password_hash_rejected_total`) and, through [`HashSlot`], the
+    /// hashes running (`auth_password_hashes_in_flight`).
+    async fn slot(&self) -> Result<HashSlot, HashError> {
+        let started = std::time::Instant::now();
+        let acquired =
+            tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await;
+        metrics::histogram!("auth_password_hash_queue_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match acquired {
+            Ok(Ok(permit)) => Ok(HashSlot::new(permit)),
+            Ok(Err(_)) | Err(_) => {
+                metrics::counter!("auth_password_hash_rejected_total").increment(1);
+                Err(HashError::Busy)
+            }
+        }
     }
 
     /// Hashing slots free right now (for tests and metrics).
@@ -396,7 +426,7 @@ async fn hash_on(
     pool: &HashPool,
     params: Params,
     password: Password,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<HashSlot>,
 ) -> Result<String, HashError> {
     pool.run(move || {
         let _slot = slot;

@@ -51,7 +51,9 @@ impl AuthStore {
     pub async fn record(&self, event: &AuditEvent) -> Result<(), sqlx::Error> {
         let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
-            insert_audit!(event).execute(pool).await.map(|_| ())
+            insert_audit!(event).execute(pool).await?;
+            event.recorded();
+            Ok(())
         })
     }
 

@@ -310,7 +310,9 @@ impl AuthStore {
             .await?;
             sessions::insert_session!(session).execute(&mut *tx).await?;
             audit::insert_audit!(event).execute(&mut *tx).await?;
-            tx.commit().await
+            tx.commit().await?;
+            event.recorded();
+            Ok(())
         })
     }
 
@@ -359,7 +361,9 @@ impl AuthStore {
             let mut tx = pool.begin().await?;
             sessions::insert_session!(session).execute(&mut *tx).await?;
             audit::insert_audit!(event).execute(&mut *tx).await?;
-            tx.commit().await
+            tx.commit().await?;
+            event.recorded();
+            Ok(())
         })
     }
 
@@ -479,6 +483,7 @@ impl AuthStore {
             if revoked {
                 audit::insert_audit!(event).execute(&mut *tx).await?;
                 tx.commit().await?;
+                event.recorded();
             }
             Ok(revoked)
         })

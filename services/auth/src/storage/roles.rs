@@ -69,6 +69,7 @@ impl AuthStore {
                     .await?;
                     insert_audit!(event).execute(&mut *tx).await?;
                     tx.commit().await?;
+                    event.recorded();
                 }
                 Ok::<bool, sqlx::Error>(swapped)
             })?;

@@ -147,6 +147,7 @@ impl AuthStore {
                 let event = event.clone().detail(format!("{ended} sessions"));
                 super::audit::insert_audit!(event).execute(&mut *tx).await?;
                 tx.commit().await?;
+                event.recorded();
             }
             Ok(ended)
         })
@@ -233,6 +234,7 @@ impl AuthStore {
             .await?;
             super::audit::insert_audit!(event).execute(&mut *tx).await?;
             tx.commit().await?;
+            event.recorded();
             Ok(true)
         })
     }

@@ -89,6 +89,9 @@ impl AuthStore {
                     insert_audit!(event).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
+                if let Some(event) = event {
+                    event.recorded();
+                }
             }
             Ok(inserted)
         })

@@ -1,0 +1,91 @@
+"""A user's journey through the gateway of a running compose project.
+
+    compose_journey.py journey GATEWAY ACCOUNT_FILE  register, login, profile
+        read and update, refresh, logout; saves the account to ACCOUNT_FILE
+    compose_journey.py reads GATEWAY ACCOUNT_FILE    logs in and reads the
+        profile 20 times: every read must succeed (one user replica is down)
+    compose_journey.py login GATEWAY ACCOUNT_FILE    the saved account logs in
+        and sees its updated profile (after down/up)
+
+Standard library only: runs on a fresh machine before anything is installed.
+"""
+
+import json
+import sys
+import urllib.error
+import urllib.request
+import uuid
+
+
+def call(gateway, method, path, body=None, token=None, expect=200):
+    headers = {"accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(gateway + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as err:
+        status, raw = err.code, err.read()
+    if status != expect:
+        sys.exit(f"!!! {method} {path}: expected {expect}, got {status}: {raw[:300]!r}")
+    return json.loads(raw) if raw else None
+
+
+def login(gateway, account):
+    return call(gateway, "POST", "/v1/auth/login",
+                {"email": account["email"], "password": account["password"]})
+
+
+def journey(gateway, account_file):
+    account = {
+        "email": f"compose-{uuid.uuid4().hex[:12]}@example.com",
+        "password": "violet staircase marmalade 42",
+        "display_name": "Compose Journey",
+    }
+    registered = call(gateway, "POST", "/v1/auth/register", account, expect=201)
+    tokens = login(gateway, account)
+    profile = call(gateway, "GET", "/v1/users/me", token=tokens["access_token"])
+    assert profile["email"] == account["email"], profile
+    assert profile["id"] == registered["user_id"], (profile, registered)
+    updated = call(gateway, "PATCH", "/v1/users/me", {"display_name": "Renamed In Compose"},
+                   token=tokens["access_token"])
+    assert updated["display_name"] == "Renamed In Compose", updated
+    refreshed = call(gateway, "POST", "/v1/auth/refresh",
+                     {"refresh_token": tokens["refresh_token"]})
+    assert refreshed["refresh_token"] != tokens["refresh_token"]
+    call(gateway, "POST", "/v1/auth/logout", token=refreshed["access_token"], expect=204)
+    # The session is over: its refresh token no longer works.
+    call(gateway, "POST", "/v1/auth/refresh", {"refresh_token": refreshed["refresh_token"]},
+         expect=401)
+    with open(account_file, "w", encoding="utf-8") as out:
+        json.dump(account, out)
+    print(f"    journey ok for {account['email']}")
+
+
+def reads(gateway, account_file):
+    with open(account_file, encoding="utf-8") as src:
+        account = json.load(src)
+    token = login(gateway, account)["access_token"]
+    for _ in range(20):
+        profile = call(gateway, "GET", "/v1/users/me", token=token)
+        assert profile["email"] == account["email"], profile
+    print("    20 of 20 profile reads ok")
+
+
+def login_again(gateway, account_file):
+    with open(account_file, encoding="utf-8") as src:
+        account = json.load(src)
+    token = login(gateway, account)["access_token"]
+    profile = call(gateway, "GET", "/v1/users/me", token=token)
+    assert profile["display_name"] == "Renamed In Compose", profile
+    print("    the account logs in and keeps its profile")
+
+
+if __name__ == "__main__":
+    command, gateway, account_file = sys.argv[1:4]
+    {"journey": journey, "reads": reads, "login": login_again}[command](gateway, account_file)
