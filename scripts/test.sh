@@ -70,6 +70,12 @@ bash scripts/check/lint.sh
 section "kubernetes manifests (kustomize, schema, checkov)"
 bash scripts/check/kubernetes.sh
 
+section "prometheus rules and dashboard (promtool check/test rules)"
+bash scripts/check/prometheus-rules.sh
+
+section "a real Prometheus scrapes the running system; every dashboard query has data"
+bash scripts/check/dashboard-queries.sh
+
 section "docker compose for real (images, up, journey, failover, volumes)"
 bash scripts/check/compose.sh
 

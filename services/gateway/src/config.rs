@@ -60,7 +60,8 @@ pub struct ProxyConfig {
     pub pool_idle_timeout_secs: u64,
     /// Maximum idle pooled connections per replica.
     pub pool_max_idle_per_host: usize,
-    /// A replica that refused a connection is skipped for this long.
+    /// A replica that refused a connection or failed mid-request is tried
+    /// last (after every healthy one) for this long.
     pub eject_secs: u64,
 }
 
