@@ -85,10 +85,19 @@ start() {
 }
 
 echo "==> starting services (logs in $LOGS/)"
-jwks="http://127.0.0.1:$AUTH_PORT/.well-known/jwks.json"
-revocations="http://127.0.0.1:$AUTH_PORT/internal/revocations"
-# The first user replica creates and migrates the database before the second
-# shares the file; the users are ready only once auth serves its keys.
+# Where each service finds the others comes from deploy/topology.toml (the
+# same wiring compose and Kubernetes are checked against): here one auth
+# and two user replicas on loopback.
+wiring() {
+    python3 scripts/topology.py env "$1" --url "auth=http://127.0.0.1:$AUTH_PORT" \
+        --replicas "user=http://127.0.0.1:$USER1_PORT,http://127.0.0.1:$USER2_PORT"
+}
+# (Assignments first, so that a failing wiring stops the script under set -e.)
+wiring_text=$(wiring user) && mapfile -t user_wiring <<<"$wiring_text"
+wiring_text=$(wiring auth) && mapfile -t auth_wiring <<<"$wiring_text"
+wiring_text=$(wiring gateway) && mapfile -t gateway_wiring <<<"$wiring_text"
+# The first user replica creates and migrates the database before the
+# second shares the file; the users are ready only once auth serves its keys.
 # create_if_missing: this is the local run, where a first start makes the
 # databases (in production a missing file is an error).
 for replica in 1 2; do
@@ -97,7 +106,7 @@ for replica in 1 2; do
     start "user-$replica" portico-user $((port + 1000)) /healthz \
         PORTICO_USER_LISTEN__API="127.0.0.1:$port" PORTICO_USER_LISTEN__ADMIN="127.0.0.1:$((port + 1000))" \
         PORTICO_USER_DATABASE__URL="sqlite://$DATA/user.db" PORTICO_USER_DATABASE__CREATE_IF_MISSING=true \
-        PORTICO_USER_TOKENS__JWKS__URL="$jwks" PORTICO_USER_TOKENS__REVOCATIONS__URL="$revocations"
+        "${user_wiring[@]}"
 done
 # The key-encryption key that seals auth's signing keys: made once per data
 # directory, readable by this user only (production passes a managed secret).
@@ -109,16 +118,14 @@ start auth portico-auth $((AUTH_PORT + 1000)) /readyz \
     PORTICO_AUTH_LISTEN__API="127.0.0.1:$AUTH_PORT" PORTICO_AUTH_LISTEN__ADMIN="127.0.0.1:$((AUTH_PORT + 1000))" \
     PORTICO_AUTH_DATABASE__URL="sqlite://$DATA/auth.db" PORTICO_AUTH_DATABASE__CREATE_IF_MISSING=true \
     PORTICO_AUTH_SIGNING_KEYS__ENCRYPTION_KEY_FILE="$kek" \
-    PORTICO_AUTH_USER_SERVICE__URL="http://127.0.0.1:$USER1_PORT"
+    "${auth_wiring[@]}"
 for replica in 1 2; do
     port_var=USER${replica}_PORT
     wait_for "user-$replica" $((${!port_var} + 1000)) "${pids[$((replica - 1))]}" /readyz
 done
 start gateway portico-gateway $((GATEWAY_PORT + 1000)) /readyz \
     PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$GATEWAY_PORT" PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$((GATEWAY_PORT + 1000))" \
-    PORTICO_GATEWAY_TOKENS__JWKS__URL="$jwks" PORTICO_GATEWAY_TOKENS__REVOCATIONS__URL="$revocations" \
-    PORTICO_GATEWAY_UPSTREAMS__AUTH__ENDPOINTS="[\"http://127.0.0.1:$AUTH_PORT\"]" \
-    PORTICO_GATEWAY_UPSTREAMS__USER__ENDPOINTS="[\"http://127.0.0.1:$USER1_PORT\", \"http://127.0.0.1:$USER2_PORT\"]"
+    "${gateway_wiring[@]}"
 
 echo
 echo "Portico is up: http://127.0.0.1:$GATEWAY_PORT  (API reference: http://127.0.0.1:$GATEWAY_PORT/docs)"

@@ -70,6 +70,9 @@ bash scripts/check/lint.sh
 section "kubernetes manifests (kustomize, schema, checkov)"
 bash scripts/check/kubernetes.sh
 
+section "deployment files agree with deploy/topology.toml and the services' config"
+bash scripts/check/topology.sh
+
 section "prometheus rules and dashboard (promtool check/test rules)"
 bash scripts/check/prometheus-rules.sh
 

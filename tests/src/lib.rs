@@ -6,6 +6,8 @@
 //! executable; `scripts/test.sh` builds them before running the tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: fail loudly
 
+pub mod topology;
+
 use std::{
     fs::File,
     net::TcpListener,
@@ -320,25 +322,24 @@ impl System {
         // Auth's port must be known before the users start (their JWKS URL)
         // and the users' before auth starts (its user service URL), so the
         // auth process is spawned with a pre-picked port.
-        let token_env = |jwks_port: u16| {
+        // Who finds whom comes from deploy/topology.toml; this run's
+        // addresses fill it in.
+        let token_env = || {
             vec![
                 ("TOKENS__ISSUER".to_owned(), ISSUER.to_owned()),
                 ("TOKENS__AUDIENCE".to_owned(), "portico-api".to_owned()),
-                (
-                    "TOKENS__JWKS__URL".to_owned(),
-                    format!("http://127.0.0.1:{jwks_port}/.well-known/jwks.json"),
-                ),
-                (
-                    "TOKENS__REVOCATIONS__URL".to_owned(),
-                    format!("http://127.0.0.1:{jwks_port}/internal/revocations"),
-                ),
             ]
         };
         let auth_api_port = free_port();
+        let mut addresses = topology::Addresses::default();
+        addresses
+            .service
+            .insert("auth", format!("http://127.0.0.1:{auth_api_port}"));
 
         let mut users = Vec::new();
         for i in 1..=2 {
-            let mut env = token_env(auth_api_port);
+            let mut env = token_env();
+            env.extend(topology::wiring("user", &addresses));
             env.push(("DATABASE__URL".to_owned(), user_db.url.clone()));
             env.push(("DATABASE__CREATE_IF_MISSING".to_owned(), "true".to_owned()));
             env.extend(extra_for(extra, "user"));
@@ -368,9 +369,16 @@ impl System {
                 "SIGNING_KEYS__ENCRYPTION_KEY".to_owned(),
                 portico_testkit::TEST_KEK.to_owned(),
             ),
-            ("USER_SERVICE__URL".to_owned(), users[0].api_url()),
         ];
-        let auth_env = [auth_env, extra_for(extra, "auth")].concat();
+        addresses
+            .replicas
+            .insert("user", users.iter().map(Process::api_url).collect());
+        let auth_env = [
+            auth_env,
+            topology::wiring("auth", &addresses),
+            extra_for(extra, "auth"),
+        ]
+        .concat();
         let mut auth = Process::spawn("auth", "portico-auth", "PORTICO_AUTH_", &auth_env, logs);
         auth.api_port = auth_api_port;
         auth.wait_ready(client).await?;
@@ -378,20 +386,8 @@ impl System {
             user.wait_ready(client).await?;
         }
 
-        let user_endpoints = format!(
-            "[{}]",
-            users
-                .iter()
-                .map(|u| format!("\"{}\"", u.api_url()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut gateway_env = token_env(auth_api_port);
-        gateway_env.push(("UPSTREAMS__USER__ENDPOINTS".to_owned(), user_endpoints));
-        gateway_env.push((
-            "UPSTREAMS__AUTH__ENDPOINTS".to_owned(),
-            format!("[\"{}\"]", auth.api_url()),
-        ));
+        let mut gateway_env = token_env();
+        gateway_env.extend(topology::wiring("gateway", &addresses));
         gateway_env.extend(extra_for(extra, "gateway"));
         let mut gateway = Process::spawn(
             "gateway",
