@@ -186,6 +186,17 @@ impl Process {
         }
     }
 
+    /// SIGSTOP: the process hangs — it keeps its sockets open and accepts
+    /// connections (the kernel does) but answers nothing.
+    pub fn freeze(&self) {
+        kill(self.pid(), Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    /// SIGCONT: a frozen process carries on.
+    pub fn thaw(&self) {
+        kill(self.pid(), Signal::SIGCONT).expect("SIGCONT");
+    }
+
     /// SIGKILL: the process dies without any chance to clean up.
     pub fn kill_hard(&mut self) {
         kill(self.pid(), Signal::SIGKILL).expect("SIGKILL");

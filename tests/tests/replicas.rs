@@ -26,8 +26,12 @@ async fn read_profile(system: &System, token: &str) -> reqwest::StatusCode {
 }
 
 #[tokio::test]
-async fn profile_reads_are_spread_over_both_user_replicas() {
-    let system = System::start(Backend::Postgres).await;
+async fn round_robin_spreads_profile_reads_over_both_user_replicas() {
+    let system = System::start_with(
+        Backend::Postgres,
+        &[("gateway", "UPSTREAMS__USER__BALANCE", "round_robin")],
+    )
+    .await;
     let token = register(&system, "spread@example.com").await;
 
     for _ in 0..20 {
@@ -51,6 +55,9 @@ async fn profile_reads_keep_succeeding_after_a_replica_is_killed_with_sigkill() 
         assert_eq!(read_profile(&system, &token).await, 200);
     }
 
+    let survivor_before = system.users[0]
+        .request_count(&system.client, "/v1/users/me")
+        .await;
     system.users[1].kill_hard();
 
     for i in 0..20 {
@@ -62,12 +69,16 @@ async fn profile_reads_keep_succeeding_after_a_replica_is_killed_with_sigkill() 
             system.logs()
         );
     }
-    // Every read after the kill reached the survivor: 20 plus its share
-    // (2) of the 4 warm-up reads, none lost and none counted twice.
+    // Every read after the kill reached the survivor, none lost and none
+    // counted twice.
     let survivor = system.users[0]
         .request_count(&system.client, "/v1/users/me")
         .await;
-    assert_eq!(survivor, 22, "the surviving replica's reads");
+    assert_eq!(
+        survivor,
+        survivor_before + 20,
+        "the surviving replica's reads"
+    );
     // And the gateway did try the dead replica and failed over from it.
     let dead = format!("endpoint=\"{}\"", system.users[1].api_url());
     let failures = system
@@ -79,6 +90,102 @@ async fn profile_reads_keep_succeeding_after_a_replica_is_killed_with_sigkill() 
         })
         .await;
     assert!(failures >= 1.0, "no failed attempt on the killed replica");
+}
+
+#[tokio::test]
+async fn a_hung_replica_costs_one_short_attempt_and_is_then_set_aside() {
+    // Arrange: attempts wait 400 ms for headers (the route allows 15 s).
+    let system = System::start_with(
+        Backend::Sqlite,
+        &[("gateway", "PROXY__ATTEMPT_TIMEOUT_MS", "400")],
+    )
+    .await;
+    let token = register(&system, "hung@example.com").await;
+    for _ in 0..4 {
+        assert_eq!(read_profile(&system, &token).await, 200);
+    }
+
+    // Act: one replica hangs (SIGSTOP: connections are accepted, nothing
+    // answers); 20 reads follow.
+    system.users[1].freeze();
+    let mut slow = 0;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        statuses.push(read_profile(&system, &token).await);
+        if started.elapsed() >= std::time::Duration::from_millis(400) {
+            slow += 1;
+        }
+    }
+    system.users[1].thaw();
+
+    // Assert: every read answered; at most one waited for the hung replica
+    // (then it was ejected), and the gateway counted that attempt.
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "{statuses:?}\n{}",
+        system.logs()
+    );
+    assert!(slow <= 1, "{slow} reads waited for the hung replica");
+    let hung = format!("endpoint=\"{}\"", system.users[1].api_url());
+    let timeouts = system
+        .gateway
+        .metric_sum(&system.client, |line| {
+            line.starts_with("gateway_upstream_attempt_timeouts_total{") && line.contains(&hung)
+        })
+        .await;
+    assert!(timeouts >= 1.0, "no attempt timed out on the hung replica");
+}
+
+#[tokio::test]
+async fn least_request_steers_reads_away_from_a_replica_that_is_slow_to_answer() {
+    // Arrange: the default policy; one replica frozen, so requests sent to
+    // it stay in flight until the attempt times out (2 s).
+    let system = System::start_with(
+        Backend::Sqlite,
+        &[
+            ("gateway", "PROXY__ATTEMPT_TIMEOUT_MS", "2000"),
+            ("gateway", "PROXY__EJECT_SECS", "0"),
+        ],
+    )
+    .await;
+    let token = register(&system, "slow@example.com").await;
+    let before = system.users[0]
+        .request_count(&system.client, "/v1/users/me")
+        .await;
+    system.users[1].freeze();
+
+    // Act: 40 reads started 10 ms apart, not waiting for each other. With
+    // ejection off (0 s), only the in-flight count keeps reads away from the
+    // frozen replica (round robin would send it 20).
+    let reads = (0..40u64).map(|i| {
+        let (system, token) = (&system, &token);
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(10 * i)).await;
+            read_profile(system, token).await
+        }
+    });
+    let statuses = futures::future::join_all(reads).await;
+    system.users[1].thaw();
+
+    // Assert: all answered, and most went straight to the healthy replica.
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let served = system.users[0]
+        .request_count(&system.client, "/v1/users/me")
+        .await
+        - before;
+    assert_eq!(served, 40, "every read ends on the healthy replica");
+    let frozen_attempts = system
+        .gateway
+        .metric_sum(&system.client, |line| {
+            line.starts_with("gateway_upstream_attempt_timeouts_total{")
+                && line.contains(&format!("endpoint=\"{}\"", system.users[1].api_url()))
+        })
+        .await;
+    assert!(
+        frozen_attempts <= 10.0,
+        "{frozen_attempts} of 40 reads were sent to the busy replica first"
+    );
 }
 
 /// A PATCH whose body is half sent, straight to `port`: in flight.

@@ -48,7 +48,13 @@ impl Service for Gateway {
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<()>> {
         let mut upstreams = Vec::new();
         for (name, upstream) in &config.upstreams {
-            let built = Upstream::new(name, &upstream.endpoints).map_err(anyhow::Error::msg)?;
+            let built = Upstream::new(
+                name,
+                &upstream.endpoints,
+                upstream.balance.unwrap_or_default(),
+                &upstream.weights,
+            )
+            .map_err(anyhow::Error::msg)?;
             upstreams.push((Arc::new(built), upstream.openapi_path.clone()));
         }
         let routes: Vec<Arc<Route>> = config
@@ -64,6 +70,12 @@ impl Service for Gateway {
                     path_prefix: route.path_prefix.trim_end_matches('/').to_owned(),
                     upstream,
                     timeout: Duration::from_millis(route.timeout_ms),
+                    attempt_timeout: Duration::from_millis(
+                        route
+                            .attempt_timeout_ms
+                            .unwrap_or(config.proxy.attempt_timeout_ms)
+                            .min(route.timeout_ms),
+                    ),
                     require_auth: route.require_auth,
                 }))
             })

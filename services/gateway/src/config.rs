@@ -15,6 +15,8 @@ use portico_common::{
 };
 use serde::Deserialize;
 
+use crate::balance::Policy;
+
 pub const ENV_PREFIX: &str = "PORTICO_GATEWAY_";
 
 /// Paths the gateway never forwards, whatever the routes say.
@@ -31,6 +33,12 @@ pub struct UpstreamConfig {
     /// Path of the upstream's OpenAPI document, merged into the gateway's
     /// public one; absent, the upstream's operations are not documented.
     pub openapi_path: Option<String>,
+    /// How attempts are spread over the endpoints; absent, `least_request`.
+    pub balance: Option<Policy>,
+    /// The `weighted` policy's share per endpoint URL (as listed in
+    /// `endpoints`); unlisted endpoints weigh 1.
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +55,9 @@ pub struct RouteConfig {
     /// Require a valid bearer token at the edge. Stated on every route: an
     /// auth policy is never left to a default.
     pub require_auth: bool,
+    /// Time one attempt may wait for a replica's response headers; absent,
+    /// `proxy.attempt_timeout_ms`.
+    pub attempt_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,9 +71,13 @@ pub struct ProxyConfig {
     pub pool_idle_timeout_secs: u64,
     /// Maximum idle pooled connections per replica.
     pub pool_max_idle_per_host: usize,
-    /// A replica that refused a connection or failed mid-request is tried
-    /// last (after every healthy one) for this long.
+    /// A replica that refused a connection, failed mid-request or let an
+    /// attempt time out is tried last (after every healthy one) for this long.
     pub eject_secs: u64,
+    /// Time one attempt may wait for a replica's response headers, within
+    /// the route's `timeout_ms`: a hung replica costs one short attempt,
+    /// is ejected, and (idempotent requests) the next replica is tried.
+    pub attempt_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +115,20 @@ impl ServiceConfig for Config {
                     format!("upstreams.{name}.endpoints"),
                     "must list at least one endpoint".into(),
                 ));
+            }
+            for (url, weight) in &upstream.weights {
+                if !upstream.endpoints.contains(url) {
+                    return Err(key(
+                        format!("upstreams.{name}.weights"),
+                        format!("`{url}` is not one of the upstream's endpoints"),
+                    ));
+                }
+                if *weight == 0 {
+                    return Err(key(
+                        format!("upstreams.{name}.weights"),
+                        format!("`{url}`: a weight must be at least 1"),
+                    ));
+                }
             }
             for endpoint in &upstream.endpoints {
                 let uri: http::Uri = endpoint.parse().map_err(|err| {
@@ -157,6 +186,12 @@ impl ServiceConfig for Config {
                     "must be positive".into(),
                 ));
             }
+            if route.attempt_timeout_ms == Some(0) {
+                return Err(key(
+                    format!("routes.{i}.attempt_timeout_ms"),
+                    "must be positive".into(),
+                ));
+            }
         }
         let mut prefixes: Vec<&str> = self
             .routes
@@ -168,6 +203,12 @@ impl ServiceConfig for Config {
             return Err(key(
                 "routes".into(),
                 format!("two routes share the prefix `{}`", pair[0]),
+            ));
+        }
+        if self.proxy.attempt_timeout_ms == 0 {
+            return Err(key(
+                "proxy.attempt_timeout_ms".into(),
+                "must be positive".into(),
             ));
         }
         if self.proxy.max_body_bytes == 0 {
@@ -224,6 +265,36 @@ mod tests {
         config.upstreams.get_mut("user").unwrap().endpoints = vec!["ftp://x".into()];
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("upstreams.user.endpoints"), "{err}");
+    }
+
+    #[test]
+    fn a_weight_for_an_unlisted_endpoint_or_of_zero_is_refused() {
+        for (url, weight) in [("http://elsewhere:1", 1), ("http://127.0.0.1:8081", 0)] {
+            let mut config = Config::built_in();
+            config
+                .upstreams
+                .get_mut("user")
+                .unwrap()
+                .weights
+                .insert(url.to_owned(), weight);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("upstreams.user.weights"), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_balancing_policy_names_the_key() {
+        let err = portico_common::config::load_from::<Config>(
+            ENV_PREFIX,
+            DEFAULTS,
+            [(
+                "PORTICO_GATEWAY_UPSTREAMS__USER__BALANCE".to_owned(),
+                "fastest".to_owned(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("upstreams.user.balance"), "{err}");
     }
 
     #[test]

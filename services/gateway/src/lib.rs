@@ -1,13 +1,15 @@
 //! The gateway: the one entry point clients talk to.
 //!
-//! Routes path prefixes to upstreams ([`config`]), balances round-robin
-//! across replicas with passive ejection ([`upstream`]), verifies bearer
+//! Routes path prefixes to upstreams ([`config`]), balances across replicas
+//! by each upstream's policy ([`balance`]) with passive ejection
+//! ([`upstream`]), verifies bearer
 //! tokens at the edge and forwards over pooled keep-alive connections with
 //! per-route timeouts and failover ([`proxy`]), and serves the public
 //! OpenAPI document and `/docs` ([`openapi`]). Every error it produces is a
 //! problem+json ([`error`]).
 
 pub mod app;
+pub mod balance;
 pub mod config;
 pub mod error;
 pub mod openapi;

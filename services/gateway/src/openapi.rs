@@ -70,7 +70,7 @@ impl PublicDocument {
     }
 
     async fn fetch(&self, source: &Source) -> Option<Value> {
-        for endpoint in source.upstream.attempt_order() {
+        for endpoint in source.upstream.attempts() {
             let url = format!("{}{}", endpoint.base_url, source.path);
             match self.client.get(&url).send().await {
                 Ok(response) if response.status().is_success() => match response

@@ -36,6 +36,8 @@ pub struct Route {
     pub path_prefix: String,
     pub upstream: Arc<Upstream>,
     pub timeout: Duration,
+    /// One attempt's wait for response headers (at most `timeout`).
+    pub attempt_timeout: Duration,
     pub require_auth: bool,
 }
 
@@ -142,6 +144,11 @@ impl Proxy {
         }
     }
 
+    /// Attempts, one endpoint after another as the upstream's policy picks
+    /// them, until one answers: the "pick endpoint → forward attempt →
+    /// classify outcome → retry or answer" stages. A request is tried again
+    /// on another endpoint only when it provably never reached one
+    /// (connection refused) or when its method is idempotent.
     async fn try_replicas(
         &self,
         route: &Route,
@@ -153,7 +160,7 @@ impl Proxy {
         let upstream = &route.upstream;
         let replayable = is_idempotent(method);
         let mut last_failure = None;
-        for endpoint in upstream.attempt_order() {
+        for endpoint in upstream.attempts() {
             let uri = Uri::builder()
                 .scheme(endpoint.scheme.clone())
                 .authority(endpoint.authority.clone())
@@ -166,13 +173,16 @@ impl Proxy {
             *request.headers_mut() = headers.clone();
 
             let started = Instant::now();
-            let outcome = self.client.request(request).await;
+            let in_flight = endpoint.start_request();
+            let outcome =
+                tokio::time::timeout(route.attempt_timeout, self.client.request(request)).await;
+            drop(in_flight);
             let labels = [
                 ("upstream", upstream.name.clone()),
                 ("endpoint", endpoint.label.clone()),
             ];
             match outcome {
-                Ok(response) => {
+                Ok(Ok(response)) => {
                     endpoint.restore();
                     metrics::histogram!("gateway_upstream_duration_seconds", &labels)
                         .record(started.elapsed().as_secs_f64());
@@ -184,7 +194,7 @@ impl Proxy {
                         }
                     });
                 }
-                Err(err) if err.is_connect() => {
+                Ok(Err(err)) if err.is_connect() => {
                     // Nothing reached the replica: always safe to try another.
                     tracing::warn!(endpoint = %endpoint.label, error = %err, "replica refused connection; ejecting");
                     endpoint.eject(self.eject_for);
@@ -192,7 +202,7 @@ impl Proxy {
                         .increment(1);
                     last_failure.get_or_insert(GatewayError::NoReplica(upstream.name.clone()));
                 }
-                Err(err) => {
+                Ok(Err(err)) => {
                     tracing::warn!(endpoint = %endpoint.label, error = %err, replayable, "replica failed mid-request");
                     endpoint.eject(self.eject_for);
                     metrics::counter!("gateway_upstream_failures_total", &labels).increment(1);
@@ -200,6 +210,22 @@ impl Proxy {
                         upstream: upstream.name.clone(),
                         cause: err.to_string(),
                     };
+                    if !replayable {
+                        return Err(failure);
+                    }
+                    last_failure = Some(failure);
+                }
+                Err(_) => {
+                    // A hung replica: it costs this one attempt, then it is
+                    // set aside. The request may have reached it, so only an
+                    // idempotent one goes on to the next replica.
+                    tracing::warn!(endpoint = %endpoint.label, replayable,
+                        timeout_ms = route.attempt_timeout.as_millis() as u64,
+                        "replica did not answer within the attempt timeout; ejecting");
+                    endpoint.eject(self.eject_for);
+                    metrics::counter!("gateway_upstream_attempt_timeouts_total", &labels)
+                        .increment(1);
+                    let failure = GatewayError::Timeout(upstream.name.clone());
                     if !replayable {
                         return Err(failure);
                     }

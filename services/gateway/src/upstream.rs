@@ -1,7 +1,9 @@
-//! Upstreams: named groups of replicas, picked round-robin, with replicas
-//! that refused a connection set aside for a while (passive health).
+//! Upstreams: named groups of replicas, picked by the upstream's balancing
+//! policy ([`crate::balance`]), with replicas that refused a connection,
+//! failed mid-request or timed out set aside for a while (passive health).
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -10,6 +12,8 @@ use std::{
 };
 
 use http::uri::{Authority, Scheme};
+
+use crate::balance::{Balancer, Policy};
 
 /// One replica.
 #[derive(Debug)]
@@ -26,6 +30,21 @@ pub struct Endpoint {
     /// ejection until the replica next answers. Registered once, set only
     /// when the state changes (not per request).
     ejected_gauge: metrics::Gauge,
+    /// Share of traffic under the `weighted` policy (1 unless configured).
+    pub weight: u32,
+    /// Requests sent to it whose response headers have not arrived yet
+    /// (what `least_request` compares).
+    in_flight: AtomicUsize,
+}
+
+/// One request in flight to an endpoint, counted until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Endpoint {
@@ -42,7 +61,19 @@ impl Endpoint {
             label: url.trim_end_matches('/').to_owned(),
             ejected_until: Mutex::new(None),
             ejected_gauge: metrics::Gauge::noop(),
+            weight: 1,
+            in_flight: AtomicUsize::new(0),
         })
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn start_request(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(&self.in_flight)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     pub fn is_ejected(&self, now: Instant) -> bool {
@@ -75,16 +106,24 @@ impl Endpoint {
 pub struct Upstream {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
-    next: AtomicUsize,
+    balancer: Box<dyn Balancer>,
 }
 
 impl Upstream {
-    pub fn new(name: &str, urls: &[String]) -> Result<Self, String> {
+    /// An upstream of `urls` balanced by `policy`; `weights` by URL (the
+    /// `weighted` policy's shares; unlisted endpoints weigh 1).
+    pub fn new(
+        name: &str,
+        urls: &[String],
+        policy: Policy,
+        weights: &BTreeMap<String, u32>,
+    ) -> Result<Self, String> {
         let mut endpoints: Vec<Endpoint> = urls
             .iter()
             .map(|u| Endpoint::parse(u))
             .collect::<Result<_, _>>()?;
-        for endpoint in &mut endpoints {
+        for (endpoint, url) in endpoints.iter_mut().zip(urls) {
+            endpoint.weight = weights.get(url).copied().unwrap_or(1);
             endpoint.ejected_gauge = metrics::gauge!(
                 "gateway_upstream_endpoint_ejected",
                 "upstream" => name.to_owned(),
@@ -94,23 +133,46 @@ impl Upstream {
         }
         Ok(Self {
             name: name.to_owned(),
+            balancer: policy.balancer(endpoints.len()),
             endpoints,
-            next: AtomicUsize::new(0),
         })
     }
 
-    /// Every replica once, in the order to try them: round-robin from the
-    /// next one, healthy replicas before ejected ones (which are still tried
-    /// last rather than failing the request outright).
-    pub fn attempt_order(&self) -> Vec<&Endpoint> {
-        let count = self.endpoints.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+    /// The endpoints one request may try, each chosen by the policy when
+    /// its turn comes: among the healthy endpoints not yet tried, and once
+    /// none is left among the ejected ones (tried last rather than failing
+    /// the request outright).
+    pub fn attempts(&self) -> Attempts<'_> {
+        Attempts {
+            upstream: self,
+            tried: Vec::with_capacity(2),
+        }
+    }
+}
+
+/// See [`Upstream::attempts`].
+#[derive(Debug)]
+pub struct Attempts<'a> {
+    upstream: &'a Upstream,
+    tried: Vec<usize>,
+}
+
+impl<'a> Iterator for Attempts<'a> {
+    type Item = &'a Endpoint;
+
+    fn next(&mut self) -> Option<&'a Endpoint> {
+        let endpoints = &self.upstream.endpoints;
         let now = Instant::now();
-        let (mut healthy, ejected): (Vec<_>, Vec<_>) = (0..count)
-            .map(|i| &self.endpoints[(start + i) % count])
-            .partition(|endpoint| !endpoint.is_ejected(now));
-        healthy.extend(ejected);
-        healthy
+        let untried = (0..endpoints.len()).filter(|i| !self.tried.contains(i));
+        let (healthy, ejected): (Vec<usize>, Vec<usize>) =
+            untried.partition(|&i| !endpoints[i].is_ejected(now));
+        let candidates = if healthy.is_empty() { ejected } else { healthy };
+        if candidates.is_empty() {
+            return None;
+        }
+        let picked = self.upstream.balancer.pick(endpoints, &candidates);
+        self.tried.push(picked);
+        Some(&endpoints[picked])
     }
 }
 
@@ -189,21 +251,21 @@ mod tests {
         let urls: Vec<String> = (0..n)
             .map(|i| format!("http://127.0.0.1:{}", 1000 + i))
             .collect();
-        Upstream::new("u", &urls).unwrap()
+        Upstream::new("u", &urls, Policy::RoundRobin, &BTreeMap::new()).unwrap()
+    }
+
+    fn order(upstream: &Upstream) -> Vec<String> {
+        upstream.attempts().map(|e| e.label.clone()).collect()
     }
 
     #[test]
-    fn round_robin_starts_at_the_next_replica_each_time() {
+    fn each_request_may_try_every_endpoint_once() {
         let upstream = upstream(3);
-        let firsts: Vec<String> = (0..6)
-            .map(|_| upstream.attempt_order()[0].label.clone())
-            .collect();
+        let mut tried = order(&upstream);
+        tried.sort();
         assert_eq!(
-            firsts,
+            tried,
             [
-                "http://127.0.0.1:1000",
-                "http://127.0.0.1:1001",
-                "http://127.0.0.1:1002",
                 "http://127.0.0.1:1000",
                 "http://127.0.0.1:1001",
                 "http://127.0.0.1:1002"
@@ -216,15 +278,28 @@ mod tests {
         let upstream = upstream(2);
         upstream.endpoints[0].eject(Duration::from_secs(60));
         for _ in 0..4 {
-            let order = upstream.attempt_order();
-            assert_eq!(order[0].label, "http://127.0.0.1:1001");
-            assert_eq!(order[1].label, "http://127.0.0.1:1000");
+            assert_eq!(
+                order(&upstream),
+                ["http://127.0.0.1:1001", "http://127.0.0.1:1000"]
+            );
         }
         upstream.endpoints[0].restore();
-        let firsts: Vec<_> = (0..2)
-            .map(|_| upstream.attempt_order()[0].label.clone())
-            .collect();
+        let firsts: Vec<_> = (0..2).map(|_| order(&upstream)[0].clone()).collect();
         assert!(firsts.contains(&"http://127.0.0.1:1000".to_owned()));
+    }
+
+    #[test]
+    fn weights_are_taken_by_url() {
+        let urls = [
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
+        let weights = BTreeMap::from([("http://127.0.0.1:2".to_owned(), 3)]);
+        let upstream = Upstream::new("u", &urls, Policy::Weighted, &weights).unwrap();
+        assert_eq!(upstream.endpoints[0].weight, 1);
+        assert_eq!(upstream.endpoints[1].weight, 3);
+        let firsts: Vec<_> = (0..4).map(|_| order(&upstream)[0].clone()).collect();
+        assert_eq!(firsts.iter().filter(|u| u.ends_with(":2")).count(), 3);
     }
 
     #[test]
@@ -238,9 +313,15 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let live = format!("http://{}", listener.local_addr().unwrap());
         let dead = format!("http://127.0.0.1:{}", portico_testkit::http::closed_port());
-        let upstream = Upstream::new("u", &[dead.clone(), live]).unwrap();
+        let upstream = Upstream::new(
+            "u",
+            &[dead.clone(), live],
+            Policy::RoundRobin,
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert!(upstream.has_usable_endpoint().await);
-        let all_dead = Upstream::new("u", &[dead]).unwrap();
+        let all_dead = Upstream::new("u", &[dead], Policy::RoundRobin, &BTreeMap::new()).unwrap();
         assert!(!all_dead.has_usable_endpoint().await);
         // An ejected replica does not count even if it accepts connections.
         upstream.endpoints[1].eject(Duration::from_secs(60));

@@ -223,6 +223,8 @@ pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
     UpstreamConfig {
         endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
         openapi_path: None,
+        balance: None,
+        weights: std::collections::BTreeMap::new(),
     }
 }
 
@@ -233,6 +235,7 @@ pub fn route(path_prefix: &str, upstream: &str) -> RouteConfig {
         upstream: upstream.to_owned(),
         timeout_ms: 5_000,
         require_auth: false,
+        attempt_timeout_ms: None,
     }
 }
 
