@@ -192,6 +192,11 @@ impl Process {
         kill(self.pid(), Signal::SIGSTOP).expect("SIGSTOP");
     }
 
+    /// SIGHUP: the gateway reloads its configuration.
+    pub fn hang_up(&self) {
+        kill(self.pid(), Signal::SIGHUP).expect("SIGHUP");
+    }
+
     /// SIGCONT: a frozen process carries on.
     pub fn thaw(&self) {
         kill(self.pid(), Signal::SIGCONT).expect("SIGCONT");

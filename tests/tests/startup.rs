@@ -108,7 +108,7 @@ fn a_route_without_an_auth_policy_is_refused_at_startup() {
         )],
     );
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("require_auth"), "{stderr}");
+    assert!(stderr.contains("routes.0.auth"), "{stderr}");
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub struct Assembly<H> {
     /// Runs once the API has drained and background work stopped (e.g.
     /// closing the database pool).
     pub on_stopped: Option<Task>,
+    /// Extra routes on the admin listener (the gateway's running config).
+    pub admin: Option<Router>,
 }
 
 impl<H> Assembly<H> {
@@ -64,6 +66,7 @@ impl<H> Assembly<H> {
             handle,
             background: Vec::new(),
             on_stopped: None,
+            admin: None,
         }
     }
 }
@@ -162,7 +165,10 @@ impl<S: Service> Application<S> {
         // while it assembles (per-endpoint gauges) would otherwise be no-ops.
         crate::admin::metrics_handle();
         let assembly = S::assemble(config, context).await?;
-        let server = Server::new(listeners, assembly.router, assembly.readiness, &shutdown);
+        let mut server = Server::new(listeners, assembly.router, assembly.readiness, &shutdown);
+        if let Some(admin) = assembly.admin {
+            server = server.with_admin_routes(admin);
+        }
         let background = BackgroundTasks::spawn(assembly.background);
         Ok(Self {
             server,

@@ -1,20 +1,21 @@
 //! Wiring: config → upstreams, routes, verifier → a running gateway.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{Request, State},
     response::{IntoResponse, Response},
-    routing::{any, get},
+    routing::get,
 };
+use http::header;
 use portico_common::{
     admin::Readiness,
     app::{self, Assembly, Context, Service},
     http::{
         client::HttpClient,
-        pipeline::{self, PipelineOptions},
+        pipeline::{self, PipelineOptions, RouteLabel},
     },
     jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
 };
@@ -22,14 +23,16 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     config::Config,
-    openapi::{PublicDocument, Source},
-    proxy::{Proxy, Route},
-    upstream::{Upstream, UpstreamsCheck},
+    error::GatewayError,
+    openapi::PublicDocument,
+    proxy::Proxy,
+    running::{Live, Snapshot, UpstreamsCheck},
 };
 
 #[derive(Clone)]
 struct GatewayState {
     proxy: Arc<Proxy>,
+    live: Live,
     document: Arc<PublicDocument>,
 }
 
@@ -46,40 +49,8 @@ impl Service for Gateway {
     type Handle = ();
 
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<()>> {
-        let mut upstreams = Vec::new();
-        for (name, upstream) in &config.upstreams {
-            let built = Upstream::new(
-                name,
-                &upstream.endpoints,
-                upstream.balance.unwrap_or_default(),
-                &upstream.weights,
-            )
-            .map_err(anyhow::Error::msg)?;
-            upstreams.push((Arc::new(built), upstream.openapi_path.clone()));
-        }
-        let routes: Vec<Arc<Route>> = config
-            .routes
-            .iter()
-            .filter_map(|route| {
-                let upstream = upstreams
-                    .iter()
-                    .find(|(u, _)| u.name == route.upstream)?
-                    .0
-                    .clone();
-                Some(Arc::new(Route {
-                    path_prefix: route.path_prefix.trim_end_matches('/').to_owned(),
-                    upstream,
-                    timeout: Duration::from_millis(route.timeout_ms),
-                    attempt_timeout: Duration::from_millis(
-                        route
-                            .attempt_timeout_ms
-                            .unwrap_or(config.proxy.attempt_timeout_ms)
-                            .min(route.timeout_ms),
-                    ),
-                    require_auth: route.require_auth,
-                }))
-            })
-            .collect();
+        let live = Live::new(Snapshot::build(&config, 1, None)?);
+        let snapshot = live.load();
 
         let client = HttpClient::new(&config.http_client)?;
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
@@ -93,40 +64,33 @@ impl Service for Gateway {
             )
             .with_revocations(revocations.clone()),
         );
-        let sources = upstreams
-            .iter()
-            .filter_map(|(upstream, path)| {
-                path.clone().map(|path| Source {
-                    upstream: upstream.clone(),
-                    path,
-                })
-            })
-            .collect();
         let state = GatewayState {
             proxy: Arc::new(Proxy::new(&config.proxy, verifier)),
-            document: Arc::new(PublicDocument::new(client, sources, &routes)),
+            live: live.clone(),
+            document: Arc::new(PublicDocument::new(client, live.clone())),
         };
 
         // Ready means: config loaded (we got here), keys to verify tokens
         // with when a route needs them, and a usable replica per upstream.
-        let mut readiness = Readiness::new().with(UpstreamsCheck(
-            upstreams
-                .iter()
-                .map(|(upstream, _)| upstream.clone())
-                .collect(),
-        ));
-        if routes.iter().any(|route| route.require_auth) {
+        let mut readiness = Readiness::new().with(UpstreamsCheck(live.clone()));
+        if snapshot
+            .routes
+            .routes()
+            .iter()
+            .any(|route| route.auth.needs_token())
+        {
             readiness = readiness
                 .with(jwks.readiness_check())
                 .with(revocations.readiness_check());
         }
         let redis = config.redis.client().context("invalid redis.url")?;
         readiness = readiness.with_redis(redis.clone());
-        for route in &routes {
+        for route in snapshot.routes.routes() {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
-                replicas = route.upstream.endpoints.len(), auth = route.require_auth, "route");
+                replicas = route.upstream.endpoints.len(), auth = ?route.auth, "route");
         }
-        let mut assembly = Assembly::new(router(state, &routes), readiness, ());
+        let mut assembly = Assembly::new(router(state), readiness, ());
+        assembly.admin = Some(live.admin_routes());
         revocations.catch_up_at_start().await;
         if let Some(redis) = redis {
             assembly
@@ -134,33 +98,23 @@ impl Service for Gateway {
                 .push(Box::pin(revocations.clone().follow_redis(redis)));
         }
         assembly.background.push(Box::pin(revocations.follow()));
+        let config_file = std::env::var_os(format!("{}CONFIG_FILE", crate::config::ENV_PREFIX))
+            .map(std::path::PathBuf::from);
+        assembly.background.push(Box::pin(live.follow(config_file)));
         Ok(assembly)
     }
 }
 
-fn router(state: GatewayState, routes: &[Arc<Route>]) -> Router {
-    let mut router = Router::new();
-    for route in routes {
-        let handler = {
-            let route = route.clone();
-            move |State(state): State<GatewayState>, request: Request| {
-                let route = route.clone();
-                async move { forward(state, route, request).await }
-            }
-        };
-        // The prefix itself, with a trailing slash, and everything below.
-        router = router
-            .route(&route.path_prefix, any(handler.clone()))
-            .route(&format!("{}/", route.path_prefix), any(handler.clone()))
-            .route(&format!("{}/{{*rest}}", route.path_prefix), any(handler));
-    }
+/// `/openapi.json` and `/docs` are the gateway's own; everything else goes
+/// through the route table of the running configuration.
+fn router(state: GatewayState) -> Router {
     let swagger: Router<GatewayState> = SwaggerUi::new("/docs")
         .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
         .into();
-    let router = router
+    let router = Router::new()
         .route("/openapi.json", get(openapi_document))
         .merge(swagger)
-        .fallback(pipeline::not_found)
+        .fallback(route_request)
         .with_state(state);
     // Bodies and time limits are per route, enforced by the proxy.
     pipeline::apply(
@@ -172,11 +126,43 @@ fn router(state: GatewayState, routes: &[Arc<Route>]) -> Router {
     )
 }
 
-async fn forward(state: GatewayState, route: Arc<Route>, request: Request) -> Response {
-    match state.proxy.forward(&route, request).await {
+/// Match route (in the snapshot this request started with), then forward;
+/// the route's prefix labels the request's metrics.
+async fn route_request(State(state): State<GatewayState>, request: Request) -> Response {
+    let snapshot = state.live.load();
+    let host = request_host(&request);
+    let Some(route) = snapshot.routes.find(
+        host.as_deref(),
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+    ) else {
+        return GatewayError::NoRoute.into_response();
+    };
+    let route = route.clone();
+    let mut response = match state.proxy.forward(&route, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
-    }
+    };
+    response
+        .extensions_mut()
+        .insert(RouteLabel(route.label.clone()));
+    response
+}
+
+/// The host the client asked for, without a port: `Host`, or the
+/// authority of an absolute-form request target.
+fn request_host(request: &Request) -> Option<String> {
+    let raw = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))?;
+    let host = match raw.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => raw.split(':').next().unwrap_or_default(),
+    };
+    Some(host.to_owned())
 }
 
 async fn openapi_document(State(state): State<GatewayState>) -> impl IntoResponse {

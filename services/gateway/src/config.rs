@@ -23,7 +23,7 @@ pub const ENV_PREFIX: &str = "PORTICO_GATEWAY_";
 pub const DENIED_PREFIX: &str = "/internal";
 
 /// Paths the gateway answers itself; routes may not shadow them.
-const RESERVED_PATHS: [&str; 2] = ["/docs", "/openapi.json"];
+pub const RESERVED_PATHS: [&str; 2] = ["/docs", "/openapi.json"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,23 +41,41 @@ pub struct UpstreamConfig {
     pub weights: BTreeMap<String, u32>,
 }
 
+/// One route. Only `path_prefix`, `upstream`, `timeout_ms` and the auth
+/// policy are required; the conditions narrow what it matches.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Matches this path and everything below it (`/v1/users` matches
-    /// `/v1/users` and `/v1/users/me`, not `/v1/usersx`).
+    /// `/v1/users` and `/v1/users/me`, not `/v1/usersx`); the longest
+    /// matching prefix wins.
     pub path_prefix: String,
     /// Name of the upstream that serves it.
     pub upstream: String,
     /// Time allowed for the client to send the request body, and then,
     /// separately, for the upstream's response headers across all attempts.
     pub timeout_ms: u64,
-    /// Require a valid bearer token at the edge. Stated on every route: an
-    /// auth policy is never left to a default.
-    pub require_auth: bool,
+    /// `public`, `bearer` (a valid token) or `role:<name>` (a valid token
+    /// with that role; 403 otherwise). Stated on every route, here or as
+    /// the older `require_auth`: an auth policy is never left to a default.
+    pub auth: Option<String>,
+    /// The older form of `auth`: true is `bearer`, false is `public`.
+    pub require_auth: Option<bool>,
     /// Time one attempt may wait for a replica's response headers; absent,
     /// `proxy.attempt_timeout_ms`.
     pub attempt_timeout_ms: Option<u64>,
+    /// Only requests for this host (`api.example.com`, or `*.example.com`
+    /// for any subdomain).
+    pub host: Option<String>,
+    /// Only these methods.
+    pub methods: Option<Vec<String>>,
+    /// Only requests with these headers: a value, or `*` for any value.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Replaces the matched prefix upstream (`""` strips it).
+    pub rewrite_prefix: Option<String>,
+    /// Largest request body on this route; absent, `proxy.max_body_bytes`.
+    pub max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,66 +163,6 @@ impl ServiceConfig for Config {
                 }
             }
         }
-        for (i, route) in self.routes.iter().enumerate() {
-            if !self.upstreams.contains_key(&route.upstream) {
-                return Err(key(
-                    format!("routes.{i}.upstream"),
-                    format!("no upstream named `{}`", route.upstream),
-                ));
-            }
-            let prefix = route.path_prefix.trim_end_matches('/');
-            if !route.path_prefix.starts_with('/') || prefix.is_empty() {
-                return Err(key(
-                    format!("routes.{i}.path_prefix"),
-                    "must start with `/` and not be `/`".into(),
-                ));
-            }
-            if prefix == DENIED_PREFIX || prefix.starts_with(&format!("{DENIED_PREFIX}/")) {
-                return Err(key(
-                    format!("routes.{i}.path_prefix"),
-                    "internal APIs are never routed".into(),
-                ));
-            }
-            if RESERVED_PATHS
-                .iter()
-                .any(|reserved| prefix == *reserved || prefix.starts_with(&format!("{reserved}/")))
-            {
-                return Err(key(
-                    format!("routes.{i}.path_prefix"),
-                    "is served by the gateway itself".into(),
-                ));
-            }
-            if prefix.contains(['{', '}', '*']) {
-                return Err(key(
-                    format!("routes.{i}.path_prefix"),
-                    "must be a literal path".into(),
-                ));
-            }
-            if route.timeout_ms == 0 {
-                return Err(key(
-                    format!("routes.{i}.timeout_ms"),
-                    "must be positive".into(),
-                ));
-            }
-            if route.attempt_timeout_ms == Some(0) {
-                return Err(key(
-                    format!("routes.{i}.attempt_timeout_ms"),
-                    "must be positive".into(),
-                ));
-            }
-        }
-        let mut prefixes: Vec<&str> = self
-            .routes
-            .iter()
-            .map(|r| r.path_prefix.trim_end_matches('/'))
-            .collect();
-        prefixes.sort_unstable();
-        if let Some(pair) = prefixes.windows(2).find(|pair| pair[0] == pair[1]) {
-            return Err(key(
-                "routes".into(),
-                format!("two routes share the prefix `{}`", pair[0]),
-            ));
-        }
         if self.proxy.attempt_timeout_ms == 0 {
             return Err(key(
                 "proxy.attempt_timeout_ms".into(),
@@ -217,7 +175,8 @@ impl ServiceConfig for Config {
                 "must be positive".into(),
             ));
         }
-        Ok(())
+        // Routes: resolved exactly as the running gateway resolves them.
+        crate::running::Snapshot::build(self, 0, None).map(|_| ())
     }
 }
 

@@ -13,7 +13,13 @@ pub enum GatewayError {
     /// 401 (or 503 when keys cannot be fetched): bearer token refused at the edge.
     #[error("unauthenticated: {0}")]
     Unauthenticated(#[from] VerifyError),
-    /// 413: body over `proxy.max_body_bytes`.
+    /// 403: a valid token without the role the route requires.
+    #[error("the route requires the role `{0}`")]
+    Forbidden(String),
+    /// 404: no route matches the request.
+    #[error("no route matches")]
+    NoRoute,
+    /// 413: body over the route's (or the proxy's) `max_body_bytes`.
     #[error("body too large")]
     BodyTooLarge,
     /// 408: the client did not send its body within the route's timeout.
@@ -41,6 +47,10 @@ impl From<GatewayError> for Problem {
                 Problem::bad_request("the path contains dot segments or encoded separators")
             }
             GatewayError::Unauthenticated(verify) => return verify.to_problem(),
+            GatewayError::Forbidden(_) => {
+                Problem::forbidden("this route requires a role your token does not carry")
+            }
+            GatewayError::NoRoute => return Problem::not_found("no resource at this path"),
             GatewayError::BodyTooLarge => {
                 Problem::payload_too_large("the request body exceeds the gateway's limit")
             }

@@ -14,6 +14,8 @@ pub mod config;
 pub mod error;
 pub mod openapi;
 pub mod proxy;
+pub mod routing;
+pub mod running;
 pub mod upstream;
 
 pub use app::{Application, Gateway};

@@ -11,7 +11,7 @@ use portico_common::http::client::HttpClient;
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
 
-use crate::{config::DENIED_PREFIX, proxy::Route, upstream::Upstream};
+use crate::{config::DENIED_PREFIX, running::Live, upstream::Upstream};
 
 /// How long an assembled document is served before upstreams are asked again.
 const CACHE_FOR: Duration = Duration::from_secs(30);
@@ -26,21 +26,17 @@ pub struct Source {
 #[derive(Debug)]
 pub struct PublicDocument {
     client: HttpClient,
-    sources: Vec<Source>,
-    /// Route prefixes: only operations under them are public.
-    prefixes: Vec<String>,
-    cached: Mutex<Option<(Instant, Value)>>,
+    /// The running routes and upstreams: a reload changes the document.
+    live: Live,
+    /// The merged document, when, and for which config version.
+    cached: Mutex<Option<(Instant, u64, Value)>>,
 }
 
 impl PublicDocument {
-    pub fn new(client: HttpClient, sources: Vec<Source>, routes: &[Arc<Route>]) -> Self {
+    pub fn new(client: HttpClient, live: Live) -> Self {
         Self {
             client,
-            sources,
-            prefixes: routes
-                .iter()
-                .map(|r| r.path_prefix.trim_end_matches('/').to_owned())
-                .collect(),
+            live,
             cached: Mutex::new(None),
         }
     }
@@ -48,23 +44,42 @@ impl PublicDocument {
     /// The merged document. A complete result is cached; when an upstream
     /// cannot be reached the document omits it and is not cached.
     pub async fn get(&self) -> Value {
+        let snapshot = self.live.load();
         let mut cached = self.cached.lock().await;
-        if let Some((at, doc)) = cached.as_ref()
+        if let Some((at, version, doc)) = cached.as_ref()
             && at.elapsed() < CACHE_FOR
+            && *version == snapshot.version
         {
             return doc.clone();
         }
+        // Route prefixes: only operations under them are public.
+        let prefixes: Vec<String> = snapshot
+            .routes
+            .routes()
+            .iter()
+            .map(|route| route.path_prefix.clone())
+            .collect();
+        let sources: Vec<Source> = snapshot
+            .openapi_paths
+            .iter()
+            .filter_map(|(name, path)| {
+                Some(Source {
+                    upstream: snapshot.upstreams.get(name)?.clone(),
+                    path: path.clone(),
+                })
+            })
+            .collect();
         let mut parts = Vec::new();
         let mut complete = true;
-        for source in &self.sources {
+        for source in &sources {
             match self.fetch(source).await {
                 Some(doc) => parts.push(doc),
                 None => complete = false,
             }
         }
-        let merged = merge(&parts, &self.prefixes);
+        let merged = merge(&parts, &prefixes);
         if complete {
-            *cached = Some((Instant::now(), merged.clone()));
+            *cached = Some((Instant::now(), snapshot.version, merged.clone()));
         }
         merged
     }

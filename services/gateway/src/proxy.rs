@@ -28,31 +28,23 @@ use hyper_util::{
 };
 use portico_common::{http::pipeline, jwt::TokenVerifier, telemetry};
 
-use crate::{config::ProxyConfig, error::GatewayError, upstream::Upstream};
-
-/// A configured route, resolved to its upstream.
-#[derive(Debug)]
-pub struct Route {
-    pub path_prefix: String,
-    pub upstream: Arc<Upstream>,
-    pub timeout: Duration,
-    /// One attempt's wait for response headers (at most `timeout`).
-    pub attempt_timeout: Duration,
-    pub require_auth: bool,
-}
+use crate::{
+    config::ProxyConfig,
+    error::GatewayError,
+    routing::{AuthPolicy, Route},
+};
 
 /// Shared by every proxied request.
 pub struct Proxy {
     client: Client<HttpConnector, Full<Bytes>>,
     verifier: Arc<TokenVerifier>,
-    max_body_bytes: usize,
     eject_for: Duration,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
-            .field("max_body_bytes", &self.max_body_bytes)
+            .field("eject_for", &self.eject_for)
             .finish_non_exhaustive()
     }
 }
@@ -87,34 +79,44 @@ impl Proxy {
         Self {
             client,
             verifier,
-            max_body_bytes: config.max_body_bytes,
             eject_for: Duration::from_secs(config.eject_secs),
         }
     }
 
-    /// Forwards `request` along `route`.
+    /// Forwards `request` along `route` (already matched): edge policies,
+    /// then the attempts.
     pub async fn forward(&self, route: &Route, request: Request) -> Result<Response, GatewayError> {
         let (parts, body) = request.into_parts();
         if is_ambiguous(parts.uri.path()) {
             return Err(GatewayError::AmbiguousPath);
         }
-        if route.require_auth {
-            self.verifier.verify_headers(&parts.headers).await?;
+        match &route.auth {
+            AuthPolicy::Public => {}
+            AuthPolicy::Bearer => {
+                self.verifier.verify_headers(&parts.headers).await?;
+            }
+            AuthPolicy::Role(role) => {
+                let claims = self.verifier.verify_headers(&parts.headers).await?;
+                if !claims.roles.contains(role) {
+                    return Err(GatewayError::Forbidden(role.clone()));
+                }
+            }
         }
         // A client that sends its body slowly holds memory; it gets the
         // route's time, like the upstream does.
-        let body = tokio::time::timeout(route.timeout, self.read_body(&parts.headers, body))
-            .await
-            .map_err(|_| GatewayError::BodyTimeout)??;
+        let body = tokio::time::timeout(
+            route.timeout,
+            read_body(&parts.headers, body, route.max_body_bytes),
+        )
+        .await
+        .map_err(|_| GatewayError::BodyTimeout)??;
         let client_addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
         let headers = upstream_headers(&parts.headers, client_addr);
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+        let path_and_query =
+            route.upstream_path(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
         let attempts = self.try_replicas(route, &parts.method, &path_and_query, &headers, body);
         match tokio::time::timeout(route.timeout, attempts).await {
@@ -124,23 +126,6 @@ impl Proxy {
                     .increment(1);
                 Err(GatewayError::Timeout(route.upstream.name.clone()))
             }
-        }
-    }
-
-    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > self.max_body_bytes) {
-            return Err(GatewayError::BodyTooLarge);
-        }
-        match Limited::new(body, self.max_body_bytes).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(GatewayError::BodyTooLarge)
-            }
-            Err(err) => Err(GatewayError::BodyUnreadable(err.to_string())),
         }
     }
 
@@ -234,6 +219,24 @@ impl Proxy {
             }
         }
         Err(last_failure.unwrap_or_else(|| GatewayError::NoReplica(upstream.name.clone())))
+    }
+}
+
+/// The whole request body, refused past `limit` (413).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(GatewayError::BodyTooLarge);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::BodyTooLarge)
+        }
+        Err(err) => Err(GatewayError::BodyUnreadable(err.to_string())),
     }
 }
 

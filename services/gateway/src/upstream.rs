@@ -13,7 +13,10 @@ use std::{
 
 use http::uri::{Authority, Scheme};
 
-use crate::balance::{Balancer, Policy};
+use crate::{
+    balance::{Balancer, Policy},
+    config::UpstreamConfig,
+};
 
 /// One replica.
 #[derive(Debug)]
@@ -29,7 +32,7 @@ pub struct Endpoint {
     /// `gateway_upstream_endpoint_ejected{upstream, endpoint}`: 1 from an
     /// ejection until the replica next answers. Registered once, set only
     /// when the state changes (not per request).
-    ejected_gauge: metrics::Gauge,
+    ejected_gauge: Mutex<metrics::Gauge>,
     /// Share of traffic under the `weighted` policy (1 unless configured).
     pub weight: u32,
     /// Requests sent to it whose response headers have not arrived yet
@@ -60,10 +63,16 @@ impl Endpoint {
             authority,
             label: url.trim_end_matches('/').to_owned(),
             ejected_until: Mutex::new(None),
-            ejected_gauge: metrics::Gauge::noop(),
+            ejected_gauge: Mutex::new(metrics::Gauge::noop()),
             weight: 1,
             in_flight: AtomicUsize::new(0),
         })
+    }
+
+    fn set_ejected_gauge(&self, value: f64) {
+        if let Ok(gauge) = self.ejected_gauge.lock() {
+            gauge.set(value);
+        }
     }
 
     /// Counts a request in flight until the guard is dropped.
@@ -88,7 +97,7 @@ impl Endpoint {
         if let Ok(mut until) = self.ejected_until.lock() {
             *until = Some(Instant::now() + for_how_long);
         }
-        self.ejected_gauge.set(1.0);
+        self.set_ejected_gauge(1.0);
     }
 
     /// Takes the replica back after it answered.
@@ -96,7 +105,7 @@ impl Endpoint {
         if let Ok(mut until) = self.ejected_until.lock()
             && until.take().is_some()
         {
-            self.ejected_gauge.set(0.0);
+            self.set_ejected_gauge(0.0);
         }
     }
 }
@@ -107,6 +116,9 @@ pub struct Upstream {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     balancer: Box<dyn Balancer>,
+    policy: Policy,
+    weights: BTreeMap<String, u32>,
+    urls: Vec<String>,
 }
 
 impl Upstream {
@@ -124,17 +136,62 @@ impl Upstream {
             .collect::<Result<_, _>>()?;
         for (endpoint, url) in endpoints.iter_mut().zip(urls) {
             endpoint.weight = weights.get(url).copied().unwrap_or(1);
-            endpoint.ejected_gauge = metrics::gauge!(
-                "gateway_upstream_endpoint_ejected",
-                "upstream" => name.to_owned(),
-                "endpoint" => endpoint.label.clone(),
-            );
-            endpoint.ejected_gauge.set(0.0);
         }
         Ok(Self {
             name: name.to_owned(),
             balancer: policy.balancer(endpoints.len()),
             endpoints,
+            policy,
+            weights: weights.clone(),
+            urls: urls.to_vec(),
+        })
+    }
+
+    /// The upstream `upstreams.<name>` describes.
+    pub fn from_config(name: &str, spec: &UpstreamConfig) -> Result<Self, String> {
+        Self::new(
+            name,
+            &spec.endpoints,
+            spec.balance.unwrap_or_default(),
+            &spec.weights,
+        )
+    }
+
+    /// Whether `spec` would build this very upstream (a reload keeps it).
+    pub fn is_built_from(&self, spec: &UpstreamConfig) -> bool {
+        self.urls == spec.endpoints
+            && self.policy == spec.balance.unwrap_or_default()
+            && self.weights == spec.weights
+    }
+
+    /// Registers the per-endpoint gauges once the upstream serves (not when
+    /// a config is only being checked).
+    pub fn publish_metrics(&self) {
+        let now = Instant::now();
+        for endpoint in &self.endpoints {
+            let gauge = metrics::gauge!(
+                "gateway_upstream_endpoint_ejected",
+                "upstream" => self.name.clone(),
+                "endpoint" => endpoint.label.clone(),
+            );
+            gauge.set(if endpoint.is_ejected(now) { 1.0 } else { 0.0 });
+            if let Ok(mut slot) = endpoint.ejected_gauge.lock() {
+                *slot = gauge;
+            }
+        }
+    }
+
+    /// Policy and endpoints with their state, for the admin `/config`.
+    pub fn describe(&self) -> serde_json::Value {
+        let now = Instant::now();
+        serde_json::json!({
+            "balance": self.policy.as_str(),
+            "endpoints": self.endpoints.iter().map(|endpoint| serde_json::json!({
+                "url": endpoint.label,
+                "weight": endpoint.weight,
+                "in_flight": endpoint.in_flight(),
+                "ejected": endpoint.is_ejected(now),
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -205,41 +262,6 @@ impl Upstream {
             .await
             .into_iter()
             .any(|usable| usable)
-    }
-}
-
-/// `upstreams`: the gateway is ready when every upstream has a usable
-/// replica — otherwise it would take traffic only to answer 503.
-#[derive(Debug, Clone)]
-pub struct UpstreamsCheck(pub Vec<std::sync::Arc<Upstream>>);
-
-impl portico_common::admin::ReadinessCheck for UpstreamsCheck {
-    fn name(&self) -> &'static str {
-        "upstreams"
-    }
-
-    fn check(&self) -> portico_common::admin::CheckFuture {
-        let upstreams = self.0.clone();
-        Box::pin(async move {
-            // All at once: the probes share the check's time bound.
-            let usable = futures::future::join_all(
-                upstreams
-                    .iter()
-                    .map(|upstream| upstream.has_usable_endpoint()),
-            )
-            .await;
-            let unusable: Vec<String> = upstreams
-                .iter()
-                .zip(usable)
-                .filter(|(_, usable)| !usable)
-                .map(|(upstream, _)| upstream.name.clone())
-                .collect();
-            if unusable.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("no usable replica for: {}", unusable.join(", ")))
-            }
-        })
     }
 }
 

@@ -166,6 +166,15 @@ async fn observe(mut request: Request, next: Next) -> Response {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
+    // A handler that routes by itself (the gateway's route table) names the
+    // route it chose; that is the metric label, as bounded as axum's paths.
+    let route = match response.extensions().get::<RouteLabel>() {
+        Some(label) => {
+            span.record("route", &*label.0);
+            label.0.to_string()
+        }
+        None => route,
+    };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     span.record("status", status);
@@ -213,6 +222,13 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// leaves it as it is instead of turning it into a problem.
 #[derive(Debug, Clone, Copy)]
 pub struct OwnErrorFormat;
+
+/// Response extension: the route that served the request, for a handler
+/// that matches routes itself (one fallback handler in front of its own
+/// route table). Must come from configuration, never from the request, so
+/// the `route` label stays a bounded set.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub std::sync::Arc<str>);
 
 /// Puts the request id into problem bodies and turns bare error responses
 /// (router 404/405, body-limit 413, timeouts) into problems.

@@ -63,6 +63,13 @@ pub struct Server {
 }
 
 impl Server {
+    /// Adds the service's own routes to the admin listener.
+    #[must_use]
+    pub fn with_admin_routes(mut self, routes: Router) -> Self {
+        self.admin = self.admin.merge(routes);
+        self
+    }
+
     pub fn new(
         listeners: Listeners,
         api: Router,

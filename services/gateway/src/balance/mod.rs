@@ -37,6 +37,16 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// The name as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::Weighted => "weighted",
+            Self::LeastRequest => "least_request",
+            Self::Random => "random",
+        }
+    }
+
     /// The policy's balancer for an upstream of `endpoints` endpoints.
     pub fn balancer(self, endpoints: usize) -> Box<dyn Balancer> {
         match self {

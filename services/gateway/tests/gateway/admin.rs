@@ -25,7 +25,7 @@ async fn ready_when_every_upstream_has_a_replica_and_the_keys_are_loaded() {
             .upstreams
             .insert("user".into(), upstream(&[&dead_endpoint(), &user.url]));
         let mut protected = route("/v1/users", "user");
-        protected.require_auth = true;
+        protected.auth = Some("bearer".to_owned());
         config.routes = vec![protected];
     })
     .await;
@@ -61,7 +61,7 @@ async fn not_ready_without_keys_when_a_route_needs_them_then_ready_once_they_loa
             .upstreams
             .insert("user".into(), upstream(&[&user.url]));
         let mut protected = route("/v1/users", "user");
-        protected.require_auth = true;
+        protected.auth = Some("bearer".to_owned());
         config.routes = vec![protected];
     })
     .await;
@@ -149,4 +149,35 @@ async fn a_route_to_an_unknown_upstream_stops_startup_naming_the_key() {
         "{message}"
     );
     assert!(message.contains("orders"), "{message}");
+}
+
+#[tokio::test]
+async fn the_running_config_is_served_on_the_admin_listener_only() {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        config.routes = vec![route("/v1/users", "user")];
+    })
+    .await;
+
+    let response = gateway
+        .client
+        .get(gateway.admin_url("/config"))
+        .send()
+        .await
+        .unwrap();
+    let on_api = gateway.get("/config").await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let running: Value = response.json().await.unwrap();
+    assert_eq!(running["version"], 1);
+    assert_eq!(running["routes"][0]["path_prefix"], "/v1/users");
+    assert_eq!(running["routes"][0]["upstream"], "user");
+    let endpoint = &running["upstreams"]["user"]["endpoints"][0];
+    assert_eq!(endpoint["url"], user.url.as_str());
+    assert_eq!(endpoint["ejected"], false);
+    assert_eq!(running["upstreams"]["user"]["balance"], "round_robin");
+    assert_eq!(on_api.status(), StatusCode::NOT_FOUND);
 }

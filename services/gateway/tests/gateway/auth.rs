@@ -19,7 +19,7 @@ async fn guarded(jwks_url: Option<String>) -> (Gateway, RecordingUpstream, Recor
             .upstreams
             .insert("auth".into(), upstream(&[&auth.url]));
         let mut users = route("/v1/users", "user");
-        users.require_auth = true;
+        users.auth = Some("bearer".to_owned());
         config.routes = vec![users, route("/v1/auth", "auth")];
         if let Some(url) = jwks_url {
             config.tokens.jwks.url = url;
@@ -251,4 +251,47 @@ async fn a_revoked_sessions_token_is_refused_at_the_edge_within_a_second() {
     let hits = user.hits();
     expect_problem(get().await, 401).await;
     assert_eq!(user.hits(), hits);
+}
+
+#[tokio::test]
+async fn a_role_route_needs_a_token_with_that_role() {
+    let admin_api = RecordingUpstream::start("admin").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("auth".into(), upstream(&[&admin_api.url]));
+        let mut admin = route("/v1/auth/admin", "auth");
+        admin.auth = Some("role:admin".to_owned());
+        config.routes = vec![admin];
+    })
+    .await;
+    let mut claims = gateway.issuer.user_claims(uuid::Uuid::now_v7());
+    let user = gateway.issuer.sign(&claims);
+    claims["roles"] = serde_json::json!(["user", "admin"]);
+    let admin = gateway.issuer.sign(&claims);
+
+    let anonymous = gateway.get("/v1/auth/admin/audit").await;
+    let as_user = gateway
+        .client
+        .get(gateway.url("/v1/auth/admin/audit"))
+        .bearer_auth(user)
+        .send()
+        .await
+        .unwrap();
+    let as_admin = gateway
+        .client
+        .get(gateway.url("/v1/auth/admin/audit"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+
+    expect_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    expect_problem(as_user, StatusCode::FORBIDDEN).await;
+    assert_eq!(as_admin.status(), StatusCode::OK);
+    assert_eq!(
+        admin_api.hits(),
+        1,
+        "only the admin's request reached the upstream"
+    );
 }

@@ -66,9 +66,9 @@ async fn round_robin_spreads_requests_evenly_over_replicas() {
     let a = RecordingUpstream::start("a").await;
     let b = RecordingUpstream::start("b").await;
     let gateway = Gateway::start(|config| {
-        let mut user = upstream(&[&a.url, &b.url]);
-        user.balance = Some(portico_gateway::balance::Policy::RoundRobin);
-        config.upstreams.insert("user".into(), user);
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&a.url, &b.url]));
         config.routes = vec![route("/v1/users", "user")];
     })
     .await;

@@ -198,3 +198,149 @@ async fn upstream_problem_bodies_pass_through_unchanged() {
     assert_eq!(problem["request_id"], "conflict-1");
     assert_eq!(problem["detail"], "that display name is taken");
 }
+
+#[tokio::test]
+async fn host_method_and_header_conditions_choose_between_routes_with_one_prefix() {
+    let stable = RecordingUpstream::start("stable").await;
+    let canary = RecordingUpstream::start("canary").await;
+    let tenant = RecordingUpstream::start("tenant").await;
+    let gateway = Gateway::start(|config| {
+        for (name, server) in [
+            ("stable", &stable),
+            ("canary", &canary),
+            ("tenant", &tenant),
+        ] {
+            config
+                .upstreams
+                .insert(name.into(), upstream(&[&server.url]));
+        }
+        let mut pinned = route("/v1/users", "canary");
+        pinned.headers = [("x-pin".to_owned(), "canary".to_owned())].into();
+        pinned.methods = Some(vec!["GET".to_owned()]);
+        let mut by_host = route("/v1/users", "tenant");
+        by_host.host = Some("*.tenant.example".to_owned());
+        config.routes = vec![route("/v1/users", "stable"), pinned, by_host];
+    })
+    .await;
+    let replica = |response: reqwest::Response| async move {
+        let body: Value = response.json().await.unwrap();
+        body["replica"].as_str().unwrap().to_owned()
+    };
+
+    let plain = gateway.get("/v1/users/me").await;
+    let pinned = gateway
+        .client
+        .get(gateway.url("/v1/users/me"))
+        .header("x-pin", "canary")
+        .send()
+        .await
+        .unwrap();
+    let pinned_post = gateway
+        .client
+        .post(gateway.url("/v1/users/me"))
+        .header("x-pin", "canary")
+        .send()
+        .await
+        .unwrap();
+    let by_host = gateway
+        .client
+        .get(gateway.url("/v1/users/me"))
+        .header(header::HOST, "acme.tenant.example:8080")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(replica(plain).await, "stable");
+    assert_eq!(replica(pinned).await, "canary");
+    assert_eq!(replica(pinned_post).await, "stable");
+    assert_eq!(replica(by_host).await, "tenant");
+}
+
+#[tokio::test]
+async fn an_unknown_host_is_a_404_problem() {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        let mut only = route("/v1/users", "user");
+        only.host = Some("api.example.com".to_owned());
+        config.routes = vec![only];
+    })
+    .await;
+    let response = gateway
+        .client
+        .get(gateway.url("/v1/users/me"))
+        .header(header::HOST, "evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::NOT_FOUND).await;
+    assert_eq!(user.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_rewrite_replaces_the_matched_prefix_upstream() {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        let mut legacy = route("/api/profile", "user");
+        legacy.rewrite_prefix = Some("/v1/users".to_owned());
+        config.routes = vec![legacy];
+    })
+    .await;
+    let response = gateway.get("/api/profile/me?fields=email").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(user.last().uri, "/v1/users/me?fields=email");
+}
+
+#[tokio::test]
+async fn a_route_body_limit_overrides_the_proxys() {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        let mut small = route("/v1/users", "user");
+        small.max_body_bytes = Some(16);
+        config.routes = vec![small];
+    })
+    .await;
+    let response = gateway
+        .client
+        .post(gateway.url("/v1/users/me"))
+        .body(vec![b'x'; 17])
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(user.hits(), 0);
+}
+
+#[tokio::test]
+async fn requests_are_labelled_by_the_route_that_served_them() {
+    let (gateway, _user, _auth) = users_and_auth().await;
+    gateway.get("/v1/users/me").await;
+    gateway.get("/nowhere").await;
+    let metrics = gateway
+        .client
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_requests_total{") && l.contains("route=\"/v1/users\"")),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("/nowhere"),
+        "a raw path became a label: {metrics}"
+    );
+}

@@ -218,12 +218,14 @@ pub fn dead_endpoint() -> String {
     format!("http://{addr}")
 }
 
-/// Upstream config with the given replicas and no OpenAPI document.
+/// Upstream config with the given replicas, round robin, no OpenAPI document.
 pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
     UpstreamConfig {
         endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
         openapi_path: None,
-        balance: None,
+        // A known order (the first request goes to the first endpoint) for
+        // tests about failover; the default policy has tests of its own.
+        balance: Some(portico_gateway::balance::Policy::RoundRobin),
         weights: std::collections::BTreeMap::new(),
     }
 }
@@ -234,8 +236,14 @@ pub fn route(path_prefix: &str, upstream: &str) -> RouteConfig {
         path_prefix: path_prefix.to_owned(),
         upstream: upstream.to_owned(),
         timeout_ms: 5_000,
-        require_auth: false,
+        auth: Some("public".to_owned()),
+        require_auth: None,
         attempt_timeout_ms: None,
+        host: None,
+        methods: None,
+        headers: std::collections::BTreeMap::new(),
+        rewrite_prefix: None,
+        max_body_bytes: None,
     }
 }
 
