@@ -24,7 +24,8 @@ done
 work=$(mktemp -d "${PORTICO_TEST_TMPDIR:-/tmp}/portico-compose.XXXXXX")
 project=portico-ci-$$
 compose() {
-    "$PORTICO_COMPOSE" --project-name "$project" --env-file "$work/.env" "$@"
+    "$PORTICO_COMPOSE" --project-name "$project" --env-file "$work/.env" \
+        -f docker-compose.yml -f "$work/admin-port.yml" "$@"
 }
 cleanup() {
     local rc=$?
@@ -70,6 +71,11 @@ for binary in portico-gateway portico-user portico-auth; do
 done
 
 port=$(_portico_free_port)
+admin_port=$(_portico_free_port)
+# For the test only: the gateway's admin listener on loopback too, to see
+# which user replicas it has found by DNS (GET /config).
+printf 'services:\n  gateway:\n    ports:\n      - "127.0.0.1:%s:9080"\n' "$admin_port" \
+    >"$work/admin-port.yml"
 # Fresh secrets for this run, the way .env.example tells an operator to.
 {
     echo "USER_DB_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
@@ -92,9 +98,13 @@ gateway=http://127.0.0.1:$port
 step "journey: register, login, profile read and update, refresh, logout"
 python3 scripts/check/compose_journey.py journey "$gateway" "$work/account.json"
 
-step "stop user-2: reads keep succeeding through the gateway"
+step "the gateway found both user replicas by DNS"
+python3 scripts/check/compose_journey.py endpoints "http://127.0.0.1:$admin_port" 2
+
+step "stop user-2: reads keep succeeding; the gateway follows DNS to one replica"
 compose stop --timeout 3 user-2 >/dev/null 2>&1
 python3 scripts/check/compose_journey.py reads "$gateway" "$work/account.json"
+python3 scripts/check/compose_journey.py endpoints "http://127.0.0.1:$admin_port" 1
 
 step "down, up again: the account still logs in (named volumes)"
 compose down --timeout 3 >/dev/null 2>&1

@@ -6,12 +6,15 @@
         profile 20 times: every read must succeed (one user replica is down)
     compose_journey.py login GATEWAY ACCOUNT_FILE    the saved account logs in
         and sees its updated profile (after down/up)
+    compose_journey.py endpoints ADMIN COUNT         waits until the gateway
+        has COUNT user endpoints (DNS discovery)
 
 Standard library only: runs on a fresh machine before anything is installed.
 """
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -86,6 +89,26 @@ def login_again(gateway, account_file):
     print("    the account logs in and keeps its profile")
 
 
+def endpoints(admin, count):
+    """Polls the gateway's running config (30 s at most) until the user
+    upstream has `count` endpoints: DNS discovery followed the replicas."""
+    deadline = time.monotonic() + 30
+    found = None
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(admin + "/config", timeout=5) as response:
+            running = json.load(response)
+        found = [e["url"] for e in running["upstreams"]["user"]["endpoints"]]
+        if len(found) == int(count):
+            print(f"    user endpoints by DNS: {', '.join(found)}")
+            return
+        time.sleep(0.5)
+    sys.exit(f"!!! expected {count} user endpoints, the gateway has {found}")
+
+
 if __name__ == "__main__":
-    command, gateway, account_file = sys.argv[1:4]
-    {"journey": journey, "reads": reads, "login": login_again}[command](gateway, account_file)
+    command = sys.argv[1]
+    if command == "endpoints":
+        endpoints(sys.argv[2], sys.argv[3])
+    else:
+        gateway, account_file = sys.argv[2:4]
+        {"journey": journey, "reads": reads, "login": login_again}[command](gateway, account_file)

@@ -10,6 +10,7 @@ use std::{fmt, future::Future, path::PathBuf, time::Duration};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 
+pub mod dns;
 pub mod fields;
 pub mod http;
 pub mod issuer;

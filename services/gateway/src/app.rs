@@ -49,7 +49,7 @@ impl Service for Gateway {
     type Handle = ();
 
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<()>> {
-        let live = Live::new(Snapshot::build(&config, 1, None)?);
+        let live = Live::start(Snapshot::build(&config, 1, None)?).await;
         let snapshot = live.load();
 
         let client = HttpClient::new(&config.http_client)?;
@@ -87,7 +87,7 @@ impl Service for Gateway {
         readiness = readiness.with_redis(redis.clone());
         for route in snapshot.routes.routes() {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
-                replicas = route.upstream.endpoints.len(), auth = ?route.auth, "route");
+                replicas = route.upstream.endpoints().len(), auth = ?route.auth, "route");
         }
         let mut assembly = Assembly::new(router(state), readiness, ());
         assembly.admin = Some(live.admin_routes());

@@ -28,7 +28,9 @@ pub const RESERVED_PATHS: [&str; 2] = ["/docs", "/openapi.json"];
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Base URLs of the replicas (`http://host:port`).
+    /// Base URLs of the replicas (`http://host:port`): the `static`
+    /// discovery. Leave it out (or empty) when `dns` finds them.
+    #[serde(default)]
     pub endpoints: Vec<String>,
     /// Path of the upstream's OpenAPI document, merged into the gateway's
     /// public one; absent, the upstream's operations are not documented.
@@ -39,6 +41,30 @@ pub struct UpstreamConfig {
     /// `endpoints`); unlisted endpoints weigh 1.
     #[serde(default)]
     pub weights: BTreeMap<String, u32>,
+    /// DNS discovery instead of a fixed list.
+    pub dns: Option<DnsConfig>,
+}
+
+/// `upstreams.<name>.dns`: the endpoints are what a DNS name resolves to,
+/// looked up again every `interval_ms` (sooner, backing off, after a
+/// failure, which keeps the last good set).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The name: every A/AAAA record is an endpoint on `port` (a Kubernetes
+    /// headless Service, a compose service with replicas); with `srv`, an
+    /// SRV name whose records give target and port.
+    pub name: String,
+    /// Port of every address; required unless `srv`.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub srv: bool,
+    /// How often the name is resolved again.
+    pub interval_ms: Option<u64>,
+    /// `ip:port` of the DNS servers to ask; empty: the system's
+    /// (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub nameservers: Vec<String>,
 }
 
 /// One route. Only `path_prefix`, `upstream`, `timeout_ms` and the auth
@@ -128,11 +154,22 @@ impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: String, msg: String| ConfigError::key(ENV_PREFIX, &k, msg);
         for (name, upstream) in &self.upstreams {
-            if upstream.endpoints.is_empty() {
-                return Err(key(
-                    format!("upstreams.{name}.endpoints"),
-                    "must list at least one endpoint".into(),
-                ));
+            match (&upstream.dns, upstream.endpoints.is_empty()) {
+                (None, true) => {
+                    return Err(key(
+                        format!("upstreams.{name}.endpoints"),
+                        "must list at least one endpoint (or configure `dns`)".into(),
+                    ));
+                }
+                (Some(_), false) => {
+                    return Err(key(
+                        format!("upstreams.{name}.dns"),
+                        "give `endpoints` or `dns`, not both".into(),
+                    ));
+                }
+                (Some(dns), true) => crate::discovery::dns::check(dns)
+                    .map_err(|(field, err)| key(format!("upstreams.{name}.dns.{field}"), err))?,
+                (None, false) => {}
             }
             for (url, weight) in &upstream.weights {
                 if !upstream.endpoints.contains(url) {

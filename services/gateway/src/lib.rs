@@ -11,6 +11,7 @@
 pub mod app;
 pub mod balance;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod openapi;
 pub mod proxy;

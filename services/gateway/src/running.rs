@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::{
     config::{Config, ENV_PREFIX},
+    discovery,
     routing::RouteTable,
     upstream::Upstream,
 };
@@ -127,7 +128,10 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(snapshot: Snapshot) -> Self {
+    /// Serves `snapshot`, once its discovered upstreams have had a first
+    /// answer (or [`FIRST_DISCOVERY_TIMEOUT`]).
+    pub async fn start(snapshot: Snapshot) -> Self {
+        snapshot.start_discovery(None).await;
         snapshot.publish_metrics();
         Self {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -140,14 +144,14 @@ impl Live {
 
     /// Loads the configuration again (file and environment, as at
     /// startup) and swaps it in if it is valid.
-    pub fn reload(&self, why: &str) -> Result<u64, ConfigError> {
-        let outcome = Config::load().and_then(|config| {
-            let previous = self.current.load();
-            Snapshot::build(&config, previous.version + 1, Some(&previous))
-        });
+    pub async fn reload(&self, why: &str) -> Result<u64, ConfigError> {
+        let previous = self.current.load_full();
+        let outcome = Config::load()
+            .and_then(|config| Snapshot::build(&config, previous.version + 1, Some(&previous)));
         match outcome {
             Ok(snapshot) => {
                 let version = snapshot.version;
+                snapshot.start_discovery(Some(&previous)).await;
                 snapshot.publish_metrics();
                 self.current.store(Arc::new(snapshot));
                 metrics::counter!("gateway_config_reloads_total", "outcome" => "ok").increment(1);
@@ -179,13 +183,13 @@ impl Live {
         loop {
             tokio::select! {
                 Some(()) = async { match hangups.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                    let _ = self.reload("SIGHUP");
+                    let _ = self.reload("SIGHUP").await;
                 }
                 _ = ticks.tick() => {
                     let now = file.as_deref().and_then(stamp);
                     if now != seen {
                         seen = now;
-                        let _ = self.reload("config file changed");
+                        let _ = self.reload("config file changed").await;
                     }
                 }
             }
@@ -213,7 +217,34 @@ async fn running_config(State(live): State<Live>) -> Json<Value> {
     Json(live.load().describe())
 }
 
+/// How long a new discovered upstream may take to find its first
+/// endpoints before its snapshot serves anyway (not ready until it does).
+const FIRST_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl Snapshot {
+    /// Asks each discovery source this snapshot brings (upstreams not taken
+    /// over from `previous`) once, then follows it while its upstream lives.
+    async fn start_discovery(&self, previous: Option<&Snapshot>) {
+        let fresh: Vec<Arc<Upstream>> = self
+            .upstreams
+            .iter()
+            .filter(|(name, upstream)| {
+                upstream.discovery().is_some()
+                    && previous
+                        .and_then(|previous| previous.upstreams.get(*name))
+                        .is_none_or(|old| !Arc::ptr_eq(old, upstream))
+            })
+            .map(|(_, upstream)| upstream.clone())
+            .collect();
+        futures::future::join_all(fresh.iter().map(|upstream| {
+            tokio::time::timeout(FIRST_DISCOVERY_TIMEOUT, discovery::refresh(upstream))
+        }))
+        .await;
+        for upstream in fresh {
+            tokio::spawn(discovery::follow(Arc::downgrade(&upstream)));
+        }
+    }
+
     fn publish_metrics(&self) {
         metrics::gauge!("gateway_config_version").set(self.version as f64);
         for upstream in self.upstreams.values() {

@@ -5,17 +5,20 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use arc_swap::ArcSwap;
 
 use http::uri::{Authority, Scheme};
 
 use crate::{
     balance::{Balancer, Policy},
     config::UpstreamConfig,
+    discovery::Discovery,
 };
 
 /// One replica.
@@ -69,7 +72,7 @@ impl Endpoint {
         })
     }
 
-    fn set_ejected_gauge(&self, value: f64) {
+    pub(crate) fn set_ejected_gauge(&self, value: f64) {
         if let Ok(gauge) = self.ejected_gauge.lock() {
             gauge.set(value);
         }
@@ -110,15 +113,22 @@ impl Endpoint {
     }
 }
 
-/// A named group of replicas.
+/// A named group of replicas. Its endpoint set can change while it serves
+/// (discovery): a request works on the set it loaded, so a change never
+/// pulls an endpoint from under an attempt.
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
-    pub endpoints: Vec<Endpoint>,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     balancer: Box<dyn Balancer>,
     policy: Policy,
     weights: BTreeMap<String, u32>,
-    urls: Vec<String>,
+    /// Where the endpoints come from; `None`: the configured list, fixed.
+    discovery: Option<Arc<dyn Discovery>>,
+    /// The config it was built from (a reload keeps it when unchanged).
+    spec: UpstreamConfig,
+    /// Whether its metrics are registered (it serves, not just checked).
+    published: AtomicBool,
 }
 
 impl Upstream {
@@ -130,45 +140,96 @@ impl Upstream {
         policy: Policy,
         weights: &BTreeMap<String, u32>,
     ) -> Result<Self, String> {
-        let mut endpoints: Vec<Endpoint> = urls
-            .iter()
-            .map(|u| Endpoint::parse(u))
-            .collect::<Result<_, _>>()?;
-        for (endpoint, url) in endpoints.iter_mut().zip(urls) {
-            endpoint.weight = weights.get(url).copied().unwrap_or(1);
-        }
-        Ok(Self {
-            name: name.to_owned(),
-            balancer: policy.balancer(endpoints.len()),
-            endpoints,
-            policy,
+        let spec = UpstreamConfig {
+            endpoints: urls.to_vec(),
+            openapi_path: None,
+            balance: Some(policy),
             weights: weights.clone(),
-            urls: urls.to_vec(),
-        })
+            dns: None,
+        };
+        Self::from_config(name, &spec)
     }
 
     /// The upstream `upstreams.<name>` describes.
     pub fn from_config(name: &str, spec: &UpstreamConfig) -> Result<Self, String> {
-        Self::new(
-            name,
-            &spec.endpoints,
-            spec.balance.unwrap_or_default(),
-            &spec.weights,
-        )
+        let policy = spec.balance.unwrap_or_default();
+        let upstream = Self {
+            name: name.to_owned(),
+            endpoints: ArcSwap::from_pointee(Vec::new()),
+            balancer: policy.balancer(spec.endpoints.len()),
+            policy,
+            weights: spec.weights.clone(),
+            discovery: crate::discovery::from_config(spec)?,
+            spec: spec.clone(),
+            published: AtomicBool::new(false),
+        };
+        upstream.set_endpoints(&spec.endpoints)?;
+        Ok(upstream)
     }
 
     /// Whether `spec` would build this very upstream (a reload keeps it).
     pub fn is_built_from(&self, spec: &UpstreamConfig) -> bool {
-        self.urls == spec.endpoints
-            && self.policy == spec.balance.unwrap_or_default()
-            && self.weights == spec.weights
+        self.spec.endpoints == spec.endpoints
+            && self.spec.balance.unwrap_or_default() == spec.balance.unwrap_or_default()
+            && self.spec.weights == spec.weights
+            && self.spec.dns == spec.dns
+    }
+
+    /// The endpoints now.
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    pub fn discovery(&self) -> Option<&Arc<dyn Discovery>> {
+        self.discovery.as_ref()
+    }
+
+    /// Replaces the endpoint set with `urls`. Endpoints that stay keep
+    /// their state (ejection, requests in flight); requests on removed
+    /// ones finish on them.
+    pub fn set_endpoints(&self, urls: &[String]) -> Result<(), String> {
+        let current = self.endpoints.load();
+        let mut next = Vec::with_capacity(urls.len());
+        for url in urls {
+            let label = url.trim_end_matches('/');
+            match current.iter().find(|endpoint| endpoint.label == label) {
+                Some(kept) => next.push(kept.clone()),
+                None => {
+                    let mut endpoint = Endpoint::parse(url)?;
+                    endpoint.weight = self.weights.get(url).copied().unwrap_or(1);
+                    next.push(Arc::new(endpoint));
+                }
+            }
+        }
+        let changed = next.len() != current.len()
+            || next
+                .iter()
+                .zip(current.iter())
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        if changed {
+            for gone in current
+                .iter()
+                .filter(|old| !next.iter().any(|new| Arc::ptr_eq(old, new)))
+            {
+                gone.set_ejected_gauge(0.0);
+            }
+            self.endpoints.store(Arc::new(next));
+            if self.published.load(Ordering::Relaxed) {
+                self.publish_metrics();
+            }
+        }
+        Ok(())
     }
 
     /// Registers the per-endpoint gauges once the upstream serves (not when
     /// a config is only being checked).
     pub fn publish_metrics(&self) {
+        self.published.store(true, Ordering::Relaxed);
         let now = Instant::now();
-        for endpoint in &self.endpoints {
+        let endpoints = self.endpoints();
+        metrics::gauge!("gateway_upstream_endpoints", "upstream" => self.name.clone())
+            .set(endpoints.len() as f64);
+        for endpoint in endpoints.iter() {
             let gauge = metrics::gauge!(
                 "gateway_upstream_endpoint_ejected",
                 "upstream" => self.name.clone(),
@@ -181,12 +242,13 @@ impl Upstream {
         }
     }
 
-    /// Policy and endpoints with their state, for the admin `/config`.
+    /// Policy, discovery and endpoints with their state, for `/config`.
     pub fn describe(&self) -> serde_json::Value {
         let now = Instant::now();
         serde_json::json!({
             "balance": self.policy.as_str(),
-            "endpoints": self.endpoints.iter().map(|endpoint| serde_json::json!({
+            "discovery": self.discovery.as_ref().map_or_else(|| "static".to_owned(), |d| d.describe()),
+            "endpoints": self.endpoints().iter().map(|endpoint| serde_json::json!({
                 "url": endpoint.label,
                 "weight": endpoint.weight,
                 "in_flight": endpoint.in_flight(),
@@ -201,7 +263,8 @@ impl Upstream {
     /// the request outright).
     pub fn attempts(&self) -> Attempts<'_> {
         Attempts {
-            upstream: self,
+            balancer: self.balancer.as_ref(),
+            endpoints: self.endpoints(),
             tried: Vec::with_capacity(2),
         }
     }
@@ -210,15 +273,16 @@ impl Upstream {
 /// See [`Upstream::attempts`].
 #[derive(Debug)]
 pub struct Attempts<'a> {
-    upstream: &'a Upstream,
+    balancer: &'a dyn Balancer,
+    endpoints: Arc<Vec<Arc<Endpoint>>>,
     tried: Vec<usize>,
 }
 
-impl<'a> Iterator for Attempts<'a> {
-    type Item = &'a Endpoint;
+impl Iterator for Attempts<'_> {
+    type Item = Arc<Endpoint>;
 
-    fn next(&mut self) -> Option<&'a Endpoint> {
-        let endpoints = &self.upstream.endpoints;
+    fn next(&mut self) -> Option<Arc<Endpoint>> {
+        let endpoints = &self.endpoints;
         let now = Instant::now();
         let untried = (0..endpoints.len()).filter(|i| !self.tried.contains(i));
         let (healthy, ejected): (Vec<usize>, Vec<usize>) =
@@ -227,9 +291,9 @@ impl<'a> Iterator for Attempts<'a> {
         if candidates.is_empty() {
             return None;
         }
-        let picked = self.upstream.balancer.pick(endpoints, &candidates);
+        let picked = self.balancer.pick(endpoints, &candidates);
         self.tried.push(picked);
-        Some(&endpoints[picked])
+        Some(endpoints[picked].clone())
     }
 }
 
@@ -242,8 +306,8 @@ impl Upstream {
     /// governance work; this is what readiness needs.)
     pub async fn has_usable_endpoint(&self) -> bool {
         let now = Instant::now();
-        let probes = self
-            .endpoints
+        let endpoints = self.endpoints();
+        let probes = endpoints
             .iter()
             .filter(|endpoint| !endpoint.is_ejected(now))
             .map(|endpoint| async move {
@@ -298,14 +362,14 @@ mod tests {
     #[test]
     fn ejected_replicas_are_tried_last() {
         let upstream = upstream(2);
-        upstream.endpoints[0].eject(Duration::from_secs(60));
+        upstream.endpoints()[0].eject(Duration::from_secs(60));
         for _ in 0..4 {
             assert_eq!(
                 order(&upstream),
                 ["http://127.0.0.1:1001", "http://127.0.0.1:1000"]
             );
         }
-        upstream.endpoints[0].restore();
+        upstream.endpoints()[0].restore();
         let firsts: Vec<_> = (0..2).map(|_| order(&upstream)[0].clone()).collect();
         assert!(firsts.contains(&"http://127.0.0.1:1000".to_owned()));
     }
@@ -318,8 +382,8 @@ mod tests {
         ];
         let weights = BTreeMap::from([("http://127.0.0.1:2".to_owned(), 3)]);
         let upstream = Upstream::new("u", &urls, Policy::Weighted, &weights).unwrap();
-        assert_eq!(upstream.endpoints[0].weight, 1);
-        assert_eq!(upstream.endpoints[1].weight, 3);
+        assert_eq!(upstream.endpoints()[0].weight, 1);
+        assert_eq!(upstream.endpoints()[1].weight, 3);
         let firsts: Vec<_> = (0..4).map(|_| order(&upstream)[0].clone()).collect();
         assert_eq!(firsts.iter().filter(|u| u.ends_with(":2")).count(), 3);
     }
@@ -346,7 +410,7 @@ mod tests {
         let all_dead = Upstream::new("u", &[dead], Policy::RoundRobin, &BTreeMap::new()).unwrap();
         assert!(!all_dead.has_usable_endpoint().await);
         // An ejected replica does not count even if it accepts connections.
-        upstream.endpoints[1].eject(Duration::from_secs(60));
+        upstream.endpoints()[1].eject(Duration::from_secs(60));
         assert!(!upstream.has_usable_endpoint().await);
     }
 }

@@ -2,6 +2,8 @@
 //! and tower's `p2c`): two distinct random candidates, the one with fewer
 //! requests in flight wins.
 
+use std::sync::Arc;
+
 use super::Balancer;
 use crate::upstream::Endpoint;
 
@@ -9,7 +11,7 @@ use crate::upstream::Endpoint;
 pub struct PowerOfTwoChoices;
 
 impl Balancer for PowerOfTwoChoices {
-    fn pick(&self, endpoints: &[Endpoint], candidates: &[usize]) -> usize {
+    fn pick(&self, endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize {
         if candidates.len() == 1 {
             return candidates[0];
         }

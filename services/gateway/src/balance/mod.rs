@@ -8,6 +8,8 @@ mod random;
 mod round_robin;
 mod weighted;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use crate::upstream::Endpoint;
@@ -15,7 +17,7 @@ use crate::upstream::Endpoint;
 /// A balancing policy for one upstream.
 pub trait Balancer: Send + Sync + std::fmt::Debug {
     /// One of `candidates` (indices into `endpoints`; never empty).
-    fn pick(&self, endpoints: &[Endpoint], candidates: &[usize]) -> usize;
+    fn pick(&self, endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize;
 }
 
 /// `upstreams.<name>.balance`.
@@ -60,9 +62,11 @@ impl Policy {
 
 #[cfg(test)]
 pub(crate) mod testing {
+    use std::sync::Arc;
+
     use crate::upstream::Endpoint;
 
-    pub fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
+    pub fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
         weights
             .iter()
             .enumerate()
@@ -70,7 +74,7 @@ pub(crate) mod testing {
                 let mut endpoint =
                     Endpoint::parse(&format!("http://127.0.0.1:{}", 1000 + i)).unwrap();
                 endpoint.weight = *weight;
-                endpoint
+                Arc::new(endpoint)
             })
             .collect()
     }
@@ -78,7 +82,7 @@ pub(crate) mod testing {
     /// How many of `picks` picks each endpoint got.
     pub fn shares(
         balancer: &dyn super::Balancer,
-        endpoints: &[Endpoint],
+        endpoints: &[Arc<Endpoint>],
         picks: usize,
     ) -> Vec<usize> {
         let candidates: Vec<usize> = (0..endpoints.len()).collect();

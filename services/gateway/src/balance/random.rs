@@ -1,5 +1,7 @@
 //! `random`: uniformly at random.
 
+use std::sync::Arc;
+
 use super::Balancer;
 use crate::upstream::Endpoint;
 
@@ -7,7 +9,7 @@ use crate::upstream::Endpoint;
 pub struct Random;
 
 impl Balancer for Random {
-    fn pick(&self, _endpoints: &[Endpoint], candidates: &[usize]) -> usize {
+    fn pick(&self, _endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize {
         candidates[fastrand::usize(..candidates.len())]
     }
 }

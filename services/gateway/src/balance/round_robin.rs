@@ -1,5 +1,7 @@
 //! `round_robin`: each candidate in turn.
 
+use std::sync::Arc;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Balancer;
@@ -11,7 +13,7 @@ pub struct RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, _endpoints: &[Endpoint], candidates: &[usize]) -> usize {
+    fn pick(&self, _endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize {
         candidates[self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()]
     }
 }

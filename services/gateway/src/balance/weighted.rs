@@ -3,6 +3,8 @@
 //! and subtracts the candidates' total from it: shares follow the weights
 //! and a heavy endpoint's turns are spread out, not bunched.
 
+use std::sync::Arc;
+
 use std::sync::Mutex;
 
 use super::Balancer;
@@ -22,7 +24,7 @@ impl SmoothWeighted {
 }
 
 impl Balancer for SmoothWeighted {
-    fn pick(&self, endpoints: &[Endpoint], candidates: &[usize]) -> usize {
+    fn pick(&self, endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize {
         let Ok(mut scores) = self.scores.lock() else {
             return candidates[0];
         };

@@ -29,7 +29,7 @@ use portico_gateway::{
 };
 use portico_testkit::issuer::{self, TestIssuer};
 use serde_json::{Map, Value, json};
-use tokio::{sync::Notify, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 /// What a recording upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -45,8 +45,9 @@ struct Shared {
     name: String,
     hits: AtomicUsize,
     last: Mutex<Option<Seen>>,
-    /// Requests to `…/slow` wait for this.
-    release: Notify,
+    /// Requests to `…/slow` wait until this is true (for good: a release
+    /// that comes before a request waits is not lost).
+    release: tokio::sync::watch::Sender<bool>,
     openapi: Option<Value>,
 }
 
@@ -71,26 +72,32 @@ impl Drop for RecordingUpstream {
 
 impl RecordingUpstream {
     pub async fn start(name: &str) -> Self {
-        Self::serve(name, None).await
+        Self::serve(name, None, "127.0.0.1:0").await
+    }
+
+    /// A replica listening on `addr` (e.g. `127.0.0.3:PORT`, so that several
+    /// share a port on different loopback addresses, as DNS discovery needs).
+    pub async fn start_on(name: &str, addr: &str) -> Self {
+        Self::serve(name, None, addr).await
     }
 
     /// A replica that also serves `document` at `/openapi.json`.
     pub async fn with_openapi(name: &str, document: Value) -> Self {
-        Self::serve(name, Some(document)).await
+        Self::serve(name, Some(document), "127.0.0.1:0").await
     }
 
-    async fn serve(name: &str, openapi: Option<Value>) -> Self {
+    async fn serve(name: &str, openapi: Option<Value>, addr: &str) -> Self {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             hits: AtomicUsize::new(0),
             last: Mutex::new(None),
-            release: Notify::new(),
+            release: tokio::sync::watch::Sender::new(false),
             openapi,
         });
         let app = Router::new()
             .fallback(record_and_answer)
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.ok();
@@ -117,9 +124,9 @@ impl RecordingUpstream {
             .expect("the upstream received no request")
     }
 
-    /// Lets waiting `…/slow` requests answer.
+    /// Lets `…/slow` requests answer, those waiting and any later one.
     pub fn release_slow(&self) {
-        self.shared.release.notify_waiters();
+        self.shared.release.send_replace(true);
     }
 }
 
@@ -166,7 +173,11 @@ async fn record_and_answer(State(shared): State<Arc<Shared>>, request: Request) 
         return axum::body::Body::from_stream(futures::stream::iter(chunks)).into_response();
     }
     if path.ends_with("/slow") {
-        shared.release.notified().await;
+        let _ = shared
+            .release
+            .subscribe()
+            .wait_for(|released| *released)
+            .await;
     }
     let headers: Map<String, Value> = parts
         .headers
@@ -223,6 +234,7 @@ pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
     UpstreamConfig {
         endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
         openapi_path: None,
+        dns: None,
         // A known order (the first request goes to the first endpoint) for
         // tests about failover; the default policy has tests of its own.
         balance: Some(portico_gateway::balance::Policy::RoundRobin),
