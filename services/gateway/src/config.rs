@@ -15,7 +15,7 @@ use portico_common::{
 };
 use serde::Deserialize;
 
-use crate::balance::Policy;
+use crate::{balance::Policy, health::outlier::OutlierPolicy};
 
 pub const ENV_PREFIX: &str = "PORTICO_GATEWAY_";
 
@@ -25,7 +25,7 @@ pub const DENIED_PREFIX: &str = "/internal";
 /// Paths the gateway answers itself; routes may not shadow them.
 pub const RESERVED_PATHS: [&str; 2] = ["/docs", "/openapi.json"];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URLs of the replicas (`http://host:port`): the `static`
@@ -43,6 +43,83 @@ pub struct UpstreamConfig {
     pub weights: BTreeMap<String, u32>,
     /// DNS discovery instead of a fixed list.
     pub dns: Option<DnsConfig>,
+    /// Active health checks; absent, none (passive detection only).
+    pub health: Option<HealthConfig>,
+    /// Passive outlier detection; absent, its defaults.
+    pub outlier: Option<OutlierConfig>,
+    /// Below this share of available endpoints (percent), traffic goes to
+    /// all of them, fit or not (Envoy's panic threshold); absent, 50.
+    pub panic_threshold_percent: Option<u32>,
+}
+
+/// `upstreams.<name>.health`: `GET path` on each endpoint every
+/// `interval_ms`; `fall` failures in a row take it out, `rise` passes in a
+/// row bring it back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Absent, `/readyz`.
+    pub path: Option<String>,
+    /// The port to ask (a replica's admin listener); absent, the endpoint's
+    /// port plus `port_offset`, or its own port.
+    pub port: Option<u16>,
+    pub port_offset: Option<u16>,
+    pub interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+impl HealthConfig {
+    pub fn interval_ms(&self) -> u64 {
+        self.interval_ms.unwrap_or(2000)
+    }
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(1000)
+    }
+    pub fn rise(&self) -> u32 {
+        self.rise.unwrap_or(2)
+    }
+    pub fn fall(&self) -> u32 {
+        self.fall.unwrap_or(2)
+    }
+}
+
+/// `upstreams.<name>.outlier` (every key optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Connection failures, resets and attempt timeouts in a row that eject
+    /// (absent: 1).
+    pub consecutive_gateway_failures: Option<u32>,
+    /// 5xx answers in a row that eject (absent: 5).
+    pub consecutive_5xx: Option<u32>,
+    /// The first ejection's length; each further one is longer by as much
+    /// (absent: `proxy.eject_secs`).
+    pub base_ejection_ms: Option<u64>,
+    /// The longest ejection (absent: 300000).
+    pub max_ejection_ms: Option<u64>,
+    /// The most of an upstream's endpoints ejected at once (absent: 50).
+    pub max_ejection_percent: Option<u32>,
+}
+
+impl OutlierConfig {
+    pub fn policy(&self, default_ejection: std::time::Duration) -> OutlierPolicy {
+        use std::time::Duration;
+        let base = self
+            .base_ejection_ms
+            .map_or(default_ejection, Duration::from_millis);
+        OutlierPolicy {
+            consecutive_gateway_failures: self.consecutive_gateway_failures.unwrap_or(1),
+            consecutive_5xx: self.consecutive_5xx.unwrap_or(5),
+            base_ejection: base,
+            max_ejection: self
+                .max_ejection_ms
+                .map_or(Duration::from_secs(300), Duration::from_millis)
+                .max(base),
+            max_ejection_percent: self.max_ejection_percent.unwrap_or(50),
+        }
+    }
 }
 
 /// `upstreams.<name>.dns`: the endpoints are what a DNS name resolves to,
@@ -170,6 +247,53 @@ impl ServiceConfig for Config {
                 (Some(dns), true) => crate::discovery::dns::check(dns)
                     .map_err(|(field, err)| key(format!("upstreams.{name}.dns.{field}"), err))?,
                 (None, false) => {}
+            }
+            if let Some(health) = &upstream.health {
+                let field = |f: &str| format!("upstreams.{name}.health.{f}");
+                if health.path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                    return Err(key(field("path"), "must start with `/`".into()));
+                }
+                if health.port.is_some() && health.port_offset.is_some() {
+                    return Err(key(
+                        field("port"),
+                        "give `port` or `port_offset`, not both".into(),
+                    ));
+                }
+                for (f, value) in [
+                    ("interval_ms", health.interval_ms()),
+                    ("timeout_ms", health.timeout_ms()),
+                    ("rise", u64::from(health.rise())),
+                    ("fall", u64::from(health.fall())),
+                ] {
+                    if value == 0 {
+                        return Err(key(field(f), "must be positive".into()));
+                    }
+                }
+            }
+            if let Some(outlier) = &upstream.outlier {
+                let field = |f: &str| format!("upstreams.{name}.outlier.{f}");
+                for (f, value) in [
+                    (
+                        "consecutive_gateway_failures",
+                        outlier.consecutive_gateway_failures.map(u64::from),
+                    ),
+                    ("consecutive_5xx", outlier.consecutive_5xx.map(u64::from)),
+                    ("base_ejection_ms", outlier.base_ejection_ms),
+                    ("max_ejection_ms", outlier.max_ejection_ms),
+                ] {
+                    if value == Some(0) {
+                        return Err(key(field(f), "must be positive".into()));
+                    }
+                }
+                if outlier.max_ejection_percent.is_some_and(|p| p > 100) {
+                    return Err(key(field("max_ejection_percent"), "at most 100".into()));
+                }
+            }
+            if upstream.panic_threshold_percent.is_some_and(|p| p > 100) {
+                return Err(key(
+                    format!("upstreams.{name}.panic_threshold_percent"),
+                    "at most 100".into(),
+                ));
             }
             for (url, weight) in &upstream.weights {
                 if !upstream.endpoints.contains(url) {

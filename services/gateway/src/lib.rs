@@ -13,6 +13,7 @@ pub mod balance;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod health;
 pub mod openapi;
 pub mod proxy;
 pub mod routing;

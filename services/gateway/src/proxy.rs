@@ -31,6 +31,7 @@ use portico_common::{http::pipeline, jwt::TokenVerifier, telemetry};
 use crate::{
     config::ProxyConfig,
     error::GatewayError,
+    health::outlier::Outcome,
     routing::{AuthPolicy, Route},
 };
 
@@ -38,14 +39,11 @@ use crate::{
 pub struct Proxy {
     client: Client<HttpConnector, Full<Bytes>>,
     verifier: Arc<TokenVerifier>,
-    eject_for: Duration,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy")
-            .field("eject_for", &self.eject_for)
-            .finish_non_exhaustive()
+        f.debug_struct("Proxy").finish_non_exhaustive()
     }
 }
 
@@ -76,11 +74,7 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
-        Self {
-            client,
-            verifier,
-            eject_for: Duration::from_secs(config.eject_secs),
-        }
+        Self { client, verifier }
     }
 
     /// Forwards `request` along `route` (already matched): edge policies,
@@ -119,14 +113,15 @@ impl Proxy {
             route.upstream_path(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
         let attempts = self.try_replicas(route, &parts.method, &path_and_query, &headers, body);
-        match tokio::time::timeout(route.timeout, attempts).await {
-            Ok(result) => result,
-            Err(_) => {
-                metrics::counter!("gateway_upstream_timeouts_total", "upstream" => route.upstream.name.clone())
-                    .increment(1);
-                Err(GatewayError::Timeout(route.upstream.name.clone()))
-            }
+        let result = tokio::time::timeout(route.timeout, attempts)
+            .await
+            .unwrap_or_else(|_| Err(GatewayError::Timeout(route.upstream.name.clone())));
+        // A 504, whether the route's deadline or the last attempt's ran out.
+        if matches!(result, Err(GatewayError::Timeout(_))) {
+            metrics::counter!("gateway_upstream_timeouts_total", "upstream" => route.upstream.name.clone())
+                .increment(1);
         }
+        result
     }
 
     /// Attempts, one endpoint after another as the upstream's policy picks
@@ -168,7 +163,12 @@ impl Proxy {
             ];
             match outcome {
                 Ok(Ok(response)) => {
-                    endpoint.restore();
+                    let outcome = if response.status().is_server_error() {
+                        Outcome::ServerError
+                    } else {
+                        Outcome::Success
+                    };
+                    upstream.report(&endpoint, outcome);
                     metrics::histogram!("gateway_upstream_duration_seconds", &labels)
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("gateway_upstream_requests_total", &labels).increment(1);
@@ -181,15 +181,15 @@ impl Proxy {
                 }
                 Ok(Err(err)) if err.is_connect() => {
                     // Nothing reached the replica: always safe to try another.
-                    tracing::warn!(endpoint = %endpoint.label, error = %err, "replica refused connection; ejecting");
-                    endpoint.eject(self.eject_for);
+                    tracing::warn!(endpoint = %endpoint.label, error = %err, "replica refused connection");
+                    upstream.report(&endpoint, Outcome::GatewayFailure);
                     metrics::counter!("gateway_upstream_connect_failures_total", &labels)
                         .increment(1);
                     last_failure.get_or_insert(GatewayError::NoReplica(upstream.name.clone()));
                 }
                 Ok(Err(err)) => {
                     tracing::warn!(endpoint = %endpoint.label, error = %err, replayable, "replica failed mid-request");
-                    endpoint.eject(self.eject_for);
+                    upstream.report(&endpoint, Outcome::GatewayFailure);
                     metrics::counter!("gateway_upstream_failures_total", &labels).increment(1);
                     let failure = GatewayError::BadGateway {
                         upstream: upstream.name.clone(),
@@ -206,8 +206,8 @@ impl Proxy {
                     // idempotent one goes on to the next replica.
                     tracing::warn!(endpoint = %endpoint.label, replayable,
                         timeout_ms = route.attempt_timeout.as_millis() as u64,
-                        "replica did not answer within the attempt timeout; ejecting");
-                    endpoint.eject(self.eject_for);
+                        "replica did not answer within the attempt timeout");
+                    upstream.report(&endpoint, Outcome::GatewayFailure);
                     metrics::counter!("gateway_upstream_attempt_timeouts_total", &labels)
                         .increment(1);
                     let failure = GatewayError::Timeout(upstream.name.clone());

@@ -51,15 +51,16 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Self, ConfigError> {
         let mut upstreams = BTreeMap::new();
+        let default_ejection = Duration::from_secs(config.proxy.eject_secs);
         for (name, spec) in &config.upstreams {
             let kept = previous
                 .and_then(|previous| previous.upstreams.get(name))
-                .filter(|upstream| upstream.is_built_from(spec));
+                .filter(|upstream| upstream.is_built_from(spec, default_ejection));
             let upstream = match kept {
                 Some(upstream) => upstream.clone(),
-                None => Arc::new(Upstream::from_config(name, spec).map_err(|err| {
-                    ConfigError::key(ENV_PREFIX, &format!("upstreams.{name}.endpoints"), err)
-                })?),
+                None => Arc::new(Upstream::from_config(name, spec, default_ejection).map_err(
+                    |err| ConfigError::key(ENV_PREFIX, &format!("upstreams.{name}.endpoints"), err),
+                )?),
             };
             upstreams.insert(name.clone(), upstream);
         }
@@ -229,7 +230,7 @@ impl Snapshot {
             .upstreams
             .iter()
             .filter(|(name, upstream)| {
-                upstream.discovery().is_some()
+                (upstream.discovery().is_some() || upstream.health_check().is_some())
                     && previous
                         .and_then(|previous| previous.upstreams.get(*name))
                         .is_none_or(|old| !Arc::ptr_eq(old, upstream))
@@ -241,7 +242,12 @@ impl Snapshot {
         }))
         .await;
         for upstream in fresh {
-            tokio::spawn(discovery::follow(Arc::downgrade(&upstream)));
+            if upstream.discovery().is_some() {
+                tokio::spawn(discovery::follow(Arc::downgrade(&upstream)));
+            }
+            if upstream.health_check().is_some() {
+                tokio::spawn(crate::health::follow(Arc::downgrade(&upstream)));
+            }
         }
     }
 

@@ -19,6 +19,10 @@ use crate::{
     balance::{Balancer, Policy},
     config::UpstreamConfig,
     discovery::Discovery,
+    health::{
+        ActiveState, HealthCheck,
+        outlier::{Outcome, OutlierPolicy, OutlierState},
+    },
 };
 
 /// One replica.
@@ -41,6 +45,12 @@ pub struct Endpoint {
     /// Requests sent to it whose response headers have not arrived yet
     /// (what `least_request` compares).
     in_flight: AtomicUsize,
+    /// What the active checks say.
+    pub(crate) active: ActiveState,
+    /// Passive outlier detection's counters.
+    pub(crate) outlier: OutlierState,
+    /// Since when it has been in service (created, or last taken back).
+    in_service_since: Mutex<Instant>,
 }
 
 /// One request in flight to an endpoint, counted until dropped.
@@ -69,6 +79,9 @@ impl Endpoint {
             ejected_gauge: Mutex::new(metrics::Gauge::noop()),
             weight: 1,
             in_flight: AtomicUsize::new(0),
+            active: ActiveState::default(),
+            outlier: OutlierState::default(),
+            in_service_since: Mutex::new(Instant::now()),
         })
     }
 
@@ -88,6 +101,34 @@ impl Endpoint {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Neither ejected nor failing its active checks.
+    pub fn is_available(&self, now: Instant) -> bool {
+        !self.is_ejected(now) && self.active.is_healthy()
+    }
+
+    /// How long it has served since it was last taken back (`None` while
+    /// ejected).
+    pub fn healthy_since(&self) -> Option<Instant> {
+        if self.is_ejected(Instant::now()) {
+            return None;
+        }
+        self.in_service_since.lock().ok().map(|since| *since)
+    }
+
+    /// Time left of its ejection, if ejected.
+    pub fn ejected_for(&self) -> Option<Duration> {
+        let until = (*self.ejected_until.lock().ok()?)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// `gateway_upstream_endpoint_healthy{upstream, endpoint}`: what the
+    /// active checks say (1 healthy, 0 not).
+    pub fn publish_health(&self, upstream: &str) {
+        metrics::gauge!("gateway_upstream_endpoint_healthy",
+            "upstream" => upstream.to_owned(), "endpoint" => self.label.clone())
+        .set(if self.active.is_healthy() { 1.0 } else { 0.0 });
+    }
+
     pub fn is_ejected(&self, now: Instant) -> bool {
         self.ejected_until
             .lock()
@@ -95,7 +136,7 @@ impl Endpoint {
             .unwrap_or(false)
     }
 
-    /// Sets the replica aside after it refused a connection.
+    /// Sets the replica aside (outlier detection decides when and how long).
     pub fn eject(&self, for_how_long: Duration) {
         if let Ok(mut until) = self.ejected_until.lock() {
             *until = Some(Instant::now() + for_how_long);
@@ -109,6 +150,9 @@ impl Endpoint {
             && until.take().is_some()
         {
             self.set_ejected_gauge(0.0);
+            if let Ok(mut since) = self.in_service_since.lock() {
+                *since = Instant::now();
+            }
         }
     }
 }
@@ -125,8 +169,15 @@ pub struct Upstream {
     weights: BTreeMap<String, u32>,
     /// Where the endpoints come from; `None`: the configured list, fixed.
     discovery: Option<Arc<dyn Discovery>>,
+    /// Active checks, when configured.
+    health_check: Option<Arc<dyn HealthCheck>>,
+    outlier: OutlierPolicy,
+    /// Below this share of available endpoints (percent), traffic goes to
+    /// all of them (Envoy's panic threshold).
+    panic_threshold_percent: u32,
     /// The config it was built from (a reload keeps it when unchanged).
     spec: UpstreamConfig,
+    default_ejection: Duration,
     /// Whether its metrics are registered (it serves, not just checked).
     published: AtomicBool,
 }
@@ -146,12 +197,20 @@ impl Upstream {
             balance: Some(policy),
             weights: weights.clone(),
             dns: None,
+            health: None,
+            outlier: None,
+            panic_threshold_percent: None,
         };
-        Self::from_config(name, &spec)
+        Self::from_config(name, &spec, Duration::from_secs(5))
     }
 
-    /// The upstream `upstreams.<name>` describes.
-    pub fn from_config(name: &str, spec: &UpstreamConfig) -> Result<Self, String> {
+    /// The upstream `upstreams.<name>` describes; `default_ejection` is the
+    /// first ejection's length unless its `outlier` section says otherwise.
+    pub fn from_config(
+        name: &str,
+        spec: &UpstreamConfig,
+        default_ejection: Duration,
+    ) -> Result<Self, String> {
         let policy = spec.balance.unwrap_or_default();
         let upstream = Self {
             name: name.to_owned(),
@@ -160,7 +219,17 @@ impl Upstream {
             policy,
             weights: spec.weights.clone(),
             discovery: crate::discovery::from_config(spec)?,
+            health_check: spec.health.as_ref().map(|health| {
+                Arc::new(crate::health::http::HttpCheck::new(health)) as Arc<dyn HealthCheck>
+            }),
+            outlier: spec
+                .outlier
+                .clone()
+                .unwrap_or_default()
+                .policy(default_ejection),
+            panic_threshold_percent: spec.panic_threshold_percent.unwrap_or(50),
             spec: spec.clone(),
+            default_ejection,
             published: AtomicBool::new(false),
         };
         upstream.set_endpoints(&spec.endpoints)?;
@@ -168,11 +237,30 @@ impl Upstream {
     }
 
     /// Whether `spec` would build this very upstream (a reload keeps it).
-    pub fn is_built_from(&self, spec: &UpstreamConfig) -> bool {
-        self.spec.endpoints == spec.endpoints
-            && self.spec.balance.unwrap_or_default() == spec.balance.unwrap_or_default()
-            && self.spec.weights == spec.weights
-            && self.spec.dns == spec.dns
+    pub fn is_built_from(&self, spec: &UpstreamConfig, default_ejection: Duration) -> bool {
+        self.spec == *spec && self.default_ejection == default_ejection
+    }
+
+    pub fn health_check(&self) -> Option<&Arc<dyn HealthCheck>> {
+        self.health_check.as_ref()
+    }
+
+    /// Counts one attempt's outcome for `endpoint` (outlier detection).
+    pub fn report(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let endpoints = self.endpoints();
+        let now = Instant::now();
+        let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
+        if self
+            .outlier
+            .record(endpoint, outcome, ejected, endpoints.len())
+        {
+            tracing::warn!(upstream = %self.name, endpoint = %endpoint.label, ?outcome,
+                for_ms = endpoint.ejected_for().map_or(0, |d| d.as_millis() as u64),
+                "endpoint ejected");
+            metrics::counter!("gateway_outlier_ejections_total",
+                "upstream" => self.name.clone(), "endpoint" => endpoint.label.clone())
+            .increment(1);
+        }
     }
 
     /// The endpoints now.
@@ -239,6 +327,7 @@ impl Upstream {
             if let Ok(mut slot) = endpoint.ejected_gauge.lock() {
                 *slot = gauge;
             }
+            endpoint.publish_health(&self.name);
         }
     }
 
@@ -253,6 +342,7 @@ impl Upstream {
                 "weight": endpoint.weight,
                 "in_flight": endpoint.in_flight(),
                 "ejected": endpoint.is_ejected(now),
+                "healthy": endpoint.active.is_healthy(),
             })).collect::<Vec<_>>(),
         })
     }
@@ -262,10 +352,22 @@ impl Upstream {
     /// none is left among the ejected ones (tried last rather than failing
     /// the request outright).
     pub fn attempts(&self) -> Attempts<'_> {
+        let endpoints = self.endpoints();
+        let now = Instant::now();
+        let available = endpoints.iter().filter(|e| e.is_available(now)).count();
+        // Too few fit to serve: spread over all rather than overload them
+        // (or, with none, answer 503 to everyone).
+        let panic = (available as u64) * 100
+            < u64::from(self.panic_threshold_percent) * endpoints.len() as u64;
+        if panic && !endpoints.is_empty() {
+            metrics::counter!("gateway_upstream_panic_total", "upstream" => self.name.clone())
+                .increment(1);
+        }
         Attempts {
             balancer: self.balancer.as_ref(),
-            endpoints: self.endpoints(),
+            endpoints,
             tried: Vec::with_capacity(2),
+            panic,
         }
     }
 }
@@ -276,6 +378,8 @@ pub struct Attempts<'a> {
     balancer: &'a dyn Balancer,
     endpoints: Arc<Vec<Arc<Endpoint>>>,
     tried: Vec<usize>,
+    /// Health is ignored (panic threshold crossed).
+    panic: bool,
 }
 
 impl Iterator for Attempts<'_> {
@@ -285,9 +389,9 @@ impl Iterator for Attempts<'_> {
         let endpoints = &self.endpoints;
         let now = Instant::now();
         let untried = (0..endpoints.len()).filter(|i| !self.tried.contains(i));
-        let (healthy, ejected): (Vec<usize>, Vec<usize>) =
-            untried.partition(|&i| !endpoints[i].is_ejected(now));
-        let candidates = if healthy.is_empty() { ejected } else { healthy };
+        let (healthy, unfit): (Vec<usize>, Vec<usize>) =
+            untried.partition(|&i| self.panic || endpoints[i].is_available(now));
+        let candidates = if healthy.is_empty() { unfit } else { healthy };
         if candidates.is_empty() {
             return None;
         }

@@ -9,5 +9,6 @@ mod body;
 mod discovery;
 mod docs;
 mod headers;
+mod health;
 mod routing;
 mod support;

@@ -49,6 +49,10 @@ struct Shared {
     /// that comes before a request waits is not lost).
     release: tokio::sync::watch::Sender<bool>,
     openapi: Option<Value>,
+    /// What `/readyz` answers: 200 while true, 503 after `set_ready(false)`.
+    ready: std::sync::atomic::AtomicBool,
+    /// While true, every other request gets a 503.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 /// A stand-in for a service replica. It counts requests, records the last
@@ -92,6 +96,8 @@ impl RecordingUpstream {
             hits: AtomicUsize::new(0),
             last: Mutex::new(None),
             release: tokio::sync::watch::Sender::new(false),
+            ready: std::sync::atomic::AtomicBool::new(true),
+            failing: std::sync::atomic::AtomicBool::new(false),
             openapi,
         });
         let app = Router::new()
@@ -124,6 +130,16 @@ impl RecordingUpstream {
             .expect("the upstream received no request")
     }
 
+    /// What its `/readyz` answers from now on (active health checks).
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// While failing, it answers every request but `/readyz` with 503.
+    pub fn set_failing(&self, failing: bool) {
+        self.shared.failing.store(failing, Ordering::SeqCst);
+    }
+
     /// Lets `…/slow` requests answer, those waiting and any later one.
     pub fn release_slow(&self) {
         self.shared.release.send_replace(true);
@@ -131,7 +147,22 @@ impl RecordingUpstream {
 }
 
 async fn record_and_answer(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    // Health checks are answered apart: they are not traffic.
+    if request.uri().path() == "/readyz" {
+        return if shared.ready.load(Ordering::SeqCst) {
+            StatusCode::OK.into_response()
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        };
+    }
     shared.hits.fetch_add(1, Ordering::SeqCst);
+    if shared.failing.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"replica": shared.name, "failing": true})),
+        )
+            .into_response();
+    }
     let (parts, body) = request.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     let uri = parts
@@ -235,6 +266,9 @@ pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
         endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
         openapi_path: None,
         dns: None,
+        health: None,
+        outlier: None,
+        panic_threshold_percent: None,
         // A known order (the first request goes to the first endpoint) for
         // tests about failover; the default policy has tests of its own.
         balance: Some(portico_gateway::balance::Policy::RoundRobin),
