@@ -50,6 +50,16 @@ pub struct UpstreamConfig {
     /// Below this share of available endpoints (percent), traffic goes to
     /// all of them, fit or not (Envoy's panic threshold); absent, 50.
     pub panic_threshold_percent: Option<u32>,
+    /// What `consistent_hash` keys on: `header:<name>`, `cookie:<name>`,
+    /// `subject` or `client_ip` (absent: `client_ip`).
+    pub hash_on: Option<String>,
+    /// A traffic split instead of endpoints: other upstreams by name with
+    /// their weights (`{ user-stable = 95, user-canary = 5 }`).
+    #[serde(default)]
+    pub split: BTreeMap<String, u32>,
+    /// The header that pins a request to a split's group by name (absent:
+    /// `x-portico-group`).
+    pub split_pin_header: Option<String>,
 }
 
 /// `upstreams.<name>.health`: `GET path` on each endpoint every
@@ -220,6 +230,46 @@ pub struct Config {
 /// The built-in defaults, also the reference for every key.
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
+impl Config {
+    /// A split upstream: groups that exist and are not splits themselves,
+    /// some weight, nothing of a plain upstream.
+    fn check_split(&self, name: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+        let key = |k: &str, msg: String| {
+            ConfigError::key(ENV_PREFIX, &format!("upstreams.{name}.{k}"), msg)
+        };
+        if !upstream.endpoints.is_empty() || upstream.dns.is_some() {
+            return Err(key(
+                "split",
+                "a split has groups, not endpoints or dns".into(),
+            ));
+        }
+        for group in upstream.split.keys() {
+            match self.upstreams.get(group) {
+                None => return Err(key("split", format!("no upstream named `{group}`"))),
+                Some(target) if !target.split.is_empty() => {
+                    return Err(key("split", format!("`{group}` is itself a split")));
+                }
+                Some(_) => {}
+            }
+        }
+        if upstream.split.values().all(|weight| *weight == 0) {
+            return Err(key(
+                "split",
+                "at least one group needs a weight above 0".into(),
+            ));
+        }
+        if let Some(header) = &upstream.split_pin_header {
+            http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                key(
+                    "split_pin_header",
+                    format!("`{header}` is not a header name"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
 impl ServiceConfig for Config {
     const ENV_PREFIX: &'static str = ENV_PREFIX;
     const DEFAULTS: &'static str = DEFAULTS;
@@ -231,6 +281,14 @@ impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: String, msg: String| ConfigError::key(ENV_PREFIX, &k, msg);
         for (name, upstream) in &self.upstreams {
+            if !upstream.split.is_empty() {
+                self.check_split(name, upstream)?;
+                continue;
+            }
+            if let Some(hash_on) = &upstream.hash_on {
+                crate::balance::HashOn::parse(hash_on)
+                    .map_err(|err| key(format!("upstreams.{name}.hash_on"), err))?;
+            }
             match (&upstream.dns, upstream.endpoints.is_empty()) {
                 (None, true) => {
                     return Err(key(

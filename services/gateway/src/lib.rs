@@ -16,8 +16,10 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod proxy;
+pub mod request_facts;
 pub mod routing;
 pub mod running;
+pub mod split;
 pub mod upstream;
 
 pub use app::{Application, Gateway};

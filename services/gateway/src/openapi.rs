@@ -85,7 +85,10 @@ impl PublicDocument {
     }
 
     async fn fetch(&self, source: &Source) -> Option<Value> {
-        for endpoint in source.upstream.attempts() {
+        for endpoint in source
+            .upstream
+            .attempts(crate::balance::PickContext::default())
+        {
             let url = format!("{}{}", endpoint.base_url, source.path);
             match self.client.get(&url).send().await {
                 Ok(response) if response.status().is_success() => match response

@@ -29,10 +29,13 @@ use hyper_util::{
 use portico_common::{http::pipeline, jwt::TokenVerifier, telemetry};
 
 use crate::{
+    balance::PickContext,
     config::ProxyConfig,
     error::GatewayError,
     health::outlier::Outcome,
+    request_facts::RequestFacts,
     routing::{AuthPolicy, Route},
+    upstream::Upstream,
 };
 
 /// Shared by every proxied request.
@@ -84,18 +87,17 @@ impl Proxy {
         if is_ambiguous(parts.uri.path()) {
             return Err(GatewayError::AmbiguousPath);
         }
-        match &route.auth {
-            AuthPolicy::Public => {}
-            AuthPolicy::Bearer => {
-                self.verifier.verify_headers(&parts.headers).await?;
-            }
+        let subject = match &route.auth {
+            AuthPolicy::Public => None,
+            AuthPolicy::Bearer => Some(self.verifier.verify_headers(&parts.headers).await?.sub),
             AuthPolicy::Role(role) => {
                 let claims = self.verifier.verify_headers(&parts.headers).await?;
                 if !claims.roles.contains(role) {
                     return Err(GatewayError::Forbidden(role.clone()));
                 }
+                Some(claims.sub)
             }
-        }
+        };
         // A client that sends its body slowly holds memory; it gets the
         // route's time, like the upstream does.
         let body = tokio::time::timeout(
@@ -112,16 +114,39 @@ impl Proxy {
         let path_and_query =
             route.upstream_path(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
-        let attempts = self.try_replicas(route, &parts.method, &path_and_query, &headers, body);
+        // Pick the upstream (a split's group) and the policy's key.
+        let facts = RequestFacts {
+            subject: subject.as_deref(),
+            client_ip: client_addr.map(|addr| addr.ip()),
+            headers: &parts.headers,
+        };
+        let (upstream, sticky_cookie) = route.upstream.resolve(&facts);
+        let context = upstream.pick_context(&facts);
+
+        let attempts = self.try_replicas(
+            route,
+            upstream,
+            context,
+            &parts.method,
+            &path_and_query,
+            &headers,
+            body,
+        );
         let result = tokio::time::timeout(route.timeout, attempts)
             .await
-            .unwrap_or_else(|_| Err(GatewayError::Timeout(route.upstream.name.clone())));
+            .unwrap_or_else(|_| Err(GatewayError::Timeout(upstream.name.clone())));
         // A 504, whether the route's deadline or the last attempt's ran out.
         if matches!(result, Err(GatewayError::Timeout(_))) {
-            metrics::counter!("gateway_upstream_timeouts_total", "upstream" => route.upstream.name.clone())
+            metrics::counter!("gateway_upstream_timeouts_total", "upstream" => upstream.name.clone())
                 .increment(1);
         }
-        result
+        let mut response = result?;
+        if let Some(cookie) = sticky_cookie
+            && let Ok(value) = HeaderValue::from_str(&cookie)
+        {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+        Ok(response)
     }
 
     /// Attempts, one endpoint after another as the upstream's policy picks
@@ -129,18 +154,20 @@ impl Proxy {
     /// classify outcome → retry or answer" stages. A request is tried again
     /// on another endpoint only when it provably never reached one
     /// (connection refused) or when its method is idempotent.
+    #[allow(clippy::too_many_arguments)] // the stages' inputs, named
     async fn try_replicas(
         &self,
         route: &Route,
+        upstream: &Upstream,
+        context: PickContext,
         method: &Method,
         path_and_query: &str,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response, GatewayError> {
-        let upstream = &route.upstream;
         let replayable = is_idempotent(method);
         let mut last_failure = None;
-        for endpoint in upstream.attempts() {
+        for endpoint in upstream.attempts(context) {
             let uri = Uri::builder()
                 .scheme(endpoint.scheme.clone())
                 .authority(endpoint.authority.clone())

@@ -52,7 +52,11 @@ impl Snapshot {
     ) -> Result<Self, ConfigError> {
         let mut upstreams = BTreeMap::new();
         let default_ejection = Duration::from_secs(config.proxy.eject_secs);
-        for (name, spec) in &config.upstreams {
+        for (name, spec) in config
+            .upstreams
+            .iter()
+            .filter(|(_, spec)| spec.split.is_empty())
+        {
             let kept = previous
                 .and_then(|previous| previous.upstreams.get(name))
                 .filter(|upstream| upstream.is_built_from(spec, default_ejection));
@@ -63,6 +67,33 @@ impl Snapshot {
                 )?),
             };
             upstreams.insert(name.clone(), upstream);
+        }
+        // Splits last: their groups are the upstreams above.
+        for (name, spec) in config
+            .upstreams
+            .iter()
+            .filter(|(_, spec)| !spec.split.is_empty())
+        {
+            let groups = spec
+                .split
+                .iter()
+                .filter_map(|(group, weight)| Some((upstreams.get(group)?.clone(), *weight)))
+                .collect();
+            let pin = spec
+                .split_pin_header
+                .as_deref()
+                .unwrap_or("x-portico-group");
+            let pin = http::HeaderName::from_bytes(pin.as_bytes()).map_err(|_| {
+                ConfigError::key(
+                    ENV_PREFIX,
+                    &format!("upstreams.{name}.split_pin_header"),
+                    "not a header name",
+                )
+            })?;
+            let upstream = Upstream::from_config(name, spec, default_ejection)
+                .map_err(|err| ConfigError::key(ENV_PREFIX, &format!("upstreams.{name}"), err))?
+                .with_split(crate::split::Split::new(groups, pin));
+            upstreams.insert(name.clone(), Arc::new(upstream));
         }
         let routes = RouteTable::resolve(config, &upstreams)?;
         let openapi_paths = config

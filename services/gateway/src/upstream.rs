@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 
 use crate::{
-    balance::{Balancer, Policy},
+    balance::{Balancer, HashOn, PickContext, Policy},
     config::UpstreamConfig,
     discovery::Discovery,
     health::{
@@ -175,6 +175,10 @@ pub struct Upstream {
     /// Below this share of available endpoints (percent), traffic goes to
     /// all of them (Envoy's panic threshold).
     panic_threshold_percent: u32,
+    /// What `consistent_hash` keys on.
+    hash_on: HashOn,
+    /// A traffic split: this upstream only chooses one of its groups.
+    split: Option<crate::split::Split>,
     /// The config it was built from (a reload keeps it when unchanged).
     spec: UpstreamConfig,
     default_ejection: Duration,
@@ -200,6 +204,9 @@ impl Upstream {
             health: None,
             outlier: None,
             panic_threshold_percent: None,
+            hash_on: None,
+            split: BTreeMap::new(),
+            split_pin_header: None,
         };
         Self::from_config(name, &spec, Duration::from_secs(5))
     }
@@ -228,6 +235,13 @@ impl Upstream {
                 .unwrap_or_default()
                 .policy(default_ejection),
             panic_threshold_percent: spec.panic_threshold_percent.unwrap_or(50),
+            hash_on: spec
+                .hash_on
+                .as_deref()
+                .map(HashOn::parse)
+                .transpose()?
+                .unwrap_or(HashOn::ClientIp),
+            split: None,
             spec: spec.clone(),
             default_ejection,
             published: AtomicBool::new(false),
@@ -237,8 +251,43 @@ impl Upstream {
     }
 
     /// Whether `spec` would build this very upstream (a reload keeps it).
+    /// A split is always built again: its groups may have been.
     pub fn is_built_from(&self, spec: &UpstreamConfig, default_ejection: Duration) -> bool {
-        self.spec == *spec && self.default_ejection == default_ejection
+        self.split.is_none() && self.spec == *spec && self.default_ejection == default_ejection
+    }
+
+    /// Makes this upstream a traffic split over `split`'s groups.
+    #[must_use]
+    pub fn with_split(mut self, split: crate::split::Split) -> Self {
+        self.split = Some(split);
+        self
+    }
+
+    /// The upstream a request goes to: itself, or for a split the group the
+    /// request falls in (and a sticky cookie to set).
+    pub fn resolve<'a>(
+        self: &'a Arc<Self>,
+        facts: &crate::request_facts::RequestFacts<'_>,
+    ) -> (&'a Arc<Self>, Option<String>) {
+        match &self.split {
+            None => (self, None),
+            Some(split) => {
+                let choice = split.choose(facts);
+                metrics::counter!("gateway_split_requests_total",
+                    "upstream" => self.name.clone(), "group" => choice.upstream.name.clone())
+                .increment(1);
+                (choice.upstream, choice.set_cookie)
+            }
+        }
+    }
+
+    /// What the balancing policy may know of the request.
+    pub fn pick_context(&self, facts: &crate::request_facts::RequestFacts<'_>) -> PickContext {
+        PickContext {
+            hash: (self.policy == Policy::ConsistentHash)
+                .then(|| self.hash_on.key(facts))
+                .flatten(),
+        }
     }
 
     pub fn health_check(&self) -> Option<&Arc<dyn HealthCheck>> {
@@ -334,6 +383,13 @@ impl Upstream {
     /// Policy, discovery and endpoints with their state, for `/config`.
     pub fn describe(&self) -> serde_json::Value {
         let now = Instant::now();
+        if let Some(split) = &self.split {
+            return serde_json::json!({
+                "split": split.groups().map(|(group, weight)| serde_json::json!({
+                    "upstream": group.name, "weight": weight,
+                })).collect::<Vec<_>>(),
+            });
+        }
         serde_json::json!({
             "balance": self.policy.as_str(),
             "discovery": self.discovery.as_ref().map_or_else(|| "static".to_owned(), |d| d.describe()),
@@ -351,7 +407,7 @@ impl Upstream {
     /// its turn comes: among the healthy endpoints not yet tried, and once
     /// none is left among the ejected ones (tried last rather than failing
     /// the request outright).
-    pub fn attempts(&self) -> Attempts<'_> {
+    pub fn attempts(&self, context: PickContext) -> Attempts<'_> {
         let endpoints = self.endpoints();
         let now = Instant::now();
         let available = endpoints.iter().filter(|e| e.is_available(now)).count();
@@ -368,6 +424,7 @@ impl Upstream {
             endpoints,
             tried: Vec::with_capacity(2),
             panic,
+            context,
         }
     }
 }
@@ -380,6 +437,7 @@ pub struct Attempts<'a> {
     tried: Vec<usize>,
     /// Health is ignored (panic threshold crossed).
     panic: bool,
+    context: PickContext,
 }
 
 impl Iterator for Attempts<'_> {
@@ -395,7 +453,7 @@ impl Iterator for Attempts<'_> {
         if candidates.is_empty() {
             return None;
         }
-        let picked = self.balancer.pick(endpoints, &candidates);
+        let picked = self.balancer.pick(endpoints, &candidates, &self.context);
         self.tried.push(picked);
         Some(endpoints[picked].clone())
     }
@@ -445,7 +503,10 @@ mod tests {
     }
 
     fn order(upstream: &Upstream) -> Vec<String> {
-        upstream.attempts().map(|e| e.label.clone()).collect()
+        upstream
+            .attempts(PickContext::default())
+            .map(|e| e.label.clone())
+            .collect()
     }
 
     #[test]

@@ -4,14 +4,19 @@
 
 use std::sync::Arc;
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 use crate::upstream::Endpoint;
 
 #[derive(Debug)]
 pub struct PowerOfTwoChoices;
 
 impl Balancer for PowerOfTwoChoices {
-    fn pick(&self, endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize {
+    fn pick(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        candidates: &[usize],
+        _context: &PickContext,
+    ) -> usize {
         if candidates.len() == 1 {
             return candidates[0];
         }

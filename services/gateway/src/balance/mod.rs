@@ -5,6 +5,7 @@
 
 mod least_request;
 mod random;
+mod ring_hash;
 mod round_robin;
 mod weighted;
 
@@ -17,7 +18,62 @@ use crate::upstream::Endpoint;
 /// A balancing policy for one upstream.
 pub trait Balancer: Send + Sync + std::fmt::Debug {
     /// One of `candidates` (indices into `endpoints`; never empty).
-    fn pick(&self, endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize;
+    fn pick(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        candidates: &[usize],
+        context: &PickContext,
+    ) -> usize;
+}
+
+/// What a policy may know of the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickContext {
+    /// The request's hash key (`upstreams.<name>.hash_on`), for
+    /// `consistent_hash`; `None` when the request has no such key.
+    pub hash: Option<u64>,
+}
+
+/// `upstreams.<name>.hash_on`: what `consistent_hash` keys on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    Header(http::HeaderName),
+    Cookie(String),
+    /// The verified token's subject.
+    Subject,
+    ClientIp,
+}
+
+impl HashOn {
+    /// `header:<name>`, `cookie:<name>`, `subject` or `client_ip`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value.split_once(':') {
+            Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+                .map(Self::Header)
+                .map_err(|_| format!("`{name}` is not a header name")),
+            Some(("cookie", name)) if !name.is_empty() => Ok(Self::Cookie(name.to_owned())),
+            None if value == "subject" => Ok(Self::Subject),
+            None if value == "client_ip" => Ok(Self::ClientIp),
+            _ => Err(format!(
+                "`{value}`: use header:<name>, cookie:<name>, subject or client_ip"
+            )),
+        }
+    }
+
+    /// The request's key, hashed.
+    pub fn key(&self, facts: &crate::request_facts::RequestFacts<'_>) -> Option<u64> {
+        use crate::request_facts::stable_hash;
+        match self {
+            Self::Header(name) => facts
+                .header(name.as_str())
+                .map(|v| stable_hash(v.as_bytes())),
+            Self::Cookie(name) => facts.cookie(name).map(|v| stable_hash(v.as_bytes())),
+            Self::Subject => facts.subject.map(|s| stable_hash(s.as_bytes())),
+            Self::ClientIp => facts
+                .client_ip
+                .map(|ip| stable_hash(ip.to_string().as_bytes())),
+        }
+    }
 }
 
 /// `upstreams.<name>.balance`.
@@ -36,6 +92,9 @@ pub enum Policy {
     LeastRequest,
     /// Uniformly at random.
     Random,
+    /// Ring hash on `hash_on`: the same key goes to the same endpoint, and
+    /// an endpoint joining or leaving moves only about 1/N of the keys.
+    ConsistentHash,
 }
 
 impl Policy {
@@ -46,6 +105,7 @@ impl Policy {
             Self::Weighted => "weighted",
             Self::LeastRequest => "least_request",
             Self::Random => "random",
+            Self::ConsistentHash => "consistent_hash",
         }
     }
 
@@ -56,6 +116,7 @@ impl Policy {
             Self::Weighted => Box::new(weighted::SmoothWeighted::new(endpoints)),
             Self::LeastRequest => Box::new(least_request::PowerOfTwoChoices),
             Self::Random => Box::new(random::Random),
+            Self::ConsistentHash => Box::new(ring_hash::RingHash::default()),
         }
     }
 }
@@ -88,7 +149,7 @@ pub(crate) mod testing {
         let candidates: Vec<usize> = (0..endpoints.len()).collect();
         let mut counts = vec![0; endpoints.len()];
         for _ in 0..picks {
-            counts[balancer.pick(endpoints, &candidates)] += 1;
+            counts[balancer.pick(endpoints, &candidates, &super::PickContext::default())] += 1;
         }
         counts
     }

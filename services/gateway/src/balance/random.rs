@@ -2,14 +2,19 @@
 
 use std::sync::Arc;
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 use crate::upstream::Endpoint;
 
 #[derive(Debug)]
 pub struct Random;
 
 impl Balancer for Random {
-    fn pick(&self, _endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize {
+    fn pick(
+        &self,
+        _endpoints: &[Arc<Endpoint>],
+        candidates: &[usize],
+        _context: &PickContext,
+    ) -> usize {
         candidates[fastrand::usize(..candidates.len())]
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 use crate::upstream::Endpoint;
 
 #[derive(Debug, Default)]
@@ -13,7 +13,12 @@ pub struct RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, _endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize {
+    fn pick(
+        &self,
+        _endpoints: &[Arc<Endpoint>],
+        candidates: &[usize],
+        _context: &PickContext,
+    ) -> usize {
         candidates[self.next.fetch_add(1, Ordering::Relaxed) % candidates.len()]
     }
 }
@@ -28,7 +33,7 @@ mod tests {
         let endpoints = testing::endpoints(&[1, 1, 1]);
         let balancer = RoundRobin::default();
         let picks: Vec<usize> = (0..6)
-            .map(|_| balancer.pick(&endpoints, &[0, 1, 2]))
+            .map(|_| balancer.pick(&endpoints, &[0, 1, 2], &PickContext::default()))
             .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }

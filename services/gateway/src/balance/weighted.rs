@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use std::sync::Mutex;
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 use crate::upstream::Endpoint;
 
 #[derive(Debug)]
@@ -24,7 +24,12 @@ impl SmoothWeighted {
 }
 
 impl Balancer for SmoothWeighted {
-    fn pick(&self, endpoints: &[Arc<Endpoint>], candidates: &[usize]) -> usize {
+    fn pick(
+        &self,
+        endpoints: &[Arc<Endpoint>],
+        candidates: &[usize],
+        _context: &PickContext,
+    ) -> usize {
         let Ok(mut scores) = self.scores.lock() else {
             return candidates[0];
         };
@@ -66,7 +71,7 @@ mod tests {
         let endpoints = testing::endpoints(&[5, 1, 1]);
         let balancer = SmoothWeighted::new(3);
         let picks: Vec<usize> = (0..7)
-            .map(|_| balancer.pick(&endpoints, &[0, 1, 2]))
+            .map(|_| balancer.pick(&endpoints, &[0, 1, 2], &PickContext::default()))
             .collect();
         // nginx's sequence for 5/1/1: a a b a c a a.
         assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);

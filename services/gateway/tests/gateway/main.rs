@@ -11,4 +11,5 @@ mod docs;
 mod headers;
 mod health;
 mod routing;
+mod splitting;
 mod support;

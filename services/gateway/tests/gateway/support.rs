@@ -269,6 +269,9 @@ pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
         health: None,
         outlier: None,
         panic_threshold_percent: None,
+        hash_on: None,
+        split: std::collections::BTreeMap::new(),
+        split_pin_header: None,
         // A known order (the first request goes to the first endpoint) for
         // tests about failover; the default policy has tests of its own.
         balance: Some(portico_gateway::balance::Policy::RoundRobin),
