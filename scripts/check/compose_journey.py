@@ -50,7 +50,17 @@ def journey(gateway, account_file):
         "password": "violet staircase marmalade 42",
         "display_name": "Compose Journey",
     }
-    registered = call(gateway, "POST", "/v1/auth/register", account, expect=201)
+    # A 503 with Retry-After is "try again shortly" (the stack has only
+    # just come up on a loaded machine): a real client retries, so do we,
+    # a few times.
+    for attempt in range(4):
+        try:
+            registered = call(gateway, "POST", "/v1/auth/register", account, expect=201)
+            break
+        except SystemExit as refused:
+            if attempt == 3 or "got 503" not in str(refused):
+                raise
+            time.sleep(1)
     tokens = login(gateway, account)
     profile = call(gateway, "GET", "/v1/users/me", token=tokens["access_token"])
     assert profile["email"] == account["email"], profile

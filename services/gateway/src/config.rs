@@ -60,6 +60,81 @@ pub struct UpstreamConfig {
     /// The header that pins a request to a split's group by name (absent:
     /// `x-portico-group`).
     pub split_pin_header: Option<String>,
+    /// How many retries the upstream takes on top of its requests.
+    pub retry_budget: Option<RetryBudgetConfig>,
+    /// Requests in flight and queued for the upstream as a whole.
+    pub limits: Option<LimitsConfig>,
+    /// The circuit breaker of each endpoint.
+    pub breaker: Option<BreakerConfig>,
+}
+
+/// `upstreams.<name>.retry_budget`: retries may add at most
+/// `ratio_percent` (20) of the requests plus `min_per_second` (10) per
+/// second, over 10 s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    pub ratio_percent: Option<u32>,
+    pub min_per_second: Option<u32>,
+}
+
+impl RetryBudgetConfig {
+    pub fn policy(&self) -> crate::resilience::retry::BudgetPolicy {
+        crate::resilience::retry::BudgetPolicy {
+            ratio_percent: self.ratio_percent.unwrap_or(20),
+            min_per_second: self.min_per_second.unwrap_or(10),
+        }
+    }
+}
+
+/// `upstreams.<name>.limits`: at most `max_in_flight` (1024) requests at
+/// once, `max_queued` (1024) more waiting up to `queue_timeout_ms` (1000);
+/// beyond, 503 with `Retry-After` at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_in_flight: Option<usize>,
+    pub max_queued: Option<usize>,
+    pub queue_timeout_ms: Option<u64>,
+}
+
+impl LimitsConfig {
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.unwrap_or(1024)
+    }
+    pub fn max_queued(&self) -> usize {
+        self.max_queued.unwrap_or(1024)
+    }
+    pub fn queue_timeout_ms(&self) -> u64 {
+        self.queue_timeout_ms.unwrap_or(1000)
+    }
+}
+
+/// `upstreams.<name>.breaker`: an endpoint whose last `window_ms` (10000)
+/// saw at least `min_requests` (20) with `error_percent` (50) or more
+/// failing opens for `open_ms` (5000), then lets `half_open_requests` (1)
+/// probes through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    pub error_percent: Option<u32>,
+    pub min_requests: Option<u32>,
+    pub window_ms: Option<u64>,
+    pub open_ms: Option<u64>,
+    pub half_open_requests: Option<u32>,
+}
+
+impl BreakerConfig {
+    pub fn policy(&self) -> crate::resilience::breaker::BreakerPolicy {
+        use std::time::Duration;
+        crate::resilience::breaker::BreakerPolicy {
+            error_percent: self.error_percent.unwrap_or(50),
+            min_requests: self.min_requests.unwrap_or(20),
+            window: Duration::from_millis(self.window_ms.unwrap_or(10_000)),
+            open_for: Duration::from_millis(self.open_ms.unwrap_or(5_000)),
+            half_open_requests: self.half_open_requests.unwrap_or(1),
+        }
+    }
 }
 
 /// `upstreams.<name>.health`: `GET path` on each endpoint every
@@ -189,6 +264,8 @@ pub struct RouteConfig {
     pub rewrite_prefix: Option<String>,
     /// Largest request body on this route; absent, `proxy.max_body_bytes`.
     pub max_body_bytes: Option<usize>,
+    /// Attempts per request in all; absent, `proxy.max_attempts`.
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +286,11 @@ pub struct ProxyConfig {
     /// the route's `timeout_ms`: a hung replica costs one short attempt,
     /// is ejected, and (idempotent requests) the next replica is tried.
     pub attempt_timeout_ms: u64,
+    /// Attempts per request in all (first one included).
+    pub max_attempts: u32,
+    /// Retry backoff: a random wait up to base × 2^retry, capped.
+    pub retry_backoff_base_ms: u64,
+    pub retry_backoff_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -347,6 +429,39 @@ impl ServiceConfig for Config {
                     return Err(key(field("max_ejection_percent"), "at most 100".into()));
                 }
             }
+            let positive = |field: String, value: Option<u64>| match value {
+                Some(0) => Err(key(field, "must be positive".into())),
+                _ => Ok(()),
+            };
+            if let Some(limits) = &upstream.limits {
+                let field = |f: &str| format!("upstreams.{name}.limits.{f}");
+                positive(
+                    field("max_in_flight"),
+                    limits.max_in_flight.map(|v| v as u64),
+                )?;
+                positive(field("queue_timeout_ms"), limits.queue_timeout_ms)?;
+            }
+            if let Some(breaker) = &upstream.breaker {
+                let field = |f: &str| format!("upstreams.{name}.breaker.{f}");
+                positive(field("min_requests"), breaker.min_requests.map(u64::from))?;
+                positive(field("window_ms"), breaker.window_ms)?;
+                positive(field("open_ms"), breaker.open_ms)?;
+                positive(
+                    field("half_open_requests"),
+                    breaker.half_open_requests.map(u64::from),
+                )?;
+                if breaker.error_percent.is_some_and(|p| p == 0 || p > 100) {
+                    return Err(key(field("error_percent"), "between 1 and 100".into()));
+                }
+            }
+            if let Some(budget) = &upstream.retry_budget
+                && budget.ratio_percent.is_some_and(|p| p > 1000)
+            {
+                return Err(key(
+                    format!("upstreams.{name}.retry_budget.ratio_percent"),
+                    "at most 1000".into(),
+                ));
+            }
             if upstream.panic_threshold_percent.is_some_and(|p| p > 100) {
                 return Err(key(
                     format!("upstreams.{name}.panic_threshold_percent"),
@@ -381,6 +496,12 @@ impl ServiceConfig for Config {
                     ));
                 }
             }
+        }
+        if self.proxy.max_attempts == 0 {
+            return Err(key(
+                "proxy.max_attempts".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.proxy.attempt_timeout_ms == 0 {
             return Err(key(

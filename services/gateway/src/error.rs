@@ -28,6 +28,10 @@ pub enum GatewayError {
     /// 400: the client's body could not be read.
     #[error("body unreadable: {0}")]
     BodyUnreadable(String),
+    /// 503: the upstream's limits on requests in flight and queued are
+    /// reached (circuit breaking).
+    #[error("upstream `{0}` is at its limit of requests")]
+    Overloaded(String),
     /// 503: no replica of the upstream accepted a connection.
     #[error("upstream `{0}` has no reachable replica")]
     NoReplica(String),
@@ -61,6 +65,10 @@ impl From<GatewayError> for Problem {
             ),
             GatewayError::BodyUnreadable(_) => {
                 Problem::bad_request("the request body could not be read")
+            }
+            GatewayError::Overloaded(_) => {
+                Problem::service_unavailable("the service is at capacity; retry shortly")
+                    .retry_after(1)
             }
             GatewayError::NoReplica(_) => {
                 Problem::service_unavailable("the service is unavailable; retry shortly")

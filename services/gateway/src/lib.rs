@@ -17,6 +17,7 @@ pub mod health;
 pub mod openapi;
 pub mod proxy;
 pub mod request_facts;
+pub mod resilience;
 pub mod routing;
 pub mod running;
 pub mod split;

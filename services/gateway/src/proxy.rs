@@ -18,7 +18,7 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Uri,
+    HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri,
     header::{self, CONNECTION},
 };
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -34,6 +34,7 @@ use crate::{
     error::GatewayError,
     health::outlier::Outcome,
     request_facts::RequestFacts,
+    resilience::retry,
     routing::{AuthPolicy, Route},
     upstream::Upstream,
 };
@@ -42,7 +43,14 @@ use crate::{
 pub struct Proxy {
     client: Client<HttpConnector, Full<Bytes>>,
     verifier: Arc<TokenVerifier>,
+    backoff_base: Duration,
+    backoff_max: Duration,
 }
+
+/// How long the upstream has for a request, in milliseconds: set on every
+/// attempt, honoured by the services (an internal header: one a client
+/// sends is dropped like every `x-portico-*`).
+pub const DEADLINE_HEADER: &str = portico_common::http::pipeline::DEADLINE_HEADER;
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,7 +85,12 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(connector);
-        Self { client, verifier }
+        Self {
+            client,
+            verifier,
+            backoff_base: Duration::from_millis(config.retry_backoff_base_ms),
+            backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
+        }
     }
 
     /// Forwards `request` along `route` (already matched): edge policies,
@@ -151,9 +164,13 @@ impl Proxy {
 
     /// Attempts, one endpoint after another as the upstream's policy picks
     /// them, until one answers: the "pick endpoint → forward attempt →
-    /// classify outcome → retry or answer" stages. A request is tried again
-    /// on another endpoint only when it provably never reached one
-    /// (connection refused) or when its method is idempotent.
+    /// classify outcome → retry or answer" stages. The upstream's limits
+    /// admit the request first (503 when full). A request is tried again,
+    /// on another endpoint, only when it provably never reached one
+    /// (connection refused) or when its method is idempotent (after a
+    /// reset, a timed-out attempt, or a 502/503/504), at most
+    /// `max_attempts` times, after a jittered backoff, and while the
+    /// upstream's retry budget allows.
     #[allow(clippy::too_many_arguments)] // the stages' inputs, named
     async fn try_replicas(
         &self,
@@ -165,9 +182,41 @@ impl Proxy {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response, GatewayError> {
+        let deadline = Instant::now() + route.timeout;
+        let _slot = upstream.limits.admit().await.map_err(|refused| {
+            metrics::counter!("gateway_upstream_overflow_total",
+                "upstream" => upstream.name.clone(), "reason" => format!("{refused:?}"))
+            .increment(1);
+            GatewayError::Overloaded(upstream.name.clone())
+        })?;
+        upstream.budget.count_request();
         let replayable = is_idempotent(method);
-        let mut last_failure = None;
-        for endpoint in upstream.attempts(context) {
+        let mut last_failure: Option<Result<Response, GatewayError>> = None;
+        let mut reached_upstream = false;
+        for (attempt, endpoint) in (0..route.max_attempts).zip(upstream.attempts(context)) {
+            if attempt > 0 {
+                // A retry: only what is safe to send again, only while the
+                // budget lasts, after a pause when the last one got through.
+                if reached_upstream && !replayable {
+                    break;
+                }
+                if !upstream.budget.try_retry() {
+                    metrics::counter!("gateway_retry_budget_exhausted_total",
+                        "upstream" => upstream.name.clone())
+                    .increment(1);
+                    break;
+                }
+                metrics::counter!("gateway_upstream_retries_total", "upstream" => upstream.name.clone())
+                    .increment(1);
+                if reached_upstream {
+                    tokio::time::sleep(retry::backoff(
+                        attempt - 1,
+                        self.backoff_base,
+                        self.backoff_max,
+                    ))
+                    .await;
+                }
+            }
             let uri = Uri::builder()
                 .scheme(endpoint.scheme.clone())
                 .authority(endpoint.authority.clone())
@@ -178,11 +227,17 @@ impl Proxy {
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri;
             *request.headers_mut() = headers.clone();
+            // The time this attempt has: the upstream stops work the client
+            // will no longer wait for.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt_timeout = route.attempt_timeout.min(remaining);
+            if let Ok(value) = HeaderValue::from_str(&attempt_timeout.as_millis().to_string()) {
+                request.headers_mut().insert(DEADLINE_HEADER, value);
+            }
 
             let started = Instant::now();
             let in_flight = endpoint.start_request();
-            let outcome =
-                tokio::time::timeout(route.attempt_timeout, self.client.request(request)).await;
+            let outcome = tokio::time::timeout(attempt_timeout, self.client.request(request)).await;
             drop(in_flight);
             let labels = [
                 ("upstream", upstream.name.clone()),
@@ -190,21 +245,37 @@ impl Proxy {
             ];
             match outcome {
                 Ok(Ok(response)) => {
-                    let outcome = if response.status().is_server_error() {
-                        Outcome::ServerError
-                    } else {
-                        Outcome::Success
-                    };
-                    upstream.report(&endpoint, outcome);
+                    let status = response.status();
+                    upstream.report(
+                        &endpoint,
+                        if status.is_server_error() {
+                            Outcome::ServerError
+                        } else {
+                            Outcome::Success
+                        },
+                    );
                     metrics::histogram!("gateway_upstream_duration_seconds", &labels)
                         .record(started.elapsed().as_secs_f64());
                     metrics::counter!("gateway_upstream_requests_total", &labels).increment(1);
-                    return downstream_response(response).await.map_err(|err| {
+                    let answer = downstream_response(response).await.map_err(|err| {
                         GatewayError::BadGateway {
                             upstream: upstream.name.clone(),
                             cause: format!("response body: {err}"),
                         }
                     });
+                    // 502/503/504 from a replica is worth another replica's
+                    // try (idempotent requests); anything else is the answer.
+                    let transient = matches!(
+                        status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    );
+                    if !(transient && replayable) {
+                        return answer;
+                    }
+                    reached_upstream = true;
+                    last_failure = Some(answer);
                 }
                 Ok(Err(err)) if err.is_connect() => {
                     // Nothing reached the replica: always safe to try another.
@@ -212,40 +283,36 @@ impl Proxy {
                     upstream.report(&endpoint, Outcome::GatewayFailure);
                     metrics::counter!("gateway_upstream_connect_failures_total", &labels)
                         .increment(1);
-                    last_failure.get_or_insert(GatewayError::NoReplica(upstream.name.clone()));
+                    reached_upstream = false;
+                    if last_failure.is_none() {
+                        last_failure = Some(Err(GatewayError::NoReplica(upstream.name.clone())));
+                    }
                 }
                 Ok(Err(err)) => {
                     tracing::warn!(endpoint = %endpoint.label, error = %err, replayable, "replica failed mid-request");
                     upstream.report(&endpoint, Outcome::GatewayFailure);
                     metrics::counter!("gateway_upstream_failures_total", &labels).increment(1);
-                    let failure = GatewayError::BadGateway {
+                    reached_upstream = true;
+                    last_failure = Some(Err(GatewayError::BadGateway {
                         upstream: upstream.name.clone(),
                         cause: err.to_string(),
-                    };
-                    if !replayable {
-                        return Err(failure);
-                    }
-                    last_failure = Some(failure);
+                    }));
                 }
                 Err(_) => {
                     // A hung replica: it costs this one attempt, then it is
-                    // set aside. The request may have reached it, so only an
-                    // idempotent one goes on to the next replica.
+                    // set aside. The request may have reached it.
                     tracing::warn!(endpoint = %endpoint.label, replayable,
-                        timeout_ms = route.attempt_timeout.as_millis() as u64,
+                        timeout_ms = attempt_timeout.as_millis() as u64,
                         "replica did not answer within the attempt timeout");
                     upstream.report(&endpoint, Outcome::GatewayFailure);
                     metrics::counter!("gateway_upstream_attempt_timeouts_total", &labels)
                         .increment(1);
-                    let failure = GatewayError::Timeout(upstream.name.clone());
-                    if !replayable {
-                        return Err(failure);
-                    }
-                    last_failure = Some(failure);
+                    reached_upstream = true;
+                    last_failure = Some(Err(GatewayError::Timeout(upstream.name.clone())));
                 }
             }
         }
-        Err(last_failure.unwrap_or_else(|| GatewayError::NoReplica(upstream.name.clone())))
+        last_failure.unwrap_or_else(|| Err(GatewayError::NoReplica(upstream.name.clone())))
     }
 }
 

@@ -115,6 +115,8 @@ pub struct Route {
     pub attempt_timeout: Duration,
     pub auth: AuthPolicy,
     pub max_body_bytes: usize,
+    /// Attempts per request in all.
+    pub max_attempts: u32,
 }
 
 impl Route {
@@ -272,6 +274,9 @@ fn resolve_route(
     if route.attempt_timeout_ms == Some(0) {
         return Err(key(i, "attempt_timeout_ms", "must be positive"));
     }
+    if route.max_attempts == Some(0) {
+        return Err(key(i, "max_attempts", "must be at least 1"));
+    }
     if route.max_body_bytes == Some(0) {
         return Err(key(i, "max_body_bytes", "must be positive"));
     }
@@ -377,6 +382,7 @@ fn resolve_route(
         attempt_timeout: Duration::from_millis(attempt_timeout_ms),
         auth,
         max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
+        max_attempts: route.max_attempts.unwrap_or(config.proxy.max_attempts),
     })
 }
 
@@ -415,6 +421,7 @@ mod tests {
             headers: BTreeMap::new(),
             rewrite_prefix: None,
             max_body_bytes: None,
+            max_attempts: None,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Endpoint {
     pub(crate) outlier: OutlierState,
     /// Since when it has been in service (created, or last taken back).
     in_service_since: Mutex<Instant>,
+    /// Its circuit breaker.
+    pub(crate) breaker: crate::resilience::breaker::Breaker,
 }
 
 /// One request in flight to an endpoint, counted until dropped.
@@ -82,6 +84,7 @@ impl Endpoint {
             active: ActiveState::default(),
             outlier: OutlierState::default(),
             in_service_since: Mutex::new(Instant::now()),
+            breaker: crate::resilience::breaker::Breaker::default(),
         })
     }
 
@@ -177,6 +180,12 @@ pub struct Upstream {
     panic_threshold_percent: u32,
     /// What `consistent_hash` keys on.
     hash_on: HashOn,
+    /// Retries it takes on top of its requests.
+    pub(crate) budget: crate::resilience::retry::RetryBudget,
+    /// In flight and queued, as a whole.
+    pub(crate) limits: crate::resilience::limits::Limits,
+    max_in_flight: usize,
+    breaker_policy: crate::resilience::breaker::BreakerPolicy,
     /// A traffic split: this upstream only chooses one of its groups.
     split: Option<crate::split::Split>,
     /// The config it was built from (a reload keeps it when unchanged).
@@ -207,6 +216,9 @@ impl Upstream {
             hash_on: None,
             split: BTreeMap::new(),
             split_pin_header: None,
+            retry_budget: None,
+            limits: None,
+            breaker: None,
         };
         Self::from_config(name, &spec, Duration::from_secs(5))
     }
@@ -242,6 +254,19 @@ impl Upstream {
                 .transpose()?
                 .unwrap_or(HashOn::ClientIp),
             split: None,
+            budget: crate::resilience::retry::RetryBudget::new(
+                spec.retry_budget.clone().unwrap_or_default().policy(),
+            ),
+            limits: {
+                let limits = spec.limits.clone().unwrap_or_default();
+                crate::resilience::limits::Limits::new(
+                    limits.max_in_flight(),
+                    limits.max_queued(),
+                    Duration::from_millis(limits.queue_timeout_ms()),
+                )
+            },
+            max_in_flight: spec.limits.clone().unwrap_or_default().max_in_flight(),
+            breaker_policy: spec.breaker.clone().unwrap_or_default().policy(),
             spec: spec.clone(),
             default_ejection,
             published: AtomicBool::new(false),
@@ -294,8 +319,20 @@ impl Upstream {
         self.health_check.as_ref()
     }
 
-    /// Counts one attempt's outcome for `endpoint` (outlier detection).
+    /// Counts one attempt's outcome for `endpoint`: outlier detection and
+    /// its circuit breaker.
     pub fn report(&self, endpoint: &Endpoint, outcome: Outcome) {
+        if let Some(state) = endpoint
+            .breaker
+            .record(&self.breaker_policy, outcome != Outcome::Success)
+        {
+            tracing::warn!(upstream = %self.name, endpoint = %endpoint.label, state = state.label(),
+                "circuit breaker changed state");
+            metrics::counter!("gateway_breaker_transitions_total",
+                "upstream" => self.name.clone(), "endpoint" => endpoint.label.clone(),
+                "state" => state.label())
+            .increment(1);
+        }
         let endpoints = self.endpoints();
         let now = Instant::now();
         let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
@@ -391,6 +428,7 @@ impl Upstream {
             });
         }
         serde_json::json!({
+            "in_flight": self.limits.in_flight(self.max_in_flight),
             "balance": self.policy.as_str(),
             "discovery": self.discovery.as_ref().map_or_else(|| "static".to_owned(), |d| d.describe()),
             "endpoints": self.endpoints().iter().map(|endpoint| serde_json::json!({
@@ -399,6 +437,7 @@ impl Upstream {
                 "in_flight": endpoint.in_flight(),
                 "ejected": endpoint.is_ejected(now),
                 "healthy": endpoint.active.is_healthy(),
+                "breaker": endpoint.breaker.state().label(),
             })).collect::<Vec<_>>(),
         })
     }
@@ -410,7 +449,10 @@ impl Upstream {
     pub fn attempts(&self, context: PickContext) -> Attempts<'_> {
         let endpoints = self.endpoints();
         let now = Instant::now();
-        let available = endpoints.iter().filter(|e| e.is_available(now)).count();
+        let available = endpoints
+            .iter()
+            .filter(|e| e.is_available(now) && !e.breaker.is_open(&self.breaker_policy))
+            .count();
         // Too few fit to serve: spread over all rather than overload them
         // (or, with none, answer 503 to everyone).
         let panic = (available as u64) * 100
@@ -421,6 +463,7 @@ impl Upstream {
         }
         Attempts {
             balancer: self.balancer.as_ref(),
+            breaker_policy: &self.breaker_policy,
             endpoints,
             tried: Vec::with_capacity(2),
             panic,
@@ -433,6 +476,7 @@ impl Upstream {
 #[derive(Debug)]
 pub struct Attempts<'a> {
     balancer: &'a dyn Balancer,
+    breaker_policy: &'a crate::resilience::breaker::BreakerPolicy,
     endpoints: Arc<Vec<Arc<Endpoint>>>,
     tried: Vec<usize>,
     /// Health is ignored (panic threshold crossed).
@@ -447,15 +491,26 @@ impl Iterator for Attempts<'_> {
         let endpoints = &self.endpoints;
         let now = Instant::now();
         let untried = (0..endpoints.len()).filter(|i| !self.tried.contains(i));
-        let (healthy, unfit): (Vec<usize>, Vec<usize>) =
-            untried.partition(|&i| self.panic || endpoints[i].is_available(now));
-        let candidates = if healthy.is_empty() { unfit } else { healthy };
-        if candidates.is_empty() {
-            return None;
+        // An open breaker keeps its endpoint out entirely (panic or not);
+        // a half-open one lets its probes through.
+        let (closed, open): (Vec<usize>, Vec<usize>) =
+            untried.partition(|&i| !endpoints[i].breaker.is_open(self.breaker_policy));
+        self.tried.extend(open);
+        let (healthy, unfit): (Vec<usize>, Vec<usize>) = closed
+            .into_iter()
+            .partition(|&i| self.panic || endpoints[i].is_available(now));
+        for candidates in [healthy, unfit] {
+            let mut candidates = candidates;
+            while !candidates.is_empty() {
+                let picked = self.balancer.pick(endpoints, &candidates, &self.context);
+                self.tried.push(picked);
+                candidates.retain(|&i| i != picked);
+                if endpoints[picked].breaker.admit(self.breaker_policy) {
+                    return Some(endpoints[picked].clone());
+                }
+            }
         }
-        let picked = self.balancer.pick(endpoints, &candidates, &self.context);
-        self.tried.push(picked);
-        Some(endpoints[picked].clone())
+        None
     }
 }
 

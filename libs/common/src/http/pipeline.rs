@@ -95,6 +95,7 @@ where
                 .with_cause("handler panicked")
                 .into_response()
         }))
+        .layer(middleware::from_fn(honour_deadline))
         .layer(middleware::from_fn(observe))
 }
 
@@ -222,6 +223,33 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// leaves it as it is instead of turning it into a problem.
 #[derive(Debug, Clone, Copy)]
 pub struct OwnErrorFormat;
+
+/// Request header: how long the caller (the gateway) will wait for this
+/// request, in milliseconds. A service answers 504 when its work outlives
+/// it instead of finishing work nobody waits for.
+pub const DEADLINE_HEADER: &str = "x-portico-deadline-ms";
+
+/// Cuts a request short at the caller's deadline ([`DEADLINE_HEADER`]).
+async fn honour_deadline(request: Request, next: Next) -> Response {
+    let deadline = request
+        .headers()
+        .get(DEADLINE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
+    match deadline {
+        None => next.run(request).await,
+        Some(deadline) => match tokio::time::timeout(deadline, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline-exceeded",
+                "the request's deadline passed before it was done",
+            )
+            .into_response(),
+        },
+    }
+}
 
 /// Response extension: the route that served the request, for a handler
 /// that matches routes itself (one fallback handler in front of its own
@@ -472,5 +500,39 @@ mod tests {
         let longest = "a".repeat(128);
         headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(&longest).unwrap());
         assert_eq!(incoming_request_id(&headers), Some(longest));
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_deadline_header_is_a_504_problem() {
+        let router = apply(
+            Router::new().route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    "late"
+                }),
+            ),
+            &PipelineOptions {
+                body_limit: None,
+                handler_timeout: None,
+            },
+        );
+        let started = std::time::Instant::now();
+        let response = tower::ServiceExt::oneshot(
+            router,
+            axum::http::Request::builder()
+                .uri("/slow")
+                .header(DEADLINE_HEADER, "50")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["type"], "urn:portico:problem:deadline-exceeded");
+        assert!(problem["request_id"].is_string());
     }
 }

@@ -272,6 +272,9 @@ pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
         hash_on: None,
         split: std::collections::BTreeMap::new(),
         split_pin_header: None,
+        retry_budget: None,
+        limits: None,
+        breaker: None,
         // A known order (the first request goes to the first endpoint) for
         // tests about failover; the default policy has tests of its own.
         balance: Some(portico_gateway::balance::Policy::RoundRobin),
@@ -293,6 +296,7 @@ pub fn route(path_prefix: &str, upstream: &str) -> RouteConfig {
         headers: std::collections::BTreeMap::new(),
         rewrite_prefix: None,
         max_body_bytes: None,
+        max_attempts: None,
     }
 }
 
