@@ -36,6 +36,7 @@ pub mod http;
 pub mod identity;
 #[cfg(feature = "jwt")]
 pub mod jwt;
+pub mod net;
 pub mod openapi;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -26,6 +26,7 @@ use crate::{
     error::GatewayError,
     openapi::PublicDocument,
     proxy::Proxy,
+    ratelimit::{Limiter, redis::RedisGcra},
     running::{Live, Snapshot, UpstreamsCheck},
 };
 
@@ -64,8 +65,14 @@ impl Service for Gateway {
             )
             .with_revocations(revocations.clone()),
         );
+        let redis = config.redis.client().context("invalid redis.url")?;
+        let limiter = Limiter::new(
+            redis
+                .clone()
+                .map(|client| RedisGcra::new(client, &config.redis.key_prefix)),
+        );
         let state = GatewayState {
-            proxy: Arc::new(Proxy::new(&config.proxy, verifier)),
+            proxy: Arc::new(Proxy::new(&config.proxy, verifier, limiter)),
             live: live.clone(),
             document: Arc::new(PublicDocument::new(client, live.clone())),
         };
@@ -83,7 +90,6 @@ impl Service for Gateway {
                 .with(jwks.readiness_check())
                 .with(revocations.readiness_check());
         }
-        let redis = config.redis.client().context("invalid redis.url")?;
         readiness = readiness.with_redis(redis.clone());
         for route in snapshot.routes.routes() {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,

@@ -266,6 +266,8 @@ pub struct RouteConfig {
     pub max_body_bytes: Option<usize>,
     /// Attempts per request in all; absent, `proxy.max_attempts`.
     pub max_attempts: Option<u32>,
+    /// A rate limit (GCRA, shared through Redis).
+    pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +293,8 @@ pub struct ProxyConfig {
     /// Retry backoff: a random wait up to base × 2^retry, capped.
     pub retry_backoff_base_ms: u64,
     pub retry_backoff_max_ms: u64,
+    /// Peers whose `x-forwarded-for` is believed.
+    pub trusted_proxies: Vec<portico_common::net::Cidr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -28,6 +28,12 @@ pub enum GatewayError {
     /// 400: the client's body could not be read.
     #[error("body unreadable: {0}")]
     BodyUnreadable(String),
+    /// 429: over the route's rate limit; retry after the given seconds.
+    #[error("rate limited")]
+    RateLimited {
+        retry_after_secs: u32,
+        headers: http::HeaderMap,
+    },
     /// 503: the upstream's limits on requests in flight and queued are
     /// reached (circuit breaking).
     #[error("upstream `{0}` is at its limit of requests")]
@@ -66,6 +72,14 @@ impl From<GatewayError> for Problem {
             GatewayError::BodyUnreadable(_) => {
                 Problem::bad_request("the request body could not be read")
             }
+            GatewayError::RateLimited {
+                retry_after_secs, ..
+            } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "too many requests; retry after the time given",
+            )
+            .retry_after(*retry_after_secs),
             GatewayError::Overloaded(_) => {
                 Problem::service_unavailable("the service is at capacity; retry shortly")
                     .retry_after(1)
@@ -92,6 +106,14 @@ impl From<GatewayError> for Problem {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        Problem::from(self).into_response()
+        let extra = match &self {
+            GatewayError::RateLimited { headers, .. } => Some(headers.clone()),
+            _ => None,
+        };
+        let mut response = Problem::from(self).into_response();
+        if let Some(extra) = extra {
+            response.headers_mut().extend(extra);
+        }
+        response
     }
 }

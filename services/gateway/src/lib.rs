@@ -16,6 +16,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod proxy;
+pub mod ratelimit;
 pub mod request_facts;
 pub mod resilience;
 pub mod routing;

@@ -28,11 +28,14 @@ use hyper_util::{
 };
 use portico_common::{http::pipeline, jwt::TokenVerifier, telemetry};
 
+use portico_common::net::client_address;
+
 use crate::{
     balance::PickContext,
     config::ProxyConfig,
     error::GatewayError,
     health::outlier::Outcome,
+    ratelimit::Limiter,
     request_facts::RequestFacts,
     resilience::retry,
     routing::{AuthPolicy, Route},
@@ -43,6 +46,8 @@ use crate::{
 pub struct Proxy {
     client: Client<HttpConnector, Full<Bytes>>,
     verifier: Arc<TokenVerifier>,
+    limiter: Limiter,
+    trusted_proxies: Vec<portico_common::net::Cidr>,
     backoff_base: Duration,
     backoff_max: Duration,
 }
@@ -77,7 +82,7 @@ const INTERNAL_PREFIXES: [&str; 3] = ["x-portico-", "x-internal-", "x-forwarded-
 const SPOOFABLE: [&str; 2] = ["forwarded", "x-real-ip"];
 
 impl Proxy {
-    pub fn new(config: &ProxyConfig, verifier: Arc<TokenVerifier>) -> Self {
+    pub fn new(config: &ProxyConfig, verifier: Arc<TokenVerifier>, limiter: Limiter) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
         connector.set_nodelay(true);
@@ -88,6 +93,8 @@ impl Proxy {
         Self {
             client,
             verifier,
+            limiter,
+            trusted_proxies: config.trusted_proxies.clone(),
             backoff_base: Duration::from_millis(config.retry_backoff_base_ms),
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
         }
@@ -111,6 +118,20 @@ impl Proxy {
                 Some(claims.sub)
             }
         };
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let client_ip = client_address(&parts.headers, peer, &self.trusted_proxies);
+        let facts = RequestFacts {
+            subject: subject.as_deref(),
+            client_ip,
+            headers: &parts.headers,
+        };
+        let rate_headers = match &route.rate_limit {
+            Some(limit) => self.rate_limit(limit, &facts).await?,
+            None => None,
+        };
         // A client that sends its body slowly holds memory; it gets the
         // route's time, like the upstream does.
         let body = tokio::time::timeout(
@@ -119,20 +140,11 @@ impl Proxy {
         )
         .await
         .map_err(|_| GatewayError::BodyTimeout)??;
-        let client_addr = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0);
-        let headers = upstream_headers(&parts.headers, client_addr);
+        let headers = upstream_headers(&parts.headers, client_ip);
         let path_and_query =
             route.upstream_path(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
         // Pick the upstream (a split's group) and the policy's key.
-        let facts = RequestFacts {
-            subject: subject.as_deref(),
-            client_ip: client_addr.map(|addr| addr.ip()),
-            headers: &parts.headers,
-        };
         let (upstream, sticky_cookie) = route.upstream.resolve(&facts);
         let context = upstream.pick_context(&facts);
 
@@ -154,12 +166,43 @@ impl Proxy {
                 .increment(1);
         }
         let mut response = result?;
+        if let Some(rate_headers) = rate_headers {
+            response.headers_mut().extend(rate_headers);
+        }
         if let Some(cookie) = sticky_cookie
             && let Ok(value) = HeaderValue::from_str(&cookie)
         {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
         Ok(response)
+    }
+
+    /// The rate-limit stage: `Err` (429) over the limit, else the
+    /// `RateLimit-Policy` / `RateLimit` headers for the answer. A request
+    /// without the limit's key (no subject, no API key) is not limited.
+    async fn rate_limit(
+        &self,
+        limit: &crate::ratelimit::Limit,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Option<HeaderMap>, GatewayError> {
+        let Some(key) = limit.key_of(facts) else {
+            return Ok(None);
+        };
+        let decision = self.limiter.check(limit, &key).await;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("ratelimit-policy"),
+            limit.policy_header(),
+        );
+        headers.insert(HeaderName::from_static("ratelimit"), decision.header(limit));
+        if decision.allowed {
+            Ok(Some(headers))
+        } else {
+            Err(GatewayError::RateLimited {
+                retry_after_secs: decision.wait.as_secs_f64().ceil().max(1.0) as u32,
+                headers,
+            })
+        }
     }
 
     /// Attempts, one endpoint after another as the upstream's policy picks
@@ -357,7 +400,7 @@ pub fn is_ambiguous(path: &str) -> bool {
 
 /// The headers sent upstream: the client's, minus hop-by-hop and internal
 /// ones, plus forwarding information and the current trace context.
-fn upstream_headers(incoming: &HeaderMap, client_addr: Option<SocketAddr>) -> HeaderMap {
+fn upstream_headers(incoming: &HeaderMap, client_ip: Option<std::net::IpAddr>) -> HeaderMap {
     let connection_listed: Vec<String> = incoming
         .get_all(CONNECTION)
         .iter()
@@ -381,8 +424,8 @@ fn upstream_headers(incoming: &HeaderMap, client_addr: Option<SocketAddr>) -> He
             headers.append(name.clone(), value.clone());
         }
     }
-    if let Some(addr) = client_addr
-        && let Ok(value) = HeaderValue::from_str(&addr.ip().to_string())
+    if let Some(ip) = client_ip
+        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
     {
         headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
@@ -481,7 +524,7 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        let out = upstream_headers(&incoming, Some(SocketAddr::from(([10, 0, 0, 7], 5555))));
+        let out = upstream_headers(&incoming, Some(std::net::IpAddr::from([10, 0, 0, 7])));
         for gone in [
             "x-portico-user-id",
             "x-internal-role",

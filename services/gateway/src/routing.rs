@@ -117,6 +117,7 @@ pub struct Route {
     pub max_body_bytes: usize,
     /// Attempts per request in all.
     pub max_attempts: u32,
+    pub rate_limit: Option<crate::ratelimit::Limit>,
 }
 
 impl Route {
@@ -274,6 +275,12 @@ fn resolve_route(
     if route.attempt_timeout_ms == Some(0) {
         return Err(key(i, "attempt_timeout_ms", "must be positive"));
     }
+    let rate_limit = route
+        .rate_limit
+        .as_ref()
+        .map(|limit| crate::ratelimit::Limit::parse(limit, prefix))
+        .transpose()
+        .map_err(|(field, err)| key(i, &format!("rate_limit.{field}"), err))?;
     if route.max_attempts == Some(0) {
         return Err(key(i, "max_attempts", "must be at least 1"));
     }
@@ -383,6 +390,7 @@ fn resolve_route(
         auth,
         max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
         max_attempts: route.max_attempts.unwrap_or(config.proxy.max_attempts),
+        rate_limit,
     })
 }
 
@@ -422,6 +430,7 @@ mod tests {
             rewrite_prefix: None,
             max_body_bytes: None,
             max_attempts: None,
+            rate_limit: None,
         }
     }
 

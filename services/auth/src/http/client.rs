@@ -41,75 +41,17 @@ impl FromRequestParts<AppState> for Client {
     }
 }
 
-/// A network in CIDR notation (`10.0.0.0/8`, `fc00::/7`); a bare address
-/// is a /32 or /128.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl TryFrom<String> for Cidr {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        let invalid = || format!("`{text}` is not an address or network (CIDR)");
-        let (address, prefix) = text
-            .split_once('/')
-            .map_or((text.as_str(), None), |(a, p)| (a, Some(p)));
-        let network: IpAddr = address.parse().map_err(|_| invalid())?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(prefix) => prefix.parse::<u8>().map_err(|_| invalid())?,
-            None => max,
-        };
-        if prefix > max {
-            return Err(invalid());
-        }
-        Ok(Self { network, prefix })
-    }
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        // IPv4 clients may arrive as IPv4-mapped IPv6 addresses.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.network, ip) {
-            (IpAddr::V4(network), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(network) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(network), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(network) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
+pub use portico_common::net::Cidr;
 
 fn client_info(headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[Cidr]) -> ClientInfo {
-    let from_proxy = peer.is_some_and(|peer| trusted.iter().any(|net| net.contains(peer)));
-    let forwarded = headers
-        .get("x-forwarded-for")
-        .filter(|_| from_proxy)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(',').next())
-        .and_then(|first| first.trim().parse::<IpAddr>().ok());
+    let address = portico_common::net::client_address(headers, peer, trusted);
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|value| value.to_str().ok())
         .map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect::<String>())
         .filter(|agent| !agent.is_empty());
     ClientInfo {
-        ip: forwarded.or(peer).map(|ip| ip.to_string()),
+        ip: address.map(|ip| ip.to_string()),
         user_agent,
         request_id: pipeline::current_request_id(),
     }

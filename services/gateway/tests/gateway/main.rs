@@ -10,6 +10,7 @@ mod discovery;
 mod docs;
 mod headers;
 mod health;
+mod ratelimit;
 mod resilience;
 mod routing;
 mod splitting;

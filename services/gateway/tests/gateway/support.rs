@@ -297,6 +297,7 @@ pub fn route(path_prefix: &str, upstream: &str) -> RouteConfig {
         rewrite_prefix: None,
         max_body_bytes: None,
         max_attempts: None,
+        rate_limit: None,
     }
 }
 
