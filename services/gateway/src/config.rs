@@ -66,6 +66,10 @@ pub struct UpstreamConfig {
     pub limits: Option<LimitsConfig>,
     /// The circuit breaker of each endpoint.
     pub breaker: Option<BreakerConfig>,
+    /// Slow start: an endpoint that joins (discovery) or comes back from
+    /// an ejection ramps its share up from 10% over this long (absent: 0,
+    /// off). Not with `consistent_hash`.
+    pub slow_start_ms: Option<u64>,
 }
 
 /// `upstreams.<name>.retry_budget`: retries may add at most

@@ -51,6 +51,10 @@ pub struct Endpoint {
     pub(crate) outlier: OutlierState,
     /// Since when it has been in service (created, or last taken back).
     in_service_since: Mutex<Instant>,
+    /// Since when it ramps up its share (slow start): set when it joins a
+    /// serving upstream or comes back from an ejection; `None` for the
+    /// endpoints an upstream starts with.
+    warming_since: Mutex<Option<Instant>>,
     /// Its circuit breaker.
     pub(crate) breaker: crate::resilience::breaker::Breaker,
 }
@@ -84,6 +88,7 @@ impl Endpoint {
             active: ActiveState::default(),
             outlier: OutlierState::default(),
             in_service_since: Mutex::new(Instant::now()),
+            warming_since: Mutex::new(None),
             breaker: crate::resilience::breaker::Breaker::default(),
         })
     }
@@ -116,6 +121,19 @@ impl Endpoint {
             return None;
         }
         self.in_service_since.lock().ok().map(|since| *since)
+    }
+
+    /// Its share under slow start, 0.1 to 1: how far it is through the
+    /// window since it (re)joined; 1 when it is not warming.
+    pub fn warmth(&self, window: Duration, now: Instant) -> f64 {
+        let Some(since) = self.warming_since.lock().ok().and_then(|since| *since) else {
+            return 1.0;
+        };
+        if window.is_zero() {
+            return 1.0;
+        }
+        let progress = now.saturating_duration_since(since).as_secs_f64() / window.as_secs_f64();
+        progress.clamp(0.1, 1.0)
     }
 
     /// Time left of its ejection, if ejected.
@@ -156,6 +174,9 @@ impl Endpoint {
             if let Ok(mut since) = self.in_service_since.lock() {
                 *since = Instant::now();
             }
+            if let Ok(mut warming) = self.warming_since.lock() {
+                *warming = Some(Instant::now());
+            }
         }
     }
 }
@@ -186,6 +207,8 @@ pub struct Upstream {
     pub(crate) limits: crate::resilience::limits::Limits,
     max_in_flight: usize,
     breaker_policy: crate::resilience::breaker::BreakerPolicy,
+    /// Slow start: a new or recovered endpoint's share ramps up over this.
+    slow_start: Duration,
     /// A traffic split: this upstream only chooses one of its groups.
     split: Option<crate::split::Split>,
     /// The config it was built from (a reload keeps it when unchanged).
@@ -219,6 +242,7 @@ impl Upstream {
             retry_budget: None,
             limits: None,
             breaker: None,
+            slow_start_ms: None,
         };
         Self::from_config(name, &spec, Duration::from_secs(5))
     }
@@ -267,6 +291,7 @@ impl Upstream {
             },
             max_in_flight: spec.limits.clone().unwrap_or_default().max_in_flight(),
             breaker_policy: spec.breaker.clone().unwrap_or_default().policy(),
+            slow_start: Duration::from_millis(spec.slow_start_ms.unwrap_or(0)),
             spec: spec.clone(),
             default_ejection,
             published: AtomicBool::new(false),
@@ -371,6 +396,12 @@ impl Upstream {
                 None => {
                     let mut endpoint = Endpoint::parse(url)?;
                     endpoint.weight = self.weights.get(url).copied().unwrap_or(1);
+                    // Joining an upstream that already serves: ramp up.
+                    if !current.is_empty()
+                        && let Ok(mut warming) = endpoint.warming_since.lock()
+                    {
+                        *warming = Some(Instant::now());
+                    }
                     next.push(Arc::new(endpoint));
                 }
             }
@@ -463,6 +494,12 @@ impl Upstream {
         }
         Attempts {
             balancer: self.balancer.as_ref(),
+            // Keys stay on their endpoint under consistent hashing.
+            slow_start: if self.policy == Policy::ConsistentHash {
+                Duration::ZERO
+            } else {
+                self.slow_start
+            },
             breaker_policy: &self.breaker_policy,
             endpoints,
             tried: Vec::with_capacity(2),
@@ -476,6 +513,7 @@ impl Upstream {
 #[derive(Debug)]
 pub struct Attempts<'a> {
     balancer: &'a dyn Balancer,
+    slow_start: Duration,
     breaker_policy: &'a crate::resilience::breaker::BreakerPolicy,
     endpoints: Arc<Vec<Arc<Endpoint>>>,
     tried: Vec<usize>,
@@ -502,7 +540,21 @@ impl Iterator for Attempts<'_> {
         for candidates in [healthy, unfit] {
             let mut candidates = candidates;
             while !candidates.is_empty() {
-                let picked = self.balancer.pick(endpoints, &candidates, &self.context);
+                let mut picked = self.balancer.pick(endpoints, &candidates, &self.context);
+                // Slow start: a warming endpoint keeps a pick with the
+                // probability of its warmth; otherwise the policy picks again
+                // among the others (once), so its share ramps up.
+                if candidates.len() > 1
+                    && !self.slow_start.is_zero()
+                    && fastrand::f64() >= endpoints[picked].warmth(self.slow_start, now)
+                {
+                    let others: Vec<usize> = candidates
+                        .iter()
+                        .copied()
+                        .filter(|&i| i != picked)
+                        .collect();
+                    picked = self.balancer.pick(endpoints, &others, &self.context);
+                }
                 self.tried.push(picked);
                 candidates.retain(|&i| i != picked);
                 if endpoints[picked].breaker.admit(self.breaker_policy) {
@@ -592,6 +644,45 @@ mod tests {
         upstream.endpoints()[0].restore();
         let firsts: Vec<_> = (0..2).map(|_| order(&upstream)[0].clone()).collect();
         assert!(firsts.contains(&"http://127.0.0.1:1000".to_owned()));
+    }
+
+    #[test]
+    fn a_joining_endpoint_ramps_up_its_share_under_slow_start() {
+        let urls = ["http://127.0.0.1:1".to_owned()];
+        let mut spec = UpstreamConfig {
+            endpoints: urls.to_vec(),
+            ..Upstream::new("u", &urls, Policy::Random, &BTreeMap::new())
+                .unwrap()
+                .spec
+                .clone()
+        };
+        spec.slow_start_ms = Some(60_000);
+        let upstream = Upstream::from_config("u", &spec, Duration::from_secs(5)).unwrap();
+        upstream
+            .set_endpoints(&[
+                "http://127.0.0.1:1".to_owned(),
+                "http://127.0.0.1:2".to_owned(),
+            ])
+            .unwrap();
+        let picks = 10_000;
+        let to_new = (0..picks)
+            .filter(|_| {
+                upstream
+                    .attempts(PickContext::default())
+                    .next()
+                    .unwrap()
+                    .label
+                    == "http://127.0.0.1:2"
+            })
+            .count();
+        // Just joined: warmth 0.1, so about half of one tenth.
+        let share = to_new as f64 / f64::from(picks);
+        assert!((0.03..0.08).contains(&share), "{share}");
+        // The endpoints it started with never warm up.
+        assert_eq!(
+            upstream.endpoints()[0].warmth(Duration::from_secs(60), Instant::now()),
+            1.0
+        );
     }
 
     #[test]

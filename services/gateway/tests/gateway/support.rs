@@ -275,6 +275,7 @@ pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
         retry_budget: None,
         limits: None,
         breaker: None,
+        slow_start_ms: None,
         // A known order (the first request goes to the first endpoint) for
         // tests about failover; the default policy has tests of its own.
         balance: Some(portico_gateway::balance::Policy::RoundRobin),
