@@ -213,3 +213,44 @@ fn check_config_refuses_an_unknown_key_and_a_missing_required_secret() {
     assert_eq!(missing, Some(2), "{why_missing}");
     assert!(why_missing.contains("encryption_key"), "{why_missing}");
 }
+
+#[test]
+fn migrate_applies_the_migrations_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("user.db");
+    let url = format!("sqlite://{}", path.display());
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .join("portico-user");
+    let run = |url: &str| {
+        Command::new(&bin)
+            .arg("migrate")
+            .env_clear()
+            .env("PORTICO_USER_DATABASE__URL", url)
+            .env("PORTICO_USER_DATABASE__CREATE_IF_MISSING", "true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let applied = run(&url);
+    let unreachable = run("postgres://portico:x@127.0.0.1:1/portico");
+
+    assert_eq!(
+        applied.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let schema = std::fs::read(&path).unwrap();
+    assert!(
+        schema
+            .windows(b"CREATE TABLE users".len())
+            .any(|w| w == b"CREATE TABLE users"),
+        "no users table in the migrated file"
+    );
+    assert_eq!(unreachable.status.code(), Some(1));
+}

@@ -84,6 +84,15 @@ pub trait Service: Send + 'static {
         config: Self::Config,
         context: Context,
     ) -> impl Future<Output = anyhow::Result<Assembly<Self::Handle>>> + Send;
+
+    /// Applies the service's pending database migrations, and nothing else:
+    /// `<binary> migrate`, for a Kubernetes init container or Job. (The
+    /// service also migrates at startup; both take the migrator's lock.)
+    /// A service without a database has nothing to do.
+    fn migrate(config: &Self::Config) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let _ = config;
+        async { Ok(()) }
+    }
 }
 
 /// Background tasks, aborted when the application is dropped or stopped.
@@ -226,9 +235,18 @@ pub async fn run<S: Service>() -> anyhow::Result<()> {
             println!("{}", check_config_report(S::NAME, config.listen()));
             std::process::exit(0);
         }
+        Some("migrate") => {
+            let _telemetry = telemetry::init(S::NAME, config.telemetry())?;
+            if let Err(err) = S::migrate(&config).await {
+                tracing::error!(error = %format!("{err:#}"), "migration failed");
+                std::process::exit(1);
+            }
+            tracing::info!("migrations applied");
+            std::process::exit(0);
+        }
         Some(other) => {
             eprintln!(
-                "{}: unknown argument `{other}` (usage: {0} [healthcheck | check-config])",
+                "{}: unknown argument `{other}` (usage: {0} [healthcheck | check-config | migrate])",
                 S::NAME
             );
             std::process::exit(2);

@@ -43,6 +43,11 @@ impl Service for AuthService {
     type Config = Config;
     type Handle = AuthStore;
 
+    async fn migrate(config: &Self::Config) -> anyhow::Result<()> {
+        Db::open(&config.database, &MIGRATIONS).await?.close().await;
+        Ok(())
+    }
+
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<AuthStore>> {
         let clock = context.clock;
         let db = Db::open(&config.database, &MIGRATIONS).await?;

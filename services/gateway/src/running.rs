@@ -249,6 +249,26 @@ async fn running_config(State(live): State<Live>) -> Json<Value> {
     Json(live.load().describe())
 }
 
+impl Snapshot {
+    /// The upstreams that routes send traffic to: each route's, and for a
+    /// split its groups (not the split itself, which has no endpoints).
+    pub fn routed_upstreams(&self) -> Vec<Arc<Upstream>> {
+        let mut routed: Vec<Arc<Upstream>> = Vec::new();
+        for route in self.routes.routes() {
+            let targets: Vec<Arc<Upstream>> = match route.upstream.split() {
+                Some(split) => split.groups().map(|(group, _)| group.clone()).collect(),
+                None => vec![route.upstream.clone()],
+            };
+            for target in targets {
+                if !routed.iter().any(|known| Arc::ptr_eq(known, &target)) {
+                    routed.push(target);
+                }
+            }
+        }
+        routed
+    }
+}
+
 /// How long a new discovered upstream may take to find its first
 /// endpoints before its snapshot serves anyway (not ready until it does).
 const FIRST_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -302,7 +322,9 @@ impl portico_common::admin::ReadinessCheck for UpstreamsCheck {
 
     fn check(&self) -> portico_common::admin::CheckFuture {
         // The upstreams of the configuration running now.
-        let upstreams: Vec<Arc<Upstream>> = self.0.load().upstreams.values().cloned().collect();
+        // Only the upstreams some route sends traffic to (a split's groups
+        // included): one that is configured but unrouted decides nothing.
+        let upstreams = self.0.load().routed_upstreams();
         Box::pin(async move {
             // All at once: the probes share the check's time bound.
             let usable = futures::future::join_all(

@@ -306,6 +306,10 @@ impl Upstream {
         self.split.is_none() && self.spec == *spec && self.default_ejection == default_ejection
     }
 
+    pub fn split(&self) -> Option<&crate::split::Split> {
+        self.split.as_ref()
+    }
+
     /// Makes this upstream a traffic split over `split`'s groups.
     #[must_use]
     pub fn with_split(mut self, split: crate::split::Split) -> Self {

@@ -31,6 +31,11 @@ impl Service for UserService {
     type Config = Config;
     type Handle = UserStore;
 
+    async fn migrate(config: &Self::Config) -> anyhow::Result<()> {
+        Db::open(&config.database, &MIGRATIONS).await?.close().await;
+        Ok(())
+    }
+
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<UserStore>> {
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;

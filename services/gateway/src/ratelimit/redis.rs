@@ -78,7 +78,8 @@ impl RedisGcra {
                 .await
                 .map_err(|err| err.to_string())?;
             let mut connection = connection.clone();
-            let emission = limit.emission.as_micros() as u64;
+            // At least 1 µs: the script divides by it.
+            let emission = (limit.emission.as_micros() as u64).max(1);
             let tolerance = emission * u64::from(limit.burst);
             let (allowed, remaining, wait): (i64, i64, i64) = ::redis::cmd("EVAL")
                 .arg(GCRA)

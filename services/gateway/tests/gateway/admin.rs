@@ -181,3 +181,20 @@ async fn the_running_config_is_served_on_the_admin_listener_only() {
     assert_eq!(running["upstreams"]["user"]["balance"], "round_robin");
     assert_eq!(on_api.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_upstream_no_route_uses_does_not_decide_readiness() {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        config
+            .upstreams
+            .insert("spare".into(), upstream(&[&dead_endpoint()]));
+        config.routes = vec![route("/v1/users", "user")];
+    })
+    .await;
+    let (status, body) = readiness(&gateway).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
