@@ -362,13 +362,14 @@ impl Upstream {
                 "state" => state.label())
             .increment(1);
         }
-        let endpoints = self.endpoints();
-        let now = Instant::now();
-        let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
-        if self
-            .outlier
-            .record(endpoint, outcome, ejected, endpoints.len())
-        {
+        // Counted only when an ejection is due, not on every attempt.
+        let census = || {
+            let endpoints = self.endpoints();
+            let now = Instant::now();
+            let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
+            (ejected, endpoints.len())
+        };
+        if self.outlier.record(endpoint, outcome, census) {
             tracing::warn!(upstream = %self.name, endpoint = %endpoint.label, ?outcome,
                 for_ms = endpoint.ejected_for().map_or(0, |d| d.as_millis() as u64),
                 "endpoint ejected");

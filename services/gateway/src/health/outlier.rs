@@ -46,14 +46,14 @@ pub struct OutlierState {
 
 impl OutlierPolicy {
     /// Records `outcome` for `endpoint`; returns whether it was ejected now.
-    /// `ejected_now` counts the upstream's endpoints set aside at this
-    /// moment, `total` all of them.
+    /// `census` gives (the upstream's endpoints set aside at this moment,
+    /// all of them); it is asked only when an ejection is due, not on every
+    /// attempt.
     pub fn record(
         &self,
         endpoint: &Endpoint,
         outcome: Outcome,
-        ejected_now: usize,
-        total: usize,
+        census: impl FnOnce() -> (usize, usize),
     ) -> bool {
         let state = &endpoint.outlier;
         let tripped = match outcome {
@@ -80,6 +80,7 @@ impl OutlierPolicy {
         if !tripped || endpoint.is_ejected(Instant::now()) {
             return false;
         }
+        let (ejected_now, total) = census();
         let allowed = (total * self.max_ejection_percent as usize / 100).max(1);
         if total <= 1 || ejected_now + 1 > allowed {
             metrics::counter!("gateway_outlier_ejections_skipped_total").increment(1);
@@ -120,17 +121,17 @@ mod tests {
     #[test]
     fn a_gateway_failure_ejects_at_once_and_5xx_only_in_a_row() {
         let (policy, a) = (policy(), endpoint());
-        assert!(!policy.record(&a, Outcome::ServerError, 0, 4));
-        assert!(!policy.record(&a, Outcome::ServerError, 0, 4));
-        assert!(!policy.record(&a, Outcome::Success, 0, 4));
-        assert!(!policy.record(&a, Outcome::ServerError, 0, 4));
-        assert!(!policy.record(&a, Outcome::ServerError, 0, 4));
+        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)));
+        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)));
+        assert!(!policy.record(&a, Outcome::Success, || (0, 4)));
+        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)));
+        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)));
         assert!(
-            policy.record(&a, Outcome::ServerError, 0, 4),
+            policy.record(&a, Outcome::ServerError, || (0, 4)),
             "three 5xx in a row"
         );
         let b = endpoint();
-        assert!(policy.record(&b, Outcome::GatewayFailure, 0, 4));
+        assert!(policy.record(&b, Outcome::GatewayFailure, || (0, 4)));
     }
 
     #[test]
@@ -139,7 +140,7 @@ mod tests {
         let mut lengths = Vec::new();
         for _ in 0..3 {
             a.restore();
-            assert!(policy.record(&a, Outcome::GatewayFailure, 0, 4));
+            assert!(policy.record(&a, Outcome::GatewayFailure, || (0, 4)));
             lengths.push(a.ejected_for().unwrap().as_secs_f64().round() as u64);
         }
         assert_eq!(lengths, [10, 20, 25]);
@@ -149,9 +150,9 @@ mod tests {
     fn no_ejection_beyond_the_share_and_never_the_last_endpoint() {
         let policy = policy();
         // Two of four already out: 50% allows no third.
-        assert!(!policy.record(&endpoint(), Outcome::GatewayFailure, 2, 4));
-        assert!(policy.record(&endpoint(), Outcome::GatewayFailure, 1, 4));
+        assert!(!policy.record(&endpoint(), Outcome::GatewayFailure, || (2, 4)));
+        assert!(policy.record(&endpoint(), Outcome::GatewayFailure, || (1, 4)));
         // An upstream of one never ejects it.
-        assert!(!policy.record(&endpoint(), Outcome::GatewayFailure, 0, 1));
+        assert!(!policy.record(&endpoint(), Outcome::GatewayFailure, || (0, 1)));
     }
 }

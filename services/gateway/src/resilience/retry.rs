@@ -21,58 +21,64 @@ pub struct BudgetPolicy {
     pub min_per_second: u32,
 }
 
-/// (second, requests, retries).
+/// (second, requests, retries); a bucket whose second has left the window
+/// counts as empty.
 type Bucket = (u64, u64, u64);
 
-/// Requests and retries per second over the window.
+/// Requests and retries per second over the window: one fixed slot per
+/// second of it, so counting a request allocates nothing and looks at one
+/// slot (only a retry sums the window).
 #[derive(Debug)]
 pub struct RetryBudget {
     policy: BudgetPolicy,
-    buckets: Mutex<(Instant, Vec<Bucket>)>,
+    origin: Instant,
+    buckets: Mutex<[Bucket; WINDOW_SECS as usize]>,
 }
 
 impl RetryBudget {
     pub fn new(policy: BudgetPolicy) -> Self {
         Self {
             policy,
-            buckets: Mutex::new((Instant::now(), Vec::new())),
+            origin: Instant::now(),
+            buckets: Mutex::new([(0, 0, 0); WINDOW_SECS as usize]),
         }
     }
 
-    fn with_current<T>(&self, change: impl FnOnce(&mut Bucket, u64, u64) -> T) -> Option<T> {
-        let mut guard = self.buckets.lock().ok()?;
-        let (origin, buckets) = &mut *guard;
-        let second = origin.elapsed().as_secs();
-        buckets.retain(|(at, _, _)| *at + WINDOW_SECS > second);
-        if buckets.last().is_none_or(|(at, _, _)| *at != second) {
-            buckets.push((second, 0, 0));
+    /// The current second's slot (emptied if it held an older second).
+    fn current(buckets: &mut [Bucket; WINDOW_SECS as usize], second: u64) -> &mut Bucket {
+        let slot = &mut buckets[(second % WINDOW_SECS) as usize];
+        if slot.0 != second {
+            *slot = (second, 0, 0);
         }
-        let (requests, retries) = buckets
-            .iter()
-            .fold((0, 0), |(r, t), (_, br, bt)| (r + br, t + bt));
-        let current = buckets.last_mut()?;
-        Some(change(current, requests, retries))
+        slot
     }
 
     /// Counts one request (its first attempt).
     pub fn count_request(&self) {
-        self.with_current(|bucket, _, _| bucket.1 += 1);
+        let second = self.origin.elapsed().as_secs();
+        if let Ok(mut buckets) = self.buckets.lock() {
+            Self::current(&mut buckets, second).1 += 1;
+        }
     }
 
     /// Takes one retry from the budget, if it has one.
     pub fn try_retry(&self) -> bool {
-        let policy = self.policy.clone();
-        self.with_current(|bucket, requests, retries| {
-            let allowed = requests * u64::from(policy.ratio_percent) / 100
-                + u64::from(policy.min_per_second) * WINDOW_SECS;
-            if retries < allowed {
-                bucket.2 += 1;
-                true
-            } else {
-                false
-            }
-        })
-        .unwrap_or(false)
+        let second = self.origin.elapsed().as_secs();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return false;
+        };
+        let (requests, retries) = buckets
+            .iter()
+            .filter(|(at, _, _)| *at + WINDOW_SECS > second)
+            .fold((0, 0), |(r, t), (_, br, bt)| (r + br, t + bt));
+        let allowed = requests * u64::from(self.policy.ratio_percent) / 100
+            + u64::from(self.policy.min_per_second) * WINDOW_SECS;
+        if retries < allowed {
+            Self::current(&mut buckets, second).2 += 1;
+            true
+        } else {
+            false
+        }
     }
 }
 

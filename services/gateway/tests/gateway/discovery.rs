@@ -38,15 +38,7 @@ async fn replica_of(gateway: &Gateway, path: &str) -> String {
 }
 
 async fn endpoints(gateway: &Gateway) -> Vec<String> {
-    let running: Value = gateway
-        .client
-        .get(gateway.admin_url("/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let running = gateway.running_config().await;
     running["upstreams"]["user"]["endpoints"]
         .as_array()
         .unwrap()

@@ -33,15 +33,7 @@ async fn replica_of(gateway: &Gateway) -> (StatusCode, String) {
 }
 
 async fn healthy(gateway: &Gateway) -> BTreeMap<String, bool> {
-    let running: Value = gateway
-        .client
-        .get(gateway.admin_url("/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let running = gateway.running_config().await;
     running["upstreams"]["user"]["endpoints"]
         .as_array()
         .unwrap()

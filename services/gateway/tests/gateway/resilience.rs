@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use portico_gateway::config::{BreakerConfig, LimitsConfig, OutlierConfig, RetryBudgetConfig};
 use portico_testkit::eventually;
-use serde_json::Value;
 
 use crate::support::{Gateway, RecordingUpstream, route, upstream};
 
@@ -150,15 +149,7 @@ async fn past_the_in_flight_limit_requests_get_a_prompt_503_with_retry_after() {
 }
 
 async fn breaker_of(gateway: &Gateway, url: &str) -> String {
-    let running: Value = gateway
-        .client
-        .get(gateway.admin_url("/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let running = gateway.running_config().await;
     running["upstreams"]["user"]["endpoints"]
         .as_array()
         .unwrap()

@@ -358,6 +358,18 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The running configuration, from the admin listener's `/config`.
+    pub async fn running_config(&self) -> Value {
+        self.client
+            .get(self.admin_url("/config"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }
