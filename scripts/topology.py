@@ -222,10 +222,9 @@ def check_compose(topology, compose, bin_dir, problems, tmp):
     check_agreement(topology, per_service_env, "compose", problems)
 
 
-def k8s_env(container, objects, _secret_dir):
+def k8s_env(container, objects):
     """The environment a container gets: envFrom ConfigMaps, env values and
-    configMapKeyRefs; `_FILE` paths under a mounted Secret are pointed at
-    copies of that Secret's data in secret_dir (when the overlay renders it)."""
+    configMapKeyRefs (`_FILE` values as written; see secret_files)."""
     config_maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
     env = {}
     for source in container.get("envFrom", []):
@@ -296,7 +295,7 @@ def check_k8s(topology, overlay, objects, bin_dir, problems, tmp):
                 problems.append(f"k8s {overlay} Service {name}: targets {targets}, not the api port")
             if spec["replicas"] > 1 and service["spec"].get("clusterIP") != "None":
                 problems.append(f"k8s {overlay} Service {name}: must be headless (the gateway finds replicas by DNS)")
-        env = k8s_env(container, objects, tmp)
+        env = k8s_env(container, objects)
         check_wiring(topology, name, env, service_urls, replica_urls, where, problems)
         per_service_env[name] = env
         files = secret_files(deployment, container, objects, Path(tmp) / overlay)

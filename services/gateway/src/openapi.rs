@@ -122,7 +122,10 @@ fn gateway_responses() -> [(&'static str, &'static str); 5] {
         ("408", "The request body was not received in time"),
         ("413", "Body over the gateway's limit"),
         ("502", "The service failed mid-request"),
-        ("503", "No replica of the service is reachable"),
+        (
+            "503",
+            "No replica of the service is reachable, or it is at capacity (see Retry-After)",
+        ),
         ("504", "The service did not answer in time"),
     ]
 }

@@ -116,14 +116,16 @@ impl Breaker {
             State::Closed => {}
         }
         let second = now.duration_since(inner.origin).as_secs();
-        let horizon = second.saturating_sub(policy.window.as_secs().max(1) - 1);
-        inner.buckets.retain(|(at, _, _)| *at >= horizon);
-        match inner.buckets.last_mut() {
-            Some((at, requests, errors)) if *at == second => {
-                *requests += 1;
-                *errors += u32::from(failed);
-            }
-            _ => inner.buckets.push((second, 1, u32::from(failed))),
+        // Seconds that left the window are dropped when a new second
+        // starts, not on every outcome.
+        if inner.buckets.last().is_none_or(|(at, _, _)| *at != second) {
+            let horizon = second.saturating_sub(policy.window.as_secs().max(1) - 1);
+            inner.buckets.retain(|(at, _, _)| *at >= horizon);
+            inner.buckets.push((second, 0, 0));
+        }
+        if let Some((_, requests, errors)) = inner.buckets.last_mut() {
+            *requests += 1;
+            *errors += u32::from(failed);
         }
         let (requests, errors) = inner
             .buckets

@@ -113,5 +113,9 @@ mod tests {
             let wait = backoff(retry, base, cap);
             assert!(wait <= cap.min(base * (1 << retry)), "{wait:?}");
         }
+        // Jittered: retries at the same step do not all wait alike.
+        let waits: std::collections::BTreeSet<Duration> =
+            (0..20).map(|_| backoff(3, base, cap)).collect();
+        assert!(waits.len() > 1, "{waits:?}");
     }
 }
