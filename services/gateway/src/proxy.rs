@@ -1,4 +1,6 @@
-//! Forwarding a request to an upstream replica.
+//! Forwarding a request to an upstream replica: the edge stages (path
+//! check, authentication, rate limit, body) here, then the attempts through
+//! the shared upstream machinery ([`portico_upstream::forward`]).
 //!
 //! The body is buffered (bounded by `proxy.max_body_bytes`) so that a
 //! request can be replayed on another replica: always when the connection
@@ -18,33 +20,24 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri,
+    HeaderMap, HeaderName, HeaderValue,
     header::{self, CONNECTION},
 };
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use portico_common::{http::pipeline, jwt::TokenVerifier, telemetry};
-
-use portico_common::net::client_address;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use portico_common::{http::pipeline, jwt::TokenVerifier, net::client_address, telemetry};
+use portico_upstream::{AttemptPolicy, Call, Failure, Transport, TransportSettings, forward};
 
 use crate::{
-    balance::PickContext,
     config::ProxyConfig,
     error::GatewayError,
-    health::outlier::Outcome,
     ratelimit::Limiter,
     request_facts::RequestFacts,
-    resilience::retry,
     routing::{AuthPolicy, Route},
-    upstream::Upstream,
 };
 
 /// Shared by every proxied request.
 pub struct Proxy {
-    client: Client<HttpConnector, Full<Bytes>>,
+    transport: Transport,
     verifier: Arc<TokenVerifier>,
     limiter: Limiter,
     trusted_proxies: Vec<portico_common::net::Cidr>,
@@ -55,7 +48,7 @@ pub struct Proxy {
 /// How long the upstream has for a request, in milliseconds: set on every
 /// attempt, honoured by the services (an internal header: one a client
 /// sends is dropped like every `x-portico-*`).
-pub const DEADLINE_HEADER: &str = portico_common::http::pipeline::DEADLINE_HEADER;
+pub const DEADLINE_HEADER: &str = forward::DEADLINE_HEADER;
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,15 +76,13 @@ const SPOOFABLE: [&str; 2] = ["forwarded", "x-real-ip"];
 
 impl Proxy {
     pub fn new(config: &ProxyConfig, verifier: Arc<TokenVerifier>, limiter: Limiter) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .build(connector);
+        let transport = Transport::new(TransportSettings {
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            pool_idle_timeout: Duration::from_secs(config.pool_idle_timeout_secs),
+            pool_max_idle_per_host: config.pool_max_idle_per_host,
+        });
         Self {
-            client,
+            transport,
             verifier,
             limiter,
             trusted_proxies: config.trusted_proxies.clone(),
@@ -148,23 +139,40 @@ impl Proxy {
         let (upstream, sticky_cookie) = route.upstream.resolve(&facts);
         let context = upstream.pick_context(&facts);
 
-        let attempts = self.try_replicas(
-            route,
-            upstream,
-            context,
-            &parts.method,
-            &path_and_query,
-            &headers,
+        let call = Call {
+            method: &parts.method,
+            path_and_query: &path_and_query,
+            headers: &headers,
             body,
-        );
-        let result = tokio::time::timeout(route.timeout, attempts)
-            .await
-            .unwrap_or_else(|_| Err(GatewayError::Timeout(upstream.name.clone())));
-        // A 504, whether the route's deadline or the last attempt's ran out.
-        if matches!(result, Err(GatewayError::Timeout(_))) {
-            metrics::counter!("gateway_upstream_timeouts_total", "upstream" => upstream.name.clone())
-                .increment(1);
-        }
+            context,
+            replayable: forward::is_idempotent(&parts.method),
+            policy: AttemptPolicy {
+                max_attempts: route.max_attempts,
+                attempt_timeout: route.attempt_timeout,
+                backoff_base: self.backoff_base,
+                backoff_max: self.backoff_max,
+            },
+            deadline: Instant::now() + route.timeout,
+        };
+        let name = || upstream.name.clone();
+        let result = match self.transport.send(upstream, call).await {
+            Ok(response) => {
+                downstream_response(response)
+                    .await
+                    .map_err(|err| GatewayError::BadGateway {
+                        upstream: name(),
+                        cause: format!("response body: {err}"),
+                    })
+            }
+            Err(Failure::Overloaded) => Err(GatewayError::Overloaded(name())),
+            Err(Failure::NoEndpoint) => Err(GatewayError::NoReplica(name())),
+            Err(Failure::Timeout) => Err(GatewayError::Timeout(name())),
+            Err(Failure::Broken(cause)) => Err(GatewayError::BadGateway {
+                upstream: name(),
+                cause,
+            }),
+            Err(Failure::InvalidPath) => Err(GatewayError::AmbiguousPath),
+        };
         let mut response = result?;
         if let Some(rate_headers) = rate_headers {
             response.headers_mut().extend(rate_headers);
@@ -204,159 +212,6 @@ impl Proxy {
             })
         }
     }
-
-    /// Attempts, one endpoint after another as the upstream's policy picks
-    /// them, until one answers: the "pick endpoint → forward attempt →
-    /// classify outcome → retry or answer" stages. The upstream's limits
-    /// admit the request first (503 when full). A request is tried again,
-    /// on another endpoint, only when it provably never reached one
-    /// (connection refused) or when its method is idempotent (after a
-    /// reset, a timed-out attempt, or a 502/503/504), at most
-    /// `max_attempts` times, after a jittered backoff, and while the
-    /// upstream's retry budget allows.
-    #[allow(clippy::too_many_arguments)] // the stages' inputs, named
-    async fn try_replicas(
-        &self,
-        route: &Route,
-        upstream: &Upstream,
-        context: PickContext,
-        method: &Method,
-        path_and_query: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Result<Response, GatewayError> {
-        let deadline = Instant::now() + route.timeout;
-        let _slot = upstream.limits.admit().await.map_err(|refused| {
-            metrics::counter!("gateway_upstream_overflow_total",
-                "upstream" => upstream.name.clone(), "reason" => format!("{refused:?}"))
-            .increment(1);
-            GatewayError::Overloaded(upstream.name.clone())
-        })?;
-        upstream.budget.count_request();
-        let replayable = is_idempotent(method);
-        let mut last_failure: Option<Result<Response, GatewayError>> = None;
-        let mut reached_upstream = false;
-        for (attempt, endpoint) in (0..route.max_attempts).zip(upstream.attempts(context)) {
-            if attempt > 0 {
-                // A retry: only what is safe to send again, only while the
-                // budget lasts, after a pause when the last one got through.
-                if reached_upstream && !replayable {
-                    break;
-                }
-                if !upstream.budget.try_retry() {
-                    metrics::counter!("gateway_retry_budget_exhausted_total",
-                        "upstream" => upstream.name.clone())
-                    .increment(1);
-                    break;
-                }
-                metrics::counter!("gateway_upstream_retries_total", "upstream" => upstream.name.clone())
-                    .increment(1);
-                if reached_upstream {
-                    tokio::time::sleep(retry::backoff(
-                        attempt - 1,
-                        self.backoff_base,
-                        self.backoff_max,
-                    ))
-                    .await;
-                }
-            }
-            let uri = Uri::builder()
-                .scheme(endpoint.scheme.clone())
-                .authority(endpoint.authority.clone())
-                .path_and_query(path_and_query)
-                .build()
-                .map_err(|_| GatewayError::AmbiguousPath)?;
-            let mut request = http::Request::new(Full::new(body.clone()));
-            *request.method_mut() = method.clone();
-            *request.uri_mut() = uri;
-            *request.headers_mut() = headers.clone();
-            // The time this attempt has: the upstream stops work the client
-            // will no longer wait for.
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt_timeout = route.attempt_timeout.min(remaining);
-            if let Ok(value) = HeaderValue::from_str(&attempt_timeout.as_millis().to_string()) {
-                request.headers_mut().insert(DEADLINE_HEADER, value);
-            }
-
-            let started = Instant::now();
-            let in_flight = endpoint.start_request();
-            let outcome = tokio::time::timeout(attempt_timeout, self.client.request(request)).await;
-            drop(in_flight);
-            let labels = [
-                ("upstream", upstream.name.clone()),
-                ("endpoint", endpoint.label.clone()),
-            ];
-            match outcome {
-                Ok(Ok(response)) => {
-                    let status = response.status();
-                    upstream.report(
-                        &endpoint,
-                        if status.is_server_error() {
-                            Outcome::ServerError
-                        } else {
-                            Outcome::Success
-                        },
-                    );
-                    metrics::histogram!("gateway_upstream_duration_seconds", &labels)
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::counter!("gateway_upstream_requests_total", &labels).increment(1);
-                    let answer = downstream_response(response).await.map_err(|err| {
-                        GatewayError::BadGateway {
-                            upstream: upstream.name.clone(),
-                            cause: format!("response body: {err}"),
-                        }
-                    });
-                    // 502/503/504 from a replica is worth another replica's
-                    // try (idempotent requests); anything else is the answer.
-                    let transient = matches!(
-                        status,
-                        StatusCode::BAD_GATEWAY
-                            | StatusCode::SERVICE_UNAVAILABLE
-                            | StatusCode::GATEWAY_TIMEOUT
-                    );
-                    if !(transient && replayable) {
-                        return answer;
-                    }
-                    reached_upstream = true;
-                    last_failure = Some(answer);
-                }
-                Ok(Err(err)) if err.is_connect() => {
-                    // Nothing reached the replica: always safe to try another.
-                    tracing::warn!(endpoint = %endpoint.label, error = %err, "replica refused connection");
-                    upstream.report(&endpoint, Outcome::GatewayFailure);
-                    metrics::counter!("gateway_upstream_connect_failures_total", &labels)
-                        .increment(1);
-                    reached_upstream = false;
-                    if last_failure.is_none() {
-                        last_failure = Some(Err(GatewayError::NoReplica(upstream.name.clone())));
-                    }
-                }
-                Ok(Err(err)) => {
-                    tracing::warn!(endpoint = %endpoint.label, error = %err, replayable, "replica failed mid-request");
-                    upstream.report(&endpoint, Outcome::GatewayFailure);
-                    metrics::counter!("gateway_upstream_failures_total", &labels).increment(1);
-                    reached_upstream = true;
-                    last_failure = Some(Err(GatewayError::BadGateway {
-                        upstream: upstream.name.clone(),
-                        cause: err.to_string(),
-                    }));
-                }
-                Err(_) => {
-                    // A hung replica: it costs this one attempt, then it is
-                    // set aside. The request may have reached it.
-                    tracing::warn!(endpoint = %endpoint.label, replayable,
-                        timeout_ms = attempt_timeout.as_millis() as u64,
-                        "replica did not answer within the attempt timeout");
-                    upstream.report(&endpoint, Outcome::GatewayFailure);
-                    metrics::counter!("gateway_upstream_attempt_timeouts_total", &labels)
-                        .increment(1);
-                    reached_upstream = true;
-                    last_failure = Some(Err(GatewayError::Timeout(upstream.name.clone())));
-                }
-            }
-        }
-        last_failure.unwrap_or_else(|| Err(GatewayError::NoReplica(upstream.name.clone())))
-    }
 }
 
 /// The whole request body, refused past `limit` (413).
@@ -375,13 +230,6 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         }
         Err(err) => Err(GatewayError::BodyUnreadable(err.to_string())),
     }
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    )
 }
 
 /// Paths whose meaning depends on who normalises them: dot segments,

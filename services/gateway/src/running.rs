@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 
 use crate::{
     config::{Config, ENV_PREFIX},
-    discovery,
     routing::RouteTable,
     upstream::Upstream,
 };
@@ -62,9 +61,17 @@ impl Snapshot {
                 .filter(|upstream| upstream.is_built_from(spec, default_ejection));
             let upstream = match kept {
                 Some(upstream) => upstream.clone(),
-                None => Arc::new(Upstream::from_config(name, spec, default_ejection).map_err(
-                    |err| ConfigError::key(ENV_PREFIX, &format!("upstreams.{name}.endpoints"), err),
-                )?),
+                None => Arc::new(
+                    Upstream::from_config("gateway", name, spec, default_ejection).map_err(
+                        |err| {
+                            ConfigError::key(
+                                ENV_PREFIX,
+                                &format!("upstreams.{name}.endpoints"),
+                                err,
+                            )
+                        },
+                    )?,
+                ),
             };
             upstreams.insert(name.clone(), upstream);
         }
@@ -90,7 +97,7 @@ impl Snapshot {
                     "not a header name",
                 )
             })?;
-            let upstream = Upstream::from_config(name, spec, default_ejection)
+            let upstream = Upstream::from_config("gateway", name, spec, default_ejection)
                 .map_err(|err| ConfigError::key(ENV_PREFIX, &format!("upstreams.{name}"), err))?
                 .with_split(crate::split::Split::new(groups, pin));
             upstreams.insert(name.clone(), Arc::new(upstream));
@@ -288,18 +295,7 @@ impl Snapshot {
             })
             .map(|(_, upstream)| upstream.clone())
             .collect();
-        futures::future::join_all(fresh.iter().map(|upstream| {
-            tokio::time::timeout(FIRST_DISCOVERY_TIMEOUT, discovery::refresh(upstream))
-        }))
-        .await;
-        for upstream in fresh {
-            if upstream.discovery().is_some() {
-                tokio::spawn(discovery::follow(Arc::downgrade(&upstream)));
-            }
-            if upstream.health_check().is_some() {
-                tokio::spawn(crate::health::follow(Arc::downgrade(&upstream)));
-            }
-        }
+        portico_upstream::start(&fresh, FIRST_DISCOVERY_TIMEOUT).await;
     }
 
     fn publish_metrics(&self) {

@@ -1,11 +1,15 @@
 //! Upstreams: named groups of replicas, picked by the upstream's balancing
 //! policy ([`crate::balance`]), with replicas that refused a connection,
 //! failed mid-request or timed out set aside for a while (passive health).
+//!
+//! Metric names start with the owner's prefix (`gateway_upstream_…` in the
+//! gateway, `auth_upstream_…` for auth's calls to the user service), so a
+//! dashboard tells the edge from service-to-service traffic.
 
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -21,7 +25,7 @@ use crate::{
     discovery::Discovery,
     health::{
         ActiveState, HealthCheck,
-        outlier::{Outcome, OutlierPolicy, OutlierState},
+        outlier::{Outcome, OutlierPolicy, OutlierState, Verdict},
     },
 };
 
@@ -57,6 +61,19 @@ pub struct Endpoint {
     warming_since: Mutex<Option<Instant>>,
     /// Its circuit breaker.
     pub(crate) breaker: crate::resilience::breaker::Breaker,
+    /// Handles of its per-attempt metrics, registered on first use (once
+    /// the recorder is installed), so an attempt does not build labels.
+    attempt_metrics: OnceLock<AttemptMetrics>,
+}
+
+/// One endpoint's per-attempt series.
+#[derive(Debug)]
+pub(crate) struct AttemptMetrics {
+    pub requests: metrics::Counter,
+    pub duration: metrics::Histogram,
+    pub connect_failures: metrics::Counter,
+    pub failures: metrics::Counter,
+    pub attempt_timeouts: metrics::Counter,
 }
 
 /// One request in flight to an endpoint, counted until dropped.
@@ -90,6 +107,7 @@ impl Endpoint {
             in_service_since: Mutex::new(Instant::now()),
             warming_since: Mutex::new(None),
             breaker: crate::resilience::breaker::Breaker::default(),
+            attempt_metrics: OnceLock::new(),
         })
     }
 
@@ -142,11 +160,11 @@ impl Endpoint {
         until.checked_duration_since(Instant::now())
     }
 
-    /// `gateway_upstream_endpoint_healthy{upstream, endpoint}`: what the
+    /// `<prefix>_upstream_endpoint_healthy{upstream, endpoint}`: what the
     /// active checks say (1 healthy, 0 not).
-    pub fn publish_health(&self, upstream: &str) {
-        metrics::gauge!("gateway_upstream_endpoint_healthy",
-            "upstream" => upstream.to_owned(), "endpoint" => self.label.clone())
+    pub fn publish_health(&self, upstream: &Upstream) {
+        metrics::gauge!(upstream.metric("upstream_endpoint_healthy"),
+            "upstream" => upstream.name.clone(), "endpoint" => self.label.clone())
         .set(if self.active.is_healthy() { 1.0 } else { 0.0 });
     }
 
@@ -187,6 +205,8 @@ impl Endpoint {
 #[derive(Debug)]
 pub struct Upstream {
     pub name: String,
+    /// First word of its metrics' names (`gateway`, `auth`).
+    metric_prefix: &'static str,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     balancer: Box<dyn Balancer>,
     policy: Policy,
@@ -219,7 +239,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An upstream of `urls` balanced by `policy`; `weights` by URL (the
+    /// An upstream of `urls` balanced by `policy` (metrics `portico_…`),
+    /// for tests and tools; `weights` by URL (the
     /// `weighted` policy's shares; unlisted endpoints weigh 1).
     pub fn new(
         name: &str,
@@ -228,28 +249,17 @@ impl Upstream {
         weights: &BTreeMap<String, u32>,
     ) -> Result<Self, String> {
         let spec = UpstreamConfig {
-            endpoints: urls.to_vec(),
-            openapi_path: None,
-            balance: Some(policy),
             weights: weights.clone(),
-            dns: None,
-            health: None,
-            outlier: None,
-            panic_threshold_percent: None,
-            hash_on: None,
-            split: BTreeMap::new(),
-            split_pin_header: None,
-            retry_budget: None,
-            limits: None,
-            breaker: None,
-            slow_start_ms: None,
+            ..UpstreamConfig::of_endpoints(urls, policy)
         };
-        Self::from_config(name, &spec, Duration::from_secs(5))
+        Self::from_config("portico", name, &spec, Duration::from_secs(5))
     }
 
-    /// The upstream `upstreams.<name>` describes; `default_ejection` is the
-    /// first ejection's length unless its `outlier` section says otherwise.
+    /// The upstream `spec` describes, named `name`, its metrics named
+    /// `<metric_prefix>_…`; `default_ejection` is the first ejection's
+    /// length unless its `outlier` section says otherwise.
     pub fn from_config(
+        metric_prefix: &'static str,
         name: &str,
         spec: &UpstreamConfig,
         default_ejection: Duration,
@@ -257,6 +267,7 @@ impl Upstream {
         let policy = spec.balance.unwrap_or_default();
         let upstream = Self {
             name: name.to_owned(),
+            metric_prefix,
             endpoints: ArcSwap::from_pointee(Vec::new()),
             balancer: policy.balancer(spec.endpoints.len()),
             policy,
@@ -302,6 +313,34 @@ impl Upstream {
 
     /// Whether `spec` would build this very upstream (a reload keeps it).
     /// A split is always built again: its groups may have been.
+    /// `<prefix>_<suffix>`: one of its metrics' names.
+    pub fn metric(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.metric_prefix)
+    }
+
+    /// The handles of `endpoint`'s per-attempt series.
+    pub(crate) fn attempt_metrics<'e>(&self, endpoint: &'e Endpoint) -> &'e AttemptMetrics {
+        endpoint.attempt_metrics.get_or_init(|| {
+            let labels = [
+                ("upstream", self.name.clone()),
+                ("endpoint", endpoint.label.clone()),
+            ];
+            AttemptMetrics {
+                requests: metrics::counter!(self.metric("upstream_requests_total"), &labels),
+                duration: metrics::histogram!(self.metric("upstream_duration_seconds"), &labels),
+                connect_failures: metrics::counter!(
+                    self.metric("upstream_connect_failures_total"),
+                    &labels
+                ),
+                failures: metrics::counter!(self.metric("upstream_failures_total"), &labels),
+                attempt_timeouts: metrics::counter!(
+                    self.metric("upstream_attempt_timeouts_total"),
+                    &labels
+                ),
+            }
+        })
+    }
+
     pub fn is_built_from(&self, spec: &UpstreamConfig, default_ejection: Duration) -> bool {
         self.split.is_none() && self.spec == *spec && self.default_ejection == default_ejection
     }
@@ -327,7 +366,7 @@ impl Upstream {
             None => (self, None),
             Some(split) => {
                 let choice = split.choose(facts);
-                metrics::counter!("gateway_split_requests_total",
+                metrics::counter!(self.metric("split_requests_total"),
                     "upstream" => self.name.clone(), "group" => choice.upstream.name.clone())
                 .increment(1);
                 (choice.upstream, choice.set_cookie)
@@ -357,7 +396,7 @@ impl Upstream {
         {
             tracing::warn!(upstream = %self.name, endpoint = %endpoint.label, state = state.label(),
                 "circuit breaker changed state");
-            metrics::counter!("gateway_breaker_transitions_total",
+            metrics::counter!(self.metric("breaker_transitions_total"),
                 "upstream" => self.name.clone(), "endpoint" => endpoint.label.clone(),
                 "state" => state.label())
             .increment(1);
@@ -369,13 +408,19 @@ impl Upstream {
             let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
             (ejected, endpoints.len())
         };
-        if self.outlier.record(endpoint, outcome, census) {
-            tracing::warn!(upstream = %self.name, endpoint = %endpoint.label, ?outcome,
-                for_ms = endpoint.ejected_for().map_or(0, |d| d.as_millis() as u64),
-                "endpoint ejected");
-            metrics::counter!("gateway_outlier_ejections_total",
-                "upstream" => self.name.clone(), "endpoint" => endpoint.label.clone())
-            .increment(1);
+        match self.outlier.record(endpoint, outcome, census) {
+            Verdict::Kept => {}
+            Verdict::Ejected => {
+                tracing::warn!(upstream = %self.name, endpoint = %endpoint.label, ?outcome,
+                    for_ms = endpoint.ejected_for().map_or(0, |d| d.as_millis() as u64),
+                    "endpoint ejected");
+                metrics::counter!(self.metric("outlier_ejections_total"),
+                    "upstream" => self.name.clone(), "endpoint" => endpoint.label.clone())
+                .increment(1);
+            }
+            Verdict::Capped => {
+                metrics::counter!(self.metric("outlier_ejections_skipped_total")).increment(1);
+            }
         }
     }
 
@@ -437,11 +482,11 @@ impl Upstream {
         self.published.store(true, Ordering::Relaxed);
         let now = Instant::now();
         let endpoints = self.endpoints();
-        metrics::gauge!("gateway_upstream_endpoints", "upstream" => self.name.clone())
+        metrics::gauge!(self.metric("upstream_endpoints"), "upstream" => self.name.clone())
             .set(endpoints.len() as f64);
         for endpoint in endpoints.iter() {
             let gauge = metrics::gauge!(
-                "gateway_upstream_endpoint_ejected",
+                self.metric("upstream_endpoint_ejected"),
                 "upstream" => self.name.clone(),
                 "endpoint" => endpoint.label.clone(),
             );
@@ -449,7 +494,7 @@ impl Upstream {
             if let Ok(mut slot) = endpoint.ejected_gauge.lock() {
                 *slot = gauge;
             }
-            endpoint.publish_health(&self.name);
+            endpoint.publish_health(self);
         }
     }
 
@@ -494,7 +539,7 @@ impl Upstream {
         let panic = (available as u64) * 100
             < u64::from(self.panic_threshold_percent) * endpoints.len() as u64;
         if panic && !endpoints.is_empty() {
-            metrics::counter!("gateway_upstream_panic_total", "upstream" => self.name.clone())
+            metrics::counter!(self.metric("upstream_panic_total"), "upstream" => self.name.clone())
                 .increment(1);
         }
         Attempts {
@@ -662,7 +707,8 @@ mod tests {
                 .clone()
         };
         spec.slow_start_ms = Some(60_000);
-        let upstream = Upstream::from_config("u", &spec, Duration::from_secs(5)).unwrap();
+        let upstream =
+            Upstream::from_config("gateway", "u", &spec, Duration::from_secs(5)).unwrap();
         upstream
             .set_endpoints(&[
                 "http://127.0.0.1:1".to_owned(),

@@ -95,13 +95,13 @@ pub async fn follow(upstream: Weak<Upstream>) {
                     .await;
             for (endpoint, passed) in endpoints.iter().zip(results) {
                 let outcome = if passed { "pass" } else { "fail" };
-                metrics::counter!("gateway_health_checks_total",
+                metrics::counter!(upstream.metric("health_checks_total"),
                     "upstream" => upstream.name.clone(), "outcome" => outcome)
                 .increment(1);
                 if let Some(healthy) = endpoint.active.record(passed, check.rise(), check.fall()) {
                     tracing::warn!(upstream = %upstream.name, endpoint = %endpoint.label, healthy,
                         "active health check changed the endpoint's state");
-                    endpoint.publish_health(&upstream.name);
+                    endpoint.publish_health(&upstream);
                 }
             }
             check.interval()

@@ -45,7 +45,7 @@ pub struct OutlierState {
 }
 
 impl OutlierPolicy {
-    /// Records `outcome` for `endpoint`; returns whether it was ejected now.
+    /// Records `outcome` for `endpoint`: whether it was ejected now.
     /// `census` gives (the upstream's endpoints set aside at this moment,
     /// all of them); it is asked only when an ejection is due, not on every
     /// attempt.
@@ -54,7 +54,7 @@ impl OutlierPolicy {
         endpoint: &Endpoint,
         outcome: Outcome,
         census: impl FnOnce() -> (usize, usize),
-    ) -> bool {
+    ) -> Verdict {
         let state = &endpoint.outlier;
         let tripped = match outcome {
             Outcome::Success => {
@@ -67,7 +67,7 @@ impl OutlierPolicy {
                     state.ejections.store(0, Ordering::Relaxed);
                 }
                 endpoint.restore();
-                return false;
+                return Verdict::Kept;
             }
             Outcome::GatewayFailure => {
                 state.gateway_failures.fetch_add(1, Ordering::Relaxed) + 1
@@ -78,13 +78,12 @@ impl OutlierPolicy {
             }
         };
         if !tripped || endpoint.is_ejected(Instant::now()) {
-            return false;
+            return Verdict::Kept;
         }
         let (ejected_now, total) = census();
         let allowed = (total * self.max_ejection_percent as usize / 100).max(1);
         if total <= 1 || ejected_now + 1 > allowed {
-            metrics::counter!("gateway_outlier_ejections_skipped_total").increment(1);
-            return false;
+            return Verdict::Capped;
         }
         let count = state.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         let duration = self
@@ -94,7 +93,25 @@ impl OutlierPolicy {
         state.gateway_failures.store(0, Ordering::Relaxed);
         state.server_errors.store(0, Ordering::Relaxed);
         endpoint.eject(duration);
-        true
+        Verdict::Ejected
+    }
+}
+
+/// What one outcome did to its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Still in service.
+    Kept,
+    /// Set aside now.
+    Ejected,
+    /// Due for ejection, but the upstream has as many set aside as
+    /// `max_ejection_percent` allows (or only this one endpoint).
+    Capped,
+}
+
+impl Verdict {
+    pub fn ejected(self) -> bool {
+        self == Self::Ejected
     }
 }
 
@@ -121,17 +138,21 @@ mod tests {
     #[test]
     fn a_gateway_failure_ejects_at_once_and_5xx_only_in_a_row() {
         let (policy, a) = (policy(), endpoint());
-        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)));
-        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)));
-        assert!(!policy.record(&a, Outcome::Success, || (0, 4)));
-        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)));
-        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)));
+        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)).ejected());
+        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)).ejected());
+        assert!(!policy.record(&a, Outcome::Success, || (0, 4)).ejected());
+        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)).ejected());
+        assert!(!policy.record(&a, Outcome::ServerError, || (0, 4)).ejected());
         assert!(
-            policy.record(&a, Outcome::ServerError, || (0, 4)),
+            policy.record(&a, Outcome::ServerError, || (0, 4)).ejected(),
             "three 5xx in a row"
         );
         let b = endpoint();
-        assert!(policy.record(&b, Outcome::GatewayFailure, || (0, 4)));
+        assert!(
+            policy
+                .record(&b, Outcome::GatewayFailure, || (0, 4))
+                .ejected()
+        );
     }
 
     #[test]
@@ -140,7 +161,11 @@ mod tests {
         let mut lengths = Vec::new();
         for _ in 0..3 {
             a.restore();
-            assert!(policy.record(&a, Outcome::GatewayFailure, || (0, 4)));
+            assert!(
+                policy
+                    .record(&a, Outcome::GatewayFailure, || (0, 4))
+                    .ejected()
+            );
             lengths.push(a.ejected_for().unwrap().as_secs_f64().round() as u64);
         }
         assert_eq!(lengths, [10, 20, 25]);
@@ -150,9 +175,21 @@ mod tests {
     fn no_ejection_beyond_the_share_and_never_the_last_endpoint() {
         let policy = policy();
         // Two of four already out: 50% allows no third.
-        assert!(!policy.record(&endpoint(), Outcome::GatewayFailure, || (2, 4)));
-        assert!(policy.record(&endpoint(), Outcome::GatewayFailure, || (1, 4)));
+        assert!(
+            !policy
+                .record(&endpoint(), Outcome::GatewayFailure, || (2, 4))
+                .ejected()
+        );
+        assert!(
+            policy
+                .record(&endpoint(), Outcome::GatewayFailure, || (1, 4))
+                .ejected()
+        );
         // An upstream of one never ejects it.
-        assert!(!policy.record(&endpoint(), Outcome::GatewayFailure, || (0, 1)));
+        assert!(
+            !policy
+                .record(&endpoint(), Outcome::GatewayFailure, || (0, 1))
+                .ejected()
+        );
     }
 }

@@ -49,7 +49,7 @@ pub async fn refresh(upstream: &Upstream) -> bool {
         Err(err) => Err(err),
     };
     let label = if outcome.is_ok() { "ok" } else { "error" };
-    metrics::counter!("gateway_discovery_refreshes_total",
+    metrics::counter!(upstream.metric("discovery_refreshes_total"),
         "upstream" => upstream.name.clone(), "outcome" => label)
     .increment(1);
     if let Err(err) = &outcome {
