@@ -140,7 +140,7 @@ def check_wiring(topology, service, env, service_urls, replica_urls, where, prob
         wanted = expand(template, service_urls, replica_urls)
         actual = env.get(var)
         many = re.fullmatch(r"\{([a-z]+)\*\}", template)
-        if many and key.startswith("upstreams.") and key.endswith(".endpoints"):
+        if many and key.endswith(".endpoints"):
             target = many.group(1)
             dns = env_name(prefix, key.removesuffix(".endpoints") + ".dns")
             if env.get(dns + "__NAME") is not None:

@@ -9,7 +9,6 @@
 pub mod topology;
 
 use std::{
-    fs::File,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -79,6 +78,10 @@ pub struct Process {
     pub admin_port: u16,
     child: Option<Child>,
     log: PathBuf,
+    /// How it was started, to start it again ([`Process::restart`]).
+    binary_name: String,
+    env_prefix: String,
+    env: Vec<(String, String)>,
 }
 
 impl Process {
@@ -89,11 +92,40 @@ impl Process {
         env: &[(String, String)],
         logs: &Path,
     ) -> Self {
-        let api_port = free_port();
-        let admin_port = free_port();
-        let log = logs.join(format!("{name}.log"));
-        let file = File::create(&log).expect("log file");
-        let mut command = Command::new(binary(binary_name));
+        let mut process = Self {
+            name: name.to_owned(),
+            api_port: free_port(),
+            admin_port: free_port(),
+            child: None,
+            log: logs.join(format!("{name}.log")),
+            binary_name: binary_name.to_owned(),
+            env_prefix: env_prefix.to_owned(),
+            env: env.to_vec(),
+        };
+        process.launch();
+        process
+    }
+
+    /// Starts it again after it exited, on the same ports and with the
+    /// same settings (a rolling restart's second half), and waits until
+    /// it is ready. Its log continues in the same file.
+    pub async fn restart(&mut self, client: &reqwest::Client) {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        self.launch();
+        if self.wait_ready(client).await.is_err() {
+            panic!("{} lost its port on restart:\n{}", self.name, self.log());
+        }
+    }
+
+    fn launch(&mut self) {
+        let (api_port, admin_port, env_prefix) =
+            (self.api_port, self.admin_port, self.env_prefix.as_str());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut command = Command::new(binary(&self.binary_name));
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -110,17 +142,10 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone().expect("log file")))
             .stderr(Stdio::from(file));
-        for (key, value) in env {
+        for (key, value) in &self.env {
             command.env(format!("{env_prefix}{key}"), value);
         }
-        let child = command.spawn().expect("spawn service");
-        Self {
-            name: name.to_owned(),
-            api_port,
-            admin_port,
-            child: Some(child),
-            log,
-        }
+        self.child = Some(command.spawn().expect("spawn service"));
     }
 
     pub fn api_url(&self) -> String {

@@ -111,9 +111,9 @@ mod tests {
             "TOKENS__JWKS__URL".to_owned(),
             "http://a:1/.well-known/jwks.json".to_owned()
         )));
-        assert!(
-            wiring("auth", &addresses)
-                .contains(&("USER_SERVICE__URL".to_owned(), "http://u:2".to_owned()))
-        );
+        assert!(wiring("auth", &addresses).contains(&(
+            "USER_SERVICE__UPSTREAM__ENDPOINTS".to_owned(),
+            r#"["http://u:2"]"#.to_owned()
+        )));
     }
 }

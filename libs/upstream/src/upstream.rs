@@ -313,6 +313,11 @@ impl Upstream {
 
     /// Whether `spec` would build this very upstream (a reload keeps it).
     /// A split is always built again: its groups may have been.
+    /// Its retry budget (a caller that retries a whole call asks it too).
+    pub fn budget(&self) -> &crate::resilience::retry::RetryBudget {
+        &self.budget
+    }
+
     /// `<prefix>_<suffix>`: one of its metrics' names.
     pub fn metric(&self, suffix: &str) -> String {
         format!("{}_{suffix}", self.metric_prefix)

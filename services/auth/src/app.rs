@@ -8,7 +8,6 @@ use portico_common::{
     admin::Readiness,
     app::{self, Assembly, Context, Service},
     db::Db,
-    http::client::HttpClient,
     jwt::{KeySource, TokenVerifier},
 };
 
@@ -95,9 +94,10 @@ impl Service for AuthService {
                 .await?,
         );
         let hashing = PasswordHashing::new(&config.password_hashing).await?;
-        let client = HttpClient::new(&config.http_client)?;
-        let directory =
-            UserDirectory::new(client, &config.user_service, issuer.clone(), clock.clone());
+        let directory = UserDirectory::start(&config.user_service, issuer.clone(), clock.clone())
+            .await
+            .map_err(|err| anyhow::anyhow!("user_service.upstream: {err}"))?;
+        let admin = upstreams_view(directory.clone());
         let state = AppState {
             accounts: Accounts::new(AccountsParts {
                 store: store.clone(),
@@ -131,6 +131,7 @@ impl Service for AuthService {
             .with_redis(redis);
         let purge = state.accounts.clone().purge_periodically();
         let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
+        assembly.admin = Some(admin);
         assembly.background.push(Box::pin(purge));
         assembly.background.push(Box::pin(signing_keys.maintain()));
         if let Some(broadcast) = broadcast {
@@ -138,4 +139,16 @@ impl Service for AuthService {
         }
         Ok(assembly)
     }
+}
+
+/// `GET /upstreams` on the admin listener: the user service's replicas as
+/// auth sees them (health, ejection, breaker, requests in flight).
+fn upstreams_view(directory: UserDirectory) -> axum::Router {
+    axum::Router::new().route(
+        "/upstreams",
+        axum::routing::get(move || {
+            let directory = directory.clone();
+            async move { axum::Json(serde_json::json!({ "user": directory.describe() })) }
+        }),
+    )
 }

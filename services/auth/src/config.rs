@@ -5,7 +5,6 @@ use portico_common::types::Email;
 use portico_common::{
     config::{ConfigError, ListenConfig, ServiceConfig, ShutdownConfig},
     db::DatabaseConfig,
-    http::client::HttpClientConfig,
     redis::RedisConfig,
     telemetry::TelemetryConfig,
 };
@@ -38,7 +37,6 @@ pub struct Config {
     /// Clients of the client credentials grant, by id.
     pub service_clients: std::collections::BTreeMap<String, ClientConfig>,
     pub user_service: UserServiceConfig,
-    pub http_client: HttpClientConfig,
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
 }
@@ -123,6 +121,13 @@ impl ServiceConfig for Config {
             return Err(ConfigError::key(ENV_PREFIX, key, message));
         }
         self.validate_signing_keys()?;
+        if let Err((key, message)) = self.user_service.check() {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                &format!("user_service.{key}"),
+                message,
+            ));
+        }
         if let Err((key, message)) =
             crate::domain::clients::ServiceClients::from_config(&self.service_clients)
         {

@@ -5,7 +5,8 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use portico_testkit::{Backend, WriteLock};
+use portico_testkit::{Backend, WriteLock, http::closed_port};
+use portico_upstream::balance::Policy;
 use reqwest::{StatusCode, header};
 
 use crate::helpers::{
@@ -82,6 +83,99 @@ async fn a_lost_answer_from_the_user_service_does_not_fail_registration(backend:
     assert_eq!(calls.load(Ordering::SeqCst), 2, "asked exactly once more");
 }
 
+/// A user service replica that answers every creation with 503.
+async fn unavailable_replica(calls: Arc<AtomicUsize>) -> String {
+    use axum::{Router, routing::post};
+
+    let app = Router::new().route(
+        "/internal/users",
+        post(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { axum::http::StatusCode::SERVICE_UNAVAILABLE }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+async fn registration_works_while_one_of_two_user_replicas_is_down(backend: Backend) {
+    // Arrange: the first replica refuses connections; round robin would
+    // send every other call to it.
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let app = TestApp::spawn_with_config(backend, |config| {
+        config
+            .user_service
+            .upstream
+            .endpoints
+            .insert(0, down.clone());
+        config.user_service.upstream.balance = Some(Policy::RoundRobin);
+    })
+    .await;
+
+    // Act
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let response = app
+            .register(&registration(&format!("u{n}@example.com")))
+            .await;
+        statuses.push(response.status());
+    }
+
+    // Assert: every registration made an account and a profile; the dead
+    // replica is set aside (auth's view of the user service says so).
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    assert_eq!(app.counts().await, (6, 6));
+    let view = app.admin_json("/upstreams").await;
+    let endpoints = view["user"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2, "{view}");
+    let dead = endpoints
+        .iter()
+        .find(|e| e["url"] == down.as_str())
+        .unwrap();
+    assert_eq!(dead["ejected"], true, "{view}");
+}
+
+async fn a_replica_answering_503_is_passed_over_for_a_healthy_one(backend: Backend) {
+    // Arrange
+    let calls = Arc::new(AtomicUsize::new(0));
+    let sick = unavailable_replica(calls.clone()).await;
+    let app = TestApp::spawn_with_config(backend, |config| {
+        config
+            .user_service
+            .upstream
+            .endpoints
+            .insert(0, sick.clone());
+        config.user_service.upstream.balance = Some(Policy::RoundRobin);
+    })
+    .await;
+
+    // Act
+    let mut statuses = Vec::new();
+    for n in 0..4 {
+        let response = app
+            .register(&registration(&format!("u{n}@example.com")))
+            .await;
+        statuses.push(response.status());
+    }
+
+    // Assert: the sick replica was asked (round robin reached it) and its
+    // 503 retried on the other one each time.
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    assert_eq!(app.counts().await, (4, 4));
+    assert!(
+        calls.load(Ordering::SeqCst) >= 2,
+        "the sick replica was tried"
+    );
+}
+
 async fn a_login_blocked_by_a_database_lock_is_503_with_retry_after(backend: Backend) {
     // Arrange: an account, then a transaction holding the sessions table.
     let app = TestApp::spawn_with_config(backend, |config| {
@@ -108,4 +202,6 @@ on_both_backends!(
     a_login_blocked_by_a_database_lock_is_503_with_retry_after,
     register_is_503_and_leaves_no_credential_when_the_user_service_is_down,
     a_lost_answer_from_the_user_service_does_not_fail_registration,
+    registration_works_while_one_of_two_user_replicas_is_down,
+    a_replica_answering_503_is_passed_over_for_a_healthy_one,
 );

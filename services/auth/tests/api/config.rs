@@ -91,3 +91,40 @@ async fn service_does_not_start_with_a_weak_hashing_cost() {
         "{error:#}"
     );
 }
+
+/// A key and a change to the config that the key's rule refuses.
+type Spoiler = (&'static str, fn(&mut Config));
+
+#[test]
+fn a_bad_user_service_upstream_is_refused_naming_the_key() {
+    let cases: [Spoiler; 5] = [
+        ("user_service.upstream.endpoints", |c| {
+            c.user_service.upstream.endpoints.clear();
+        }),
+        ("user_service.upstream.endpoints", |c| {
+            c.user_service.upstream.endpoints = vec!["ftp://somewhere".into()];
+        }),
+        ("user_service.upstream.dns.port", |c| {
+            c.user_service.upstream.endpoints.clear();
+            c.user_service.upstream.dns = Some(portico_upstream::config::DnsConfig {
+                name: "user".into(),
+                port: None,
+                srv: false,
+                interval_ms: None,
+                nameservers: Vec::new(),
+            });
+        }),
+        ("user_service.upstream", |c| {
+            c.user_service.upstream.split = [("user".to_owned(), 1)].into();
+        }),
+        ("user_service.max_attempts", |c| {
+            c.user_service.max_attempts = 0;
+        }),
+    ];
+    for (key, spoil) in cases {
+        let mut config = built_in_with_kek();
+        spoil(&mut config);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains(key), "{key}: {error}");
+    }
+}

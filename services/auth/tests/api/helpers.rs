@@ -32,6 +32,8 @@ pub struct UserService {
 pub struct TestApp {
     /// Base URL of the auth API listener.
     pub api: String,
+    /// Base URL of its admin listener.
+    pub admin: String,
     pub store: AuthStore,
     /// `None` when the test runs without a user service.
     pub user: Option<UserService>,
@@ -115,7 +117,6 @@ impl TestApp {
         let auth_db = TestDatabase::new(backend).await;
         let user_db = TestDatabase::new(backend).await;
         let mut config = auth_config(&auth_db);
-        customise(&mut config);
         // Both bound first: each service's config names the other's port.
         // Auth starts serving first: the user service catches up with its
         // revocation feed as it starts.
@@ -137,7 +138,8 @@ impl TestApp {
             auth_listeners.api_addr()
         ));
 
-        config.user_service.url = front(user_api.clone()).await;
+        config.user_service.upstream.endpoints = vec![front(user_api.clone()).await];
+        customise(&mut config);
         let mut app = Self::start(
             config,
             auth_listeners,
@@ -161,12 +163,13 @@ impl TestApp {
         app
     }
 
-    /// The auth service alone, its `user_service.url` pointing at a port
-    /// nothing listens on.
+    /// The auth service alone, its user service at a port nothing listens
+    /// on.
     pub async fn spawn_without_user_service(backend: Backend) -> Self {
         let auth_db = TestDatabase::new(backend).await;
         let mut config = auth_config(&auth_db);
-        config.user_service.url = format!("http://127.0.0.1:{}", closed_port());
+        config.user_service.upstream.endpoints =
+            vec![format!("http://127.0.0.1:{}", closed_port())];
         Self::start(
             config,
             bind_port_zero().await,
@@ -186,9 +189,11 @@ impl TestApp {
             .await
             .expect("build the auth service");
         let (api, store) = (format!("http://{}", app.api_addr()), app.handle().clone());
+        let admin = format!("http://{}", app.admin_addr());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
         Self {
             api,
+            admin,
             store,
             user: None,
             client: reqwest::Client::new(),
@@ -201,7 +206,7 @@ impl TestApp {
     pub async fn spawn_replica(&self, customise: impl FnOnce(&mut portico_auth::Config)) -> String {
         let mut config = auth_config(&self.databases[0]);
         if let Some(user) = &self.user {
-            config.user_service.url = user.api.clone();
+            config.user_service.upstream.endpoints = vec![user.api.clone()];
         }
         customise(&mut config);
         let app = portico_auth::Application::build_with(
@@ -222,6 +227,18 @@ impl TestApp {
         self.user
             .as_ref()
             .expect("this test runs without a user service")
+    }
+
+    /// `GET path` on the admin listener, as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.expect("admin JSON")
     }
 
     /// Rows of (credentials, sessions).
