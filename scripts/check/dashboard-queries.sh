@@ -32,7 +32,8 @@
 # 503s), auth knows a service client `probe` and a bootstrap admin, and
 # the gateway has one more upstream, `probe` (/v1/probe → a local stand-in
 # that answers, drops the connection or is slow, plus a port that refuses
-# connections).
+# connections), with a breaker that opens on one failure and a rate limit
+# on its route.
 #
 # Env: PORTICO_DEV_PROFILE (debug) picks the binaries;
 # PORTICO_CHECK_DEADLINE_SECS (60) bounds each wait.
@@ -165,6 +166,10 @@ read -r probe_port refused_port <"$work/probe.ports"
 cat >"$work/gateway.toml" <<EOF
 [upstreams.probe]
 endpoints = ["http://127.0.0.1:$probe_port", "http://127.0.0.1:$refused_port"]
+# One failed request in the window opens a breaker: the refusing port's
+# opens at its first refusal (the stand-in's stays closed: at most 3 of its
+# 7 answers fail).
+breaker = { min_requests = 1, error_percent = 50 }
 
 [[routes]]
 path_prefix = "/v1/auth"
@@ -189,6 +194,7 @@ path_prefix = "/v1/probe"
 upstream = "probe"
 timeout_ms = 500
 require_auth = false
+rate_limit = { key = "client_ip", rate = 1000, period_ms = 1000 }
 EOF
 
 # ---------------------------------------------------------------------------

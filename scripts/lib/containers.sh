@@ -78,11 +78,15 @@ portico_engine_start() {
     local root
     root=$(_portico_repo_root) || return 1
     local missing=() cmd
-    for cmd in podman runc newuidmap mmdebstrap netavark aardvark-dns catatonit; do
-        command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/lib/podman/$cmd ]] || missing+=("$cmd")
+    # netavark sets up container networks with iptables; without it every
+    # build step or container with a network fails with a bare ENOENT.
+    for cmd in podman runc newuidmap mmdebstrap netavark aardvark-dns catatonit iptables; do
+        command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/lib/podman/$cmd || -x /usr/sbin/$cmd ]] ||
+            missing+=("$cmd")
     done
     if ((${#missing[@]} > 0)); then
-        _portico_apt_install podman runc uidmap mmdebstrap netavark aardvark-dns catatonit || return 1
+        _portico_apt_install podman runc uidmap mmdebstrap netavark aardvark-dns catatonit iptables ||
+            return 1
     fi
     portico_compose_install || return 1
 

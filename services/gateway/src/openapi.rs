@@ -52,12 +52,13 @@ impl PublicDocument {
         {
             return doc.clone();
         }
-        // Route prefixes: only operations under them are public.
-        let prefixes: Vec<String> = snapshot
+        // Route prefixes: only operations under them are public, with the
+        // statuses their routes' edge policies add.
+        let routes: Vec<RoutedPrefix> = snapshot
             .routes
             .routes()
             .iter()
-            .map(|route| route.path_prefix.clone())
+            .map(|route| RoutedPrefix::of(route))
             .collect();
         let sources: Vec<Source> = snapshot
             .openapi_paths
@@ -77,7 +78,7 @@ impl PublicDocument {
                 None => complete = false,
             }
         }
-        let merged = merge(&parts, &prefixes);
+        let merged = merge(&parts, &routes);
         if complete {
             *cached = Some((Instant::now(), snapshot.version, merged.clone()));
         }
@@ -108,12 +109,67 @@ impl PublicDocument {
     }
 }
 
-fn is_public(path: &str, prefixes: &[String]) -> bool {
+/// A route's prefix and the statuses its edge policies may answer with.
+#[derive(Debug, Clone)]
+pub struct RoutedPrefix {
+    pub prefix: String,
+    pub statuses: Vec<(&'static str, String)>,
+}
+
+impl RoutedPrefix {
+    /// A prefix whose route adds nothing of its own.
+    pub fn plain(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            statuses: Vec::new(),
+        }
+    }
+
+    pub fn of(route: &crate::routing::Route) -> Self {
+        let mut statuses = Vec::new();
+        if let crate::routing::AuthPolicy::Role(role) = &route.auth {
+            statuses.push((
+                "403",
+                format!("The token is valid but lacks the `{role}` role"),
+            ));
+        }
+        if route.rate_limit.is_some() {
+            statuses.push((
+                "429",
+                "Over the route's rate limit: see `Retry-After` and the `RateLimit` headers"
+                    .to_owned(),
+            ));
+        }
+        Self {
+            prefix: route.path_prefix.clone(),
+            statuses,
+        }
+    }
+
+    fn covers(&self, path: &str) -> bool {
+        path == self.prefix || path.starts_with(&format!("{}/", self.prefix))
+    }
+}
+
+fn is_public(path: &str, routes: &[RoutedPrefix]) -> bool {
     let internal = path == DENIED_PREFIX || path.starts_with(&format!("{DENIED_PREFIX}/"));
-    !internal
-        && prefixes
-            .iter()
-            .any(|prefix| path == prefix || path.starts_with(&format!("{prefix}/")))
+    !internal && routes.iter().any(|route| route.covers(path))
+}
+
+/// The statuses the routes serving `path` add: those of every route with
+/// the longest prefix covering it (routes on one prefix may differ by host,
+/// method or header, and the document cannot tell them apart).
+fn route_statuses<'r>(path: &str, routes: &'r [RoutedPrefix]) -> Vec<&'r (&'static str, String)> {
+    let longest = routes
+        .iter()
+        .filter(|route| route.covers(path))
+        .map(|route| route.prefix.len())
+        .max();
+    routes
+        .iter()
+        .filter(|route| Some(route.prefix.len()) == longest && route.covers(path))
+        .flat_map(|route| route.statuses.iter())
+        .collect()
 }
 
 /// Statuses the gateway itself may answer on any proxied operation.
@@ -133,7 +189,7 @@ fn gateway_responses() -> [(&'static str, &'static str); 5] {
 /// Merges upstream documents: public paths only, their component schemas,
 /// the bearer scheme, and the gateway's own error responses on every
 /// operation.
-pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
+pub fn merge(docs: &[Value], routes: &[RoutedPrefix]) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
     let mut security_schemes = Map::new();
@@ -141,7 +197,7 @@ pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
     for doc in docs {
         if let Some(doc_paths) = doc.get("paths").and_then(Value::as_object) {
             for (path, item) in doc_paths {
-                if is_public(path, prefixes) {
+                if is_public(path, routes) {
                     paths.insert(path.clone(), item.clone());
                 }
             }
@@ -175,6 +231,7 @@ pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
         // A path parameter can carry an encoded separator or dot segment,
         // which the gateway refuses with 400 before any upstream sees it.
         let templated = path.contains('{');
+        let edge = route_statuses(path, routes);
         let Some(operations) = item.as_object_mut() else {
             continue;
         };
@@ -189,7 +246,14 @@ pub fn merge(docs: &[Value], prefixes: &[String]) -> Value {
                 "400",
                 "The path contains dot segments or encoded separators",
             ));
-            for (status, description) in gateway_responses().into_iter().chain(refused_paths) {
+            let edge = edge
+                .iter()
+                .map(|(status, description)| (*status, description.as_str()));
+            for (status, description) in gateway_responses()
+                .into_iter()
+                .chain(refused_paths)
+                .chain(edge)
+            {
                 responses.entry(status.to_owned()).or_insert_with(|| {
                     json!({
                         "description": description,
@@ -266,7 +330,7 @@ mod tests {
             "/v1/things/{id}": {"delete": {"responses": {"204": {"description": "ok"}}}},
             "/v1/things": {"get": {"responses": {"200": {"description": "ok"}}}}
         }});
-        let merged = merge(&[doc], &["/v1/things".to_owned()]);
+        let merged = merge(&[doc], &[RoutedPrefix::plain("/v1/things")]);
         let templated = &merged["paths"]["/v1/things/{id}"]["delete"]["responses"];
         let fixed = &merged["paths"]["/v1/things"]["get"]["responses"];
         assert!(templated.get("400").is_some(), "{templated}");
@@ -290,7 +354,13 @@ mod tests {
         });
         // A prefix covering /internal (which config validation refuses)
         // still does not publish it.
-        let merged = merge(&[doc], &["/v1/users".to_owned(), "/internal".to_owned()]);
+        let merged = merge(
+            &[doc],
+            &[
+                RoutedPrefix::plain("/v1/users"),
+                RoutedPrefix::plain("/internal"),
+            ],
+        );
         let paths = merged["paths"].as_object().unwrap();
         assert_eq!(paths.keys().collect::<Vec<_>>(), ["/v1/users/me"]);
         assert_eq!(merged["tags"], json!([{"name": "users"}]));
@@ -310,6 +380,32 @@ mod tests {
         assert!(
             !schemas.contains_key("CreateUser"),
             "only used by internal operations"
+        );
+    }
+
+    #[test]
+    fn a_rate_limited_role_route_documents_its_403_and_429() {
+        let doc = json!({"paths": {
+            "/v1/admin/users": {"get": {"responses": {"200": {"description": "ok"}}}},
+            "/v1/users/me": {"get": {"responses": {"200": {"description": "ok"}}}}
+        }});
+        let admin = RoutedPrefix {
+            prefix: "/v1/admin".into(),
+            statuses: vec![
+                ("403", "lacks the role".into()),
+                ("429", "over the limit".into()),
+            ],
+        };
+        let merged = merge(&[doc], &[RoutedPrefix::plain("/v1"), admin]);
+        let guarded = &merged["paths"]["/v1/admin/users"]["get"]["responses"];
+        assert!(
+            guarded.get("403").is_some() && guarded.get("429").is_some(),
+            "{guarded}"
+        );
+        let plain = &merged["paths"]["/v1/users/me"]["get"]["responses"];
+        assert!(
+            plain.get("403").is_none() && plain.get("429").is_none(),
+            "{plain}"
         );
     }
 }

@@ -11,6 +11,7 @@ mod docs;
 mod headers;
 mod health;
 mod ratelimit;
+mod readme_examples;
 mod resilience;
 mod routing;
 mod splitting;
