@@ -442,6 +442,19 @@ impl System {
         Ok((gateway, users, auth))
     }
 
+    /// The gateway's failed attempts (refused connections and mid-request
+    /// failures) on user replica `index`.
+    pub async fn gateway_failed_attempts_on_user(&self, index: usize) -> f64 {
+        let endpoint = format!("endpoint=\"{}\"", self.users[index].api_url());
+        self.gateway
+            .metric_sum(&self.client, |line| {
+                (line.starts_with("gateway_upstream_connect_failures_total{")
+                    || line.starts_with("gateway_upstream_failures_total{"))
+                    && line.contains(&endpoint)
+            })
+            .await
+    }
+
     /// URL of `path` through the gateway.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.api_url())

@@ -80,15 +80,7 @@ async fn profile_reads_keep_succeeding_after_a_replica_is_killed_with_sigkill() 
         "the surviving replica's reads"
     );
     // And the gateway did try the dead replica and failed over from it.
-    let dead = format!("endpoint=\"{}\"", system.users[1].api_url());
-    let failures = system
-        .gateway
-        .metric_sum(&system.client, |line| {
-            (line.starts_with("gateway_upstream_connect_failures_total{")
-                || line.starts_with("gateway_upstream_failures_total{"))
-                && line.contains(&dead)
-        })
-        .await;
+    let failures = system.gateway_failed_attempts_on_user(1).await;
     assert!(failures >= 1.0, "no failed attempt on the killed replica");
 }
 

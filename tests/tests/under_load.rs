@@ -111,15 +111,7 @@ async fn sigkill_of_a_user_replica_under_steady_load_fails_no_read() {
         failures.len(),
         system.logs()
     );
-    let dead = format!("endpoint=\"{}\"", system.users[1].api_url());
-    let failed_attempts = system
-        .gateway
-        .metric_sum(&system.client, |line| {
-            (line.starts_with("gateway_upstream_connect_failures_total{")
-                || line.starts_with("gateway_upstream_failures_total{"))
-                && line.contains(&dead)
-        })
-        .await;
+    let failed_attempts = system.gateway_failed_attempts_on_user(1).await;
     assert!(failed_attempts >= 1.0, "no attempt met the killed replica");
 }
 

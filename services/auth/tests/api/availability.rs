@@ -100,28 +100,37 @@ async fn unavailable_replica(calls: Arc<AtomicUsize>) -> String {
     url
 }
 
-async fn registration_works_while_one_of_two_user_replicas_is_down(backend: Backend) {
-    // Arrange: the first replica refuses connections; round robin would
-    // send every other call to it.
-    let down = format!("http://127.0.0.1:{}", closed_port());
-    let app = TestApp::spawn_with_config(backend, |config| {
-        config
-            .user_service
-            .upstream
-            .endpoints
-            .insert(0, down.clone());
+/// Auth with `first` listed before the real user replica, round robin, so
+/// every other call goes to `first`.
+async fn spawn_with_first_user_replica(backend: Backend, first: &str) -> TestApp {
+    TestApp::spawn_with_config(backend, |config| {
+        let endpoints = &mut config.user_service.upstream.endpoints;
+        endpoints.insert(0, first.to_owned());
         config.user_service.upstream.balance = Some(Policy::RoundRobin);
     })
-    .await;
+    .await
+}
 
-    // Act
+/// Registers `count` new accounts; the status of each answer.
+async fn register_several(app: &TestApp, count: usize) -> Vec<StatusCode> {
     let mut statuses = Vec::new();
-    for n in 0..6 {
+    for n in 0..count {
         let response = app
             .register(&registration(&format!("u{n}@example.com")))
             .await;
         statuses.push(response.status());
     }
+    statuses
+}
+
+async fn registration_works_while_one_of_two_user_replicas_is_down(backend: Backend) {
+    // Arrange: the first replica refuses connections; round robin would
+    // send every other call to it.
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let app = spawn_with_first_user_replica(backend, &down).await;
+
+    // Act
+    let statuses = register_several(&app, 6).await;
 
     // Assert: every registration made an account and a profile; the dead
     // replica is set aside (auth's view of the user service says so).
@@ -144,24 +153,10 @@ async fn a_replica_answering_503_is_passed_over_for_a_healthy_one(backend: Backe
     // Arrange
     let calls = Arc::new(AtomicUsize::new(0));
     let sick = unavailable_replica(calls.clone()).await;
-    let app = TestApp::spawn_with_config(backend, |config| {
-        config
-            .user_service
-            .upstream
-            .endpoints
-            .insert(0, sick.clone());
-        config.user_service.upstream.balance = Some(Policy::RoundRobin);
-    })
-    .await;
+    let app = spawn_with_first_user_replica(backend, &sick).await;
 
     // Act
-    let mut statuses = Vec::new();
-    for n in 0..4 {
-        let response = app
-            .register(&registration(&format!("u{n}@example.com")))
-            .await;
-        statuses.push(response.status());
-    }
+    let statuses = register_several(&app, 4).await;
 
     // Assert: the sick replica was asked (round robin reached it) and its
     // 503 retried on the other one each time.
