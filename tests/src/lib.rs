@@ -300,6 +300,9 @@ pub struct System {
     pub users: Vec<Process>,
     pub auth: Process,
     pub client: reqwest::Client,
+    /// The gateway's config file, when it reads its upstreams from one
+    /// ([`System::start_with_upstreams_in_file`]).
+    pub gateway_file: Option<PathBuf>,
     _databases: Vec<TestDatabase>,
     logs: tempfile::TempDir,
 }
@@ -322,7 +325,19 @@ impl System {
     }
 
     pub async fn start_with(backend: Backend, extra: ExtraEnv<'_>) -> Self {
+        Self::start_inner(backend, extra, false).await
+    }
+
+    /// As [`System::start`], with the gateway's upstreams in a config file
+    /// (`gateway_file`) rather than its environment, as Kubernetes runs it:
+    /// rewriting the file changes them live.
+    pub async fn start_with_upstreams_in_file(backend: Backend) -> Self {
+        Self::start_inner(backend, &[], true).await
+    }
+
+    async fn start_inner(backend: Backend, extra: ExtraEnv<'_>, upstreams_in_file: bool) -> Self {
         let logs = tempfile::tempdir().expect("log dir");
+        let gateway_file = upstreams_in_file.then(|| logs.path().join("gateway.toml"));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -330,13 +345,23 @@ impl System {
         let user_db = TestDatabase::new(backend).await;
         let auth_db = TestDatabase::new(backend).await;
         for attempt in 1..=3 {
-            match Self::spawn_processes(extra, &client, &user_db, &auth_db, logs.path()).await {
+            let spawned = Self::spawn_processes(
+                extra,
+                &client,
+                &user_db,
+                &auth_db,
+                logs.path(),
+                gateway_file.as_deref(),
+            )
+            .await;
+            match spawned {
                 Ok((gateway, users, auth)) => {
                     return Self {
                         gateway,
                         users,
                         auth,
                         client,
+                        gateway_file,
                         _databases: vec![user_db, auth_db],
                         logs,
                     };
@@ -359,6 +384,7 @@ impl System {
         user_db: &TestDatabase,
         auth_db: &TestDatabase,
         logs: &Path,
+        gateway_file: Option<&Path>,
     ) -> Result<(Process, Vec<Process>, Process), PortTaken> {
         // Auth's port must be known before the users start (their JWKS URL)
         // and the users' before auth starts (its user service URL), so the
@@ -428,7 +454,18 @@ impl System {
         }
 
         let mut gateway_env = token_env();
-        gateway_env.extend(topology::wiring("gateway", &addresses));
+        let wiring = topology::wiring("gateway", &addresses);
+        match gateway_file {
+            None => gateway_env.extend(wiring),
+            Some(file) => {
+                let (upstreams, rest): (Vec<_>, Vec<_>) = wiring
+                    .into_iter()
+                    .partition(|(key, _)| key.starts_with("UPSTREAMS__"));
+                std::fs::write(file, upstreams_toml(&upstreams)).expect("gateway config file");
+                gateway_env.extend(rest);
+                gateway_env.push(("CONFIG_FILE".to_owned(), file.display().to_string()));
+            }
+        }
         gateway_env.extend(extra_for(extra, "gateway"));
         let mut gateway = Process::spawn(
             "gateway",
@@ -440,6 +477,25 @@ impl System {
         gateway.wait_ready(client).await?;
 
         Ok((gateway, users, auth))
+    }
+
+    /// One more user replica, started like the others (same database and
+    /// settings) and ready; not known to the gateway until it is told.
+    pub async fn spawn_user(&self, name: &str) -> Process {
+        let template = &self.users[0];
+        for _ in 0..3 {
+            let mut user = Process::spawn(
+                name,
+                &template.binary_name,
+                &template.env_prefix,
+                &template.env,
+                self.logs.path(),
+            );
+            if user.wait_ready(&self.client).await.is_ok() {
+                return user;
+            }
+        }
+        panic!("user replica {name} could not start: its ports kept being taken");
     }
 
     /// The gateway's failed attempts (refused connections and mid-request
@@ -508,4 +564,22 @@ impl System {
             })
             .unwrap_or_default()
     }
+}
+
+/// `UPSTREAMS__<NAME>__<KEY>` wiring as the TOML of a gateway config file.
+fn upstreams_toml(wiring: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (key, value) in wiring {
+        let mut parts = key.splitn(3, "__").skip(1);
+        let (Some(name), Some(field)) = (parts.next(), parts.next()) else {
+            panic!("wiring key {key} is not UPSTREAMS__<NAME>__<KEY>");
+        };
+        // The values are JSON lists of strings, which TOML reads as they are.
+        out.push_str(&format!(
+            "[upstreams.{}]\n{} = {value}\n\n",
+            name.to_lowercase(),
+            field.to_lowercase()
+        ));
+    }
+    out
 }

@@ -139,6 +139,13 @@ impl Transport {
                 "upstream" => upstream.name.clone())
             .increment(1);
         }
+        upstream.count_response(match &outcome {
+            Ok(response) => response.status().as_u16(),
+            Err(Failure::InvalidPath) => 400,
+            // Overloaded, no endpoint, timed out, broken: the caller
+            // answers 502/503/504.
+            Err(_) => 503,
+        });
         outcome
     }
 
@@ -218,6 +225,9 @@ impl Transport {
                     );
                     series.duration.record(started.elapsed().as_secs_f64());
                     series.requests.increment(1);
+                    if status.is_server_error() {
+                        series.server_errors.increment(1);
+                    }
                     // 502/503/504 from a replica is worth another replica's
                     // try (replayable requests); anything else is the answer.
                     let transient = matches!(

@@ -6,7 +6,7 @@
 //! (`split_pin_header`, `x-portico-group` by default) naming a group pins a
 //! request to it, for testing. Shifting the weights is a config reload.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderName;
 
@@ -29,6 +29,9 @@ pub struct Split {
     groups: Vec<(Arc<Upstream>, u32)>,
     total: u64,
     pin_header: HeaderName,
+    /// `split_requests_total` per group (by index), registered on first use
+    /// rather than built from label strings on every request.
+    requests: OnceLock<Vec<metrics::Counter>>,
 }
 
 /// The group a request goes to, and a cookie to set when it was the one
@@ -36,6 +39,8 @@ pub struct Split {
 #[derive(Debug)]
 pub struct Choice<'a> {
     pub upstream: &'a Arc<Upstream>,
+    /// The group's index in the split.
+    pub group: usize,
     pub set_cookie: Option<String>,
 }
 
@@ -47,7 +52,29 @@ impl Split {
             groups,
             total,
             pin_header,
+            requests: OnceLock::new(),
         }
+    }
+
+    /// The request counter of group `index`; `metric` names the series and
+    /// `split_name` is the split's own upstream name (its label).
+    pub fn requests_counter(
+        &self,
+        index: usize,
+        metric: impl FnOnce() -> String,
+        split_name: &str,
+    ) -> &metrics::Counter {
+        let counters = self.requests.get_or_init(|| {
+            let name = metric();
+            self.groups
+                .iter()
+                .map(|(group, _)| {
+                    metrics::counter!(name.clone(),
+                        "upstream" => split_name.to_owned(), "group" => group.name.clone())
+                })
+                .collect()
+        });
+        &counters[index]
     }
 
     pub fn groups(&self) -> impl Iterator<Item = (&Arc<Upstream>, u32)> {
@@ -59,10 +86,11 @@ impl Split {
     pub fn choose<'a>(&'a self, facts: &RequestFacts<'_>) -> Choice<'a> {
         if let Some(pinned) = facts
             .header(self.pin_header.as_str())
-            .and_then(|name| self.groups.iter().find(|(u, _)| u.name == name))
+            .and_then(|name| self.groups.iter().position(|(u, _)| u.name == name))
         {
             return Choice {
-                upstream: &pinned.0,
+                upstream: &self.groups[pinned].0,
+                group: pinned,
                 set_cookie: None,
             };
         }
@@ -77,8 +105,10 @@ impl Split {
                 (id, Some(cookie))
             }
         };
+        let group = self.group_index(&key);
         Choice {
-            upstream: self.group_for(&key),
+            upstream: &self.groups[group].0,
+            group,
             set_cookie,
         }
     }
@@ -86,16 +116,20 @@ impl Split {
     /// The group of a stickiness key: its bucket against the cumulative
     /// weights.
     pub fn group_for(&self, key: &str) -> &Arc<Upstream> {
+        &self.groups[self.group_index(key)].0
+    }
+
+    fn group_index(&self, key: &str) -> usize {
         let bucket = stable_hash(key.as_bytes()) % BUCKETS;
         let mut bound = 0;
-        for (upstream, weight) in &self.groups {
+        for (index, (_, weight)) in self.groups.iter().enumerate() {
             bound += u64::from(*weight) * BUCKETS;
             if bucket * self.total < bound {
-                return upstream;
+                return index;
             }
         }
         // Unreachable with a positive total; the last group otherwise.
-        &self.groups[self.groups.len() - 1].0
+        self.groups.len() - 1
     }
 }
 

@@ -69,7 +69,11 @@ pub struct Endpoint {
 /// One endpoint's per-attempt series.
 #[derive(Debug)]
 pub(crate) struct AttemptMetrics {
+    /// Attempts the endpoint answered (any status).
     pub requests: metrics::Counter,
+    /// Of those, answers with a 5xx status: with the failures below, what
+    /// a canary's error ratio is made of.
+    pub server_errors: metrics::Counter,
     pub duration: metrics::Histogram,
     pub connect_failures: metrics::Counter,
     pub failures: metrics::Counter,
@@ -236,6 +240,9 @@ pub struct Upstream {
     default_ejection: Duration,
     /// Whether its metrics are registered (it serves, not just checked).
     published: AtomicBool,
+    /// `<prefix>_upstream_responses_total{upstream, class}` by status class
+    /// (1xx…5xx), registered on first use.
+    responses: OnceLock<[metrics::Counter; 5]>,
 }
 
 impl Upstream {
@@ -289,6 +296,7 @@ impl Upstream {
                 .transpose()?
                 .unwrap_or(HashOn::ClientIp),
             split: None,
+            responses: OnceLock::new(),
             budget: crate::resilience::retry::RetryBudget::new(
                 spec.retry_budget.clone().unwrap_or_default().policy(),
             ),
@@ -323,6 +331,20 @@ impl Upstream {
         format!("{}_{suffix}", self.metric_prefix)
     }
 
+    /// Counts one answer the caller got through this upstream, by its
+    /// status class: the endpoint's, or the one the caller makes of a
+    /// failure (502/503/504). A canary is judged by these.
+    pub(crate) fn count_response(&self, status: u16) {
+        let counters = self.responses.get_or_init(|| {
+            let name = self.metric("upstream_responses_total");
+            ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+                metrics::counter!(name.clone(), "upstream" => self.name.clone(), "class" => class)
+            })
+        });
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        counters[class].increment(1);
+    }
+
     /// The handles of `endpoint`'s per-attempt series.
     pub(crate) fn attempt_metrics<'e>(&self, endpoint: &'e Endpoint) -> &'e AttemptMetrics {
         endpoint.attempt_metrics.get_or_init(|| {
@@ -332,6 +354,10 @@ impl Upstream {
             ];
             AttemptMetrics {
                 requests: metrics::counter!(self.metric("upstream_requests_total"), &labels),
+                server_errors: metrics::counter!(
+                    self.metric("upstream_server_errors_total"),
+                    &labels
+                ),
                 duration: metrics::histogram!(self.metric("upstream_duration_seconds"), &labels),
                 connect_failures: metrics::counter!(
                     self.metric("upstream_connect_failures_total"),
@@ -371,9 +397,13 @@ impl Upstream {
             None => (self, None),
             Some(split) => {
                 let choice = split.choose(facts);
-                metrics::counter!(self.metric("split_requests_total"),
-                    "upstream" => self.name.clone(), "group" => choice.upstream.name.clone())
-                .increment(1);
+                split
+                    .requests_counter(
+                        choice.group,
+                        || self.metric("split_requests_total"),
+                        &self.name,
+                    )
+                    .increment(1);
                 (choice.upstream, choice.set_cookie)
             }
         }
@@ -489,6 +519,13 @@ impl Upstream {
         let endpoints = self.endpoints();
         metrics::gauge!(self.metric("upstream_endpoints"), "upstream" => self.name.clone())
             .set(endpoints.len() as f64);
+        if let Some(split) = &self.split {
+            for (group, weight) in split.groups() {
+                metrics::gauge!(self.metric("split_weight"),
+                    "upstream" => self.name.clone(), "group" => group.name.clone())
+                .set(f64::from(weight));
+            }
+        }
         for endpoint in endpoints.iter() {
             let gauge = metrics::gauge!(
                 self.metric("upstream_endpoint_ejected"),

@@ -171,7 +171,7 @@ impl Live {
     /// answer (or [`FIRST_DISCOVERY_TIMEOUT`]).
     pub async fn start(snapshot: Snapshot) -> Self {
         snapshot.start_discovery(None).await;
-        snapshot.publish_metrics();
+        snapshot.publish_metrics(None);
         Self {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
         }
@@ -191,7 +191,7 @@ impl Live {
             Ok(snapshot) => {
                 let version = snapshot.version;
                 snapshot.start_discovery(Some(&previous)).await;
-                snapshot.publish_metrics();
+                snapshot.publish_metrics(Some(&previous));
                 self.current.store(Arc::new(snapshot));
                 metrics::counter!("gateway_config_reloads_total", "outcome" => "ok").increment(1);
                 tracing::info!(version, why, "configuration reloaded");
@@ -298,10 +298,28 @@ impl Snapshot {
         portico_upstream::start(&fresh, FIRST_DISCOVERY_TIMEOUT).await;
     }
 
-    fn publish_metrics(&self) {
+    /// Publishes this snapshot's gauges; a split group that `previous` had
+    /// and this one has not gets weight 0 (a gauge cannot be removed, and a
+    /// canary rollout reads these weights to know the reload arrived).
+    fn publish_metrics(&self, previous: Option<&Snapshot>) {
         metrics::gauge!("gateway_config_version").set(self.version as f64);
         for upstream in self.upstreams.values() {
             upstream.publish_metrics();
+        }
+        for (name, old) in previous.map(|p| &p.upstreams).into_iter().flatten() {
+            let Some(old_split) = old.split() else {
+                continue;
+            };
+            let now = self.upstreams.get(name).and_then(|u| u.split());
+            for (group, _) in old_split.groups() {
+                let kept =
+                    now.is_some_and(|split| split.groups().any(|(g, _)| g.name == group.name));
+                if !kept {
+                    metrics::gauge!(old.metric("split_weight"),
+                        "upstream" => name.clone(), "group" => group.name.clone())
+                    .set(0.0);
+                }
+            }
         }
     }
 }
