@@ -68,6 +68,9 @@ PORTICO_DEV_SKIP_BUILD=1 bash scripts/contract-test.sh
 section "deployment lint (actionlint, shellcheck, hadolint)"
 bash scripts/check/lint.sh
 
+section "release tooling unit tests (scripts/ci/test_*.py)"
+PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s scripts/ci -p 'test_*.py'
+
 section "kubernetes manifests (kustomize, schema, checkov)"
 bash scripts/check/kubernetes.sh
 

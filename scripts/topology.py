@@ -262,6 +262,71 @@ def secret_files(deployment, container, objects, secret_dir):
     return mapping
 
 
+def config_map_files(deployment, container, objects, local_dir):
+    """Writes each mounted ConfigMap's data under local_dir; returns a map
+    from the path in the pod to the local copy."""
+    config_maps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
+    mapping = {}
+    for mount in container.get("volumeMounts", []):
+        name = volumes.get(mount["name"], {}).get("configMap", {}).get("name")
+        if name not in config_maps:
+            continue
+        for key, value in config_maps[name].get("data", {}).items():
+            local = Path(local_dir) / "configmaps" / name / key
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(value)
+            mapping[f"{mount['mountPath'].rstrip('/')}/{key}"] = str(local)
+    return mapping
+
+
+def flatten_toml(prefix, document, path=()):
+    """A config file's keys as the environment variables that would set
+    them (`upstreams.user.dns.name` → PREFIX + UPSTREAMS__USER__DNS__NAME),
+    so the wiring checks read a file and an environment alike."""
+    env = {}
+    for key, value in document.items():
+        here = (*path, key)
+        if isinstance(value, dict):
+            env.update(flatten_toml(prefix, value, here))
+        else:
+            name = prefix + "__".join(part.upper() for part in here)
+            if isinstance(value, bool):
+                env[name] = "true" if value else "false"
+            elif isinstance(value, (list, dict)):
+                env[name] = json.dumps(value)
+            else:
+                env[name] = str(value)
+    return env
+
+
+def canary_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("canary", ROOT / "scripts" / "ci" / "canary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_canary_splits(binary, runnable, config_file_var, traffic_text, where, problems, spec, bin_dir, tmp):
+    """Every upstream of the traffic file split the way a canary release
+    splits it (scripts/ci/canary.py) must be a config the gateway accepts."""
+    import tomllib
+
+    canary = canary_module()
+    for upstream in tomllib.loads(traffic_text).get("upstreams", {}):
+        try:
+            text = canary.split_text(traffic_text, upstream, 5)
+        except canary.Usage as err:
+            problems.append(f"{where}: a canary of upstream {upstream} cannot be split: {err}")
+            continue
+        split_file = Path(tmp) / f"canary-{upstream}.toml"
+        split_file.write_text(text)
+        check_config(bin_dir, binary, {**runnable, config_file_var: str(split_file)},
+                     f"{where} (canary split of {upstream})", problems, spec, tmp)
+
+
 def check_k8s(topology, overlay, objects, bin_dir, problems, tmp):
     service_urls, replica_urls = container_addresses(topology, per_replica=False)
     by_kind_name = {(o["kind"], o["metadata"]["name"]): o for o in objects}
@@ -295,12 +360,31 @@ def check_k8s(topology, overlay, objects, bin_dir, problems, tmp):
                 problems.append(f"k8s {overlay} Service {name}: targets {targets}, not the api port")
             if spec["replicas"] > 1 and service["spec"].get("clusterIP") != "None":
                 problems.append(f"k8s {overlay} Service {name}: must be headless (the gateway finds replicas by DNS)")
-        env = k8s_env(container, objects)
+        container_env = k8s_env(container, objects)
+        env = container_env
+        mounted = config_map_files(deployment, container, objects, Path(tmp) / overlay / name)
+        config_file_var = f"{spec['env_prefix']}CONFIG_FILE"
+        traffic_text = None
+        if config_file_var in env:
+            local = mounted.get(env[config_file_var])
+            if local is None:
+                problems.append(f"{where}: {config_file_var} names {env[config_file_var]}, "
+                                "which no mounted ConfigMap key provides")
+            else:
+                import tomllib
+
+                traffic_text = Path(local).read_text()
+                # The environment overrides the file, as in the service.
+                env = {**flatten_toml(spec["env_prefix"], tomllib.loads(traffic_text)), **env}
         check_wiring(topology, name, env, service_urls, replica_urls, where, problems)
         per_service_env[name] = env
-        files = secret_files(deployment, container, objects, Path(tmp) / overlay)
+        files = {**secret_files(deployment, container, objects, Path(tmp) / overlay), **mounted}
         runnable = {}
-        for var, value in env.items():
+        # What the container is given: its environment, the file mounted.
+        for var, value in container_env.items():
+            if var == config_file_var and value in files:
+                runnable[var] = files[value]
+                continue
             if var.endswith("_FILE"):
                 if value in files:
                     value = files[value]
@@ -315,6 +399,9 @@ def check_k8s(topology, overlay, objects, bin_dir, problems, tmp):
                     value = str(stand_in)
             runnable[var] = value
         check_config(bin_dir, spec["binary"], runnable, where, problems, spec, tmp)
+        if traffic_text is not None:
+            check_canary_splits(spec["binary"], runnable, config_file_var, traffic_text, where, problems,
+                                spec, bin_dir, Path(tmp) / overlay / name)
     check_agreement(topology, per_service_env, f"k8s {overlay}", problems)
 
 

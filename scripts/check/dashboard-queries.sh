@@ -9,7 +9,8 @@
 # token, logout, a service token and a wrong client secret, a key rotation,
 # 404s, a sign-in burst that saturates password hashing, and an upstream
 # that fails: a refused connection, a connection dropped mid-request, a
-# timeout); starts a real Prometheus (Debian's `prometheus`) on a free
+# timeout, and a canary release of that upstream judged through
+# Prometheus by scripts/ci/canary.py); starts a real Prometheus (Debian's `prometheus`) on a free
 # 127.0.0.1 port with a temp storage dir, scraping the four admin ports
 # every second and evaluating deploy/prometheus/alerts.yml; waits until the
 # traffic has been scraped; then runs each panel's expression through
@@ -75,7 +76,7 @@ done
 portico_apt_command prometheus prometheus
 
 work=$(mktemp -d)
-dev_pid="" probe_pid="" prometheus_pid=""
+dev_pid="" probe_pid="" prometheus_pid="" canary_load_pid=""
 # The services' last log lines help when starting or the traffic failed,
 # not when a query found no data.
 show_logs=1
@@ -96,6 +97,7 @@ cleanup() {
         tail -n 5 "$work"/logs/*.log >&2 2>/dev/null || true
         tail -n 5 "$work/prometheus.log" "$work/probe.log" >&2 2>/dev/null || true
     fi
+    stop "$canary_load_pid"
     stop "$prometheus_pid"
     stop "$dev_pid"
     stop "$probe_pid"
@@ -414,6 +416,35 @@ if wrong:
     print("!!! unexpected answers:", *wrong, sep="\n    ", file=sys.stderr)
     sys.exit(1)
 PY
+
+# ---------------------------------------------------------------------------
+# A canary release of the probe upstream, judged through this Prometheus as
+# scripts/ci/canary.sh judges one in a cluster (the canary group is the
+# healthy stand-in alone: it must pass every step), then restored. It also
+# gives the dashboard's release panels their data.
+# ---------------------------------------------------------------------------
+log "a canary of the probe upstream (scripts/ci/canary.py, judged by Prometheus)"
+python3 - "http://127.0.0.1:$base/v1/probe/ok" >/dev/null 2>&1 <<'PY' &
+import sys, time, urllib.request
+# Anonymous and cookie-less: each request falls in a group afresh. Bounded
+# in time whatever happens to the script.
+end = time.monotonic() + 90
+while time.monotonic() < end:
+    try:
+        urllib.request.urlopen(sys.argv[1], timeout=2).read()
+    except Exception:
+        pass
+    time.sleep(0.02)
+PY
+canary_load_pid=$!
+canary_args=(--traffic-file "$work/gateway.toml" --prometheus "http://127.0.0.1:$prometheus_port"
+    --service probe --settle-timeout "$DEADLINE")
+python3 scripts/ci/canary.py run "${canary_args[@]}" --canary-endpoints "http://127.0.0.1:$probe_port" \
+    --steps 50,100 --interval 3 --min-requests 20 --max-error-ratio 0.05 ||
+    die "a canary of the healthy probe stand-in was rolled back"
+python3 scripts/ci/canary.py restore "${canary_args[@]}" || die "the canary's traffic file was not restored"
+stop "$canary_load_pid"
+canary_load_pid=""
 traffic_done=$(date +%s.%N)
 
 # Two scrapes of every target after the traffic: rates over 1m need two

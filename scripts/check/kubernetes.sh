@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks the Kubernetes manifests in k8s/ and the root Dockerfile(s):
 #
-#   1. render    kubectl kustomize builds k8s/base and every k8s/overlays/*
+#   1. render    kubectl kustomize builds k8s/base and every k8s/overlays/*,
+#                and scripts/ci/canary.py makes the canary Deployment and
+#                Service of user and auth from overlays/prod
 #   2. schema    kubernetes-validate --strict: every rendered object matches
 #                the API schema (unknown fields are errors) of the oldest
 #                Kubernetes we support (1.32: lifecycle.preStop.sleep is GA
@@ -78,8 +80,22 @@ render_all() {
         "$kubectl_bin/kubectl" kustomize "k8s/$target" >"$file" || return 1
         rendered+=("$file")
     done
+    # A canary release's Deployment and Service as scripts/ci/canary.sh
+    # makes them from the prod overlay: checked like the rest.
+    local service
+    for service in user auth; do
+        file=$work/rendered/canary-$service.yaml
+        echo "== canary.py manifests $service (from overlays/prod)"
+        "$validate_bin/python" -c 'import json, sys, yaml; json.dump([d for d in yaml.safe_load_all(open(sys.argv[1], encoding="utf-8")) if d], sys.stdout)' \
+            "$work/rendered/overlays-prod.yaml" |
+            python3 scripts/ci/canary.py manifests "$service" "ghcr.io/example/portico-$service:canary" |
+            "$validate_bin/python" -c 'import json, sys, yaml; yaml.safe_dump_all(json.load(sys.stdin)["items"], sys.stdout)' \
+                >"$file" || return 1
+        grep -q "name: $service-canary" "$file" || return 1
+        rendered+=("$file")
+    done
 }
-STEP_DETAIL="kubectl kustomize ${targets[*]}"
+STEP_DETAIL="kubectl kustomize ${targets[*]}; canary manifests of user and auth"
 step render render_all
 
 # 2. Schema.

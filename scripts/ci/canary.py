@@ -401,8 +401,8 @@ def command_run(args, store, metrics):
             log(f"{step:>3}% to {group}: {int(failed)} failed of {int(attempts)} requests: {why}")
             if not passed:
                 raise RuntimeError(f"{group} failed at {step}%: {why}")
-    except (RuntimeError, TimeoutError, OSError) as failure:
-        log(f"rolling back: {failure}")
+    except (Exception, KeyboardInterrupt) as failure:  # whatever stopped it, undo the split
+        log(f"rolling back: {failure or type(failure).__name__}")
         store.finish()
         try:
             wait_for_weight(metrics, args.service, group, 0, args.settle_timeout)
@@ -454,10 +454,16 @@ def command_manifests(args):
             spec["replicas"] = args.replicas
             spec["selector"]["matchLabels"][TRACK_LABEL] = "canary"
             spec["template"]["metadata"]["labels"][TRACK_LABEL] = "canary"
-            containers = [c for c in spec["template"]["spec"]["containers"] if c["name"] == args.service]
-            if not containers:
+            pod = spec["template"]["spec"]
+            main = next((c for c in pod["containers"] if c["name"] == args.service), None)
+            if main is None:
                 raise Usage(f"Deployment {args.service} has no container {args.service}")
-            containers[0]["image"] = args.image
+            # The service and whatever runs its image (the migrations' init
+            # container: the new version's migrations run before it starts).
+            released = main["image"]
+            for container in pod["containers"] + pod.get("initContainers", []):
+                if container["image"] == released:
+                    container["image"] = args.image
         else:
             made["spec"]["selector"][TRACK_LABEL] = "canary"
         out.append(made)
@@ -466,7 +472,20 @@ def command_manifests(args):
     return 0
 
 
+def stop_on_sigterm():
+    """A cancelled CI job sends SIGTERM: end like Ctrl-C, so a run under
+    way rolls back rather than leaving the split behind."""
+    import signal
+
+    def interrupt(signum, frame):
+        del signum, frame
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main():
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -16,6 +16,7 @@
 #    namespace if one is given: `kustomize edit set namespace`.
 # 2. Renders it and leaves out the Namespace object (cluster-scoped: an
 #    admin makes it once; the deployer needs no cluster-wide rights).
+#    (Steps 1 and 2: portico_ci_render in scripts/ci/lib.sh.)
 # 3. Applies the objects no single service owns, those without an
 #    app.kubernetes.io/name label: the generated ConfigMaps (the service's
 #    own <service>-config-<hash> is one of them, and its Deployment refers to
@@ -41,72 +42,16 @@ case $service in
 esac
 [[ -n $image ]] || usage
 
-# An error line GitHub Actions shows as an annotation.
-error() {
-    if [[ ${GITHUB_ACTIONS:-} == true ]]; then
-        printf '::error::%s\n' "$*"
-    else
-        printf 'deploy: error: %s\n' "$*" >&2
-    fi
-}
+# shellcheck source=scripts/ci/lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+error() { portico_ci_error "$@"; }
 
-for tool in kustomize kubectl; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        error "$tool is not installed"
-        exit 1
-    fi
-done
+portico_ci_require kustomize kubectl || exit 1
 
-root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
-overlays=$root/k8s/overlays
-if [[ ! -f $overlays/prod/kustomization.yaml ]]; then
-    error "no k8s/overlays/prod/kustomization.yaml"
-    exit 1
-fi
-
-work=$(mktemp -d "$overlays/.deploy-$service.XXXXXX")
 rendered=$(mktemp "${TMPDIR:-/tmp}/portico-deploy-$service.XXXXXX.yaml")
-trap 'rm -rf -- "$work" "$rendered"' EXIT
-
-cp -R -- "$overlays/prod/." "$work/"
-(
-    cd -- "$work"
-    kustomize edit set image "portico-$service=$image"
-    if [[ -n $namespace ]]; then
-        kustomize edit set namespace "$namespace"
-    fi
-)
-# kustomize prints one object per document, `---` between them, top-level
-# keys at column 0 and metadata's fields indented by two spaces.
-kustomize build "$work" | awk '
-    function flush() {
-        if (doc != "" && !namespace_object) {
-            printf "%s%s", (printed++ ? "---\n" : ""), doc
-        }
-        doc = ""
-        namespace_object = 0
-    }
-    /^---$/ { flush(); next }
-    /^kind: Namespace$/ { namespace_object = 1 }
-    { doc = doc $0 "\n" }
-    END { flush() }
-' >"$rendered"
-
-# The namespace the Deployment lands in, as rendered.
-target_namespace=$(awk -v want="$service" '
-    function flush() {
-        if (kind == "Deployment" && name == want) print (ns == "" ? "default" : ns)
-        kind = name = ns = ""
-        in_metadata = 0
-    }
-    /^---$/ { flush(); next }
-    /^kind: / { kind = $2 }
-    /^metadata:$/ { in_metadata = 1; next }
-    /^[^ ]/ { in_metadata = 0 }
-    in_metadata && /^  name: / { name = $2 }
-    in_metadata && /^  namespace: / { ns = $2 }
-    END { flush() }
-' "$rendered")
+trap 'rm -f -- "$rendered"' EXIT
+portico_ci_render "$service" "$image" "$namespace" "$rendered" || exit 1
+target_namespace=$(portico_ci_namespace "$service" "$rendered")
 if [[ -z $target_namespace ]]; then
     error "k8s/overlays/prod renders no Deployment named $service"
     exit 1
@@ -114,6 +59,18 @@ fi
 if ! grep -q -F -- "image: $image" "$rendered"; then
     error "the rendered overlay does not run $image: is the base's image named portico-$service?"
     exit 1
+fi
+
+# The gateway's traffic file (ConfigMap gateway-traffic, the gateway's own)
+# is rewritten step by step while a canary runs: applying git's copy now
+# would undo the canary's split under it.
+if [[ $service == gateway ]]; then
+    canary_of=$(kubectl --namespace "$target_namespace" get configmap gateway-traffic \
+        --ignore-not-found --output 'jsonpath={.metadata.annotations.portico\.dev/canary}')
+    if [[ -n $canary_of ]]; then
+        error "a canary release of $canary_of is in progress (configmap gateway-traffic); deploy the gateway after it ends"
+        exit 1
+    fi
 fi
 
 echo "deploy: $service -> $image in namespace $target_namespace"
