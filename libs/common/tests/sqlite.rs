@@ -211,3 +211,53 @@ async fn the_wal_stays_bounded_under_concurrent_writes() {
     .await;
     upkeep.abort();
 }
+
+const FIRST: db::EmbeddedMigration = (1, "notes", "CREATE TABLE notes (id INTEGER PRIMARY KEY)");
+const SECOND: db::EmbeddedMigration = (2, "tags", "CREATE TABLE tags (id INTEGER PRIMARY KEY)");
+static OLD_RELEASE: &[db::EmbeddedMigration] = &[FIRST];
+static NEW_RELEASE: &[db::EmbeddedMigration] = &[FIRST, SECOND];
+static CHANGED_RELEASE: &[db::EmbeddedMigration] = &[(
+    1,
+    "notes",
+    "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)",
+)];
+
+fn migrations(list: &'static [db::EmbeddedMigration]) -> db::Migrations {
+    db::Migrations {
+        postgres: list,
+        sqlite: list,
+    }
+}
+
+#[tokio::test]
+async fn the_previous_release_starts_on_a_database_a_newer_release_migrated_but_not_on_a_changed_migration()
+ {
+    // Arrange: a canary of the new release migrated the shared database.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("service.db");
+    let new = Db::open(&config(&path, true), &migrations(NEW_RELEASE))
+        .await
+        .unwrap();
+
+    // Act: the stable (previous) release restarts on it; and a release whose
+    // known migration was edited after it was applied.
+    let old = Db::open(&config(&path, false), &migrations(OLD_RELEASE)).await;
+    let changed = Db::open(&config(&path, false), &migrations(CHANGED_RELEASE)).await;
+
+    // Assert
+    let old = old.expect("the previous release starts on the newer schema");
+    assert_eq!(
+        old.newer_migrations(&migrations(OLD_RELEASE))
+            .await
+            .unwrap(),
+        vec![2]
+    );
+    assert!(
+        new.newer_migrations(&migrations(NEW_RELEASE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let refused = changed.expect_err("an edited migration must stop the service");
+    assert!(format!("{refused:#}").contains("migration"), "{refused:#}");
+}

@@ -107,8 +107,15 @@ pub struct Migrations {
     pub sqlite: &'static [EmbeddedMigration],
 }
 
+/// The migrator of one backend. Migrations the database has and this
+/// binary does not know (a newer release applied them: a canary beside
+/// the stable release, or a release rolled back) are let be, as Flyway
+/// does by default: a release's migrations keep the previous release
+/// working (expand, then contract in a later release), so the previous
+/// binary may still start. A known migration whose text changed still
+/// stops it.
 fn migrator(migrations: &'static [EmbeddedMigration]) -> Migrator {
-    Migrator::with_migrations(
+    let mut migrator = Migrator::with_migrations(
         migrations
             .iter()
             .map(|(version, description, sql)| {
@@ -121,7 +128,9 @@ fn migrator(migrations: &'static [EmbeddedMigration]) -> Migrator {
                 )
             })
             .collect(),
-    )
+    );
+    migrator.set_ignore_missing(true);
+    migrator
 }
 
 impl Db {
@@ -197,8 +206,36 @@ impl Db {
         db.migrate(migrations)
             .await
             .context("database migration failed")?;
+        let newer = db.newer_migrations(migrations).await.unwrap_or_default();
+        if !newer.is_empty() {
+            tracing::warn!(
+                ?newer,
+                "the database has migrations of a newer release; running on its schema"
+            );
+        }
         tracing::info!(backend = db.backend(), "database ready");
         Ok(db)
+    }
+
+    /// Versions of migrations applied to the database that `migrations`
+    /// does not have (a newer release's).
+    pub async fn newer_migrations(&self, migrations: &Migrations) -> Result<Vec<i64>, sqlx::Error> {
+        let known = match &self.pool {
+            Pool::Postgres(_) => migrations.postgres,
+            Pool::Sqlite(_) => migrations.sqlite,
+        };
+        let latest = known
+            .iter()
+            .map(|(version, _, _)| *version)
+            .max()
+            .unwrap_or(0);
+        let versions: Vec<(i64,)> = on_db!(self, pool => {
+            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE version > $1 ORDER BY version")
+                .bind(latest)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(versions.into_iter().map(|(version,)| version).collect())
     }
 
     /// Applies the service's pending migrations.
