@@ -123,10 +123,10 @@ async fn observe(mut request: Request, next: Next) -> Response {
         .insert(RequestId(request_id.clone()));
 
     let method = request.method().clone();
-    let route = request
+    let route: std::sync::Arc<str> = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or_else(|| UNMATCHED.with(Clone::clone), |p| p.as_str().into());
     let span = tracing::info_span!(
         "request",
         method = %method,
@@ -172,20 +172,19 @@ async fn observe(mut request: Request, next: Next) -> Response {
     let route = match response.extensions().get::<RouteLabel>() {
         Some(label) => {
             span.record("route", &*label.0);
-            label.0.to_string()
+            label.0.clone()
         }
         None => route,
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     span.record("status", status);
-    let labels = [
-        ("method", method_label(&method).to_owned()),
-        ("route", route),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    RED_SERIES.with(|series| {
+        series
+            .borrow_mut()
+            .get(method_label(&method), &route, status)
+            .record(elapsed)
+    });
     let latency_ms = elapsed.as_millis() as u64;
     span.in_scope(|| match (status, cause) {
         // A bug or a broken invariant: an error. A dependency that is busy,
@@ -197,6 +196,57 @@ async fn observe(mut request: Request, next: Next) -> Response {
         (_, None) => tracing::info!(latency_ms, "request completed"),
     });
     response
+}
+
+thread_local! {
+    /// The route label of a request no route matched.
+    static UNMATCHED: std::sync::Arc<str> = std::sync::Arc::from("unmatched");
+    /// This thread's handles of the per-request series, by method, status
+    /// and route: registered once, so a request does not build label
+    /// strings and look them up in the registry (one map per thread: no
+    /// lock on the request path).
+    static RED_SERIES: std::cell::RefCell<RedSeries> = std::cell::RefCell::new(RedSeries::default());
+}
+
+/// Handles of `http_requests_total` and `http_request_duration_seconds`
+/// for one method, route and status.
+#[derive(Debug)]
+struct RedHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl RedHandles {
+    fn record(&self, elapsed: Duration) {
+        self.requests.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+/// Method and status first (a small, fixed set), then the route, which is
+/// looked up by `&str` without allocating.
+#[derive(Debug, Default)]
+struct RedSeries(
+    std::collections::HashMap<(&'static str, u16), std::collections::HashMap<Box<str>, RedHandles>>,
+);
+
+impl RedSeries {
+    fn get(&mut self, method: &'static str, route: &str, status: u16) -> &RedHandles {
+        let by_route = self.0.entry((method, status)).or_default();
+        if !by_route.contains_key(route) {
+            let labels = [
+                ("method", method.to_owned()),
+                ("route", route.to_owned()),
+                ("status", status.to_string()),
+            ];
+            let handles = RedHandles {
+                requests: metrics::counter!("http_requests_total", &labels),
+                duration: metrics::histogram!("http_request_duration_seconds", &labels),
+            };
+            by_route.insert(route.into(), handles);
+        }
+        &by_route[route]
+    }
 }
 
 /// The method as a metric label: the standard ones by name, anything else
