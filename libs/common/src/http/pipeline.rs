@@ -50,6 +50,13 @@ where
     F::Output: Send + 'static,
 {
     let future = future.instrument(tracing::Span::current());
+    let trace = telemetry::TraceContext::current();
+    let future = async move {
+        match trace {
+            Some(trace) => trace.scope(future).await,
+            None => future.await,
+        }
+    };
     match CURRENT_REQUEST_ID.try_with(Clone::clone) {
         Ok(id) => tokio::spawn(CURRENT_REQUEST_ID.scope(id, future)),
         Err(_) => tokio::spawn(future),
@@ -135,13 +142,13 @@ async fn observe(mut request: Request, next: Next) -> Response {
         trace_id = Empty,
         status = Empty,
     );
-    telemetry::set_parent_from_headers(&span, request.headers());
-    if let Some(trace_id) = span.in_scope(telemetry::current_trace_id) {
-        span.record("trace_id", trace_id);
+    let trace = telemetry::start_request_trace(&span, request.headers());
+    if !span.is_disabled() {
+        span.record("trace_id", trace.trace_id_hex());
     }
 
-    let response = CURRENT_REQUEST_ID
-        .scope(RequestId(request_id.clone()), next.run(request))
+    let response = trace
+        .scope(CURRENT_REQUEST_ID.scope(RequestId(request_id.clone()), next.run(request)))
         .instrument(span.clone())
         .await;
     // The internal cause of an error answer, logged here once.
