@@ -135,18 +135,18 @@ fn router(state: GatewayState) -> Router {
 /// Match route (in the snapshot this request started with), then forward;
 /// the route's prefix labels the request's metrics.
 async fn route_request(State(state): State<GatewayState>, request: Request) -> Response {
+    // The snapshot lives as long as the request: its route is borrowed, not
+    // copied (a route owns strings and lists).
     let snapshot = state.live.load();
-    let host = request_host(&request);
     let Some(route) = snapshot.routes.find(
-        host.as_deref(),
+        request_host(&request),
         request.method(),
         request.uri().path(),
         request.headers(),
     ) else {
         return GatewayError::NoRoute.into_response();
     };
-    let route = route.clone();
-    let mut response = match state.proxy.forward(&route, request).await {
+    let mut response = match state.proxy.forward(route, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
@@ -158,7 +158,7 @@ async fn route_request(State(state): State<GatewayState>, request: Request) -> R
 
 /// The host the client asked for, without a port: `Host`, or the
 /// authority of an absolute-form request target.
-fn request_host(request: &Request) -> Option<String> {
+fn request_host(request: &Request) -> Option<&str> {
     let raw = request
         .headers()
         .get(header::HOST)
@@ -168,7 +168,7 @@ fn request_host(request: &Request) -> Option<String> {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => raw.split(':').next().unwrap_or_default(),
     };
-    Some(host.to_owned())
+    Some(host)
 }
 
 async fn openapi_document(State(state): State<GatewayState>) -> impl IntoResponse {
