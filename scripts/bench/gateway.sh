@@ -197,6 +197,8 @@ mkdir -p "$WORK/upstream"
     server {
         listen 127.0.0.1:$UP_PORT;
         root $WORK/www;
+        # Connections accepted so far: how many the proxy under test opened.
+        location = /bench-status { stub_status; }
     }
 }
 EOF
@@ -396,10 +398,16 @@ CORES=$(nproc)
 declare -A ROW
 failures=()
 
+# Connections the upstream has accepted so far (nginx's stub_status; the
+# status request's own connection included).
+upstream_accepts() {
+    curl -fsS --max-time 2 "http://127.0.0.1:$UP_PORT/bench-status" | awk 'NR == 3 { print $1 }'
+}
+
 measure() {
     local target=$1 url=${URL[$1]} out="$WORK/$1.wrk" tree=() upstream_tree=()
     local t0 t1 cpu0 cpu1 up0 up1 busy0 busy1 wrk0 wrk1 elapsed
-    local rps p50 p99 requests non2xx socket cpu_us rss other
+    local rps p50 p99 requests non2xx socket cpu_us rss other accepts0 accepts1 reconnects
     log "$target: warm-up $WARMUP, then $DURATION ($THREADS threads, $CONNECTIONS connections)"
     run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout "$TIMEOUT" "$url" >/dev/null
 
@@ -408,11 +416,13 @@ measure() {
     cpu0=$(cpu_ticks "${tree[@]}")
     up0=$(cpu_ticks "${upstream_tree[@]}")
     busy0=$(machine_busy_ticks)
+    accepts0=$(upstream_accepts)
     children_cpu_ms >"$WORK/wrk0"
     t0=$EPOCHREALTIME
     run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$TIMEOUT" --latency "$url" >"$out"
     t1=$EPOCHREALTIME
     children_cpu_ms >"$WORK/wrk1"
+    accepts1=$(upstream_accepts)
     busy1=$(machine_busy_ticks)
     up1=$(cpu_ticks "${upstream_tree[@]}")
     cpu1=$(cpu_ticks "${tree[@]}")
@@ -439,13 +449,18 @@ measure() {
     if [[ $target == direct ]]; then
         cpu_us="–"
         rss="–"
+        reconnects="–"
     else
+        # New upstream connections during the run (less the second status
+        # request's own) per 1,000 requests: 0 is perfect reuse.
+        reconnects=$(awk -v a="${accepts0:-0}" -v b="${accepts1:-0}" -v r="${requests:-0}" \
+            'BEGIN { if (r > 0) printf "%.2f", (b - a - 1) * 1000 / r; else print "?" }')
         cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v hz="$TICKS" -v r="${requests:-0}" \
             'BEGIN { if (r > 0) printf "%.1f", d / hz * 1e6 / r; else print "?" }')
         rss=$(awk -v k="$(status_kib VmHWM "${tree[@]}")" 'BEGIN { printf "%.1f MiB", k / 1024 }')
         if ((${#tree[@]} > 1)); then rss+=" (${#tree[@]} procs)"; fi
     fi
-    ROW[$target]="| $target | $rps | $p50 | $p99 | $cpu_us | $rss | $other |"
+    ROW[$target]="| $target | $rps | $p50 | $p99 | $cpu_us | $reconnects | $rss | $other |"
     log "$target: $rps req/s, p50 $p50 ms, p99 $p99 ms"
 }
 
@@ -506,8 +521,8 @@ cat <<EOF
 - portico: \`$GATEWAY\` built from $(git describe --always --dirty 2>/dev/null || echo unknown), log filter \`warn\` ($gateway_log_bytes bytes of log written), /metrics scraped $scrape_note
 - $(version 3 "$NGINX" -v), HAProxy $(version 3 "$HAPROXY" -v), wrk $(version 2 "$WRK" -v)
 
-| target | req/s | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | proxy peak RSS | other CPU |
-|---|---:|---:|---:|---:|---:|---:|
+| target | req/s | p50 (ms) | p99 (ms) | proxy CPU per request (µs) | new upstream connections per 1k requests | proxy peak RSS | other CPU |
+|---|---:|---:|---:|---:|---:|---:|---:|
 EOF
 for target in "${TARGETS[@]}"; do
     printf '%s\n' "${ROW[$target]}"
@@ -515,7 +530,10 @@ done
 cat <<'EOF'
 
 Proxy CPU: user+system time of the proxy's processes during the measured run
-divided by the requests served. Peak RSS: VmHWM summed over the proxy's
+divided by the requests served. New upstream connections: connections the
+upstream accepted during the run per 1,000 requests (0 = every request on a
+reused connection; an upstream that closes a connection after N requests
+sets a floor of 1000/N). Peak RSS: VmHWM summed over the proxy's
 processes (nginx: master and workers, so shared pages count more than once).
 Other CPU: busy time of the machine not used by wrk, the upstream or the
 proxy, as a share of all cores (steal included); high values mean the row
