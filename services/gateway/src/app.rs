@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{Request, State},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -23,6 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     config::Config,
+    edge_headers::SecurityHeaders,
     error::GatewayError,
     openapi::PublicDocument,
     proxy::Proxy,
@@ -35,6 +37,7 @@ struct GatewayState {
     proxy: Arc<Proxy>,
     live: Live,
     document: Arc<PublicDocument>,
+    security_headers: Arc<SecurityHeaders>,
 }
 
 /// The gateway, as the application shell runs it.
@@ -71,10 +74,13 @@ impl Service for Gateway {
                 .clone()
                 .map(|client| RedisGcra::new(client, &config.redis.key_prefix)),
         );
+        let security_headers = SecurityHeaders::new(&config.security_headers)
+            .map_err(|(field, err)| anyhow::anyhow!("security_headers.{field}: {err}"))?;
         let state = GatewayState {
             proxy: Arc::new(Proxy::new(&config.proxy, verifier, limiter)),
             live: live.clone(),
             document: Arc::new(PublicDocument::new(client, live.clone())),
+            security_headers: Arc::new(security_headers),
         };
 
         // Ready means: config loaded (we got here), keys to verify tokens
@@ -120,6 +126,10 @@ fn router(state: GatewayState) -> Router {
     let router = Router::new()
         .route("/openapi.json", get(openapi_document))
         .merge(swagger)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            own_page_headers,
+        ))
         .fallback(route_request)
         .with_state(state);
     // Bodies and time limits are per route, enforced by the proxy.
@@ -144,15 +154,32 @@ async fn route_request(State(state): State<GatewayState>, request: Request) -> R
         request.uri().path(),
         request.headers(),
     ) else {
-        return GatewayError::NoRoute.into_response();
+        let mut response = GatewayError::NoRoute.into_response();
+        state.security_headers.apply(response.headers_mut());
+        return response;
     };
     let mut response = match state.proxy.forward(route, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
+    state.security_headers.apply(response.headers_mut());
     response
         .extensions_mut()
         .insert(RouteLabel(route.label.clone()));
+    response
+}
+
+/// The security headers of `/openapi.json` and `/docs`.
+async fn own_page_headers(
+    State(state): State<GatewayState>,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    state
+        .security_headers
+        .apply_own(&path, response.headers_mut());
     response
 }
 

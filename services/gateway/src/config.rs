@@ -103,6 +103,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub proxy: ProxyConfig,
+    /// Headers every answer carries, and upstream ones removed.
+    pub security_headers: crate::edge_headers::SecurityHeadersConfig,
     /// How bearer tokens are verified at the edge.
     pub tokens: TokenConfig,
     pub redis: RedisConfig,
@@ -192,6 +194,8 @@ impl ServiceConfig for Config {
                 "must be positive".into(),
             ));
         }
+        crate::edge_headers::SecurityHeaders::new(&self.security_headers)
+            .map_err(|(field, err)| key(format!("security_headers.{field}"), err))?;
         // Routes: resolved exactly as the running gateway resolves them.
         crate::running::Snapshot::build(self, 0, None).map(|_| ())
     }
@@ -204,6 +208,14 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::built_in().validate().unwrap();
+    }
+
+    #[test]
+    fn a_security_header_that_is_not_a_header_value_is_refused() {
+        let mut config = Config::built_in();
+        config.security_headers.frame_options = "DENY\r\nx-injected: 1".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("security_headers.frame_options"), "{err}");
     }
 
     #[test]

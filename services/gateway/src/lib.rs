@@ -7,10 +7,12 @@
 //! the services' own calls (`portico-upstream`: discovery, balancing,
 //! health, retries, limits, breakers, traffic splits). It serves the public
 //! OpenAPI document and `/docs` ([`openapi`]). Every error it produces is a
-//! problem+json ([`error`]).
+//! problem+json ([`error`]); every answer carries the security headers of
+//! [`edge_headers`].
 
 pub mod app;
 pub mod config;
+pub mod edge_headers;
 pub mod error;
 pub mod openapi;
 pub mod proxy;

@@ -14,5 +14,6 @@ mod ratelimit;
 mod readme_examples;
 mod resilience;
 mod routing;
+mod security_headers;
 mod splitting;
 mod support;

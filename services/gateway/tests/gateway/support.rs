@@ -191,6 +191,18 @@ async fn record_and_answer(State(shared): State<Arc<Shared>>, request: Request) 
         )
             .into_response();
     }
+    if path.ends_with("/revealing") {
+        // Says which software it is, and sets one security header itself.
+        return (
+            [
+                (header::SERVER, "nginx/1.22.1"),
+                (header::HeaderName::from_static("x-powered-by"), "Express"),
+                (header::REFERRER_POLICY, "strict-origin"),
+            ],
+            "{}",
+        )
+            .into_response();
+    }
     if path.ends_with("/large") {
         // Over the gateway's single-write buffering threshold: streamed.
         return large_body().into_response();
