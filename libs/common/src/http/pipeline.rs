@@ -147,10 +147,16 @@ async fn observe(mut request: Request, next: Next) -> Response {
         span.record("trace_id", trace.trace_id_hex());
     }
 
-    let response = trace
-        .scope(CURRENT_REQUEST_ID.scope(RequestId(request_id.clone()), next.run(request)))
-        .instrument(span.clone())
-        .await;
+    let response = match host_problem(&request) {
+        // Refused before any handler sees it.
+        Some(problem) => problem.into_response(),
+        None => {
+            trace
+                .scope(CURRENT_REQUEST_ID.scope(RequestId(request_id.clone()), next.run(request)))
+                .instrument(span.clone())
+                .await
+        }
+    };
     // The internal cause of an error answer, logged here once.
     let cause = response
         .extensions()
@@ -254,6 +260,37 @@ impl RedSeries {
         }
         &by_route[route]
     }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; without
+/// it, or with several, it is refused with 400 (which host it is for —
+/// routing by host, the forwarded host — must never be a guess). HTTP/1.0
+/// may leave it out; HTTP/2 names the host in `:authority`.
+///
+/// Only requests read from a connection are held to it (the server puts
+/// the peer's address on each); one handed to the router in-process has no
+/// wire form to judge.
+fn host_problem(request: &Request) -> Option<Problem> {
+    if request.version() != axum::http::Version::HTTP_11
+        || request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .is_none()
+    {
+        return None;
+    }
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    (hosts != 1).then(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-host",
+            if hosts == 0 {
+                "an HTTP/1.1 request must carry a Host header"
+            } else {
+                "an HTTP/1.1 request must carry exactly one Host header"
+            },
+        )
+    })
 }
 
 /// The method as a metric label: the standard ones by name, anything else

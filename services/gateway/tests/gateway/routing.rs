@@ -344,3 +344,42 @@ async fn requests_are_labelled_by_the_route_that_served_them() {
         "a raw path became a label: {metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_http11_request_without_a_host_or_with_two_is_refused_and_never_forwarded() {
+    let (gateway, user, _auth) = users_and_auth().await;
+    let without = http::Request::get("/v1/users/me")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut with_two = http::Request::get("/v1/users/me")
+        .header(http::header::HOST, "gateway.test")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    with_two
+        .headers_mut()
+        .append(http::header::HOST, "evil.test".parse().unwrap());
+
+    let answers = [
+        crate::support::send_raw(gateway.api, without).await,
+        crate::support::send_raw(gateway.api, with_two).await,
+    ];
+
+    for answer in answers {
+        let problem = assert_problem_parts(
+            answer.status,
+            &answer.headers,
+            &answer.body,
+            StatusCode::BAD_REQUEST,
+        );
+        assert!(
+            problem["type"].as_str().unwrap().ends_with("invalid-host"),
+            "{problem}"
+        );
+    }
+    assert_eq!(user.hits(), 0);
+    // With one Host, the same request goes through.
+    assert_eq!(
+        raw_get(gateway.api, "/v1/users/me").await.status,
+        StatusCode::OK
+    );
+}
