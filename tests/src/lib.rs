@@ -6,7 +6,10 @@
 //! executable; `scripts/test.sh` builds them before running the tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: fail loudly
 
+mod load;
 pub mod topology;
+
+pub use load::Load;
 
 use std::{
     net::TcpListener,

@@ -8,14 +8,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
     time::Duration,
 };
 
-use portico_e2e::{Process, System};
+use portico_e2e::{Load, Process, System};
 use portico_testkit::{Backend, eventually};
 
 /// Users, each with a token: a split is sticky per user, so the canary's
@@ -24,67 +20,6 @@ const USERS: usize = 24;
 
 fn canary_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ci/canary.py")
-}
-
-/// Workers reading profiles (each request another user's) until stopped,
-/// or a minute has passed.
-struct Load {
-    stop: Arc<AtomicBool>,
-    served: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(system: &System, tokens: &[String]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let served = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let workers = (0..3)
-            .map(|worker| {
-                let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
-                let (client, url, tokens) = (
-                    system.client.clone(),
-                    system.url("/v1/users/me"),
-                    tokens.to_vec(),
-                );
-                tokio::spawn(async move {
-                    let mut next = worker;
-                    while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
-                        let token = &tokens[next % tokens.len()];
-                        next += 1;
-                        match client.get(&url).bearer_auth(token).send().await {
-                            Ok(response) if response.status() == 200 => {
-                                served.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(response) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("{}", response.status())),
-                            Err(err) => failures.lock().unwrap().push(err.to_string()),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            served,
-            failures,
-            workers,
-        }
-    }
-
-    /// Stops the workers: (reads served, failures).
-    async fn stop(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers {
-            worker.await.unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.served.load(Ordering::Relaxed), failures)
-    }
 }
 
 async fn system_with_users() -> (System, Vec<String>) {
@@ -154,7 +89,7 @@ async fn a_healthy_canary_is_stepped_up_to_all_traffic_without_a_failed_read_the
     let file = system.gateway_file.clone().unwrap();
     let original = std::fs::read_to_string(&file).unwrap();
     let canary_replica = system.spawn_user("user-canary").await;
-    let load = Load::start(&system, &tokens);
+    let load = Load::start(&system, &tokens, 3);
 
     // Act
     let canary_url = canary_replica.api_url();
@@ -190,7 +125,7 @@ async fn a_failing_canary_is_rolled_back_at_its_first_step_and_every_user_reads_
     let mut canary_replica = system.spawn_user("user-canary").await;
     let canary_url = canary_replica.api_url();
     canary_replica.kill_hard();
-    let load = Load::start(&system, &tokens);
+    let load = Load::start(&system, &tokens, 3);
 
     // Act
     let (code, output) = canary(&system, &run_args(&canary_url, "50,100")).await;

@@ -3,85 +3,10 @@
 //! fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use portico_e2e::System;
+use portico_e2e::{Load, System};
 use portico_testkit::{Backend, eventually};
-
-/// Workers reading the profile in a loop until stopped (or a minute has
-/// passed: the load is bounded whatever happens to the test).
-struct Load {
-    stop: Arc<AtomicBool>,
-    served: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(system: &System, token: &str, workers: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let served = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let workers = (0..workers)
-            .map(|_| {
-                let (stop, served, failures) = (stop.clone(), served.clone(), failures.clone());
-                let (client, url, token) = (
-                    system.client.clone(),
-                    system.url("/v1/users/me"),
-                    token.to_owned(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
-                        match client.get(&url).bearer_auth(&token).send().await {
-                            Ok(response) if response.status() == 200 => {
-                                served.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(response) => {
-                                let status = response.status();
-                                let body = response.text().await.unwrap_or_default();
-                                failures.lock().unwrap().push(format!("{status}: {body}"));
-                            }
-                            Err(err) => failures.lock().unwrap().push(err.to_string()),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            served,
-            failures,
-            workers,
-        }
-    }
-
-    /// Waits until `more` further reads have succeeded.
-    async fn progress(&self, more: u64) {
-        let target = self.served.load(Ordering::Relaxed) + more;
-        eventually(Duration::from_secs(30), "the load to make progress", || {
-            let reached = self.served.load(Ordering::Relaxed) >= target;
-            async move { reached.then_some(()) }
-        })
-        .await;
-    }
-
-    /// Stops the workers: (reads served, failures).
-    async fn stop(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers {
-            worker.await.unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.served.load(Ordering::Relaxed), failures)
-    }
-}
 
 async fn token(system: &System, email: &str) -> String {
     system.register(email).await["access_token"]
@@ -95,7 +20,7 @@ async fn sigkill_of_a_user_replica_under_steady_load_fails_no_read() {
     // Arrange
     let mut system = System::start(Backend::Sqlite).await;
     let token = token(&system, "kill-under-load@example.com").await;
-    let load = Load::start(&system, &token, 4);
+    let load = Load::start(&system, std::slice::from_ref(&token), 4);
     load.progress(50).await;
 
     // Act: one replica dies mid-load (requests in flight on it included).
@@ -120,7 +45,7 @@ async fn a_rolling_restart_of_both_user_replicas_under_load_fails_no_read() {
     // Arrange
     let mut system = System::start(Backend::Sqlite).await;
     let token = token(&system, "rolling@example.com").await;
-    let load = Load::start(&system, &token, 4);
+    let load = Load::start(&system, std::slice::from_ref(&token), 4);
     load.progress(50).await;
 
     // Act: each replica in turn is stopped (SIGTERM, drained), started

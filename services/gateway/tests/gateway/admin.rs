@@ -5,7 +5,9 @@ use portico_common::config::ServiceConfig as _;
 use portico_gateway::{Application, Config};
 use serde_json::Value;
 
-use crate::support::{Gateway, RecordingUpstream, dead_endpoint, listeners, route, upstream};
+use crate::support::{
+    Gateway, RecordingUpstream, dead_endpoint, gateway_with_user, listeners, route, upstream,
+};
 
 async fn readiness(gateway: &Gateway) -> (StatusCode, Value) {
     let response = gateway
@@ -103,14 +105,7 @@ async fn health_and_readiness_answer_200() {
 
 #[tokio::test]
 async fn metrics_count_proxied_requests_per_upstream_endpoint() {
-    let user = RecordingUpstream::start("user").await;
-    let gateway = Gateway::start(|config| {
-        config
-            .upstreams
-            .insert("user".into(), upstream(&[&user.url]));
-        config.routes = vec![route("/v1/users", "user")];
-    })
-    .await;
+    let (gateway, user) = gateway_with_user(|_| {}).await;
 
     assert_eq!(gateway.get("/v1/users/me").await.status(), StatusCode::OK);
 
@@ -153,14 +148,7 @@ async fn a_route_to_an_unknown_upstream_stops_startup_naming_the_key() {
 
 #[tokio::test]
 async fn the_running_config_is_served_on_the_admin_listener_only() {
-    let user = RecordingUpstream::start("user").await;
-    let gateway = Gateway::start(|config| {
-        config
-            .upstreams
-            .insert("user".into(), upstream(&[&user.url]));
-        config.routes = vec![route("/v1/users", "user")];
-    })
-    .await;
+    let (gateway, user) = gateway_with_user(|_| {}).await;
 
     let response = gateway
         .client

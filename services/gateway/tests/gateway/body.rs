@@ -7,22 +7,14 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 
 use crate::support::{
-    Gateway, RecordingUpstream, assert_problem_parts, expect_problem, large_body, route, send_raw,
-    upstream,
+    Gateway, RecordingUpstream, assert_problem_parts, expect_problem, gateway_with_user,
+    large_body, route, send_raw, upstream,
 };
 
 const LIMIT: usize = 1024;
 
 async fn gateway() -> (Gateway, RecordingUpstream) {
-    let user = RecordingUpstream::start("user").await;
-    let gateway = Gateway::start(|config| {
-        config
-            .upstreams
-            .insert("user".into(), upstream(&[&user.url]));
-        config.routes = vec![route("/v1/users", "user")];
-        config.proxy.max_body_bytes = LIMIT;
-    })
-    .await;
+    let (gateway, user) = gateway_with_user(|config| config.proxy.max_body_bytes = LIMIT).await;
     (gateway, user)
 }
 

@@ -3,18 +3,10 @@
 
 use http::StatusCode;
 
-use crate::support::{Gateway, RecordingUpstream, request_id, route, upstream};
+use crate::support::{Gateway, RecordingUpstream, gateway_with_user, request_id};
 
 async fn gateway() -> (Gateway, RecordingUpstream) {
-    let user = RecordingUpstream::start("user").await;
-    let gateway = Gateway::start(|config| {
-        config
-            .upstreams
-            .insert("user".into(), upstream(&[&user.url]));
-        config.routes = vec![route("/v1/users", "user")];
-    })
-    .await;
-    (gateway, user)
+    gateway_with_user(|_| {}).await
 }
 
 /// A request span filtered out (say `RUST_LOG=warn`) has no trace context.

@@ -7,7 +7,7 @@ use http::StatusCode;
 use portico_gateway::config::{BreakerConfig, LimitsConfig, OutlierConfig, RetryBudgetConfig};
 use portico_testkit::eventually;
 
-use crate::support::{Gateway, RecordingUpstream, route, upstream};
+use crate::support::{Gateway, RecordingUpstream, gateway_with_user, route, upstream};
 
 /// Outlier detection that never ejects: the tests below watch one
 /// mechanism at a time.
@@ -210,14 +210,7 @@ async fn a_breaker_opens_on_errors_and_closes_after_a_half_open_probe() {
 
 #[tokio::test]
 async fn the_upstream_is_told_its_deadline_and_a_clients_own_is_dropped() {
-    let user = RecordingUpstream::start("user").await;
-    let gateway = Gateway::start(|config| {
-        config
-            .upstreams
-            .insert("user".into(), upstream(&[&user.url]));
-        config.routes = vec![route("/v1/users", "user")];
-    })
-    .await;
+    let (gateway, user) = gateway_with_user(|_| {}).await;
     let response = gateway
         .client
         .get(gateway.url("/v1/users/me"))

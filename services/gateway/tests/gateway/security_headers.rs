@@ -4,26 +4,11 @@
 
 use http::{StatusCode, header};
 
-use crate::support::{Gateway, RecordingUpstream, route, upstream};
-
-async fn gateway(
-    configure: impl FnOnce(&mut portico_gateway::Config),
-) -> (Gateway, RecordingUpstream) {
-    let user = RecordingUpstream::start("user").await;
-    let gateway = Gateway::start(|config| {
-        config
-            .upstreams
-            .insert("user".into(), upstream(&[&user.url]));
-        config.routes = vec![route("/v1/users", "user")];
-        configure(config);
-    })
-    .await;
-    (gateway, user)
-}
+use crate::support::gateway_with_user;
 
 #[tokio::test]
 async fn a_proxied_answer_gets_the_headers_keeps_the_upstreams_own_and_loses_its_software_banner() {
-    let (gateway, _user) = gateway(|_| {}).await;
+    let (gateway, _user) = gateway_with_user(|_| {}).await;
 
     let response = gateway.get("/v1/users/revealing").await;
 
@@ -47,7 +32,7 @@ async fn a_proxied_answer_gets_the_headers_keeps_the_upstreams_own_and_loses_its
 
 #[tokio::test]
 async fn the_gateways_own_errors_and_docs_get_them_too_docs_with_their_own_policy() {
-    let (gateway, _user) = gateway(|config| {
+    let (gateway, _user) = gateway_with_user(|config| {
         config.security_headers.strict_transport_security = "max-age=31536000".into();
         config.security_headers.referrer_policy = String::new();
     })

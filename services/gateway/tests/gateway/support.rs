@@ -444,6 +444,23 @@ where
     }
 }
 
+/// A gateway that routes `/v1/users` to one recording upstream, `user`,
+/// with `configure` applied after.
+pub async fn gateway_with_user(
+    configure: impl FnOnce(&mut Config),
+) -> (Gateway, RecordingUpstream) {
+    let user = RecordingUpstream::start("user").await;
+    let gateway = Gateway::start(|config| {
+        config
+            .upstreams
+            .insert("user".into(), upstream(&[&user.url]));
+        config.routes = vec![route("/v1/users", "user")];
+        configure(config);
+    })
+    .await;
+    (gateway, user)
+}
+
 /// `GET target` sent verbatim.
 pub async fn raw_get(addr: SocketAddr, target: &str) -> RawResponse {
     let request = http::Request::get(target)
