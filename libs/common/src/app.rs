@@ -170,11 +170,13 @@ impl<S: Service> Application<S> {
     ) -> anyhow::Result<Self> {
         config.validate()?;
         let shutdown = config.shutdown().clone();
+        let limits = crate::http::server::ConnectionLimits::from(config.connections());
         // The recorder goes in first: metric handles a service registers
         // while it assembles (per-endpoint gauges) would otherwise be no-ops.
         crate::admin::metrics_handle();
         let assembly = S::assemble(config, context).await?;
-        let mut server = Server::new(listeners, assembly.router, assembly.readiness, &shutdown);
+        let mut server = Server::new(listeners, assembly.router, assembly.readiness, &shutdown)
+            .with_connection_limits(limits);
         if let Some(admin) = assembly.admin {
             server = server.with_admin_routes(admin);
         }

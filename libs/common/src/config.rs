@@ -185,6 +185,9 @@ pub trait ServiceConfig: DeserializeOwned {
     fn listen(&self) -> &ListenConfig;
     /// How long a stop may take.
     fn shutdown(&self) -> &ShutdownConfig;
+    /// How many client connections the API listener holds, and how long a
+    /// silent one may stay.
+    fn connections(&self) -> &ConnectionsConfig;
     /// Logs and traces.
     fn telemetry(&self) -> &crate::telemetry::TelemetryConfig;
 
@@ -213,7 +216,8 @@ pub trait ServiceConfig: DeserializeOwned {
 }
 
 /// Implements [`ServiceConfig`]'s accessors for the sections every service
-/// config has under the same names: `listen`, `shutdown`, `telemetry`.
+/// config has under the same names: `listen`, `shutdown`, `connections`,
+/// `telemetry`.
 /// Use inside the `impl ServiceConfig for …` block.
 #[macro_export]
 macro_rules! standard_sections {
@@ -224,6 +228,10 @@ macro_rules! standard_sections {
 
         fn shutdown(&self) -> &$crate::config::ShutdownConfig {
             &self.shutdown
+        }
+
+        fn connections(&self) -> &$crate::config::ConnectionsConfig {
+            &self.connections
         }
 
         fn telemetry(&self) -> &$crate::telemetry::TelemetryConfig {
@@ -242,6 +250,24 @@ pub struct ListenConfig {
     pub api: SocketAddr,
     /// Address of the admin listener.
     pub admin: SocketAddr,
+}
+
+/// The API listener's client connections: a bound on how many it holds,
+/// one per client address, and how long a connection may stay silent. A
+/// client that opens connections and sends nothing holds a slot for
+/// `first_byte_timeout_ms` at most, and never more than
+/// `max_per_client_ip` of them; at `max` the listener stops accepting
+/// (new connections wait in the kernel's queue) and goes on serving the
+/// open ones. An idle keep-alive connection is closed after
+/// `header_read_timeout_ms` without a new request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    pub max: usize,
+    /// 0: no limit per address.
+    pub max_per_client_ip: usize,
+    pub first_byte_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
 }
 
 /// How long a stopping service waits for in-flight requests.

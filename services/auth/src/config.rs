@@ -3,7 +3,7 @@
 
 use portico_common::types::Email;
 use portico_common::{
-    config::{ConfigError, ListenConfig, ServiceConfig, ShutdownConfig},
+    config::{ConfigError, ConnectionsConfig, ListenConfig, ServiceConfig, ShutdownConfig},
     db::DatabaseConfig,
     redis::RedisConfig,
     telemetry::TelemetryConfig,
@@ -39,6 +39,7 @@ pub struct Config {
     pub user_service: UserServiceConfig,
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
+    pub connections: ConnectionsConfig,
 }
 
 /// `clients`: how the client's address is learnt.

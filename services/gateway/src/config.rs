@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use portico_common::{
-    config::{ConfigError, ListenConfig, ServiceConfig, ShutdownConfig},
+    config::{ConfigError, ConnectionsConfig, ListenConfig, ServiceConfig, ShutdownConfig},
     http::client::HttpClientConfig,
     jwt::TokenConfig,
     redis::RedisConfig,
@@ -112,6 +112,7 @@ pub struct Config {
     pub http_client: HttpClientConfig,
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
+    pub connections: ConnectionsConfig,
 }
 
 /// The built-in defaults, also the reference for every key.

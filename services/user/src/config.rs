@@ -2,7 +2,7 @@
 //! defaults are `config/defaults.toml`, the one source of default values.
 
 use portico_common::{
-    config::{ListenConfig, ServiceConfig, ShutdownConfig},
+    config::{ConnectionsConfig, ListenConfig, ServiceConfig, ShutdownConfig},
     db::DatabaseConfig,
     http::client::HttpClientConfig,
     jwt::{ServiceIdentity, TokenConfig},
@@ -26,6 +26,7 @@ pub struct Config {
     pub http_client: HttpClientConfig,
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
+    pub connections: ConnectionsConfig,
 }
 
 /// The internal API (`/internal/*`, never routed by the gateway).

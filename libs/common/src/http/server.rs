@@ -59,7 +59,40 @@ pub struct Server {
     admin: Router,
     readiness: Readiness,
     drain_timeout: Duration,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
+}
+
+/// How the API listener treats client connections
+/// ([`crate::config::ConnectionsConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max: usize,
+    /// 0: none.
+    pub max_per_client_ip: usize,
+    pub first_byte_timeout: Duration,
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max: MAX_CONNECTIONS,
+            max_per_client_ip: 0,
+            first_byte_timeout: HEADER_READ_TIMEOUT,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+impl From<&crate::config::ConnectionsConfig> for ConnectionLimits {
+    fn from(config: &crate::config::ConnectionsConfig) -> Self {
+        Self {
+            max: config.max.max(1),
+            max_per_client_ip: config.max_per_client_ip,
+            first_byte_timeout: Duration::from_millis(config.first_byte_timeout_ms),
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+        }
+    }
 }
 
 impl Server {
@@ -82,13 +115,19 @@ impl Server {
             admin: admin::router(readiness.clone()),
             readiness,
             drain_timeout: Duration::from_secs(shutdown.drain_timeout_secs),
-            header_read_timeout: HEADER_READ_TIMEOUT,
+            limits: ConnectionLimits::default(),
         }
     }
 
     /// How long a client may take to send a request's headers.
     pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
+        self.limits.header_read_timeout = timeout;
+        self
+    }
+
+    /// The API listener's connection bounds and timeouts.
+    pub fn with_connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -108,12 +147,7 @@ impl Server {
         let api_addr = self.api_addr();
         let admin_addr = self.admin_addr();
 
-        let api = serve_api(
-            self.listeners.api,
-            self.api,
-            self.header_read_timeout,
-            stop_rx.clone(),
-        );
+        let api = serve_api(self.listeners.api, self.api, self.limits, stop_rx.clone());
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let admin = axum::serve(self.listeners.admin, self.admin)
             .with_graceful_shutdown(stopped(admin_stop_rx));
@@ -162,13 +196,58 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once per listener; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 10_000;
 
-/// Serves the API router like `axum::serve`, plus what that lacks: a
-/// header-read timeout, a bound on open connections, and `ConnectInfo`.
-/// On stop it stops accepting and lets open connections finish.
+/// Open connections per client address, for the per-address bound.
+#[derive(Debug, Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection counted against its address until dropped.
+struct AddressSlot {
+    table: std::sync::Arc<PerAddress>,
+    address: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for `address`, unless it holds `max` already (0: no bound).
+    fn admit(
+        self: &std::sync::Arc<Self>,
+        address: std::net::IpAddr,
+        max: usize,
+    ) -> Option<AddressSlot> {
+        let mut open = self.0.lock().ok()?;
+        let count = open.entry(address).or_insert(0);
+        if max > 0 && *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.table.0.lock()
+            && let Some(count) = open.get_mut(&self.address)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Serves the API router like `axum::serve`, plus what that lacks: a bound
+/// on open connections (in all and per client address), a timeout for a
+/// connection's first byte and for each request's headers (which also
+/// closes idle keep-alive connections), and `ConnectInfo`. On stop it stops
+/// accepting and lets open connections finish.
 async fn serve_api(
     listener: TcpListener,
     router: Router,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use hyper_util::{
@@ -181,9 +260,11 @@ async fn serve_api(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     let graceful = GracefulShutdown::new();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max));
+    let per_address = std::sync::Arc::new(PerAddress::default());
+    let stop_rx = stop.clone();
     let stop = stopped(stop);
     tokio::pin!(stop);
     loop {
@@ -203,6 +284,13 @@ async fn serve_api(
             },
             () = &mut stop => break,
         };
+        // Over its address's bound: closed at once, the slot free again.
+        let Some(address_slot) = per_address.admit(remote.ip(), limits.max_per_client_ip) else {
+            metrics::counter!("http_connections_refused_total", "reason" => "per_client_ip")
+                .increment(1);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service =
@@ -212,15 +300,33 @@ async fn serve_api(
                     .insert(axum::extract::ConnectInfo(remote));
                 router.clone().oneshot(request)
             });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let first_byte = limits.first_byte_timeout;
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            // hyper's header timer starts with the first byte: a connection
+            // that never sends one would hold its slot for ever. (A stop
+            // does not wait for one either.)
+            let mut peeked = [0u8; 1];
+            let first = tokio::select! {
+                first = tokio::time::timeout(first_byte, stream.peek(&mut peeked)) => first,
+                () = stopped(stop_rx) => return,
+            };
+            // A byte, or the client's end (hyper then ends it at once).
+            if !matches!(first, Ok(Ok(_))) {
+                metrics::counter!("http_connections_refused_total", "reason" => "silent")
+                    .increment(1);
+                drop((slot, address_slot));
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(%err, %remote, "connection ended with an error");
             }
-            drop(slot);
+            drop((slot, address_slot));
         });
     }
     drop(listener);
@@ -241,6 +347,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn running_server(header_read_timeout: Duration) -> (SocketAddr, watch::Sender<bool>) {
+        running_server_with(ConnectionLimits {
+            header_read_timeout,
+            ..ConnectionLimits::default()
+        })
+        .await
+    }
+
+    async fn running_server_with(limits: ConnectionLimits) -> (SocketAddr, watch::Sender<bool>) {
         let listeners = Listeners::bind(&ListenConfig {
             api: ([127, 0, 0, 1], 0).into(),
             admin: ([127, 0, 0, 1], 0).into(),
@@ -261,7 +375,7 @@ mod tests {
                 drain_timeout_secs: 5,
             },
         )
-        .with_header_read_timeout(header_read_timeout);
+        .with_connection_limits(limits);
         let addr = server.api_addr();
         let (tx, mut rx) = watch::channel(false);
         tokio::spawn(server.run(async move {
@@ -297,5 +411,97 @@ mod tests {
         let read =
             tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
         assert!(read.is_ok(), "connection still open after 5 s");
+    }
+
+    /// A connection from `local` (a loopback address of the test's choice)
+    /// that sends nothing.
+    async fn silent_from(local: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((local, 0).into()).unwrap();
+        socket.connect(addr).await.unwrap()
+    }
+
+    /// Whether the server closed `stream` within `within` (EOF or reset).
+    async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut buffer = Vec::new();
+        tokio::time::timeout(within, stream.read_to_end(&mut buffer))
+            .await
+            .is_ok()
+    }
+
+    /// `GET /who` from `local`: the address the handler saw.
+    async fn who_from(local: [u8; 4], addr: SocketAddr) -> String {
+        let mut stream = silent_from(local, addr).await;
+        stream
+            .write_all(b"GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_sends_a_byte_is_closed_after_the_first_byte_timeout() {
+        let (addr, _stop) = running_server_with(ConnectionLimits {
+            first_byte_timeout: Duration::from_millis(200),
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let mut silent = silent_from([127, 0, 0, 1], addr).await;
+
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(5)).await,
+            "a silent connection still open after 5 s"
+        );
+    }
+
+    #[tokio::test]
+    async fn silent_connections_filling_every_slot_hold_a_client_only_until_their_timeout() {
+        // Arrange: four slots, all taken by silent connections from four
+        // addresses (the per-address bound is not what is tested here).
+        let (addr, _stop) = running_server_with(ConnectionLimits {
+            max: 4,
+            first_byte_timeout: Duration::from_millis(500),
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let mut silent = Vec::new();
+        for last in 2..6 {
+            silent.push(silent_from([127, 0, 0, last], addr).await);
+        }
+
+        // Act: a real client comes after them.
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(5), who_from([127, 0, 0, 9], addr))
+            .await
+            .expect("the client was never served");
+
+        // Assert: served once the silent ones were closed, not before.
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("127.0.0.9"), "{answer}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "served before any slot was free: the bound did not hold"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_address_holds_at_most_its_share_of_connections_and_others_are_still_served() {
+        let (addr, _stop) = running_server_with(ConnectionLimits {
+            max_per_client_ip: 2,
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let _first = silent_from([127, 0, 0, 3], addr).await;
+        let _second = silent_from([127, 0, 0, 3], addr).await;
+
+        let mut third = silent_from([127, 0, 0, 3], addr).await;
+
+        assert!(
+            closed_within(&mut third, Duration::from_secs(5)).await,
+            "a third connection from one address was kept"
+        );
+        assert!(who_from([127, 0, 0, 4], addr).await.ends_with("127.0.0.4"));
     }
 }
