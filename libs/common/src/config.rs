@@ -268,6 +268,10 @@ pub struct ConnectionsConfig {
     pub max_per_client_ip: usize,
     pub first_byte_timeout_ms: u64,
     pub header_read_timeout_ms: u64,
+    /// Longest request target (path and query) answered; longer: 414.
+    pub max_uri_bytes: usize,
+    /// Most header bytes in a request (names and values); more: 431.
+    pub max_header_bytes: usize,
 }
 
 /// How long a stopping service waits for in-flight requests.

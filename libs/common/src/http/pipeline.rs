@@ -147,7 +147,7 @@ async fn observe(mut request: Request, next: Next) -> Response {
         span.record("trace_id", trace.trace_id_hex());
     }
 
-    let response = match host_problem(&request) {
+    let response = match head_problem(&request) {
         // Refused before any handler sees it.
         Some(problem) => problem.into_response(),
         None => {
@@ -170,7 +170,10 @@ async fn observe(mut request: Request, next: Next) -> Response {
     }
     if matches!(
         response.status(),
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::URI_TOO_LONG
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     ) {
         // The request body was not read to its end, so this connection
         // cannot carry another request; say so, or a pooling client (the
@@ -260,6 +263,43 @@ impl RedSeries {
         }
         &by_route[route]
     }
+}
+
+/// What is wrong with a request's head, before any handler sees it: its
+/// target or headers over the listener's bounds (414, 431), or its `Host`.
+fn head_problem(request: &Request) -> Option<Problem> {
+    if let Some(limits) = request.extensions().get::<super::server::RequestLimits>() {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |target| target.as_str().len());
+        if target > limits.max_uri_bytes {
+            return Some(Problem::new(
+                StatusCode::URI_TOO_LONG,
+                "uri-too-long",
+                format!(
+                    "the request target is longer than {} bytes",
+                    limits.max_uri_bytes
+                ),
+            ));
+        }
+        let header_bytes: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if header_bytes > limits.max_header_bytes {
+            return Some(Problem::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                format!(
+                    "the request's headers are larger than {} bytes",
+                    limits.max_header_bytes
+                ),
+            ));
+        }
+    }
+    host_problem(request)
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`; without

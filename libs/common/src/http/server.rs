@@ -71,6 +71,15 @@ pub struct ConnectionLimits {
     pub max_per_client_ip: usize,
     pub first_byte_timeout: Duration,
     pub header_read_timeout: Duration,
+    pub request: RequestLimits,
+}
+
+/// Bounds on one request's head, checked by the pipeline (which answers
+/// with a problem) on every request the listener reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -80,6 +89,10 @@ impl Default for ConnectionLimits {
             max_per_client_ip: 0,
             first_byte_timeout: HEADER_READ_TIMEOUT,
             header_read_timeout: HEADER_READ_TIMEOUT,
+            request: RequestLimits {
+                max_uri_bytes: 8192,
+                max_header_bytes: 64 * 1024,
+            },
         }
     }
 }
@@ -91,6 +104,10 @@ impl From<&crate::config::ConnectionsConfig> for ConnectionLimits {
             max_per_client_ip: config.max_per_client_ip,
             first_byte_timeout: Duration::from_millis(config.first_byte_timeout_ms),
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            request: RequestLimits {
+                max_uri_bytes: config.max_uri_bytes,
+                max_header_bytes: config.max_header_bytes,
+            },
         }
     }
 }
@@ -295,9 +312,9 @@ async fn serve_api(
         let router = router.clone();
         let service =
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(remote));
+                let extensions = request.extensions_mut();
+                extensions.insert(axum::extract::ConnectInfo(remote));
+                extensions.insert(limits.request);
                 router.clone().oneshot(request)
             });
         let first_byte = limits.first_byte_timeout;

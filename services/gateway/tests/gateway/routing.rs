@@ -383,3 +383,41 @@ async fn an_http11_request_without_a_host_or_with_two_is_refused_and_never_forwa
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn an_overlong_target_gets_a_414_and_oversized_headers_a_431_problem_never_forwarded() {
+    let (gateway, user, _auth) = users_and_auth().await;
+    let long_target = format!("/v1/users/me?q={}", "a".repeat(9000));
+    let big_headers = {
+        let mut request = http::Request::get("/v1/users/me")
+            .header(http::header::HOST, "gateway.test")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        for i in 0..20 {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap(),
+                "b".repeat(4000).parse().unwrap(),
+            );
+        }
+        request
+    };
+
+    let too_long = raw_get(gateway.api, &long_target).await;
+    let too_large = crate::support::send_raw(gateway.api, big_headers).await;
+
+    for (answer, status, kind) in [
+        (too_long, StatusCode::URI_TOO_LONG, "uri-too-long"),
+        (
+            too_large,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+        ),
+    ] {
+        let problem = assert_problem_parts(answer.status, &answer.headers, &answer.body, status);
+        assert!(
+            problem["type"].as_str().unwrap().ends_with(kind),
+            "{problem}"
+        );
+    }
+    assert_eq!(user.hits(), 0);
+}
