@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use http::header;
+use http::{StatusCode, header};
 use portico_common::{
     admin::Readiness,
     app::{self, Assembly, Context, Service},
@@ -24,6 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     config::Config,
+    cors,
     edge_headers::SecurityHeaders,
     error::GatewayError,
     openapi::PublicDocument,
@@ -148,9 +149,15 @@ async fn route_request(State(state): State<GatewayState>, request: Request) -> R
     // The snapshot lives as long as the request: its route is borrowed, not
     // copied (a route owns strings and lists).
     let snapshot = state.live.load();
+    let cors_request = cors::classify(request.method(), request.headers());
+    // A preflight is matched as the request it announces.
+    let method = match &cors_request {
+        cors::CorsRequest::Preflight { method, .. } => method,
+        _ => request.method(),
+    };
     let Some(route) = snapshot.routes.find(
         request_host(&request),
-        request.method(),
+        method,
         request.uri().path(),
         request.headers(),
     ) else {
@@ -158,10 +165,34 @@ async fn route_request(State(state): State<GatewayState>, request: Request) -> R
         state.security_headers.apply(response.headers_mut());
         return response;
     };
+    let origin = match (&route.cors, cors_request) {
+        (Some(policy), cors::CorsRequest::Preflight { origin, method }) => {
+            // Answered here: a preflight carries no credentials, and the
+            // upstream has nothing to add.
+            let mut response = match policy.preflight(origin, &method, request.headers()) {
+                Some(headers) => {
+                    let mut response = StatusCode::NO_CONTENT.into_response();
+                    response.headers_mut().extend(headers);
+                    response
+                }
+                None => GatewayError::CorsRefused.into_response(),
+            };
+            state.security_headers.apply(response.headers_mut());
+            response
+                .extensions_mut()
+                .insert(RouteLabel(route.label.clone()));
+            return response;
+        }
+        (Some(_), cors::CorsRequest::Actual { origin }) => Some(origin.clone()),
+        _ => None,
+    };
     let mut response = match state.proxy.forward(route, request).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
+    if let (Some(policy), Some(origin)) = (&route.cors, &origin) {
+        policy.apply(origin, response.headers_mut());
+    }
     state.security_headers.apply(response.headers_mut());
     response
         .extensions_mut()

@@ -67,6 +67,9 @@ pub struct RouteConfig {
     pub max_attempts: Option<u32>,
     /// A rate limit (GCRA, shared through Redis).
     pub rate_limit: Option<crate::ratelimit::RateLimitConfig>,
+    /// Cross-origin requests from browsers: which origins, answered at the
+    /// edge.
+    pub cors: Option<crate::cors::CorsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +220,21 @@ mod tests {
         config.security_headers.frame_options = "DENY\r\nx-injected: 1".into();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("security_headers.frame_options"), "{err}");
+    }
+
+    #[test]
+    fn a_cors_origin_that_is_not_an_origin_is_refused_with_its_key() {
+        let mut config = Config::built_in();
+        config.routes[0].cors = Some(crate::cors::CorsConfig {
+            origins: vec!["*".into()],
+            methods: None,
+            headers: None,
+            expose_headers: vec![],
+            credentials: true,
+            max_age_secs: None,
+        });
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("routes.0.cors.origins"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub enum GatewayError {
     /// 403: a valid token without the role the route requires.
     #[error("the route requires the role `{0}`")]
     Forbidden(String),
+    /// 403: a CORS preflight from an origin, or for a method or header, the
+    /// route does not allow.
+    #[error("cross-origin request not allowed")]
+    CorsRefused,
     /// 404: no route matches the request.
     #[error("no route matches")]
     NoRoute,
@@ -60,6 +64,11 @@ impl From<GatewayError> for Problem {
             GatewayError::Forbidden(_) => {
                 Problem::forbidden("this route requires a role your token does not carry")
             }
+            GatewayError::CorsRefused => Problem::new(
+                StatusCode::FORBIDDEN,
+                "cors-refused",
+                "this route does not allow that origin, method or header across origins",
+            ),
             GatewayError::NoRoute => return Problem::not_found("no resource at this path"),
             GatewayError::BodyTooLarge => {
                 Problem::payload_too_large("the request body exceeds the gateway's limit")

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod config;
+pub mod cors;
 pub mod edge_headers;
 pub mod error;
 pub mod openapi;

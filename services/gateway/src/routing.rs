@@ -118,6 +118,7 @@ pub struct Route {
     /// Attempts per request in all.
     pub max_attempts: u32,
     pub rate_limit: Option<crate::ratelimit::Limit>,
+    pub cors: Option<crate::cors::Cors>,
 }
 
 impl Route {
@@ -281,6 +282,12 @@ fn resolve_route(
         .map(|limit| crate::ratelimit::Limit::parse(limit, prefix))
         .transpose()
         .map_err(|(field, err)| key(i, &format!("rate_limit.{field}"), err))?;
+    let cors = route
+        .cors
+        .as_ref()
+        .map(crate::cors::Cors::new)
+        .transpose()
+        .map_err(|(field, err)| key(i, &format!("cors.{field}"), err))?;
     if route.max_attempts == Some(0) {
         return Err(key(i, "max_attempts", "must be at least 1"));
     }
@@ -391,6 +398,7 @@ fn resolve_route(
         max_body_bytes: route.max_body_bytes.unwrap_or(config.proxy.max_body_bytes),
         max_attempts: route.max_attempts.unwrap_or(config.proxy.max_attempts),
         rate_limit,
+        cors,
     })
 }
 
@@ -431,6 +439,7 @@ mod tests {
             max_body_bytes: None,
             max_attempts: None,
             rate_limit: None,
+            cors: None,
         }
     }
 

@@ -311,6 +311,7 @@ pub fn route(path_prefix: &str, upstream: &str) -> RouteConfig {
         max_body_bytes: None,
         max_attempts: None,
         rate_limit: None,
+        cors: None,
     }
 }
 
