@@ -256,6 +256,20 @@ impl Drop for AddressSlot {
     }
 }
 
+/// One admitted connection: its slot in all and for its address, and its
+/// place in `http_connections_open`, all given back when dropped.
+struct Admitted {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    _address: AddressSlot,
+    open: metrics::Gauge,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
 /// Serves the API router like `axum::serve`, plus what that lacks: a bound
 /// on open connections (in all and per client address), a timeout for a
 /// connection's first byte and for each request's headers (which also
@@ -281,6 +295,7 @@ async fn serve_api(
     let graceful = GracefulShutdown::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max));
     let per_address = std::sync::Arc::new(PerAddress::default());
+    let open = metrics::gauge!("http_connections_open");
     let stop_rx = stop.clone();
     let stop = stopped(stop);
     tokio::pin!(stop);
@@ -308,6 +323,12 @@ async fn serve_api(
             drop(stream);
             continue;
         };
+        open.increment(1.0);
+        let admitted = Admitted {
+            _slot: slot,
+            _address: address_slot,
+            open: open.clone(),
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service =
@@ -334,7 +355,7 @@ async fn serve_api(
             if !matches!(first, Ok(Ok(_))) {
                 metrics::counter!("http_connections_refused_total", "reason" => "silent")
                     .increment(1);
-                drop((slot, address_slot));
+                drop(admitted);
                 return;
             }
             let connection = builder
@@ -343,7 +364,7 @@ async fn serve_api(
             if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(%err, %remote, "connection ended with an error");
             }
-            drop((slot, address_slot));
+            drop(admitted);
         });
     }
     drop(listener);

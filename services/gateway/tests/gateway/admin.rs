@@ -186,3 +186,45 @@ async fn an_upstream_no_route_uses_does_not_decide_readiness() {
     let (status, body) = readiness(&gateway).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// `http_connections_open` on the gateway's /metrics.
+async fn open_connections(gateway: &Gateway) -> f64 {
+    let metrics = gateway
+        .client
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("http_connections_open "))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn open_client_connections_are_counted_while_they_are_open() {
+    let (gateway, _user) = gateway_with_user(|_| {}).await;
+    let before = open_connections(&gateway).await;
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(gateway.api).await.unwrap());
+    }
+    portico_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "three more open connections counted",
+        || async { (open_connections(&gateway).await >= before + 3.0).then_some(()) },
+    )
+    .await;
+    drop(held);
+
+    portico_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the closed connections uncounted",
+        || async { (open_connections(&gateway).await <= before).then_some(()) },
+    )
+    .await;
+}
