@@ -175,8 +175,13 @@ impl<S: Service> Application<S> {
         // while it assembles (per-endpoint gauges) would otherwise be no-ops.
         crate::admin::metrics_handle();
         let assembly = S::assemble(config, context).await?;
-        let mut server = Server::new(listeners, assembly.router, assembly.readiness, &shutdown)
-            .with_connection_limits(limits);
+        let mut server = Server::new(
+            listeners,
+            assembly.router,
+            assembly.readiness,
+            &shutdown,
+            limits,
+        );
         if let Some(admin) = assembly.admin {
             server = server.with_admin_routes(admin);
         }

@@ -278,11 +278,6 @@ pub fn start_request_trace(span: &tracing::Span, headers: &http::HeaderMap) -> T
     TraceContext::continue_or_start(headers)
 }
 
-/// The W3C trace id of the current request, if it has one.
-pub fn current_trace_id() -> Option<String> {
-    CURRENT_TRACE.try_with(TraceContext::trace_id_hex).ok()
-}
-
 /// Writes the current trace context as `traceparent` into `headers`: with
 /// an exporter, the current OpenTelemetry span's (a child span of the
 /// request included); without one, the request's.

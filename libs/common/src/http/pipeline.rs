@@ -267,37 +267,39 @@ impl RedSeries {
 
 /// What is wrong with a request's head, before any handler sees it: its
 /// target or headers over the listener's bounds (414, 431), or its `Host`.
+/// Only requests read from a connection are judged (the listener puts its
+/// [`RequestLimits`](super::server::RequestLimits) on each); one handed to
+/// the router in-process has no wire form to judge.
 fn head_problem(request: &Request) -> Option<Problem> {
-    if let Some(limits) = request.extensions().get::<super::server::RequestLimits>() {
-        let target = request
-            .uri()
-            .path_and_query()
-            .map_or(0, |target| target.as_str().len());
-        if target > limits.max_uri_bytes {
-            return Some(Problem::new(
-                StatusCode::URI_TOO_LONG,
-                "uri-too-long",
-                format!(
-                    "the request target is longer than {} bytes",
-                    limits.max_uri_bytes
-                ),
-            ));
-        }
-        let header_bytes: usize = request
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
-        if header_bytes > limits.max_header_bytes {
-            return Some(Problem::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers-too-large",
-                format!(
-                    "the request's headers are larger than {} bytes",
-                    limits.max_header_bytes
-                ),
-            ));
-        }
+    let limits = request.extensions().get::<super::server::RequestLimits>()?;
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > limits.max_uri_bytes {
+        return Some(Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!(
+                "the request target is longer than {} bytes",
+                limits.max_uri_bytes
+            ),
+        ));
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Some(Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            format!(
+                "the request's headers are larger than {} bytes",
+                limits.max_header_bytes
+            ),
+        ));
     }
     host_problem(request)
 }
@@ -306,17 +308,8 @@ fn head_problem(request: &Request) -> Option<Problem> {
 /// it, or with several, it is refused with 400 (which host it is for —
 /// routing by host, the forwarded host — must never be a guess). HTTP/1.0
 /// may leave it out; HTTP/2 names the host in `:authority`.
-///
-/// Only requests read from a connection are held to it (the server puts
-/// the peer's address on each); one handed to the router in-process has no
-/// wire form to judge.
 fn host_problem(request: &Request) -> Option<Problem> {
-    if request.version() != axum::http::Version::HTTP_11
-        || request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .is_none()
-    {
+    if request.version() != axum::http::Version::HTTP_11 {
         return None;
     }
     let hosts = request.headers().get_all(header::HOST).iter().count();

@@ -82,21 +82,6 @@ pub struct RequestLimits {
     pub max_header_bytes: usize,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        Self {
-            max: MAX_CONNECTIONS,
-            max_per_client_ip: 0,
-            first_byte_timeout: HEADER_READ_TIMEOUT,
-            header_read_timeout: HEADER_READ_TIMEOUT,
-            request: RequestLimits {
-                max_uri_bytes: 8192,
-                max_header_bytes: 64 * 1024,
-            },
-        }
-    }
-}
-
 impl From<&crate::config::ConnectionsConfig> for ConnectionLimits {
     fn from(config: &crate::config::ConnectionsConfig) -> Self {
         Self {
@@ -125,6 +110,7 @@ impl Server {
         api: Router,
         readiness: Readiness,
         shutdown: &ShutdownConfig,
+        limits: ConnectionLimits,
     ) -> Self {
         Self {
             listeners,
@@ -132,20 +118,8 @@ impl Server {
             admin: admin::router(readiness.clone()),
             readiness,
             drain_timeout: Duration::from_secs(shutdown.drain_timeout_secs),
-            limits: ConnectionLimits::default(),
+            limits,
         }
-    }
-
-    /// How long a client may take to send a request's headers.
-    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.limits.header_read_timeout = timeout;
-        self
-    }
-
-    /// The API listener's connection bounds and timeouts.
-    pub fn with_connection_limits(mut self, limits: ConnectionLimits) -> Self {
-        self.limits = limits;
-        self
     }
 
     pub fn api_addr(&self) -> SocketAddr {
@@ -207,12 +181,6 @@ fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::
     result.map_err(std::io::Error::other)?
 }
 
-/// A client gets this long to send a request's headers (a slowloris bound).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections served at once per listener; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 10_000;
-
 /// Open connections per client address, for the per-address bound.
 #[derive(Debug, Default)]
 struct PerAddress(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
@@ -230,7 +198,12 @@ impl PerAddress {
         address: std::net::IpAddr,
         max: usize,
     ) -> Option<AddressSlot> {
-        let mut open = self.0.lock().ok()?;
+        // A poisoned count is still a count: a panic elsewhere must not
+        // turn every client away.
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(address).or_insert(0);
         if max > 0 && *count >= max {
             return None;
@@ -245,9 +218,12 @@ impl PerAddress {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.table.0.lock()
-            && let Some(count) = open.get_mut(&self.address)
-        {
+        let mut open = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.address) {
             *count -= 1;
             if *count == 0 {
                 open.remove(&self.address);
@@ -292,6 +268,8 @@ async fn serve_api(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    // Shared by every connection's task.
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max));
     let per_address = std::sync::Arc::new(PerAddress::default());
@@ -384,10 +362,24 @@ mod tests {
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Limits no test here reaches unless it lowers one.
+    fn roomy() -> ConnectionLimits {
+        ConnectionLimits {
+            max: 10_000,
+            max_per_client_ip: 0,
+            first_byte_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            request: RequestLimits {
+                max_uri_bytes: 8192,
+                max_header_bytes: 64 * 1024,
+            },
+        }
+    }
+
     async fn running_server(header_read_timeout: Duration) -> (SocketAddr, watch::Sender<bool>) {
         running_server_with(ConnectionLimits {
             header_read_timeout,
-            ..ConnectionLimits::default()
+            ..roomy()
         })
         .await
     }
@@ -412,8 +404,8 @@ mod tests {
             &ShutdownConfig {
                 drain_timeout_secs: 5,
             },
-        )
-        .with_connection_limits(limits);
+            limits,
+        );
         let addr = server.api_addr();
         let (tx, mut rx) = watch::channel(false);
         tokio::spawn(server.run(async move {
@@ -424,7 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn handlers_see_the_client_address() {
-        let (addr, _stop) = running_server(HEADER_READ_TIMEOUT).await;
+        let (addr, _stop) = running_server(Duration::from_secs(10)).await;
         let body = reqwest::get(format!("http://{addr}/who"))
             .await
             .unwrap()
@@ -483,7 +475,7 @@ mod tests {
     async fn a_connection_that_never_sends_a_byte_is_closed_after_the_first_byte_timeout() {
         let (addr, _stop) = running_server_with(ConnectionLimits {
             first_byte_timeout: Duration::from_millis(200),
-            ..ConnectionLimits::default()
+            ..roomy()
         })
         .await;
         let mut silent = silent_from([127, 0, 0, 1], addr).await;
@@ -501,7 +493,7 @@ mod tests {
         let (addr, _stop) = running_server_with(ConnectionLimits {
             max: 4,
             first_byte_timeout: Duration::from_millis(500),
-            ..ConnectionLimits::default()
+            ..roomy()
         })
         .await;
         let mut silent = Vec::new();
@@ -528,7 +520,7 @@ mod tests {
     async fn one_address_holds_at_most_its_share_of_connections_and_others_are_still_served() {
         let (addr, _stop) = running_server_with(ConnectionLimits {
             max_per_client_ip: 2,
-            ..ConnectionLimits::default()
+            ..roomy()
         })
         .await;
         let _first = silent_from([127, 0, 0, 3], addr).await;
