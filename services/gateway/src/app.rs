@@ -121,16 +121,14 @@ impl Service for Gateway {
 /// `/openapi.json` and `/docs` are the gateway's own; everything else goes
 /// through the route table of the running configuration.
 fn router(state: GatewayState) -> Router {
-    let swagger: Router<GatewayState> = SwaggerUi::new("/docs")
-        .config(utoipa_swagger_ui::Config::new(["/openapi.json"]))
-        .into();
+    let security = state.security_headers.clone();
+    let swagger: Router<GatewayState> = Router::from(
+        SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
+    )
+    .route_layer(middleware::map_response(mark_docs_page));
     let router = Router::new()
         .route("/openapi.json", get(openapi_document))
         .merge(swagger)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            own_page_headers,
-        ))
         .fallback(route_request)
         .with_state(state);
     // Bodies and time limits are per route, enforced by the proxy.
@@ -141,10 +139,39 @@ fn router(state: GatewayState) -> Router {
             handler_timeout: None,
         },
     )
+    // Outermost, so every answer has them: proxied ones, the gateway's own
+    // errors and pages, and what the pipeline refuses before routing.
+    .layer(middleware::map_response_with_state(
+        security,
+        security_headers,
+    ))
 }
 
-/// Match route (in the snapshot this request started with), then forward;
-/// the route's prefix labels the request's metrics.
+/// Response extension: a page of `/docs`, which gets the docs policy
+/// (Swagger UI loads its own scripts, styles and images).
+#[derive(Debug, Clone, Copy)]
+struct DocsPage;
+
+async fn mark_docs_page(mut response: Response) -> Response {
+    response.extensions_mut().insert(DocsPage);
+    response
+}
+
+async fn security_headers(
+    State(security): State<Arc<SecurityHeaders>>,
+    mut response: Response,
+) -> Response {
+    let docs = response.extensions().get::<DocsPage>().is_some();
+    security.apply(response.headers_mut());
+    if docs {
+        security.apply_docs_policy(response.headers_mut());
+    }
+    response
+}
+
+/// Match route (in the snapshot this request started with), then answer a
+/// CORS preflight here or forward; the route's prefix labels the request's
+/// metrics.
 async fn route_request(State(state): State<GatewayState>, request: Request) -> Response {
     // The snapshot lives as long as the request: its route is borrowed, not
     // copied (a route owns strings and lists).
@@ -161,56 +188,35 @@ async fn route_request(State(state): State<GatewayState>, request: Request) -> R
         request.uri().path(),
         request.headers(),
     ) else {
-        let mut response = GatewayError::NoRoute.into_response();
-        state.security_headers.apply(response.headers_mut());
-        return response;
+        return GatewayError::NoRoute.into_response();
     };
-    let origin = match (&route.cors, cors_request) {
+    let mut response = match (&route.cors, cors_request) {
+        // Answered here: a preflight carries no credentials, and the
+        // upstream has nothing to add.
         (Some(policy), cors::CorsRequest::Preflight { origin, method }) => {
-            // Answered here: a preflight carries no credentials, and the
-            // upstream has nothing to add.
-            let mut response = match policy.preflight(origin, &method, request.headers()) {
-                Some(headers) => {
-                    let mut response = StatusCode::NO_CONTENT.into_response();
-                    response.headers_mut().extend(headers);
-                    response
-                }
+            match policy.preflight(origin, &method, request.headers()) {
+                Some(headers) => (StatusCode::NO_CONTENT, headers).into_response(),
                 None => GatewayError::CorsRefused.into_response(),
-            };
-            state.security_headers.apply(response.headers_mut());
-            response
-                .extensions_mut()
-                .insert(RouteLabel(route.label.clone()));
-            return response;
+            }
         }
-        (Some(_), cors::CorsRequest::Actual { origin }) => Some(origin.clone()),
-        _ => None,
+        (policy, cors_request) => {
+            let origin = match cors_request {
+                cors::CorsRequest::Actual { origin } => Some(origin.clone()),
+                _ => None,
+            };
+            let mut response = match state.proxy.forward(route, request).await {
+                Ok(response) => response,
+                Err(err) => err.into_response(),
+            };
+            if let (Some(policy), Some(origin)) = (policy, &origin) {
+                policy.apply(origin, response.headers_mut());
+            }
+            response
+        }
     };
-    let mut response = match state.proxy.forward(route, request).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    };
-    if let (Some(policy), Some(origin)) = (&route.cors, &origin) {
-        policy.apply(origin, response.headers_mut());
-    }
-    state.security_headers.apply(response.headers_mut());
     response
         .extensions_mut()
         .insert(RouteLabel(route.label.clone()));
-    response
-}
-
-/// The security headers of `/openapi.json` and `/docs`.
-async fn own_page_headers(
-    State(state): State<GatewayState>,
-    request: Request,
-    next: middleware::Next,
-) -> Response {
-    let path = request.uri().path().to_owned();
-    let mut response = next.run(request).await;
-    state
-        .security_headers
-        .apply_own(&path, response.headers_mut());
     response
 }
 

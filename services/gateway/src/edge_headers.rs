@@ -101,8 +101,8 @@ impl SecurityHeaders {
         })
     }
 
-    /// On a proxied answer (or the gateway's own error): the upstream's
-    /// revealing headers out, each missing default in.
+    /// On every answer: the upstream's revealing headers out, each missing
+    /// default in.
     pub fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.removed {
             headers.remove(name);
@@ -114,17 +114,14 @@ impl SecurityHeaders {
         }
     }
 
-    /// On the gateway's own pages: the defaults, and `/docs`' policy.
-    pub fn apply_own(&self, path: &str, headers: &mut HeaderMap) {
-        self.apply(headers);
-        if path == "/docs" || path.starts_with("/docs/") {
-            match &self.docs_policy {
-                Some(policy) => {
-                    headers.insert(header::CONTENT_SECURITY_POLICY, policy.clone());
-                }
-                None => {
-                    headers.remove(header::CONTENT_SECURITY_POLICY);
-                }
+    /// On `/docs`: its own content security policy (absent: none).
+    pub fn apply_docs_policy(&self, headers: &mut HeaderMap) {
+        match &self.docs_policy {
+            Some(policy) => {
+                headers.insert(header::CONTENT_SECURITY_POLICY, policy.clone());
+            }
+            None => {
+                headers.remove(header::CONTENT_SECURITY_POLICY);
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use http::{StatusCode, header};
 
-use crate::support::gateway_with_user;
+use crate::support::{gateway_with_user, raw_get};
 
 #[tokio::test]
 async fn a_proxied_answer_gets_the_headers_keeps_the_upstreams_own_and_loses_its_software_banner() {
@@ -31,7 +31,7 @@ async fn a_proxied_answer_gets_the_headers_keeps_the_upstreams_own_and_loses_its
 }
 
 #[tokio::test]
-async fn the_gateways_own_errors_and_docs_get_them_too_docs_with_their_own_policy() {
+async fn the_gateways_own_errors_refusals_and_docs_get_them_too_docs_with_their_own_policy() {
     let (gateway, _user) = gateway_with_user(|config| {
         config.security_headers.strict_transport_security = "max-age=31536000".into();
         config.security_headers.referrer_policy = String::new();
@@ -40,6 +40,8 @@ async fn the_gateways_own_errors_and_docs_get_them_too_docs_with_their_own_polic
 
     let no_route = gateway.get("/nowhere").await;
     let docs = gateway.get("/docs/").await;
+    // Refused by the pipeline before any route is looked at.
+    let too_long = raw_get(gateway.api, &format!("/v1/users/me?q={}", "a".repeat(9000))).await;
 
     assert_eq!(no_route.status(), StatusCode::NOT_FOUND);
     assert_eq!(
@@ -54,6 +56,8 @@ async fn the_gateways_own_errors_and_docs_get_them_too_docs_with_their_own_polic
         !no_route.headers().contains_key(header::REFERRER_POLICY),
         "an empty value leaves the header out"
     );
+    assert_eq!(too_long.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(too_long.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert_eq!(docs.status(), StatusCode::OK);
     let policy = docs.headers()[header::CONTENT_SECURITY_POLICY]
         .to_str()
