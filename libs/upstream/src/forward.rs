@@ -225,9 +225,6 @@ impl Transport {
                     );
                     series.duration.record(started.elapsed().as_secs_f64());
                     series.requests.increment(1);
-                    if status.is_server_error() {
-                        series.server_errors.increment(1);
-                    }
                     // 502/503/504 from a replica is worth another replica's
                     // try (replayable requests); anything else is the answer.
                     let transient = matches!(

@@ -6,7 +6,7 @@
 //! (`split_pin_header`, `x-portico-group` by default) naming a group pins a
 //! request to it, for testing. Shifting the weights is a config reload.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::HeaderName;
 
@@ -29,9 +29,6 @@ pub struct Split {
     groups: Vec<(Arc<Upstream>, u32)>,
     total: u64,
     pin_header: HeaderName,
-    /// `split_requests_total` per group (by index), registered on first use
-    /// rather than built from label strings on every request.
-    requests: OnceLock<Vec<metrics::Counter>>,
 }
 
 /// The group a request goes to, and a cookie to set when it was the one
@@ -52,29 +49,7 @@ impl Split {
             groups,
             total,
             pin_header,
-            requests: OnceLock::new(),
         }
-    }
-
-    /// The request counter of group `index`; `metric` names the series and
-    /// `split_name` is the split's own upstream name (its label).
-    pub fn requests_counter(
-        &self,
-        index: usize,
-        metric: impl FnOnce() -> String,
-        split_name: &str,
-    ) -> &metrics::Counter {
-        let counters = self.requests.get_or_init(|| {
-            let name = metric();
-            self.groups
-                .iter()
-                .map(|(group, _)| {
-                    metrics::counter!(name.clone(),
-                        "upstream" => split_name.to_owned(), "group" => group.name.clone())
-                })
-                .collect()
-        });
-        &counters[index]
     }
 
     pub fn groups(&self) -> impl Iterator<Item = (&Arc<Upstream>, u32)> {

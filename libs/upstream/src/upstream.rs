@@ -69,11 +69,7 @@ pub struct Endpoint {
 /// One endpoint's per-attempt series.
 #[derive(Debug)]
 pub(crate) struct AttemptMetrics {
-    /// Attempts the endpoint answered (any status).
     pub requests: metrics::Counter,
-    /// Of those, answers with a 5xx status: with the failures below, what
-    /// a canary's error ratio is made of.
-    pub server_errors: metrics::Counter,
     pub duration: metrics::Histogram,
     pub connect_failures: metrics::Counter,
     pub failures: metrics::Counter,
@@ -243,6 +239,9 @@ pub struct Upstream {
     /// `<prefix>_upstream_responses_total{upstream, class}` by status class
     /// (1xx…5xx), registered on first use.
     responses: OnceLock<[metrics::Counter; 5]>,
+    /// A split's `<prefix>_split_requests_total{upstream, group}` by group
+    /// index, registered on first use.
+    split_requests: OnceLock<Vec<metrics::Counter>>,
 }
 
 impl Upstream {
@@ -297,6 +296,7 @@ impl Upstream {
                 .unwrap_or(HashOn::ClientIp),
             split: None,
             responses: OnceLock::new(),
+            split_requests: OnceLock::new(),
             budget: crate::resilience::retry::RetryBudget::new(
                 spec.retry_budget.clone().unwrap_or_default().policy(),
             ),
@@ -354,10 +354,6 @@ impl Upstream {
             ];
             AttemptMetrics {
                 requests: metrics::counter!(self.metric("upstream_requests_total"), &labels),
-                server_errors: metrics::counter!(
-                    self.metric("upstream_server_errors_total"),
-                    &labels
-                ),
                 duration: metrics::histogram!(self.metric("upstream_duration_seconds"), &labels),
                 connect_failures: metrics::counter!(
                     self.metric("upstream_connect_failures_total"),
@@ -397,13 +393,17 @@ impl Upstream {
             None => (self, None),
             Some(split) => {
                 let choice = split.choose(facts);
-                split
-                    .requests_counter(
-                        choice.group,
-                        || self.metric("split_requests_total"),
-                        &self.name,
-                    )
-                    .increment(1);
+                let counters = self.split_requests.get_or_init(|| {
+                    let name = self.metric("split_requests_total");
+                    split
+                        .groups()
+                        .map(|(group, _)| {
+                            metrics::counter!(name.clone(),
+                                "upstream" => self.name.clone(), "group" => group.name.clone())
+                        })
+                        .collect()
+                });
+                counters[choice.group].increment(1);
                 (choice.upstream, choice.set_cookie)
             }
         }
