@@ -173,10 +173,12 @@ fn route_statuses<'r>(path: &str, routes: &'r [RoutedPrefix]) -> Vec<&'r (&'stat
 }
 
 /// Statuses the gateway itself may answer on any proxied operation.
-fn gateway_responses() -> [(&'static str, &'static str); 5] {
+fn gateway_responses() -> [(&'static str, &'static str); 7] {
     [
         ("408", "The request body was not received in time"),
         ("413", "Body over the gateway's limit"),
+        ("414", "The request target is longer than the gateway accepts"),
+        ("431", "The request's headers are larger than the gateway accepts"),
         ("502", "The service failed mid-request"),
         (
             "503",
@@ -365,7 +367,7 @@ mod tests {
         assert_eq!(paths.keys().collect::<Vec<_>>(), ["/v1/users/me"]);
         assert_eq!(merged["tags"], json!([{"name": "users"}]));
         let responses = &merged["paths"]["/v1/users/me"]["get"]["responses"];
-        for status in ["200", "413", "502", "503", "504"] {
+        for status in ["200", "413", "414", "431", "502", "503", "504"] {
             assert!(responses.get(status).is_some(), "{status}");
         }
         let schemas = merged["components"]["schemas"].as_object().unwrap();
