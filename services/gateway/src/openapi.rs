@@ -177,8 +177,14 @@ fn gateway_responses() -> [(&'static str, &'static str); 7] {
     [
         ("408", "The request body was not received in time"),
         ("413", "Body over the gateway's limit"),
-        ("414", "The request target is longer than the gateway accepts"),
-        ("431", "The request's headers are larger than the gateway accepts"),
+        (
+            "414",
+            "The request target is longer than the gateway accepts",
+        ),
+        (
+            "431",
+            "The request's headers are larger than the gateway accepts",
+        ),
         ("502", "The service failed mid-request"),
         (
             "503",

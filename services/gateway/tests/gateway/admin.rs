@@ -109,15 +109,7 @@ async fn metrics_count_proxied_requests_per_upstream_endpoint() {
 
     assert_eq!(gateway.get("/v1/users/me").await.status(), StatusCode::OK);
 
-    let metrics = gateway
-        .client
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     let endpoint_label = format!("endpoint=\"{}\"", user.url);
     let line = metrics
         .lines()
@@ -189,15 +181,7 @@ async fn an_upstream_no_route_uses_does_not_decide_readiness() {
 
 /// `http_connections_open` on the gateway's /metrics.
 async fn open_connections(gateway: &Gateway) -> f64 {
-    let metrics = gateway
-        .client
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     metrics
         .lines()
         .find_map(|line| line.strip_prefix("http_connections_open "))

@@ -107,15 +107,7 @@ async fn consecutive_5xx_eject_an_endpoint() {
 
     assert_eq!(served_by_b, 2, "{statuses:?}");
     assert_eq!(b.hits(), 2, "b was ejected after two 5xx in a row");
-    let ejections = gateway
-        .client
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ejections = gateway.metrics().await;
     assert!(
         ejections
             .lines()

@@ -113,15 +113,7 @@ async fn with_redis_down(on_failure: &str) -> (Vec<u16>, String) {
     })
     .await;
     let seen = statuses(&gateway, 5, &[]).await;
-    let metrics = gateway
-        .client
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     (seen, metrics)
 }
 

@@ -324,15 +324,7 @@ async fn requests_are_labelled_by_the_route_that_served_them() {
     let (gateway, _user, _auth) = users_and_auth().await;
     gateway.get("/v1/users/me").await;
     gateway.get("/nowhere").await;
-    let metrics = gateway
-        .client
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     assert!(
         metrics
             .lines()
