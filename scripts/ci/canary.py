@@ -312,13 +312,14 @@ class Prometheus:
         self.url = url.rstrip("/")
 
     def query(self, promql):
+        """An instant query: (labels, value) per series."""
         answer = json.loads(http_get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})))
         if answer.get("status") != "success":
             raise Usage(f"prometheus: {answer}")
-        return [float(item["value"][1]) for item in answer["data"]["result"]]
+        return [(item["metric"], float(item["value"][1])) for item in answer["data"]["result"]]
 
     def weights(self, split, group):
-        values = self.query(f'{WEIGHT}{{upstream="{split}",group="{group}"}}')
+        values = [value for _, value in self.query(f'{WEIGHT}{{upstream="{split}",group="{group}"}}')]
         # No series at all: no gateway has run the split yet.
         return values or [None]
 
@@ -328,10 +329,8 @@ class Prometheus:
 
     def window(self, group, start):
         seconds = max(1, round(time.time() - start))
-        answer = json.loads(http_get(f"{self.url}/api/v1/query?" + urllib.parse.urlencode(
-            {"query": f'sum by (class) (increase({RESPONSES}{{upstream="{group}"}}[{seconds}s]))'})))
-        return {item["metric"].get("class"): float(item["value"][1])
-                for item in answer.get("data", {}).get("result", [])}
+        series = self.query(f'sum by (class) (increase({RESPONSES}{{upstream="{group}"}}[{seconds}s]))')
+        return {labels.get("class"): value for labels, value in series}
 
 
 # --- The rollout ----------------------------------------------------------------
@@ -365,14 +364,14 @@ def judge(metrics, group, interval, min_requests, max_error_ratio):
     began = time.monotonic()
     while True:
         time.sleep(min(1.0, interval))
-        attempts, failed, ratio = error_ratio(metrics.window(group, start))
+        requests, failed, ratio = error_ratio(metrics.window(group, start))
         elapsed = time.monotonic() - began
-        if attempts >= min_requests and ratio > max_error_ratio:
-            return False, attempts, failed, "error ratio above the limit"
-        if elapsed >= interval and attempts >= min_requests:
-            return True, attempts, failed, "healthy"
+        if requests >= min_requests and ratio > max_error_ratio:
+            return False, requests, failed, "error ratio above the limit"
+        if elapsed >= interval and requests >= min_requests:
+            return True, requests, failed, "healthy"
         if elapsed >= 4 * interval:
-            return False, attempts, failed, f"fewer than {min_requests} requests reached it: cannot judge"
+            return False, requests, failed, f"fewer than {min_requests} requests reached it: cannot judge"
 
 
 def log(message):
@@ -396,9 +395,9 @@ def command_run(args, store, metrics):
         for step, text in zip(steps, texts):
             store.write(text)
             wait_for_weight(metrics, args.service, group, step, args.settle_timeout)
-            passed, attempts, failed, why = judge(metrics, group, args.interval, args.min_requests,
+            passed, requests, failed, why = judge(metrics, group, args.interval, args.min_requests,
                                                   args.max_error_ratio)
-            log(f"{step:>3}% to {group}: {int(failed)} failed of {int(attempts)} requests: {why}")
+            log(f"{step:>3}% to {group}: {int(failed)} failed of {int(requests)} requests: {why}")
             if not passed:
                 raise RuntimeError(f"{group} failed at {step}%: {why}")
     except (Exception, KeyboardInterrupt) as failure:  # whatever stopped it, undo the split
