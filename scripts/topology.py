@@ -293,7 +293,7 @@ def flatten_toml(prefix, document, path=()):
             name = prefix + "__".join(part.upper() for part in here)
             if isinstance(value, bool):
                 env[name] = "true" if value else "false"
-            elif isinstance(value, (list, dict)):
+            elif isinstance(value, list):
                 env[name] = json.dumps(value)
             else:
                 env[name] = str(value)

@@ -182,7 +182,9 @@ impl Cors {
         if !requested_ok {
             return None;
         }
-        let mut headers = self.origin_headers(origin);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::VARY, HeaderValue::from_static("origin"));
+        self.allow(origin, &mut headers);
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             self.allow_methods.clone(),
@@ -195,9 +197,10 @@ impl Cors {
         Some(headers)
     }
 
-    /// On the answer to an actual cross-origin request.
+    /// On the answer to an actual cross-origin request. The upstream's own
+    /// `Vary` stays; what it said about CORS does not: the route's policy
+    /// decides.
     pub fn apply(&self, origin: &HeaderValue, response: &mut HeaderMap) {
-        // Whatever the upstream said about CORS, the route's policy decides.
         for name in [
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -207,24 +210,22 @@ impl Cors {
         }
         response.append(header::VARY, HeaderValue::from_static("origin"));
         if self.allows_origin(origin) {
-            response.extend(self.origin_headers(origin));
+            self.allow(origin, response);
             if let Some(expose) = &self.expose_headers {
                 response.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
             }
         }
     }
 
-    fn origin_headers(&self, origin: &HeaderValue) -> HeaderMap {
-        let mut headers = HeaderMap::new();
+    /// `origin` allowed, with credentials where the route allows them.
+    fn allow(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        headers.insert(header::VARY, HeaderValue::from_static("origin"));
         if self.credentials {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
             );
         }
-        headers
     }
 }
 
