@@ -56,6 +56,39 @@ pub struct UpstreamConfig {
     /// an ejection ramps its share up from 10% over this long (absent: 0,
     /// off). Not with `consistent_hash`.
     pub slow_start_ms: Option<u64>,
+    /// The protocol spoken to the endpoints (absent: `http1`): `http2` is
+    /// h2c (prior knowledge) on plain connections and h2 by ALPN over TLS;
+    /// one multiplexed connection per endpoint instead of a pool.
+    pub protocol: Option<Protocol>,
+    /// TLS to the endpoints: with this section every endpoint is dialed
+    /// over TLS; `https://` endpoints without it are verified against the
+    /// public (Mozilla) roots.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// `upstreams.<name>.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http1,
+    Http2,
+}
+
+/// `upstreams.<name>.tls`: whom to trust and, for mutual TLS, who we are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of the CA certificates the endpoints' certificates must
+    /// chain to (absent: the public roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM certificate chain and private key presented to the endpoints
+    /// (mutual TLS); both or neither.
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    /// The name the endpoints' certificates are checked against (absent:
+    /// each endpoint's host, a DNS name or an IP address).
+    pub server_name: Option<String>,
 }
 
 /// `upstreams.<name>.retry_budget`: retries may add at most
@@ -241,6 +274,8 @@ impl UpstreamConfig {
             limits: None,
             breaker: None,
             slow_start_ms: None,
+            protocol: None,
+            tls: None,
         }
     }
 
@@ -368,12 +403,22 @@ impl UpstreamConfig {
             let uri: http::Uri = endpoint
                 .parse()
                 .map_err(|err| fail("endpoints".to_owned(), format!("`{endpoint}`: {err}")))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                 return Err(fail(
                     "endpoints".to_owned(),
-                    format!("`{endpoint}` must be an http://host:port URL"),
+                    format!("`{endpoint}` must be an http:// or https://host:port URL"),
                 ));
             }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(fail(
+                    "tls.cert_file".to_owned(),
+                    "give `cert_file` and `key_file` together (mutual TLS), or neither".into(),
+                ));
+            }
+            crate::connection::tls::client_config(Some(tls), self.protocol.unwrap_or_default())
+                .map_err(|(field, err)| fail(format!("tls.{field}"), err))?;
         }
         Ok(())
     }

@@ -10,19 +10,25 @@
 //! reset, a timed-out attempt, or a 502/503/504), at most `max_attempts`
 //! times, after a jittered backoff, and while the retry budget allows.
 
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::HOST};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+
 use crate::{
-    balance::PickContext, health::outlier::Outcome, resilience::retry, upstream::Upstream,
+    balance::PickContext,
+    config::Protocol,
+    connection::{
+        BoxError, OutgoingBody, Sender,
+        pool::{IdlePolicy, UpstreamBody},
+    },
+    health::outlier::Outcome,
+    resilience::retry,
+    upstream::{Endpoint, Upstream},
 };
 
 /// How long the upstream has for a request, in milliseconds, set on every
@@ -30,16 +36,11 @@ use crate::{
 /// more.
 pub use portico_common::http::pipeline::DEADLINE_HEADER;
 
-/// Pooled keep-alive connections to every endpoint; share one per process.
-#[derive(Clone)]
+/// Sends requests over the endpoints' own connection pools; share one per
+/// process (it holds only settings: the pools belong to the endpoints).
+#[derive(Debug, Clone, Copy)]
 pub struct Transport {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl std::fmt::Debug for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport").finish_non_exhaustive()
-    }
+    settings: TransportSettings,
 }
 
 /// How the transport connects and pools.
@@ -52,14 +53,125 @@ pub struct TransportSettings {
 
 impl Transport {
     pub fn new(settings: TransportSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .build(connector);
-        Self { client }
+        Self { settings }
+    }
+
+    fn idle_policy(&self) -> IdlePolicy {
+        IdlePolicy {
+            timeout: self.settings.pool_idle_timeout,
+            max: self.settings.pool_max_idle_per_host,
+        }
+    }
+}
+
+/// A request's body for its attempts.
+pub enum RequestBody {
+    /// Held whole: sent again by as many attempts as it takes.
+    Buffered(Bytes),
+    /// Passed on as it arrives: it goes out once. An attempt that fails
+    /// before sending anything (no connection) leaves it for the next.
+    Streamed {
+        body: Option<UnsyncBoxBody<Bytes, BoxError>>,
+        /// Told when the last byte has gone out: the wait for the answer
+        /// (the attempt timeout) starts then, not while a client uploads.
+        sent: Arc<tokio::sync::Notify>,
+    },
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Buffered(bytes) => write!(f, "Buffered({} bytes)", bytes.len()),
+            Self::Streamed { body, .. } => write!(f, "Streamed(sent: {})", body.is_none()),
+        }
+    }
+}
+
+impl From<Bytes> for RequestBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::Buffered(bytes)
+    }
+}
+
+impl RequestBody {
+    /// A stream of `body`'s frames.
+    pub fn streamed<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let sent = Arc::new(tokio::sync::Notify::new());
+        let body = NotifyAtEnd {
+            inner: body,
+            sent: Some(sent.clone()),
+        };
+        Self::Streamed {
+            body: Some(body.map_err(Into::into).boxed_unsync()),
+            sent,
+        }
+    }
+
+    /// The body for one attempt; `None` once a stream has gone out.
+    fn take(&mut self) -> Option<OutgoingBody> {
+        match self {
+            Self::Buffered(bytes) => Some(OutgoingBody::Whole(Full::new(bytes.clone()))),
+            Self::Streamed { body, .. } => body.take().map(OutgoingBody::Stream),
+        }
+    }
+
+    /// Puts back a body that never went out.
+    fn restore(&mut self, outgoing: OutgoingBody) {
+        if let (Self::Streamed { body, .. }, OutgoingBody::Stream(stream)) = (self, outgoing) {
+            *body = Some(stream);
+        }
+    }
+
+    fn is_spent(&self) -> bool {
+        matches!(self, Self::Streamed { body: None, .. })
+    }
+
+    /// Resolves once the whole body has gone out (at once when buffered).
+    fn sent(&self) -> Option<Arc<tokio::sync::Notify>> {
+        match self {
+            Self::Buffered(_) => None,
+            Self::Streamed { sent, .. } => Some(sent.clone()),
+        }
+    }
+}
+
+/// A body that tells `sent` when its last frame has been read.
+struct NotifyAtEnd<B> {
+    inner: B,
+    sent: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl<B> http_body::Body for NotifyAtEnd<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+        if (frame.is_none() || this.inner.is_end_stream())
+            && let Some(sent) = this.sent.take()
+        {
+            sent.notify_one();
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -82,7 +194,7 @@ pub struct Call<'a> {
     /// Path and query on the endpoint (`/internal/users`).
     pub path_and_query: &'a str,
     pub headers: &'a HeaderMap,
-    pub body: Bytes,
+    pub body: RequestBody,
     /// What the balancing policy may key on.
     pub context: PickContext,
     /// Whether sending it twice is harmless once it may have reached an
@@ -112,6 +224,26 @@ pub enum Failure {
     /// The path cannot be put on an endpoint's URI.
     #[error("invalid path")]
     InvalidPath,
+    /// The caller's request body failed (the client went away, or it
+    /// broke the body's own limit): no endpoint's fault.
+    #[error("request body: {0}")]
+    RequestBody(String),
+    /// The request body went past the limit its stream was given.
+    #[error("request body too large")]
+    RequestBodyTooLarge,
+}
+
+/// How one attempt ended without an answer.
+#[derive(Debug)]
+enum AttemptError {
+    /// No connection: nothing reached the endpoint.
+    Connect(String),
+    /// The exchange broke after the request may have reached it.
+    Broken(hyper::Error),
+    /// The request body failed.
+    Body(Failure),
+    /// A streamed body went out with an earlier attempt.
+    BodyGone,
 }
 
 /// Whether `method` may be sent twice with the effect of once.
@@ -129,7 +261,7 @@ impl Transport {
         &self,
         upstream: &Upstream,
         call: Call<'_>,
-    ) -> Result<http::Response<Incoming>, Failure> {
+    ) -> Result<http::Response<UpstreamBody>, Failure> {
         let deadline = call.deadline;
         let outcome = tokio::time::timeout_at(deadline.into(), self.attempts(upstream, call))
             .await
@@ -142,6 +274,8 @@ impl Transport {
         upstream.count_response(match &outcome {
             Ok(response) => response.status().as_u16(),
             Err(Failure::InvalidPath) => 400,
+            Err(Failure::RequestBodyTooLarge) => 413,
+            Err(Failure::RequestBody(_)) => 400,
             // Overloaded, no endpoint, timed out, broken: the caller
             // answers 502/503/504.
             Err(_) => 503,
@@ -152,8 +286,8 @@ impl Transport {
     async fn attempts(
         &self,
         upstream: &Upstream,
-        call: Call<'_>,
-    ) -> Result<http::Response<Incoming>, Failure> {
+        mut call: Call<'_>,
+    ) -> Result<http::Response<UpstreamBody>, Failure> {
         let _slot = upstream.limits.admit().await.map_err(|refused| {
             metrics::counter!(upstream.metric("upstream_overflow_total"),
                 "upstream" => upstream.name.clone(), "reason" => format!("{refused:?}"))
@@ -162,13 +296,23 @@ impl Transport {
         })?;
         upstream.budget.count_request();
         let policy = call.policy;
-        let mut last_failure: Option<Result<http::Response<Incoming>, Failure>> = None;
+        // HTTP/1.1 requests carry the path alone (and `Host`); HTTP/2 ones
+        // the whole URI, built per endpoint.
+        let origin_form: Uri = call
+            .path_and_query
+            .parse()
+            .map_err(|_| Failure::InvalidPath)?;
+        let mut last_failure: Option<Result<http::Response<UpstreamBody>, Failure>> = None;
         let mut reached_upstream = false;
         for (attempt, endpoint) in (0..policy.max_attempts).zip(upstream.attempts(call.context)) {
             if attempt > 0 {
                 // A retry: only what is safe to send again, only while the
                 // budget lasts, after a pause when the last one got through.
                 if reached_upstream && !call.replayable {
+                    break;
+                }
+                if call.body.is_spent() {
+                    // The body went out with the last attempt.
                     break;
                 }
                 if !upstream.budget.try_retry() {
@@ -189,29 +333,34 @@ impl Transport {
                     .await;
                 }
             }
-            let uri = Uri::builder()
-                .scheme(endpoint.scheme.clone())
-                .authority(endpoint.authority.clone())
-                .path_and_query(call.path_and_query)
-                .build()
-                .map_err(|_| Failure::InvalidPath)?;
-            let mut request = http::Request::new(Full::new(call.body.clone()));
-            *request.method_mut() = call.method.clone();
-            *request.uri_mut() = uri;
-            *request.headers_mut() = call.headers.clone();
+            let uri = match upstream.connector.protocol {
+                Protocol::Http1 => origin_form.clone(),
+                Protocol::Http2 => Uri::builder()
+                    .scheme(endpoint.scheme.clone())
+                    .authority(endpoint.authority.clone())
+                    .path_and_query(call.path_and_query)
+                    .build()
+                    .map_err(|_| Failure::InvalidPath)?,
+            };
+            let mut head = http::Request::new(());
+            *head.method_mut() = call.method.clone();
+            *head.uri_mut() = uri;
+            *head.headers_mut() = call.headers.clone();
             // The time this attempt has: the upstream stops work the caller
             // will no longer wait for.
             let remaining = call.deadline.saturating_duration_since(Instant::now());
             let attempt_timeout = policy.attempt_timeout.min(remaining);
             if let Ok(value) = HeaderValue::from_str(&attempt_timeout.as_millis().to_string()) {
-                request.headers_mut().insert(DEADLINE_HEADER, value);
+                head.headers_mut().insert(DEADLINE_HEADER, value);
             }
 
             let started = Instant::now();
             let in_flight = endpoint.start_request();
-            let outcome = tokio::time::timeout(attempt_timeout, self.client.request(request)).await;
-            drop(in_flight);
             let series = upstream.attempt_metrics(&endpoint);
+            let body_sent = call.body.sent();
+            let exchange = self.exchange(upstream, &endpoint, head, &mut call.body, series);
+            let outcome = answer_within(exchange, body_sent, attempt_timeout).await;
+            drop(in_flight);
             match outcome {
                 Ok(Ok(response)) => {
                     let status = response.status();
@@ -239,7 +388,7 @@ impl Transport {
                     reached_upstream = true;
                     last_failure = Some(Ok(response));
                 }
-                Ok(Err(err)) if err.is_connect() => {
+                Ok(Err(AttemptError::Connect(err))) => {
                     // Nothing reached the replica: always safe to try another.
                     tracing::warn!(upstream = %upstream.name, endpoint = %endpoint.label, error = %err,
                         "replica refused connection");
@@ -250,7 +399,7 @@ impl Transport {
                         last_failure = Some(Err(Failure::NoEndpoint));
                     }
                 }
-                Ok(Err(err)) => {
+                Ok(Err(AttemptError::Broken(err))) => {
                     tracing::warn!(upstream = %upstream.name, endpoint = %endpoint.label, error = %err,
                         replayable = call.replayable, "replica failed mid-request");
                     upstream.report(&endpoint, Outcome::GatewayFailure);
@@ -258,6 +407,10 @@ impl Transport {
                     reached_upstream = true;
                     last_failure = Some(Err(Failure::Broken(err.to_string())));
                 }
+                // The caller's side failed: no replica is to blame, and no
+                // other could do better.
+                Ok(Err(AttemptError::Body(failure))) => return Err(failure),
+                Ok(Err(AttemptError::BodyGone)) => break,
                 Err(_) => {
                     // A hung replica: it costs this one attempt, then it is
                     // set aside. The request may have reached it.
@@ -274,4 +427,137 @@ impl Transport {
         }
         last_failure.unwrap_or(Err(Failure::NoEndpoint))
     }
+
+    /// One exchange with `endpoint`: a connection (an idle one, else a new
+    /// one), the request on it, the response head. A pooled connection
+    /// that turns out closed before the request went out is no failure:
+    /// the next one is tried.
+    async fn exchange(
+        &self,
+        upstream: &Upstream,
+        endpoint: &Endpoint,
+        head: http::Request<()>,
+        body: &mut RequestBody,
+        series: &crate::upstream::AttemptMetrics,
+    ) -> Result<http::Response<UpstreamBody>, AttemptError> {
+        let idle = self.idle_policy();
+        let (mut head, ()) = head.into_parts();
+        loop {
+            let (mut sender, reused) = match upstream.connector.protocol {
+                Protocol::Http1 => match endpoint.pool.checkout_http1(idle).await {
+                    Some(sender) => (Sender::Http1(sender), true),
+                    None => (self.dial(upstream, endpoint, series).await?, false),
+                },
+                Protocol::Http2 => {
+                    let (sender, reused) = endpoint
+                        .pool
+                        .shared_http2(|| async {
+                            match self.dial(upstream, endpoint, series).await? {
+                                Sender::Http2(sender) => Ok(sender),
+                                Sender::Http1(_) => Err(AttemptError::Connect(
+                                    "dialed HTTP/1.1 for an HTTP/2 upstream".into(),
+                                )),
+                            }
+                        })
+                        .await?;
+                    (Sender::Http2(sender), reused)
+                }
+            };
+            let Some(outgoing) = body.take() else {
+                return Err(AttemptError::BodyGone);
+            };
+            let mut request = http::Request::from_parts(head, outgoing);
+            let sent = match &mut sender {
+                Sender::Http1(sender) => {
+                    request
+                        .headers_mut()
+                        .insert(HOST, endpoint.host_header.clone());
+                    sender.try_send_request(request).await
+                }
+                Sender::Http2(sender) => sender.try_send_request(request).await,
+            };
+            match sent {
+                Ok(response) => {
+                    return Ok(match sender {
+                        // Switching protocols: the connection is the
+                        // upgrade's now, not the pool's.
+                        Sender::Http1(sender)
+                            if response.status() != StatusCode::SWITCHING_PROTOCOLS =>
+                        {
+                            let (parts, incoming) = response.into_parts();
+                            http::Response::from_parts(
+                                parts,
+                                endpoint.pool.returning(incoming, sender, idle),
+                            )
+                        }
+                        _ => response.map(UpstreamBody::plain),
+                    });
+                }
+                Err(mut err) => {
+                    let Some(unsent) = err.take_message() else {
+                        return Err(classify(err.into_error()));
+                    };
+                    // It never went out: the body is still whole.
+                    let (parts, outgoing) = unsent.into_parts();
+                    body.restore(outgoing);
+                    head = parts;
+                    head.headers.remove(HOST);
+                    if !reused {
+                        // A fresh connection that cannot take a request.
+                        return Err(AttemptError::Connect(err.into_error().to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new connection to `endpoint`, counted.
+    async fn dial(
+        &self,
+        upstream: &Upstream,
+        endpoint: &Endpoint,
+        series: &crate::upstream::AttemptMetrics,
+    ) -> Result<Sender, AttemptError> {
+        let sender = upstream
+            .connector
+            .connect(endpoint, self.settings.connect_timeout)
+            .await
+            .map_err(|err| AttemptError::Connect(err.to_string()))?;
+        series.connections_opened.increment(1);
+        Ok(sender)
+    }
+}
+
+/// `exchange`'s outcome, unless the endpoint takes longer than `timeout`
+/// to answer once the request body is sent (a streamed body's upload is
+/// bounded by the call's deadline alone). `Err` on timeout.
+async fn answer_within<F: Future>(
+    exchange: F,
+    body_sent: Option<Arc<tokio::sync::Notify>>,
+    timeout: Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let Some(body_sent) = body_sent else {
+        return tokio::time::timeout(timeout, exchange).await;
+    };
+    tokio::pin!(exchange);
+    tokio::select! {
+        outcome = &mut exchange => Ok(outcome),
+        () = body_sent.notified() => tokio::time::timeout(timeout, exchange).await,
+    }
+}
+
+/// Whose fault a failed exchange was: the request body's (the caller's),
+/// or the endpoint's.
+fn classify(err: hyper::Error) -> AttemptError {
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return AttemptError::Body(Failure::RequestBodyTooLarge);
+        }
+        source = cause.source();
+    }
+    if err.is_user() {
+        return AttemptError::Body(Failure::RequestBody(err.to_string()));
+    }
+    AttemptError::Broken(err)
 }

@@ -10,7 +10,9 @@
 //!   [`discovery`] finds new ones), the balancing policy ([`balance`]),
 //!   health ([`health`]: active checks, outlier detection, panic
 //!   threshold), limits, retry budget and breakers ([`resilience`]).
-//! - [`forward::Transport::send`]: one request's attempts over it.
+//! - [`forward::Transport::send`]: one request's attempts over it, on
+//!   each endpoint's own pool of connections ([`connection`]: HTTP/1.1 or
+//!   HTTP/2, plain or TLS).
 //! - [`split`]: an upstream that is a weighted set of other upstreams
 //!   (canary, blue/green), sticky per user.
 //!
@@ -19,6 +21,7 @@
 
 pub mod balance;
 pub mod config;
+pub mod connection;
 pub mod discovery;
 pub mod forward;
 pub mod health;
@@ -30,7 +33,8 @@ pub mod upstream;
 use std::{sync::Arc, time::Duration};
 
 pub use config::UpstreamConfig;
-pub use forward::{AttemptPolicy, Call, Failure, Transport, TransportSettings};
+pub use connection::pool::UpstreamBody;
+pub use forward::{AttemptPolicy, Call, Failure, RequestBody, Transport, TransportSettings};
 pub use upstream::Upstream;
 
 /// Brings `upstreams` into service: each discovery source is asked once

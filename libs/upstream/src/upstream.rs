@@ -64,6 +64,10 @@ pub struct Endpoint {
     /// Handles of its per-attempt metrics, registered on first use (once
     /// the recorder is installed), so an attempt does not build labels.
     attempt_metrics: OnceLock<AttemptMetrics>,
+    /// Its connections.
+    pub(crate) pool: crate::connection::pool::Pool,
+    /// `Host` of an HTTP/1.1 request to it.
+    pub(crate) host_header: http::HeaderValue,
 }
 
 /// One endpoint's per-attempt series.
@@ -74,6 +78,8 @@ pub(crate) struct AttemptMetrics {
     pub connect_failures: metrics::Counter,
     pub failures: metrics::Counter,
     pub attempt_timeouts: metrics::Counter,
+    /// Connections dialed (reuse: 1 − connections / requests).
+    pub connections_opened: metrics::Counter,
 }
 
 /// One request in flight to an endpoint, counted until dropped.
@@ -93,7 +99,11 @@ impl Endpoint {
         else {
             return Err(format!("`{url}` must be an absolute http URL"));
         };
+        let host_header = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|err| format!("`{url}`: {err}"))?;
         Ok(Self {
+            host_header,
+            pool: crate::connection::pool::Pool::default(),
             base_url: format!("{scheme}://{authority}"),
             scheme,
             authority,
@@ -231,6 +241,8 @@ pub struct Upstream {
     slow_start: Duration,
     /// A traffic split: this upstream only chooses one of its groups.
     split: Option<crate::split::Split>,
+    /// How its endpoints are dialed.
+    pub(crate) connector: crate::connection::Connector,
     /// The config it was built from (a reload keeps it when unchanged).
     spec: UpstreamConfig,
     default_ejection: Duration,
@@ -295,6 +307,7 @@ impl Upstream {
                 .transpose()?
                 .unwrap_or(HashOn::ClientIp),
             split: None,
+            connector: crate::connection::Connector::from_config(spec)?,
             responses: OnceLock::new(),
             split_requests: OnceLock::new(),
             budget: crate::resilience::retry::RetryBudget::new(
@@ -364,6 +377,13 @@ impl Upstream {
                     self.metric("upstream_attempt_timeouts_total"),
                     &labels
                 ),
+                connections_opened: {
+                    endpoint.pool.observe(metrics::gauge!(
+                        self.metric("upstream_pool_idle_connections"),
+                        &labels
+                    ));
+                    metrics::counter!(self.metric("upstream_connections_opened_total"), &labels)
+                },
             }
         })
     }

@@ -231,7 +231,7 @@ impl UserDirectory {
                     method: &Method::POST,
                     path_and_query: "/internal/users",
                     headers: &headers,
-                    body: Bytes::from(body),
+                    body: Bytes::from(body).into(),
                     context: PickContext::default(),
                     // Idempotent by id: safe to send to another replica.
                     replayable: true,

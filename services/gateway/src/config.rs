@@ -77,6 +77,10 @@ pub struct RouteConfig {
 pub struct ProxyConfig {
     /// Largest request body forwarded; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Request bodies up to this size are read whole before they are sent,
+    /// so that a retry can send them again; larger (or unsized) ones stream
+    /// through, and are retried only when no endpoint could be reached.
+    pub retry_buffer_bytes: usize,
     /// TCP connect timeout to an upstream replica.
     pub connect_timeout_ms: u64,
     /// Idle pooled connections are closed after this long.

@@ -25,7 +25,9 @@ use http::{
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use portico_common::{http::pipeline, jwt::TokenVerifier, net::client_address, telemetry};
-use portico_upstream::{AttemptPolicy, Call, Failure, Transport, TransportSettings, forward};
+use portico_upstream::{
+    AttemptPolicy, Call, Failure, RequestBody, Transport, TransportSettings, UpstreamBody, forward,
+};
 
 use crate::{
     config::ProxyConfig,
@@ -43,6 +45,8 @@ pub struct Proxy {
     trusted_proxies: Vec<portico_common::net::Cidr>,
     backoff_base: Duration,
     backoff_max: Duration,
+    /// Bodies up to this size are held whole, so a retry can send them.
+    retry_buffer_bytes: usize,
 }
 
 /// How long the upstream has for a request, in milliseconds: set on every
@@ -88,6 +92,7 @@ impl Proxy {
             trusted_proxies: config.trusted_proxies.clone(),
             backoff_base: Duration::from_millis(config.retry_backoff_base_ms),
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
+            retry_buffer_bytes: config.retry_buffer_bytes,
         }
     }
 
@@ -123,14 +128,7 @@ impl Proxy {
             Some(limit) => self.rate_limit(limit, &facts).await?,
             None => None,
         };
-        // A client that sends its body slowly holds memory; it gets the
-        // route's time, like the upstream does.
-        let body = tokio::time::timeout(
-            route.timeout,
-            read_body(&parts.headers, body, route.max_body_bytes),
-        )
-        .await
-        .map_err(|_| GatewayError::BodyTimeout)??;
+        let body = self.request_body(&parts.headers, body, route).await?;
         let headers = upstream_headers(&parts.headers, client_ip);
         let path_and_query =
             route.upstream_path(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
@@ -172,6 +170,8 @@ impl Proxy {
                 cause,
             }),
             Err(Failure::InvalidPath) => Err(GatewayError::AmbiguousPath),
+            Err(Failure::RequestBodyTooLarge) => Err(GatewayError::BodyTooLarge),
+            Err(Failure::RequestBody(cause)) => Err(GatewayError::BodyUnreadable(cause)),
         };
         let mut response = result?;
         if let Some(rate_headers) = rate_headers {
@@ -214,15 +214,44 @@ impl Proxy {
     }
 }
 
-/// The whole request body, refused past `limit` (413).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(GatewayError::BodyTooLarge);
+impl Proxy {
+    /// The body as the attempts send it: held whole when it is small
+    /// enough to replay (`proxy.retry_buffer_bytes`), else streamed
+    /// through as it arrives. Either way bounded by the route's
+    /// `max_body_bytes` (413).
+    async fn request_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        route: &Route,
+    ) -> Result<RequestBody, GatewayError> {
+        let limit = route.max_body_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(GatewayError::BodyTooLarge);
+        }
+        if http_body::Body::is_end_stream(&body) {
+            return Ok(RequestBody::Buffered(Bytes::new()));
+        }
+        match declared {
+            Some(len) if len <= self.retry_buffer_bytes => {
+                // A client that sends its body slowly holds memory; it gets
+                // the route's time, like the upstream does.
+                let bytes = tokio::time::timeout(route.timeout, read_body(body, limit))
+                    .await
+                    .map_err(|_| GatewayError::BodyTimeout)??;
+                Ok(RequestBody::Buffered(bytes))
+            }
+            _ => Ok(RequestBody::streamed(Limited::new(body, limit))),
+        }
     }
+}
+
+/// The whole request body, refused past `limit` (413).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
@@ -259,7 +288,10 @@ fn upstream_headers(incoming: &HeaderMap, client_ip: Option<std::net::IpAddr>) -
     let mut headers = HeaderMap::with_capacity(incoming.len() + 4);
     for (name, value) in incoming {
         let lower = name.as_str();
-        let dropped = HOP_BY_HOP.contains(&lower)
+        // `TE: trailers` is end to end in effect: a gRPC server wants to
+        // know that trailers reach the client (and the gateway passes them).
+        let trailers_accepted = name == header::TE && value == "trailers";
+        let dropped = (HOP_BY_HOP.contains(&lower) && !trailers_accepted)
             || SPOOFABLE.contains(&lower)
             || INTERNAL_PREFIXES
                 .iter()
@@ -295,7 +327,7 @@ fn upstream_headers(incoming: &HeaderMap, client_ip: Option<std::net::IpAddr>) -
 const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
 
 async fn downstream_response(
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<UpstreamBody>,
 ) -> Result<Response, hyper::Error> {
     let (mut parts, body) = response.into_parts();
     for name in HOP_BY_HOP {

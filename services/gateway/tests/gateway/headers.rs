@@ -55,6 +55,22 @@ async fn client_sent_internal_and_forwarding_headers_are_replaced() {
 }
 
 #[tokio::test]
+async fn te_trailers_is_passed_on_as_grpc_servers_require() {
+    let (gateway, user) = gateway().await;
+
+    let response = gateway
+        .client
+        .get(gateway.url("/v1/users/me"))
+        .header("te", "trailers")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(user.last().headers["te"], "trailers");
+}
+
+#[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
     let (gateway, user) = gateway().await;
 
@@ -63,7 +79,7 @@ async fn hop_by_hop_headers_are_not_forwarded() {
         .get(gateway.url("/v1/users/me"))
         .header("connection", "x-hop")
         .header("x-hop", "1")
-        .header("te", "trailers")
+        .header("te", "gzip")
         .header("proxy-authorization", "Basic YWRhOmxvdmVsYWNl")
         .header("upgrade", "websocket")
         .send()

@@ -120,6 +120,11 @@ impl RecordingUpstream {
         self.shared.hits.load(Ordering::SeqCst)
     }
 
+    /// Whether a request has arrived whole (its body read to the end).
+    pub fn received_a_whole_request(&self) -> bool {
+        self.shared.last.lock().unwrap().is_some()
+    }
+
     /// The last request received; panics if there was none.
     pub fn last(&self) -> Seen {
         self.shared
@@ -164,7 +169,10 @@ async fn record_and_answer(State(shared): State<Arc<Shared>>, request: Request) 
             .into_response();
     }
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
+    // A body cut off on the way (the gateway stopped it) is no request.
+    let Ok(body) = body.collect().await.map(|collected| collected.to_bytes()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
     let uri = parts
         .uri
         .path_and_query()
@@ -288,6 +296,8 @@ pub fn upstream(endpoints: &[&str]) -> UpstreamConfig {
         limits: None,
         breaker: None,
         slow_start_ms: None,
+        protocol: None,
+        tls: None,
         // A known order (the first request goes to the first endpoint) for
         // tests about failover; the default policy has tests of its own.
         balance: Some(portico_gateway::balance::Policy::RoundRobin),

@@ -1,0 +1,213 @@
+//! Connections to endpoints, without hyper-util's general-purpose client:
+//! an upstream's [`Connector`] dials (TCP, then TLS when configured, then
+//! the HTTP/1.1 or HTTP/2 handshake), and each endpoint keeps its own
+//! [`pool::Pool`] of idle HTTP/1.1 connections or its one shared HTTP/2
+//! connection. A request takes a connection that is ready, or dials one;
+//! nothing is keyed, hashed or spawned per request.
+
+pub mod pool;
+pub mod tls;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{Full, combinators::UnsyncBoxBody};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+
+use crate::config::{Protocol, UpstreamConfig};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body as it goes out: whole bytes (replayable) or a stream.
+pub enum OutgoingBody {
+    Whole(Full<Bytes>),
+    Stream(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl std::fmt::Debug for OutgoingBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Whole(_) => "OutgoingBody::Whole",
+            Self::Stream(_) => "OutgoingBody::Stream",
+        })
+    }
+}
+
+impl http_body::Body for OutgoingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        // Both variants are `Unpin`.
+        match self.get_mut() {
+            Self::Whole(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            Self::Stream(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Whole(body) => body.is_end_stream(),
+            Self::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Whole(body) => body.size_hint(),
+            Self::Stream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A connection's request side.
+pub(crate) enum Sender {
+    Http1(http1::SendRequest<OutgoingBody>),
+    Http2(http2::SendRequest<OutgoingBody>),
+}
+
+/// Why no connection could be made: nothing reached the endpoint, so any
+/// request may go to another.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect: {0}")]
+    Tcp(std::io::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("the endpoint did not agree to HTTP/2 by ALPN")]
+    NoH2,
+    #[error("HTTP handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Name(String),
+}
+
+/// How an upstream's endpoints are dialed.
+#[derive(Debug)]
+pub struct Connector {
+    pub protocol: Protocol,
+    /// TLS settings when any endpoint is dialed over TLS.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Every endpoint over TLS (a `tls` section), not only `https://` ones.
+    tls_everywhere: bool,
+    server_name: Option<String>,
+}
+
+impl Connector {
+    pub fn from_config(spec: &UpstreamConfig) -> Result<Self, String> {
+        let protocol = spec.protocol.unwrap_or_default();
+        let tls_everywhere = spec.tls.is_some();
+        let any_https = spec.endpoints.iter().any(|url| url.starts_with("https://"));
+        let tls = (tls_everywhere || any_https)
+            .then(|| tls::client_config(spec.tls.as_ref(), protocol))
+            .transpose()
+            .map_err(|(field, err)| format!("tls.{field}: {err}"))?;
+        Ok(Self {
+            protocol,
+            tls,
+            tls_everywhere,
+            server_name: spec.tls.as_ref().and_then(|tls| tls.server_name.clone()),
+        })
+    }
+
+    /// A new connection to `endpoint`, ready for requests, within `timeout`.
+    pub(crate) async fn connect(
+        &self,
+        endpoint: &crate::upstream::Endpoint,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        tokio::time::timeout(timeout, self.dial(endpoint))
+            .await
+            .unwrap_or(Err(ConnectError::Timeout(timeout)))
+    }
+
+    async fn dial(&self, endpoint: &crate::upstream::Endpoint) -> Result<Sender, ConnectError> {
+        let over_tls = self.tls_everywhere || endpoint.scheme == http::uri::Scheme::HTTPS;
+        let host = endpoint.authority.host();
+        let port = endpoint
+            .authority
+            .port_u16()
+            .unwrap_or(if over_tls { 443 } else { 80 });
+        let bare_host = host
+            .strip_prefix('[')
+            .and_then(|v6| v6.strip_suffix(']'))
+            .unwrap_or(host);
+        let stream = TcpStream::connect((bare_host, port))
+            .await
+            .map_err(ConnectError::Tcp)?;
+        // Requests are small writes; waiting to coalesce them costs latency.
+        let _ = stream.set_nodelay(true);
+        match (&self.tls, over_tls) {
+            (Some(config), true) => {
+                let name = tls::server_name(self.server_name.as_deref(), host)
+                    .map_err(ConnectError::Name)?;
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(ConnectError::Tls)?;
+                let agreed_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                if self.protocol == Protocol::Http2 && !agreed_h2 {
+                    return Err(ConnectError::NoH2);
+                }
+                handshake(stream, self.protocol).await
+            }
+            (None, true) => Err(ConnectError::Name(format!(
+                "`{}` needs TLS, which its upstream was not built with",
+                endpoint.label
+            ))),
+            (_, false) => handshake(stream, self.protocol).await,
+        }
+    }
+}
+
+/// The HTTP handshake on an open stream; the connection is driven by a
+/// task of its own for as long as it lives.
+async fn handshake<I>(io: I, protocol: Protocol) -> Result<Sender, ConnectError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
+    match protocol {
+        Protocol::Http1 => {
+            let (sender, connection) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                // With upgrades: a WebSocket takes the connection over.
+                if let Err(err) = connection.with_upgrades().await {
+                    tracing::debug!(%err, "upstream connection ended with an error");
+                }
+            });
+            Ok(Sender::Http1(sender))
+        }
+        Protocol::Http2 => {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                // A dead peer is noticed without a request failing on it.
+                .keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%err, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            Ok(Sender::Http2(sender))
+        }
+    }
+}

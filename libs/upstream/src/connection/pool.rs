@@ -1,0 +1,231 @@
+//! One endpoint's connections. HTTP/1.1: a stack of idle connections, the
+//! most recently used on top (warm, and the cold ones at the bottom age
+//! out); a connection goes back when its response body has been read to
+//! the end, which is when it can carry the next request. HTTP/2: one
+//! connection shared by every request (streams multiplex on it), dialed by
+//! the first request that finds none while the others wait for it.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+
+use super::OutgoingBody;
+
+#[derive(Debug, Default)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+    /// The shared HTTP/2 connection; an async lock, held while dialing.
+    shared: tokio::sync::Mutex<Option<http2::SendRequest<OutgoingBody>>>,
+}
+
+#[derive(Debug, Default)]
+struct PoolInner {
+    idle: Mutex<Vec<Idle>>,
+    /// `<prefix>_upstream_pool_idle_connections{upstream, endpoint}`.
+    idle_gauge: OnceLock<metrics::Gauge>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<OutgoingBody>,
+    since: Instant,
+}
+
+/// How long and how many idle connections an endpoint keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct IdlePolicy {
+    pub timeout: Duration,
+    pub max: usize,
+}
+
+impl Pool {
+    /// Reports the idle count to `gauge` from now on.
+    pub(crate) fn observe(&self, gauge: metrics::Gauge) {
+        let _ = self.inner.idle_gauge.set(gauge);
+    }
+
+    /// An idle HTTP/1.1 connection ready for a request, the most recently
+    /// used first; `None` when none is left. Closed and aged ones are
+    /// dropped on the way.
+    pub(crate) async fn checkout_http1(
+        &self,
+        policy: IdlePolicy,
+    ) -> Option<http1::SendRequest<OutgoingBody>> {
+        loop {
+            let idle = self.inner.lock().pop()?;
+            self.inner.gauge_add(-1.0);
+            if idle.since.elapsed() > policy.timeout || idle.sender.is_closed() {
+                continue;
+            }
+            let mut sender = idle.sender;
+            // Ready at once, unless the connection is still finishing the
+            // last response; an error means it closed meanwhile.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// The shared HTTP/2 connection and whether it was there already,
+    /// dialed by `dial` when there is none (or it closed); concurrent
+    /// callers wait for the one dial.
+    pub(crate) async fn shared_http2<F, E>(
+        &self,
+        dial: impl FnOnce() -> F,
+    ) -> Result<(http2::SendRequest<OutgoingBody>, bool), E>
+    where
+        F: Future<Output = Result<http2::SendRequest<OutgoingBody>, E>>,
+    {
+        let mut shared = self.shared.lock().await;
+        if let Some(sender) = shared.as_ref()
+            && !sender.is_closed()
+        {
+            return Ok((sender.clone(), true));
+        }
+        let sender = dial().await?;
+        *shared = Some(sender.clone());
+        Ok((sender, false))
+    }
+
+    /// A body that gives `sender` back to this pool once read to its end.
+    pub(crate) fn returning(
+        &self,
+        body: Incoming,
+        sender: http1::SendRequest<OutgoingBody>,
+        policy: IdlePolicy,
+    ) -> UpstreamBody {
+        let returner = Returner {
+            pool: self.inner.clone(),
+            sender,
+            policy,
+        };
+        if body.is_end_stream() {
+            // Nothing to read (HEAD, 204, 304, an empty body).
+            returner.give_back();
+            return UpstreamBody::plain(body);
+        }
+        UpstreamBody {
+            inner: body,
+            returner: Some(returner),
+        }
+    }
+
+    /// Idle HTTP/1.1 connections now.
+    pub fn idle_connections(&self) -> usize {
+        self.inner.lock().len()
+    }
+}
+
+impl PoolInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // A poisoned stack still holds working connections.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn gauge_add(&self, delta: f64) {
+        if let Some(gauge) = self.idle_gauge.get() {
+            gauge.increment(delta);
+        }
+    }
+}
+
+/// A connection on its way back to its pool.
+struct Returner {
+    pool: Arc<PoolInner>,
+    sender: http1::SendRequest<OutgoingBody>,
+    policy: IdlePolicy,
+}
+
+impl Returner {
+    fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.pool.lock();
+        // The oldest are at the bottom: past their time, they go.
+        let now = Instant::now();
+        let aged = idle
+            .iter()
+            .take_while(|entry| now.duration_since(entry.since) > self.policy.timeout)
+            .count();
+        idle.drain(..aged);
+        let mut added = -(aged as f64);
+        if idle.len() < self.policy.max {
+            idle.push(Idle {
+                sender: self.sender,
+                since: now,
+            });
+            added += 1.0;
+        }
+        drop(idle);
+        self.pool.gauge_add(added);
+    }
+}
+
+/// A response body from an endpoint; an HTTP/1.1 connection is given back
+/// to its pool when the body has been read to its end (dropped before, the
+/// connection closes with it: it cannot carry another request).
+pub struct UpstreamBody {
+    inner: Incoming,
+    returner: Option<Returner>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("pooled", &self.returner.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    /// A body whose connection is not pooled (HTTP/2, an upgrade).
+    pub(crate) fn plain(inner: Incoming) -> Self {
+        Self {
+            inner,
+            returner: None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(_)) if !self.inner.is_end_stream() => {}
+            // The end: the connection can take the next request.
+            Some(Ok(_)) | None => {
+                if let Some(returner) = self.returner.take() {
+                    returner.give_back();
+                }
+            }
+            // A broken connection is not given back.
+            Some(Err(_)) => self.returner = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
