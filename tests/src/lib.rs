@@ -109,6 +109,48 @@ impl Process {
         process
     }
 
+    /// A gateway on its own (no user or auth service), reading
+    /// `config_toml` over its defaults, ready. Its log goes to `logs`.
+    pub async fn gateway_alone(config_toml: &str, logs: &Path, client: &reqwest::Client) -> Self {
+        let file = logs.join("gateway.toml");
+        std::fs::write(&file, config_toml).expect("gateway config file");
+        let env = [("CONFIG_FILE".to_owned(), file.display().to_string())];
+        for attempt in 1..=3 {
+            let mut gateway =
+                Self::spawn("gateway", "portico-gateway", "PORTICO_GATEWAY_", &env, logs);
+            match gateway.wait_ready(client).await {
+                Ok(()) => return gateway,
+                Err(PortTaken(_)) => eprintln!("attempt {attempt}: the gateway lost its port"),
+            }
+        }
+        panic!("the gateway could not start: its ports kept being taken");
+    }
+
+    /// Its resident memory now and at its peak so far, in bytes
+    /// (`VmRSS`, `VmHWM`).
+    pub fn memory(&self) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the process's status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map(|kib| kib * 1024)
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        Memory {
+            resident: field("VmRSS:"),
+            peak: field("VmHWM:"),
+        }
+    }
+
     /// Starts it again after it exited, on the same ports and with the
     /// same settings (a rolling restart's second half), and waits until
     /// it is ready. Its log continues in the same file.
@@ -294,6 +336,13 @@ impl Drop for Process {
             let _ = child.wait();
         }
     }
+}
+
+/// A process's memory, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub resident: u64,
+    pub peak: u64,
 }
 
 /// The whole system: gateway → two user replicas and one auth replica.

@@ -279,6 +279,39 @@ mod tests {
     }
 
     #[test]
+    fn https_endpoints_are_accepted() {
+        let mut config = Config::built_in();
+        config.upstreams.get_mut("user").unwrap().endpoints = vec!["https://user:8443".into()];
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn upstream_tls_with_half_a_client_identity_or_an_unreadable_ca_is_refused_with_its_key() {
+        use portico_upstream::config::UpstreamTlsConfig;
+        for (tls, field) in [
+            (
+                UpstreamTlsConfig {
+                    cert_file: Some("/etc/portico/client.pem".into()),
+                    ..UpstreamTlsConfig::default()
+                },
+                "upstreams.user.tls.cert_file",
+            ),
+            (
+                UpstreamTlsConfig {
+                    ca_file: Some("/nonexistent/ca.pem".into()),
+                    ..UpstreamTlsConfig::default()
+                },
+                "upstreams.user.tls.ca_file",
+            ),
+        ] {
+            let mut config = Config::built_in();
+            config.upstreams.get_mut("user").unwrap().tls = Some(tls);
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+
+    #[test]
     fn a_weight_for_an_unlisted_endpoint_or_of_zero_is_refused() {
         for (url, weight) in [("http://elsewhere:1", 1), ("http://127.0.0.1:8081", 0)] {
             let mut config = Config::built_in();
