@@ -392,6 +392,11 @@ impl Upstream {
         self.split.is_none() && self.spec == *spec && self.default_ejection == default_ejection
     }
 
+    /// The protocol spoken to its endpoints.
+    pub fn protocol(&self) -> crate::config::Protocol {
+        self.connector.protocol
+    }
+
     pub fn split(&self) -> Option<&crate::split::Split> {
         self.split.as_ref()
     }

@@ -81,6 +81,9 @@ pub struct ProxyConfig {
     /// so that a retry can send them again; larger (or unsized) ones stream
     /// through, and are retried only when no endpoint could be reached.
     pub retry_buffer_bytes: usize,
+    /// An upgraded connection (WebSocket) with no traffic either way for
+    /// this long is closed.
+    pub websocket_idle_timeout_secs: u64,
     /// TCP connect timeout to an upstream replica.
     pub connect_timeout_ms: u64,
     /// Idle pooled connections are closed after this long.

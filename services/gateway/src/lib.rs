@@ -6,7 +6,8 @@
 //! connections ([`proxy`]) through the upstream machinery it shares with
 //! the services' own calls (`portico-upstream`: discovery, balancing,
 //! health, retries, limits, breakers, traffic splits). It serves the public
-//! OpenAPI document and `/docs` ([`openapi`]). Every error it produces is a
+//! OpenAPI document and `/docs` ([`openapi`]). WebSocket upgrades pass
+//! through ([`upgrade`]). Every error it produces is a
 //! problem+json ([`error`]); every answer carries the security headers of
 //! [`edge_headers`].
 
@@ -20,6 +21,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
 pub mod running;
+pub mod upgrade;
 
 /// The shared upstream machinery, under the names the gateway's modules use.
 pub use portico_upstream::{

@@ -20,13 +20,15 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderName, HeaderValue,
+    HeaderMap, HeaderName, HeaderValue, StatusCode,
     header::{self, CONNECTION},
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::upgrade::OnUpgrade;
 use portico_common::{http::pipeline, jwt::TokenVerifier, net::client_address, telemetry};
 use portico_upstream::{
-    AttemptPolicy, Call, Failure, RequestBody, Transport, TransportSettings, UpstreamBody, forward,
+    AttemptPolicy, Call, Failure, RequestBody, Transport, TransportSettings, UpstreamBody,
+    config::Protocol, forward,
 };
 
 use crate::{
@@ -35,6 +37,7 @@ use crate::{
     ratelimit::Limiter,
     request_facts::RequestFacts,
     routing::{AuthPolicy, Route},
+    upgrade,
 };
 
 /// Shared by every proxied request.
@@ -47,6 +50,9 @@ pub struct Proxy {
     backoff_max: Duration,
     /// Bodies up to this size are held whole, so a retry can send them.
     retry_buffer_bytes: usize,
+    /// An upgraded (WebSocket) connection where nothing moves is closed
+    /// after this long.
+    upgraded_idle_timeout: Duration,
 }
 
 /// How long the upstream has for a request, in milliseconds: set on every
@@ -93,13 +99,14 @@ impl Proxy {
             backoff_base: Duration::from_millis(config.retry_backoff_base_ms),
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
             retry_buffer_bytes: config.retry_buffer_bytes,
+            upgraded_idle_timeout: Duration::from_secs(config.websocket_idle_timeout_secs),
         }
     }
 
     /// Forwards `request` along `route` (already matched): edge policies,
     /// then the attempts.
     pub async fn forward(&self, route: &Route, request: Request) -> Result<Response, GatewayError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         if is_ambiguous(parts.uri.path()) {
             return Err(GatewayError::AmbiguousPath);
         }
@@ -129,13 +136,23 @@ impl Proxy {
             None => None,
         };
         let body = self.request_body(&parts.headers, body, route).await?;
-        let headers = upstream_headers(&parts.headers, client_ip);
+        let mut headers = upstream_headers(&parts.headers, client_ip);
         let path_and_query =
             route.upstream_path(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
         // Pick the upstream (a split's group) and the policy's key.
         let (upstream, sticky_cookie) = route.upstream.resolve(&facts);
         let context = upstream.pick_context(&facts);
+
+        // A WebSocket (or other) upgrade goes on to an HTTP/1.1 upstream;
+        // the client's side of it is taken now, joined after a 101.
+        let client_upgrade = match upgrade::requested(&parts.method, &parts.headers) {
+            Some(protocol) if upstream.protocol() == Protocol::Http1 => {
+                upgrade::ask_upstream(&mut headers, protocol);
+                parts.extensions.remove::<OnUpgrade>()
+            }
+            _ => None,
+        };
 
         let call = Call {
             method: &parts.method,
@@ -154,6 +171,12 @@ impl Proxy {
         };
         let name = || upstream.name.clone();
         let result = match self.transport.send(upstream, call).await {
+            Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => self
+                .switch(response, client_upgrade)
+                .ok_or_else(|| GatewayError::BadGateway {
+                    upstream: name(),
+                    cause: "switched protocols unasked".into(),
+                }),
             Ok(response) => {
                 downstream_response(response)
                     .await
@@ -183,6 +206,27 @@ impl Proxy {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
         Ok(response)
+    }
+
+    /// The 101 for the client, its connection joined to the upstream's
+    /// once both have switched; `None` when the client never asked.
+    fn switch(
+        &self,
+        mut response: http::Response<UpstreamBody>,
+        client: Option<OnUpgrade>,
+    ) -> Option<Response> {
+        let upstream = response.extensions_mut().remove::<OnUpgrade>()?;
+        upgrade::join(client?, upstream, self.upgraded_idle_timeout);
+        let (mut parts, _) = response.into_parts();
+        for name in HOP_BY_HOP {
+            if name != "upgrade" {
+                parts.headers.remove(name);
+            }
+        }
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        Some(Response::from_parts(parts, Body::empty()))
     }
 
     /// The rate-limit stage: `Err` (429) over the limit, else the

@@ -20,3 +20,4 @@ mod security_headers;
 mod splitting;
 mod streaming;
 mod support;
+mod websocket;
