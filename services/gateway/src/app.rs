@@ -27,6 +27,7 @@ use crate::{
     cors,
     edge_headers::SecurityHeaders,
     error::GatewayError,
+    grpc,
     openapi::PublicDocument,
     proxy::Proxy,
     ratelimit::{Limiter, redis::RedisGcra},
@@ -139,6 +140,9 @@ fn router(state: GatewayState) -> Router {
             handler_timeout: None,
         },
     )
+    // Outside the pipeline: its own refusals (timeouts, bad heads) are the
+    // gateway's problems too.
+    .layer(middleware::from_fn(grpc::errors_as_grpc_status))
     // Outermost, so every answer has them: proxied ones, the gateway's own
     // errors and pages, and what the pipeline refuses before routing.
     .layer(middleware::map_response_with_state(

@@ -16,6 +16,7 @@ pub mod config;
 pub mod cors;
 pub mod edge_headers;
 pub mod error;
+pub mod grpc;
 pub mod openapi;
 pub mod proxy;
 pub mod ratelimit;

@@ -393,12 +393,15 @@ async fn downstream_response(
     if json {
         parts.extensions.insert(pipeline::OwnErrorFormat);
     }
-    let small = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len <= BUFFERED_RESPONSE_MAX);
+    // gRPC answers end in trailers, which reading the body whole would
+    // drop; they always stream.
+    let small = !crate::grpc::is_grpc(&parts.headers)
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len <= BUFFERED_RESPONSE_MAX);
     if small {
         let bytes = body.collect().await?.to_bytes();
         return Ok(Response::from_parts(parts, Body::from(bytes)));

@@ -9,6 +9,7 @@ mod body;
 mod cors;
 mod discovery;
 mod docs;
+mod grpc;
 mod headers;
 mod health;
 mod protocols;
