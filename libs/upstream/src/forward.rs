@@ -206,6 +206,14 @@ pub struct Call<'a> {
     pub deadline: Instant,
 }
 
+/// Response extension: who answered, after how many attempts.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub endpoint: Arc<Endpoint>,
+    /// Attempts made, the answering one included.
+    pub attempts: u32,
+}
+
 /// Why no endpoint's answer came back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
@@ -383,6 +391,11 @@ impl Transport {
                             | StatusCode::GATEWAY_TIMEOUT
                     );
                     if !(transient && call.replayable) {
+                        let mut response = response;
+                        response.extensions_mut().insert(Served {
+                            endpoint: endpoint.clone(),
+                            attempts: attempt + 1,
+                        });
                         return Ok(response);
                     }
                     reached_upstream = true;

@@ -15,6 +15,7 @@ use portico_common::{
     admin::Readiness,
     app::{self, Assembly, Context, Service},
     http::{
+        access_log::AccessLog,
         client::HttpClient,
         pipeline::{self, PipelineOptions, RouteLabel},
     },
@@ -79,7 +80,12 @@ impl Service for Gateway {
         let security_headers = SecurityHeaders::new(&config.security_headers)
             .map_err(|(field, err)| anyhow::anyhow!("security_headers.{field}: {err}"))?;
         let state = GatewayState {
-            proxy: Arc::new(Proxy::new(&config.proxy, verifier, limiter)),
+            proxy: Arc::new(Proxy::new(
+                &config.proxy,
+                config.access_log.enabled,
+                verifier,
+                limiter,
+            )),
             live: live.clone(),
             document: Arc::new(PublicDocument::new(client, live.clone())),
             security_headers: Arc::new(security_headers),
@@ -103,7 +109,7 @@ impl Service for Gateway {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
                 replicas = route.upstream.endpoints().len(), auth = ?route.auth, "route");
         }
-        let mut assembly = Assembly::new(router(state), readiness, ());
+        let mut assembly = Assembly::new(router(state, &config.access_log), readiness, ());
         assembly.admin = Some(live.admin_routes());
         revocations.catch_up_at_start().await;
         if let Some(redis) = redis {
@@ -121,7 +127,7 @@ impl Service for Gateway {
 
 /// `/openapi.json` and `/docs` are the gateway's own; everything else goes
 /// through the route table of the running configuration.
-fn router(state: GatewayState) -> Router {
+fn router(state: GatewayState, access_log: &crate::config::AccessLogConfig) -> Router {
     let security = state.security_headers.clone();
     let swagger: Router<GatewayState> = Router::from(
         SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
@@ -138,6 +144,9 @@ fn router(state: GatewayState) -> Router {
         &PipelineOptions {
             body_limit: None,
             handler_timeout: None,
+            access_log: access_log.enabled.then_some(AccessLog {
+                success_sample_rate: access_log.success_sample_rate,
+            }),
         },
     )
     // Outside the pipeline: its own refusals (timeouts, bad heads) are the

@@ -123,6 +123,17 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
     pub connections: ConnectionsConfig,
+    pub access_log: AccessLogConfig,
+}
+
+/// `[access_log]`: one JSON line per request, target `access`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// Share of successful answers (below 400) logged, 0 to 1; every
+    /// error is.
+    pub success_sample_rate: f64,
 }
 
 /// The built-in defaults, also the reference for every key.
@@ -205,6 +216,12 @@ impl ServiceConfig for Config {
                 "must be positive".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&self.access_log.success_sample_rate) {
+            return Err(key(
+                "access_log.success_sample_rate".to_owned(),
+                "must be between 0 and 1".into(),
+            ));
+        }
         crate::edge_headers::SecurityHeaders::new(&self.security_headers)
             .map_err(|(field, err)| key(format!("security_headers.{field}"), err))?;
         // Routes: resolved exactly as the running gateway resolves them.
@@ -279,6 +296,14 @@ mod tests {
         config.upstreams.get_mut("user").unwrap().endpoints = vec!["ftp://x".into()];
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("upstreams.user.endpoints"), "{err}");
+    }
+
+    #[test]
+    fn an_access_log_sample_rate_outside_zero_to_one_is_refused() {
+        let mut config = Config::built_in();
+        config.access_log.success_sample_rate = 1.5;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("access_log.success_sample_rate"), "{err}");
     }
 
     #[test]

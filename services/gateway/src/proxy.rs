@@ -25,10 +25,16 @@ use http::{
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::upgrade::OnUpgrade;
-use portico_common::{http::pipeline, jwt::TokenVerifier, net::client_address, telemetry};
+use portico_common::{
+    http::{access_log::ProxiedFacts, pipeline},
+    jwt::TokenVerifier,
+    net::client_address,
+    telemetry,
+};
 use portico_upstream::{
     AttemptPolicy, Call, Failure, RequestBody, Transport, TransportSettings, UpstreamBody,
-    config::Protocol, forward,
+    config::Protocol,
+    forward::{self, Served},
 };
 
 use crate::{
@@ -53,6 +59,8 @@ pub struct Proxy {
     /// An upgraded (WebSocket) connection where nothing moves is closed
     /// after this long.
     upgraded_idle_timeout: Duration,
+    /// Whether answers carry what the access log says of the upstream.
+    access_log: bool,
 }
 
 /// How long the upstream has for a request, in milliseconds: set on every
@@ -85,7 +93,12 @@ const INTERNAL_PREFIXES: [&str; 3] = ["x-portico-", "x-internal-", "x-forwarded-
 const SPOOFABLE: [&str; 2] = ["forwarded", "x-real-ip"];
 
 impl Proxy {
-    pub fn new(config: &ProxyConfig, verifier: Arc<TokenVerifier>, limiter: Limiter) -> Self {
+    pub fn new(
+        config: &ProxyConfig,
+        access_log: bool,
+        verifier: Arc<TokenVerifier>,
+        limiter: Limiter,
+    ) -> Self {
         let transport = Transport::new(TransportSettings {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             pool_idle_timeout: Duration::from_secs(config.pool_idle_timeout_secs),
@@ -100,6 +113,7 @@ impl Proxy {
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
             retry_buffer_bytes: config.retry_buffer_bytes,
             upgraded_idle_timeout: Duration::from_secs(config.websocket_idle_timeout_secs),
+            access_log,
         }
     }
 
@@ -170,6 +184,7 @@ impl Proxy {
             deadline: Instant::now() + route.timeout,
         };
         let name = || upstream.name.clone();
+        let sent_at = Instant::now();
         let result = match self.transport.send(upstream, call).await {
             Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => self
                 .switch(response, client_upgrade)
@@ -177,7 +192,18 @@ impl Proxy {
                     upstream: name(),
                     cause: "switched protocols unasked".into(),
                 }),
-            Ok(response) => {
+            Ok(mut response) => {
+                if self.access_log
+                    && let Some(served) = response.extensions_mut().remove::<Served>()
+                {
+                    response.extensions_mut().insert(ProxiedFacts {
+                        upstream: upstream.name.clone(),
+                        endpoint: served.endpoint.label.clone(),
+                        attempts: served.attempts,
+                        upstream_duration: sent_at.elapsed(),
+                        client_ip,
+                    });
+                }
                 downstream_response(response)
                     .await
                     .map_err(|err| GatewayError::BadGateway {

@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every service: the request pipeline, the servers
 //! with graceful shutdown, and the outgoing client.
 
+pub mod access_log;
 pub mod client;
 pub mod pipeline;
 pub mod server;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::{
     Router,
-    extract::{MatchedPath, Request},
+    extract::{MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -19,7 +19,10 @@ use tower_http::{
 };
 use tracing::{Instrument, field::Empty};
 
-use super::REQUEST_ID_HEADER;
+use super::{
+    REQUEST_ID_HEADER,
+    access_log::{self, AccessLog, ProxiedFacts, Record},
+};
 use crate::{
     error::{PROBLEM_JSON, Problem},
     telemetry,
@@ -70,6 +73,9 @@ pub struct PipelineOptions {
     pub body_limit: Option<usize>,
     /// Upper bound for one handler; `None` leaves time limits to the handler.
     pub handler_timeout: Option<Duration>,
+    /// One access-log line per request instead of the plain "request
+    /// completed" ones; `None`: those.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Default for PipelineOptions {
@@ -77,6 +83,7 @@ impl Default for PipelineOptions {
         Self {
             body_limit: Some(DEFAULT_BODY_LIMIT),
             handler_timeout: Some(Duration::from_secs(30)),
+            access_log: None,
         }
     }
 }
@@ -103,7 +110,7 @@ where
                 .into_response()
         }))
         .layer(middleware::from_fn(honour_deadline))
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(options.access_log, observe))
 }
 
 /// Accepts a client-sent request id only if it is short and plain, so it can
@@ -118,7 +125,11 @@ fn incoming_request_id(headers: &axum::http::HeaderMap) -> Option<String> {
     valid.then(|| value.to_owned())
 }
 
-async fn observe(mut request: Request, next: Next) -> Response {
+async fn observe(
+    State(access_log): State<Option<AccessLog>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id =
         incoming_request_id(request.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -146,6 +157,27 @@ async fn observe(mut request: Request, next: Next) -> Response {
     if !span.is_disabled() {
         span.record("trace_id", trace.trace_id_hex());
     }
+    // What the access line needs of the request, taken before it is gone.
+    let access = access_log.map(|log| {
+        let bytes_in = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0);
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        let trace_id = trace.trace_id_hex();
+        (
+            log,
+            request.uri().path().to_owned(),
+            bytes_in,
+            peer,
+            trace_id,
+        )
+    });
 
     let response = match head_problem(&request) {
         // Refused before any handler sees it.
@@ -202,16 +234,37 @@ async fn observe(mut request: Request, next: Next) -> Response {
             .record(elapsed)
     });
     let latency_ms = elapsed.as_millis() as u64;
-    span.in_scope(|| match (status, cause) {
+    span.in_scope(|| match (status, &cause, &access) {
         // A bug or a broken invariant: an error. A dependency that is busy,
         // down or slow (502/503/504) is a warning; it is expected to pass.
-        (500, Some(cause)) => tracing::error!(latency_ms, %cause, "request failed"),
-        (501.., Some(cause)) => tracing::warn!(latency_ms, %cause, "request failed"),
-        (500.., None) => tracing::warn!(latency_ms, "request failed"),
-        (_, Some(cause)) => tracing::info!(latency_ms, %cause, "request refused"),
-        (_, None) => tracing::info!(latency_ms, "request completed"),
+        (500, Some(cause), _) => tracing::error!(latency_ms, %cause, "request failed"),
+        (501.., Some(cause), _) => tracing::warn!(latency_ms, %cause, "request failed"),
+        (500.., None, _) => tracing::warn!(latency_ms, "request failed"),
+        // The access log has the rest.
+        (_, _, Some(_)) => {}
+        (_, Some(cause), None) => tracing::info!(latency_ms, %cause, "request refused"),
+        (_, None, None) => tracing::info!(latency_ms, "request completed"),
     });
-    response
+    match access {
+        Some((log, path, bytes_in, peer, trace_id)) if log.keeps(status, fastrand::f64()) => {
+            let proxied = response.extensions().get::<ProxiedFacts>().cloned();
+            let record = Record {
+                method,
+                route,
+                path,
+                status,
+                started,
+                bytes_in,
+                request_id,
+                trace_id,
+                client_ip: peer,
+                cause,
+                proxied,
+            };
+            access_log::log_when_sent(response, record)
+        }
+        _ => response,
+    }
 }
 
 thread_local! {
@@ -415,6 +468,11 @@ fn with_problem_body(response: Response, request_id: &str) -> Response {
             rendered.headers_mut().insert(name.clone(), value.clone());
         }
     }
+    // And its extensions (the route that answered), the rendered problem
+    // taking the place of the original one.
+    let mut extensions = parts.extensions;
+    extensions.extend(std::mem::take(rendered.extensions_mut()));
+    *rendered.extensions_mut() = extensions;
     rendered
 }
 
@@ -584,6 +642,7 @@ mod tests {
             &PipelineOptions {
                 body_limit: Some(8),
                 handler_timeout: None,
+                access_log: None,
             },
         );
         let response = app
@@ -642,6 +701,7 @@ mod tests {
             &PipelineOptions {
                 body_limit: None,
                 handler_timeout: None,
+                access_log: None,
             },
         );
         let started = std::time::Instant::now();

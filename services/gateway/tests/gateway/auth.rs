@@ -295,3 +295,21 @@ async fn a_role_route_needs_a_token_with_that_role() {
         "only the admin's request reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn a_refused_request_is_counted_under_its_route() {
+    let (gateway, _user, _auth) = guarded(None).await;
+
+    let response = gateway.get("/v1/users/me").await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("http_requests_total")
+                && line.contains(r#"route="/v1/users""#)
+                && line.contains(r#"status="401""#)),
+        "no 401 counted under /v1/users:\n{metrics}"
+    );
+}
