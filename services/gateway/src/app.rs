@@ -24,6 +24,7 @@ use portico_common::{
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
+    compression,
     config::Config,
     cors,
     edge_headers::SecurityHeaders,
@@ -109,7 +110,7 @@ impl Service for Gateway {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
                 replicas = route.upstream.endpoints().len(), auth = ?route.auth, "route");
         }
-        let mut assembly = Assembly::new(router(state, &config.access_log), readiness, ());
+        let mut assembly = Assembly::new(router(state, &config), readiness, ());
         assembly.admin = Some(live.admin_routes());
         revocations.catch_up_at_start().await;
         if let Some(redis) = redis {
@@ -127,7 +128,8 @@ impl Service for Gateway {
 
 /// `/openapi.json` and `/docs` are the gateway's own; everything else goes
 /// through the route table of the running configuration.
-fn router(state: GatewayState, access_log: &crate::config::AccessLogConfig) -> Router {
+fn router(state: GatewayState, config: &Config) -> Router {
+    let access_log = &config.access_log;
     let security = state.security_headers.clone();
     let swagger: Router<GatewayState> = Router::from(
         SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
@@ -138,6 +140,11 @@ fn router(state: GatewayState, access_log: &crate::config::AccessLogConfig) -> R
         .merge(swagger)
         .fallback(route_request)
         .with_state(state);
+    // Inside the pipeline: the access log counts the bytes that were sent.
+    let router = match compression::layer(&config.compression) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    };
     // Bodies and time limits are per route, enforced by the proxy.
     pipeline::apply(
         router,

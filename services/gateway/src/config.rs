@@ -124,6 +124,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub connections: ConnectionsConfig,
     pub access_log: AccessLogConfig,
+    pub compression: crate::compression::CompressionConfig,
 }
 
 /// `[access_log]`: one JSON line per request, target `access`.

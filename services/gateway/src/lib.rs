@@ -12,6 +12,7 @@
 //! [`edge_headers`].
 
 pub mod app;
+pub mod compression;
 pub mod config;
 pub mod cors;
 pub mod edge_headers;

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod balancing;
 mod body;
+mod compression;
 mod cors;
 mod discovery;
 mod docs;

@@ -1,0 +1,148 @@
+//! Response compression at the edge: an answer the upstream did not
+//! compress is compressed with zstd, brotli or gzip as the client's
+//! `Accept-Encoding` prefers, when it is large enough to be worth it and
+//! of a type that compresses. Never event streams (each event must leave
+//! at once), gRPC (its own framing), partial content, or media and
+//! archives that are compressed already.
+
+use http::{StatusCode, header};
+use serde::Deserialize;
+use tower_http::compression::{CompressionLayer, CompressionLevel, Predicate};
+
+/// `[compression]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    pub enabled: bool,
+    /// Answers with a known length below this stay as they are.
+    pub min_bytes: u64,
+    pub gzip: bool,
+    pub br: bool,
+    pub zstd: bool,
+}
+
+/// Content types never compressed, by prefix.
+const INCOMPRESSIBLE: [&str; 14] = [
+    "text/event-stream",
+    "application/grpc",
+    "image/",
+    "video/",
+    "audio/",
+    "font/woff",
+    "application/zip",
+    "application/gzip",
+    "application/x-gzip",
+    "application/zstd",
+    "application/x-bzip2",
+    "application/x-7z-compressed",
+    "application/octet-stream",
+    "application/pdf",
+];
+
+/// Whether a response is compressed.
+#[derive(Debug, Clone, Copy)]
+pub struct Compressible {
+    min_bytes: u64,
+}
+
+impl Predicate for Compressible {
+    fn should_compress<B>(&self, response: &http::Response<B>) -> bool
+    where
+        B: http_body::Body,
+    {
+        if response.status() == StatusCode::PARTIAL_CONTENT
+            || response.headers().contains_key(header::CONTENT_RANGE)
+        {
+            return false;
+        }
+        let Some(content_type) = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+        else {
+            // Unknown data: it may be compressed already.
+            return false;
+        };
+        let content_type = content_type.trim().to_ascii_lowercase();
+        let incompressible = INCOMPRESSIBLE
+            .iter()
+            .any(|prefix| content_type.starts_with(prefix))
+            && !content_type.starts_with("image/svg+xml");
+        if incompressible {
+            return false;
+        }
+        // A known size below the bound stays; an unknown one (a stream)
+        // is compressed as it goes.
+        let known = response.body().size_hint().exact().or_else(|| {
+            response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok())
+        });
+        known.is_none_or(|len| len >= self.min_bytes)
+    }
+}
+
+/// The layer `config` describes, or `None` when compression is off.
+pub fn layer(config: &CompressionConfig) -> Option<CompressionLayer<Compressible>> {
+    config.enabled.then(|| {
+        CompressionLayer::new()
+            .gzip(config.gzip)
+            .br(config.br)
+            .zstd(config.zstd)
+            .no_deflate()
+            // brotli 4 (nginx's on-the-fly level), gzip 6, zstd 3.
+            .quality(CompressionLevel::Default)
+            .compress_when(Compressible {
+                min_bytes: config.min_bytes,
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(content_type: Option<&str>, len: usize) -> http::Response<String> {
+        let mut response = http::Response::new("x".repeat(len));
+        if let Some(content_type) = content_type {
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_str(content_type).unwrap(),
+            );
+        }
+        response
+    }
+
+    #[test]
+    fn text_and_json_above_the_bound_are_compressed_media_and_small_answers_are_not() {
+        let predicate = Compressible { min_bytes: 1024 };
+        assert!(predicate.should_compress(&response(Some("application/json"), 4096)));
+        assert!(predicate.should_compress(&response(Some("text/html; charset=utf-8"), 4096)));
+        assert!(predicate.should_compress(&response(Some("image/svg+xml"), 4096)));
+        assert!(!predicate.should_compress(&response(Some("application/json"), 100)));
+        for skipped in [
+            "text/event-stream",
+            "application/grpc+proto",
+            "image/png",
+            "video/mp4",
+            "application/zip",
+            "application/octet-stream",
+        ] {
+            assert!(
+                !predicate.should_compress(&response(Some(skipped), 4096)),
+                "{skipped}"
+            );
+        }
+        assert!(!predicate.should_compress(&response(None, 4096)));
+    }
+
+    #[test]
+    fn partial_content_is_never_compressed() {
+        let predicate = Compressible { min_bytes: 0 };
+        let mut partial = response(Some("text/plain"), 4096);
+        *partial.status_mut() = StatusCode::PARTIAL_CONTENT;
+        assert!(!predicate.should_compress(&partial));
+    }
+}
