@@ -55,6 +55,8 @@ pub struct Assembly<H> {
     pub on_stopped: Option<Task>,
     /// Extra routes on the admin listener (the gateway's running config).
     pub admin: Option<Router>,
+    /// TLS on the API listener.
+    pub tls: Option<std::sync::Arc<crate::http::tls::ServerTls>>,
 }
 
 impl<H> Assembly<H> {
@@ -67,6 +69,7 @@ impl<H> Assembly<H> {
             background: Vec::new(),
             on_stopped: None,
             admin: None,
+            tls: None,
         }
     }
 }
@@ -184,6 +187,9 @@ impl<S: Service> Application<S> {
         );
         if let Some(admin) = assembly.admin {
             server = server.with_admin_routes(admin);
+        }
+        if let Some(tls) = assembly.tls {
+            server = server.with_tls(tls);
         }
         let background = BackgroundTasks::spawn(assembly.background);
         Ok(Self {

@@ -18,6 +18,7 @@ use portico_common::{
         access_log::AccessLog,
         client::HttpClient,
         pipeline::{self, PipelineOptions, RouteLabel},
+        tls::ServerTls,
     },
     jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
 };
@@ -111,6 +112,13 @@ impl Service for Gateway {
                 replicas = route.upstream.endpoints().len(), auth = ?route.auth, "route");
         }
         let mut assembly = Assembly::new(router(state, &config), readiness, ());
+        if config.tls.enabled {
+            let tls = ServerTls::load(&config.tls)
+                .map(Arc::new)
+                .map_err(|(field, err)| anyhow::anyhow!("tls.{field}: {err}"))?;
+            assembly.background.push(Box::pin(tls.clone().follow()));
+            assembly.tls = Some(tls);
+        }
         assembly.admin = Some(live.admin_routes());
         revocations.catch_up_at_start().await;
         if let Some(redis) = redis {

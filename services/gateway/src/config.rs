@@ -125,6 +125,8 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     pub access_log: AccessLogConfig,
     pub compression: crate::compression::CompressionConfig,
+    /// TLS on the API listener.
+    pub tls: portico_common::http::tls::TlsConfig,
 }
 
 /// `[access_log]`: one JSON line per request, target `access`.
@@ -216,6 +218,10 @@ impl ServiceConfig for Config {
                 "proxy.max_body_bytes".into(),
                 "must be positive".into(),
             ));
+        }
+        if self.tls.enabled {
+            portico_common::http::tls::ServerTls::load(&self.tls)
+                .map_err(|(field, err)| key(format!("tls.{field}"), err))?;
         }
         if !(0.0..=1.0).contains(&self.access_log.success_sample_rate) {
             return Err(key(

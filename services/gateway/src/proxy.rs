@@ -26,7 +26,7 @@ use http::{
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::upgrade::OnUpgrade;
 use portico_common::{
-    http::{access_log::ProxiedFacts, pipeline},
+    http::{access_log::ProxiedFacts, pipeline, server::OverTls},
     jwt::TokenVerifier,
     net::client_address,
     telemetry,
@@ -150,7 +150,8 @@ impl Proxy {
             None => None,
         };
         let body = self.request_body(&parts.headers, body, route).await?;
-        let mut headers = upstream_headers(&parts.headers, client_ip);
+        let over_tls = parts.extensions.get::<OverTls>().is_some();
+        let mut headers = upstream_headers(&parts.headers, client_ip, over_tls);
         let path_and_query =
             route.upstream_path(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
 
@@ -347,7 +348,11 @@ pub fn is_ambiguous(path: &str) -> bool {
 
 /// The headers sent upstream: the client's, minus hop-by-hop and internal
 /// ones, plus forwarding information and the current trace context.
-fn upstream_headers(incoming: &HeaderMap, client_ip: Option<std::net::IpAddr>) -> HeaderMap {
+fn upstream_headers(
+    incoming: &HeaderMap,
+    client_ip: Option<std::net::IpAddr>,
+    over_tls: bool,
+) -> HeaderMap {
     let connection_listed: Vec<String> = incoming
         .get_all(CONNECTION)
         .iter()
@@ -381,7 +386,7 @@ fn upstream_headers(incoming: &HeaderMap, client_ip: Option<std::net::IpAddr>) -
     }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+        HeaderValue::from_static(if over_tls { "https" } else { "http" }),
     );
     if let Some(host) = incoming.get(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
@@ -477,7 +482,11 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        let out = upstream_headers(&incoming, Some(std::net::IpAddr::from([10, 0, 0, 7])));
+        let out = upstream_headers(
+            &incoming,
+            Some(std::net::IpAddr::from([10, 0, 0, 7])),
+            false,
+        );
         for gone in [
             "x-portico-user-id",
             "x-internal-role",

@@ -6,6 +6,7 @@ pub mod client;
 pub mod pipeline;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
 
 /// Header carrying the request id end to end.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

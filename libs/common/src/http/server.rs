@@ -60,7 +60,12 @@ pub struct Server {
     readiness: Readiness,
     drain_timeout: Duration,
     limits: ConnectionLimits,
+    tls: Option<std::sync::Arc<super::tls::ServerTls>>,
 }
+
+/// Request extension: the request came over TLS (the listener's).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
 
 /// How the API listener treats client connections
 /// ([`crate::config::ConnectionsConfig`]).
@@ -98,6 +103,13 @@ impl From<&crate::config::ConnectionsConfig> for ConnectionLimits {
 }
 
 impl Server {
+    /// Serves the API listener over TLS.
+    #[must_use]
+    pub fn with_tls(mut self, tls: std::sync::Arc<super::tls::ServerTls>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Adds the service's own routes to the admin listener.
     #[must_use]
     pub fn with_admin_routes(mut self, routes: Router) -> Self {
@@ -119,6 +131,7 @@ impl Server {
             readiness,
             drain_timeout: Duration::from_secs(shutdown.drain_timeout_secs),
             limits,
+            tls: None,
         }
     }
 
@@ -138,7 +151,14 @@ impl Server {
         let api_addr = self.api_addr();
         let admin_addr = self.admin_addr();
 
-        let api = serve_api(self.listeners.api, self.api, self.limits, stop_rx.clone());
+        let tls = self.tls.as_ref().map(|tls| tls.acceptor());
+        let api = serve_api(
+            self.listeners.api,
+            self.api,
+            self.limits,
+            tls,
+            stop_rx.clone(),
+        );
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let admin = axum::serve(self.listeners.admin, self.admin)
             .with_graceful_shutdown(stopped(admin_stop_rx));
@@ -255,6 +275,7 @@ async fn serve_api(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     use hyper_util::{
@@ -309,13 +330,18 @@ async fn serve_api(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let over_tls = tls.is_some();
         let service =
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let extensions = request.extensions_mut();
                 extensions.insert(axum::extract::ConnectInfo(remote));
                 extensions.insert(limits.request);
+                if over_tls {
+                    extensions.insert(OverTls);
+                }
                 router.clone().oneshot(request)
             });
+        let tls = tls.clone();
         let first_byte = limits.first_byte_timeout;
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -336,10 +362,28 @@ async fn serve_api(
                 drop(admitted);
                 return;
             }
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(err) = watcher.watch(connection).await {
+            let ended = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    // The handshake gets the time a request's head gets.
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                            .await;
+                    let Ok(Ok(stream)) = handshake else {
+                        metrics::counter!("tls_handshake_failures_total").increment(1);
+                        drop(admitted);
+                        return;
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(%err, %remote, "connection ended with an error");
             }
             drop(admitted);

@@ -22,4 +22,5 @@ mod security_headers;
 mod splitting;
 mod streaming;
 mod support;
+mod tls;
 mod websocket;
