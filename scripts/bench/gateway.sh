@@ -3,6 +3,7 @@
 # file) is loaded with the same wrk workload four ways:
 #   direct   straight to the upstream (the baseline)
 #   portico  through target/release/portico-gateway
+#   portico+bearer  the same, on a route verifying a bearer token at the edge
 #   nginx    through nginx as a reverse proxy with upstream keep-alive
 #   haproxy  through HAProxy (mode http, http-reuse always)
 # and a markdown report (machine, versions, one table) goes to stdout;
@@ -35,7 +36,12 @@ cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=scripts/lib/test-services.sh
 source scripts/lib/test-services.sh
 
+# Thousands of idle connections need as many descriptors (the proxies
+# started below inherit the limit).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 DURATION=${PORTICO_BENCH_DURATION:-10s}
+IDLE_COUNTS=${PORTICO_BENCH_IDLE_COUNTS:-0,1000,10000}
 WARMUP=${PORTICO_BENCH_WARMUP:-2s}
 CONNECTIONS=${PORTICO_BENCH_CONNECTIONS:-64}
 THREADS=${PORTICO_BENCH_THREADS:-2}
@@ -165,7 +171,8 @@ nginx_common() {
 $NGINX_USER
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
 EOF
 }
 nginx_http_common() {
@@ -264,7 +271,34 @@ path_prefix = "/v1/bench"
 upstream = "bench"
 timeout_ms = 5000
 require_auth = false
+
+# The same file behind bearer verification at the edge (the portico+bearer
+# row): a real Ed25519 token, keys and revocation feed from the upstream.
+[[routes]]
+path_prefix = "/v1/secure"
+upstream = "bench"
+timeout_ms = 5000
+auth = "bearer"
+rewrite_prefix = "/v1/bench"
 EOF
+
+# A signing key, its JWKS and a token, made with openssl (Ed25519, as auth
+# issues them), and an empty revocation feed, all served by the upstream.
+base64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+openssl genpkey -algorithm ed25519 -out "$WORK/jwt.key" 2>/dev/null || die "openssl cannot make an Ed25519 key"
+JWK_X=$(openssl pkey -in "$WORK/jwt.key" -pubout -outform DER | tail -c 32 | base64url)
+printf '{"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","kid":"bench","x":"%s"}]}\n' \
+    "$JWK_X" >"$WORK/www/jwks.json"
+printf '{"items":[],"now":"%s","complete":true}\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    >"$WORK/www/revocations.json"
+NOW=$(date +%s)
+JWT_HEAD=$(printf '{"alg":"EdDSA","typ":"JWT","kid":"bench"}' | base64url)
+JWT_BODY=$(printf '{"iss":"bench","aud":"bench","sub":"0195f3c2-7b1e-7cc4-9a53-3f0f4a0d2e11","sid":"0195f3c2-7b1e-7cc4-9a53-3f0f4a0d2e12","jti":"bench","roles":["user"],"iat":%d,"nbf":%d,"exp":%d}' \
+    "$NOW" "$NOW" $((NOW + 86400)) | base64url)
+printf '%s.%s' "$JWT_HEAD" "$JWT_BODY" >"$WORK/jwt.input"
+JWT_SIG=$(openssl pkeyutl -sign -inkey "$WORK/jwt.key" -rawin -in "$WORK/jwt.input" | base64url) ||
+    die "openssl cannot sign with Ed25519"
+TOKEN="$JWT_HEAD.$JWT_BODY.$JWT_SIG"
 
 # ---------------------------------------------------------------------------
 # Start
@@ -290,6 +324,13 @@ env -u RUST_LOG \
     PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$PORTICO_PORT" \
     PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$PORTICO_ADMIN_PORT" \
     PORTICO_GATEWAY_UPSTREAMS__BENCH__ENDPOINTS="[\"http://127.0.0.1:$UP_PORT\"]" \
+    PORTICO_GATEWAY_TOKENS__ISSUER=bench \
+    PORTICO_GATEWAY_TOKENS__AUDIENCE=bench \
+    PORTICO_GATEWAY_TOKENS__JWKS__URL="http://127.0.0.1:$UP_PORT/jwks.json" \
+    PORTICO_GATEWAY_TOKENS__REVOCATIONS__URL="http://127.0.0.1:$UP_PORT/revocations.json" \
+    PORTICO_GATEWAY_CONNECTIONS__MAX=20000 \
+    PORTICO_GATEWAY_CONNECTIONS__MAX_PER_CLIENT_IP=0 \
+    PORTICO_GATEWAY_CONNECTIONS__HEADER_READ_TIMEOUT_MS=120000 \
     PORTICO_GATEWAY_TELEMETRY__LOG_FILTER=warn \
     PORTICO_GATEWAY_TELEMETRY__LOG_FORMAT=json \
     "$GATEWAY" >"$WORK/portico.log" 2>&1 &
@@ -308,22 +349,32 @@ pids+=($!)
 HAPROXY_PID=$!
 wait_for haproxy "http://127.0.0.1:$HAPROXY_PORT$BENCH_PATH" "$HAPROXY_PID" "$WORK/haproxy/haproxy.log"
 
-TARGETS=(direct portico nginx haproxy)
+TARGETS=(direct portico portico+bearer nginx haproxy)
 declare -A URL=(
     [direct]="http://127.0.0.1:$UP_PORT$BENCH_PATH"
     [portico]="http://127.0.0.1:$PORTICO_PORT$BENCH_PATH"
+    [portico+bearer]="http://127.0.0.1:$PORTICO_PORT/v1/secure/item.json"
     [nginx]="http://127.0.0.1:$NGINX_PORT$BENCH_PATH"
     [haproxy]="http://127.0.0.1:$HAPROXY_PORT$BENCH_PATH"
 )
-declare -A PROXY_PID=([portico]=$PORTICO_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+declare -A PROXY_PID=([portico]=$PORTICO_PID [portico+bearer]=$PORTICO_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+# Request headers per target (wrk -H, curl -H).
+declare -A HEADER=([portico+bearer]="Authorization: Bearer $TOKEN")
 
 # Every target must hand back the upstream's file unchanged, with a 200.
 for target in "${TARGETS[@]}"; do
-    status=$(curl -sS -o "$WORK/$target.body" -w '%{http_code}' --max-time 5 "${URL[$target]}") ||
+    headers=()
+    if [[ -n ${HEADER[$target]:-} ]]; then headers=(-H "${HEADER[$target]}"); fi
+    status=$(curl -sS -o "$WORK/$target.body" -w '%{http_code}' --max-time 5 "${headers[@]}" "${URL[$target]}") ||
         die "$target: request failed"
     [[ $status == 200 ]] || die "$target answered $status, not 200"
     cmp -s "$WORK/$target.body" "$WORK/www$BENCH_PATH" || die "$target changed the body"
 done
+# A forged token (another signature) never passes.
+forged_status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 \
+    -H "Authorization: Bearer $JWT_HEAD.$JWT_BODY.${JWT_SIG%??}AA" "${URL[portico+bearer]}") ||
+    die "portico+bearer: request with a forged token failed"
+[[ $forged_status == 401 ]] || die "a forged token got $forged_status, not 401"
 
 # ---------------------------------------------------------------------------
 # Measure
@@ -408,8 +459,10 @@ measure() {
     local target=$1 url=${URL[$1]} out="$WORK/$1.wrk" tree=() upstream_tree=()
     local t0 t1 cpu0 cpu1 up0 up1 busy0 busy1 wrk0 wrk1 elapsed
     local rps p50 p99 requests non2xx socket cpu_us rss other accepts0 accepts1 reconnects
+    local headers=()
+    if [[ -n ${HEADER[$1]:-} ]]; then headers=(-H "${HEADER[$1]}"); fi
     log "$target: warm-up $WARMUP, then $DURATION ($THREADS threads, $CONNECTIONS connections)"
-    run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout "$TIMEOUT" "$url" >/dev/null
+    run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" --timeout "$TIMEOUT" "${headers[@]}" "$url" >/dev/null
 
     if [[ $target != direct ]]; then mapfile -t tree < <(process_tree "${PROXY_PID[$target]}"); fi
     mapfile -t upstream_tree < <(process_tree "$UP_PID")
@@ -419,7 +472,7 @@ measure() {
     accepts0=$(upstream_accepts)
     children_cpu_ms >"$WORK/wrk0"
     t0=$EPOCHREALTIME
-    run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$TIMEOUT" --latency "$url" >"$out"
+    run_wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout "$TIMEOUT" --latency "${headers[@]}" "$url" >"$out"
     t1=$EPOCHREALTIME
     children_cpu_ms >"$WORK/wrk1"
     accepts1=$(upstream_accepts)
@@ -486,7 +539,7 @@ scrape_metrics() {
 
 for target in "${TARGETS[@]}"; do
     scraper=""
-    if [[ $target == portico && $SCRAPE_SECS != 0 ]]; then
+    if [[ $target == portico* && $SCRAPE_SECS != 0 ]]; then
         scrape_metrics &
         scraper=$!
         pids+=("$scraper")
@@ -497,6 +550,24 @@ for target in "${TARGETS[@]}"; do
         wait "$scraper" 2>/dev/null || true
         unset 'pids[-1]' # reaped: its pid may be reused, never signal it again
     fi
+done
+
+# ---------------------------------------------------------------------------
+# Idle keep-alive client connections: resident memory as they pile up
+# ---------------------------------------------------------------------------
+
+declare -A IDLE_PORT=([portico]=$PORTICO_PORT [nginx]=$NGINX_PORT)
+declare -A IDLE_ROW
+for target in portico nginx; do
+    mapfile -t tree < <(process_tree "${PROXY_PID[$target]}")
+    log "$target: holding $IDLE_COUNTS idle keep-alive connections"
+    IDLE_ROW[$target]=$(python3 scripts/bench/hold_connections.py --port "${IDLE_PORT[$target]}" \
+        --path "$BENCH_PATH" --pids "$(
+            IFS=,
+            printf '%s' "${tree[*]}"
+        )" --counts "$IDLE_COUNTS" |
+        awk -v t="$target" '{ row = row sprintf(" %.1f MiB |", $2 / 1024) } END { print "| " t " |" row }') ||
+        die "$target: holding idle connections failed"
 done
 
 # ---------------------------------------------------------------------------
@@ -529,6 +600,11 @@ for target in "${TARGETS[@]}"; do
 done
 cat <<'EOF'
 
+portico+bearer: the same file through a route that verifies an Ed25519
+bearer token at the edge (the same token on every request, as a client
+sends it; the gateway keeps verified tokens for up to 30 s and still checks
+expiry and revocation each time; a forged token is checked to get 401).
+
 Proxy CPU: user+system time of the proxy's processes during the measured run
 divided by the requests served. New upstream connections: connections the
 upstream accepted during the run per 1,000 requests (0 = every request on a
@@ -539,6 +615,20 @@ Other CPU: busy time of the machine not used by wrk, the upstream or the
 proxy, as a share of all cores (steal included); high values mean the row
 was disturbed.
 EOF
+
+idle_header=$(awk -v c="$IDLE_COUNTS" 'BEGIN { n = split(c, a, ","); h = "| proxy |"; r = "|---|"; for (i = 1; i <= n; i++) { h = h " RSS, " a[i] " idle |"; r = r "---:|" } print h; print r }')
+cat <<EOF
+
+Resident memory (VmRSS, summed over the proxy's processes) with that many
+idle keep-alive client connections open at once, each having made one
+request (\`scripts/bench/hold_connections.py\`), measured after the run
+above:
+
+$idle_header
+EOF
+for target in portico nginx; do
+    printf '%s\n' "${IDLE_ROW[$target]}"
+done
 
 if ((${#failures[@]} > 0)); then
     printf '\n' >&2

@@ -402,6 +402,51 @@ pub struct TokenVerifier {
     clock: SharedClock,
     /// Revoked sessions; `None` where revocation is not followed.
     revocations: Option<Arc<Revocations>>,
+    /// Tokens whose signature was verified lately; `None`: none kept.
+    verified: Option<Arc<VerifiedTokens>>,
+}
+
+/// Tokens whose signature and claims were checked lately, so a client
+/// sending the same token again costs a lookup instead of a signature
+/// check. Keyed by the whole token text, so only that exact token hits: a
+/// token altered in any byte is verified from scratch (and never kept if it
+/// fails). An entry lasts at most [`VerifiedTokens::TTL`] (a key withdrawn
+/// from the JWKS stops covering its tokens after that long at most) and
+/// never past the token's `exp`; revocation and expiry are checked on every
+/// request, hit or not.
+#[derive(Debug)]
+struct VerifiedTokens {
+    entries: std::sync::RwLock<HashMap<Box<str>, (Claims, Instant)>>,
+    max_entries: usize,
+}
+
+impl VerifiedTokens {
+    const TTL: Duration = Duration::from_secs(30);
+
+    fn get(&self, token: &str) -> Option<Claims> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (claims, verified_at) = entries.get(token)?;
+        (verified_at.elapsed() < Self::TTL).then(|| claims.clone())
+    }
+
+    fn put(&self, token: &str, claims: &Claims) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= self.max_entries {
+            // Bounded, simply: only verified tokens get here, so filling
+            // it takes that many live tokens in one TTL.
+            entries.retain(|_, (_, verified_at)| verified_at.elapsed() < Self::TTL);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(token.into(), (claims.clone(), Instant::now()));
+    }
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -426,7 +471,19 @@ impl TokenVerifier {
             validation,
             clock,
             revocations: None,
+            verified: None,
         }
+    }
+
+    /// Keeps up to `max_entries` verified tokens for a short while, so a
+    /// token sent again is not verified again (see [`VerifiedTokens`]).
+    #[must_use]
+    pub fn with_verified_cache(mut self, max_entries: usize) -> Self {
+        self.verified = Some(Arc::new(VerifiedTokens {
+            entries: std::sync::RwLock::new(HashMap::new()),
+            max_entries: max_entries.max(1),
+        }));
+        self
     }
 
     /// Also refuses tokens of revoked sessions.
@@ -438,19 +495,25 @@ impl TokenVerifier {
 
     /// Checks signature, algorithm, issuer, audience and time claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        // `alg: none` and unknown algorithms fail to parse here.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        if header.alg != ALGORITHM {
-            return Err(VerifyError::UnsupportedAlgorithm);
-        }
-        let kid = header.kid.ok_or(VerifyError::Malformed)?;
-        let key = match &self.keys {
-            KeySource::Remote(cache) => cache.key(&kid).await?,
-            KeySource::Local(lookup) => lookup(&kid).ok_or(VerifyError::UnknownKey)?,
+        let cached = self
+            .verified
+            .as_ref()
+            .and_then(|verified| verified.get(token));
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signature(token).await?;
+                if let Some(verified) = &self.verified {
+                    verified.put(token, &claims);
+                }
+                claims
+            }
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|err| VerifyError::Rejected(err.to_string()))?;
+        self.check_current(claims)
+    }
+
+    /// What changes with time and revocations: checked on every request.
+    fn check_current(&self, claims: Claims) -> Result<Claims, VerifyError> {
         let now = self.clock.now().unix_timestamp();
         if claims.exp.saturating_add(LEEWAY_SECS) <= now {
             return Err(VerifyError::Rejected("expired".to_owned()));
@@ -466,6 +529,23 @@ impl TokenVerifier {
             }
         }
         Ok(claims)
+    }
+
+    /// Header, key, signature, issuer and audience.
+    async fn verify_signature(&self, token: &str) -> Result<Claims, VerifyError> {
+        // `alg: none` and unknown algorithms fail to parse here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        if header.alg != ALGORITHM {
+            return Err(VerifyError::UnsupportedAlgorithm);
+        }
+        let kid = header.kid.ok_or(VerifyError::Malformed)?;
+        let key = match &self.keys {
+            KeySource::Remote(cache) => cache.key(&kid).await?,
+            KeySource::Local(lookup) => lookup(&kid).ok_or(VerifyError::UnknownKey)?,
+        };
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|err| VerifyError::Rejected(err.to_string()))
     }
 
     /// Verifies the bearer token of a request.
@@ -631,6 +711,92 @@ mod tests {
             verifier.verify(&token).await,
             Err(VerifyError::Rejected(reason)) if reason == "expired"
         ));
+    }
+
+    fn signed(signing: &jsonwebtoken::EncodingKey) -> String {
+        let header = jsonwebtoken::Header {
+            kid: Some("k".into()),
+            ..jsonwebtoken::Header::new(ALGORITHM)
+        };
+        jsonwebtoken::encode(&header, &claims(), signing).unwrap()
+    }
+
+    #[tokio::test]
+    async fn with_the_cache_a_token_altered_in_any_byte_is_still_refused() {
+        let (verifier, signing) = known_key();
+        let verifier = verifier.with_verified_cache(100);
+        let token = signed(&signing);
+        assert!(verifier.verify(&token).await.is_ok());
+        assert!(verifier.verify(&token).await.is_ok(), "a hit");
+
+        // The same claims with another subject, re-encoded with the old
+        // signature; and the signature's last character changed.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        let mut forged_claims = claims();
+        forged_claims["sub"] = "admin".into();
+        parts[1] = encode_part(&forged_claims);
+        let resigned = parts.join(".");
+        let mut flipped = token.clone();
+        let last = flipped.pop().unwrap();
+        flipped.push(if last == 'A' { 'B' } else { 'A' });
+
+        for forged in [resigned, flipped] {
+            assert!(
+                matches!(
+                    verifier.verify(&forged).await,
+                    Err(VerifyError::Rejected(_))
+                ),
+                "{forged}"
+            );
+            // Refused again: a failure is never kept.
+            assert!(verifier.verify(&forged).await.is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn with_the_cache_expiry_is_still_judged_on_every_request() {
+        use crate::clock::ManualClock;
+        let (verifier, signing) = known_key();
+        let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+        let verifier = TokenVerifier {
+            clock: clock.clone(),
+            ..verifier
+        }
+        .with_verified_cache(100);
+        let token = signed(&signing);
+        assert!(verifier.verify(&token).await.is_ok());
+
+        clock.advance(time::Duration::seconds(60 + LEEWAY_SECS));
+
+        assert!(matches!(
+            verifier.verify(&token).await,
+            Err(VerifyError::Rejected(reason)) if reason == "expired"
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_within_its_bound() {
+        let (verifier, signing) = known_key();
+        let verifier = verifier.with_verified_cache(3);
+        for i in 0..10 {
+            let mut body = claims();
+            body["jti"] = format!("j{i}").into();
+            let header = jsonwebtoken::Header {
+                kid: Some("k".into()),
+                ..jsonwebtoken::Header::new(ALGORITHM)
+            };
+            let token = jsonwebtoken::encode(&header, &body, &signing).unwrap();
+            assert!(verifier.verify(&token).await.is_ok());
+        }
+        let held = verifier
+            .verified
+            .as_ref()
+            .unwrap()
+            .entries
+            .read()
+            .unwrap()
+            .len();
+        assert!(held <= 3, "{held} entries");
     }
 
     #[tokio::test]

@@ -64,15 +64,17 @@ impl Service for Gateway {
         let client = HttpClient::new(&config.http_client)?;
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
         let revocations = Revocations::new(config.tokens.revocations.clone(), client.clone());
-        let verifier = Arc::new(
-            TokenVerifier::new(
-                KeySource::Remote(jwks.clone()),
-                &config.tokens.issuer,
-                &config.tokens.audience,
-                context.clock,
-            )
-            .with_revocations(revocations.clone()),
-        );
+        let mut verifier = TokenVerifier::new(
+            KeySource::Remote(jwks.clone()),
+            &config.tokens.issuer,
+            &config.tokens.audience,
+            context.clock,
+        )
+        .with_revocations(revocations.clone());
+        if config.proxy.verified_token_cache_entries > 0 {
+            verifier = verifier.with_verified_cache(config.proxy.verified_token_cache_entries);
+        }
+        let verifier = Arc::new(verifier);
         let redis = config.redis.client().context("invalid redis.url")?;
         let limiter = Limiter::new(
             redis
