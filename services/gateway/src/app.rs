@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use http::{StatusCode, header};
+use http::{Method, StatusCode, header};
 use portico_common::{
     admin::Readiness,
     app::{self, Assembly, Context, Service},
@@ -207,9 +207,13 @@ async fn route_request(State(state): State<GatewayState>, request: Request) -> R
     // copied (a route owns strings and lists).
     let snapshot = state.live.load();
     let cors_request = cors::classify(request.method(), request.headers());
-    // A preflight is matched as the request it announces.
+    // A preflight is matched as the request it announces; a WebSocket
+    // over HTTP/2 (extended CONNECT) as the GET it is over HTTP/1.1.
     let method = match &cors_request {
         cors::CorsRequest::Preflight { method, .. } => method,
+        _ if crate::upgrade::is_extended_connect(request.method(), request.extensions()) => {
+            &Method::GET
+        }
         _ => request.method(),
     };
     let Some(route) = snapshot.routes.find(

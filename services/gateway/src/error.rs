@@ -32,6 +32,11 @@ pub enum GatewayError {
     /// 400: the client's body could not be read.
     #[error("body unreadable: {0}")]
     BodyUnreadable(String),
+    /// 501: a WebSocket over HTTP/2 (extended CONNECT) on a route whose
+    /// upstream speaks HTTP/2, which cannot be asked for an HTTP/1.1
+    /// upgrade.
+    #[error("upstream `{0}` cannot take a WebSocket over HTTP/2")]
+    WebSocketOverHttp2(String),
     /// 429: over the route's rate limit; retry after the given seconds.
     #[error("rate limited")]
     RateLimited {
@@ -97,6 +102,11 @@ impl From<GatewayError> for Problem {
                 Problem::service_unavailable("the service is unavailable; retry shortly")
                     .retry_after(1)
             }
+            GatewayError::WebSocketOverHttp2(_) => Problem::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "websocket-over-http2-unsupported",
+                "this route takes WebSockets over HTTP/1.1 only",
+            ),
             GatewayError::BadGateway { .. } => Problem::new(
                 StatusCode::BAD_GATEWAY,
                 "bad-gateway",

@@ -19,15 +19,15 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// The gRPC status code for a problem the gateway made.
 pub fn status_code(status: StatusCode) -> u32 {
     match status.as_u16() {
-        400 | 414 | 431 => 3, // INVALID_ARGUMENT
-        401 => 16,            // UNAUTHENTICATED
-        403 => 7,             // PERMISSION_DENIED
-        404 | 405 => 12,      // UNIMPLEMENTED
-        413 | 429 => 8,       // RESOURCE_EXHAUSTED
-        502 | 503 => 14,      // UNAVAILABLE
-        504 => 4,             // DEADLINE_EXCEEDED
-        500 => 13,            // INTERNAL
-        _ => 2,               // UNKNOWN
+        400 | 414 | 431 => 3,  // INVALID_ARGUMENT
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 | 405 | 501 => 12, // UNIMPLEMENTED
+        413 | 429 => 8,        // RESOURCE_EXHAUSTED
+        502 | 503 => 14,       // UNAVAILABLE
+        504 => 4,              // DEADLINE_EXCEEDED
+        500 => 13,             // INTERNAL
+        _ => 2,                // UNKNOWN
     }
 }
 

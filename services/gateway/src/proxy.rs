@@ -19,10 +19,7 @@ use axum::{
     response::Response,
 };
 use bytes::Bytes;
-use http::{
-    HeaderMap, HeaderName, HeaderValue, StatusCode,
-    header::{self, CONNECTION},
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::upgrade::OnUpgrade;
 use portico_common::{
@@ -161,21 +158,34 @@ impl Proxy {
 
         // A WebSocket (or other) upgrade goes on to an HTTP/1.1 upstream;
         // the client's side of it is taken now, joined after a 101.
-        let client_upgrade = match upgrade::requested(&parts.method, &parts.headers) {
-            Some(protocol) if upstream.protocol() == Protocol::Http1 => {
-                upgrade::ask_upstream(&mut headers, protocol);
-                parts.extensions.remove::<OnUpgrade>()
-            }
-            _ => None,
+        let client_upgrade =
+            match upgrade::requested(&parts.method, &parts.headers, &parts.extensions) {
+                Some(switch) if upstream.protocol() == Protocol::Http1 => {
+                    upgrade::ask_upstream(&mut headers, &switch);
+                    parts
+                        .extensions
+                        .remove::<OnUpgrade>()
+                        .map(|client| (switch, client))
+                }
+                Some(upgrade::Switch::ExtendedConnect) => {
+                    return Err(GatewayError::WebSocketOverHttp2(upstream.name.clone()));
+                }
+                _ => None,
+            };
+        // An extended CONNECT is, to the upstream, the GET of a WebSocket
+        // handshake.
+        let method = match client_upgrade {
+            Some((upgrade::Switch::ExtendedConnect, _)) => Method::GET,
+            _ => parts.method.clone(),
         };
 
         let call = Call {
-            method: &parts.method,
+            method: &method,
             path_and_query: &path_and_query,
             headers: &headers,
             body,
             context,
-            replayable: forward::is_idempotent(&parts.method),
+            replayable: forward::is_idempotent(&method),
             policy: AttemptPolicy {
                 max_attempts: route.max_attempts,
                 attempt_timeout: route.attempt_timeout,
@@ -235,24 +245,24 @@ impl Proxy {
         Ok(response)
     }
 
-    /// The 101 for the client, its connection joined to the upstream's
-    /// once both have switched; `None` when the client never asked.
+    /// The switch for the client (101, or 200 over HTTP/2), its
+    /// connection joined to the upstream's once both have switched; `None`
+    /// when the client never asked.
     fn switch(
         &self,
         mut response: http::Response<UpstreamBody>,
-        client: Option<OnUpgrade>,
+        client: Option<(upgrade::Switch, OnUpgrade)>,
     ) -> Option<Response> {
+        let (switch, client) = client?;
         let upstream = response.extensions_mut().remove::<OnUpgrade>()?;
-        upgrade::join(client?, upstream, self.upgraded_idle_timeout);
+        upgrade::join(client, upstream, self.upgraded_idle_timeout);
         let (mut parts, _) = response.into_parts();
         for name in HOP_BY_HOP {
             if name != "upgrade" {
                 parts.headers.remove(name);
             }
         }
-        parts
-            .headers
-            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.status = upgrade::answer(&switch, &mut parts.headers);
         Some(Response::from_parts(parts, Body::empty()))
     }
 
@@ -354,7 +364,7 @@ fn upstream_headers(
     over_tls: bool,
 ) -> HeaderMap {
     let connection_listed: Vec<String> = incoming
-        .get_all(CONNECTION)
+        .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

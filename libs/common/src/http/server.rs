@@ -289,6 +289,8 @@ async fn serve_api(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    // RFC 8441: WebSockets over HTTP/2 streams (the gateway passes them on).
+    builder.http2().enable_connect_protocol();
     // Shared by every connection's task.
     let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
