@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Request, State},
     middleware,
     response::{IntoResponse, Response},
@@ -17,7 +17,7 @@ use portico_common::{
     http::{
         access_log::AccessLog,
         client::HttpClient,
-        pipeline::{self, PipelineOptions, RouteLabel},
+        pipeline::{self, RouteLabel},
         tls::ServerTls,
     },
     jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
@@ -37,12 +37,25 @@ use crate::{
     running::{Live, Snapshot, UpstreamsCheck},
 };
 
+/// What every request handler shares: one `Arc`, so the per-request copy
+/// axum's `State` makes is one reference count, not one per part (counts
+/// both worker threads touch on every request).
 #[derive(Clone)]
-struct GatewayState {
-    proxy: Arc<Proxy>,
+struct GatewayState(Arc<Shared>);
+
+struct Shared {
+    proxy: Proxy,
     live: Live,
-    document: Arc<PublicDocument>,
+    document: PublicDocument,
     security_headers: Arc<SecurityHeaders>,
+}
+
+impl std::ops::Deref for GatewayState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The gateway, as the application shell runs it.
@@ -83,17 +96,12 @@ impl Service for Gateway {
         );
         let security_headers = SecurityHeaders::new(&config.security_headers)
             .map_err(|(field, err)| anyhow::anyhow!("security_headers.{field}: {err}"))?;
-        let state = GatewayState {
-            proxy: Arc::new(Proxy::new(
-                &config.proxy,
-                config.access_log.enabled,
-                verifier,
-                limiter,
-            )),
+        let state = GatewayState(Arc::new(Shared {
+            proxy: Proxy::new(&config.proxy, config.access_log.enabled, verifier, limiter),
             live: live.clone(),
-            document: Arc::new(PublicDocument::new(client, live.clone())),
+            document: PublicDocument::new(client, live.clone()),
             security_headers: Arc::new(security_headers),
-        };
+        }));
 
         // Ready means: config loaded (we got here), keys to verify tokens
         // with when a route needs them, and a usable replica per upstream.
@@ -155,26 +163,28 @@ fn router(state: GatewayState, config: &Config) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     };
-    // Bodies and time limits are per route, enforced by the proxy.
-    pipeline::apply(
+    // Bodies and time limits are per route, enforced by the proxy. The
+    // layers wrap the router whole (one concrete stack per request, not
+    // boxed layers cloned around each route).
+    let pipeline = pipeline::around(
         router,
-        &PipelineOptions {
-            body_limit: None,
-            handler_timeout: None,
-            access_log: access_log.enabled.then_some(AccessLog {
-                success_sample_rate: access_log.success_sample_rate,
-            }),
-        },
-    )
-    // Outside the pipeline: its own refusals (timeouts, bad heads) are the
-    // gateway's problems too.
-    .layer(middleware::from_fn(grpc::errors_as_grpc_status))
-    // Outermost, so every answer has them: proxied ones, the gateway's own
-    // errors and pages, and what the pipeline refuses before routing.
-    .layer(middleware::map_response_with_state(
-        security,
-        security_headers,
-    ))
+        access_log.enabled.then_some(AccessLog {
+            success_sample_rate: access_log.success_sample_rate,
+        }),
+    );
+    let edge = tower::ServiceBuilder::new()
+        // Outermost, so every answer has them: proxied ones, the gateway's
+        // own errors and pages, and what the pipeline refuses before
+        // routing.
+        .layer(middleware::map_response_with_state(
+            security,
+            security_headers,
+        ))
+        // Outside the pipeline: its own refusals (timeouts, bad heads) are
+        // the gateway's problems too.
+        .layer(middleware::from_fn(grpc::errors_as_grpc_status))
+        .service(pipeline);
+    Router::new().fallback_service(edge)
 }
 
 /// Response extension: a page of `/docs`, which gets the docs policy
@@ -184,6 +194,7 @@ struct DocsPage;
 
 async fn mark_docs_page(mut response: Response) -> Response {
     response.extensions_mut().insert(DocsPage);
+    response.extensions_mut().insert(RouteLabel("/docs".into()));
     response
 }
 
@@ -270,5 +281,8 @@ fn request_host(request: &Request) -> Option<&str> {
 }
 
 async fn openapi_document(State(state): State<GatewayState>) -> impl IntoResponse {
-    Json(state.document.get().await)
+    (
+        Extension(RouteLabel("/openapi.json".into())),
+        Json(state.document.get().await),
+    )
 }

@@ -104,13 +104,49 @@ where
         router = router.layer(RequestBodyLimitLayer::new(limit));
     }
     router
-        .layer(CatchPanicLayer::custom(|_| {
-            Problem::internal()
-                .with_cause("handler panicked")
-                .into_response()
-        }))
+        .layer(CatchPanicLayer::custom(panic_problem))
         .layer(middleware::from_fn(honour_deadline))
         .layer(middleware::from_fn_with_state(options.access_log, observe))
+}
+
+/// The pipeline around a whole service, for one that routes by itself
+/// (the gateway's route table) and bounds bodies and time per route.
+/// [`apply`] puts its layers inside a router, around each route: a request
+/// then clones and boxes every layer of the route it takes. Here the layers
+/// are one concrete stack, paid once per request. The route label comes
+/// from the answer's [`RouteLabel`] (a router's matched path is not known
+/// out here).
+pub fn around<S>(
+    inner: S,
+    access_log: Option<AccessLog>,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tower::ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(access_log, observe))
+        .layer(middleware::from_fn(honour_deadline))
+        .layer(CatchPanicLayer::custom(panic_problem))
+        .service(inner)
+}
+
+fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Problem::internal()
+        .with_cause("handler panicked")
+        .into_response()
 }
 
 /// Accepts a client-sent request id only if it is short and plain, so it can
