@@ -266,9 +266,27 @@ pub async fn run<S: Service>() -> anyhow::Result<()> {
         }
     }
     let _telemetry = telemetry::init(S::NAME, config.telemetry())?;
+    raise_open_file_limit();
     let app = Application::<S>::build(config).await?;
     app.run_until_stopped(shutdown::signal()).await?;
     Ok(())
+}
+
+/// Every client connection is a file descriptor, and the usual soft limit
+/// (1024) is far below what `connections.max` allows: take the hard limit,
+/// as nginx's `worker_rlimit_nofile` and Go's runtime do.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let before = limit.current;
+    limit.current = limit.maximum;
+    match setrlimit(Resource::Nofile, limit) {
+        Ok(()) => tracing::debug!(?before, now = ?limit.current, "open file limit raised"),
+        Err(err) => tracing::warn!(%err, ?before, "open file limit could not be raised"),
+    }
 }
 
 /// What `<binary> check-config` prints once the configuration (file and

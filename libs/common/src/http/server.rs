@@ -21,9 +21,26 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
+/// Connections the kernel completes and queues for the API listener before
+/// it accepts them. The default (128) drops the handshakes of a burst of new
+/// clients while the accept loop catches up (each retries only after a
+/// second); the kernel caps this at `net.core.somaxconn`.
+const API_ACCEPT_BACKLOG: u32 = 4096;
+
+fn bind_api(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A restarted service binds its port again at once, as `bind` does.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(API_ACCEPT_BACKLOG)
+}
+
 impl Listeners {
     pub async fn bind(config: &ListenConfig) -> std::io::Result<Self> {
-        let api = TcpListener::bind(config.api).await.map_err(|err| {
+        let api = bind_api(config.api).map_err(|err| {
             std::io::Error::new(
                 err.kind(),
                 format!("cannot listen on {}: {err}", config.api),
