@@ -6,6 +6,8 @@
 #   portico+bearer  the same, on a route verifying a bearer token at the edge
 #   nginx    through nginx as a reverse proxy with upstream keep-alive
 #   haproxy  through HAProxy (mode http, http-reuse always)
+#   portico+tls, nginx+tls  the first two with TLS on the client side
+#            (TLS 1.3 with keep-alive), and each one's full-handshake rate
 # and a markdown report (machine, versions, one table) goes to stdout;
 # progress goes to stderr. Exits non-zero if any target answered anything
 # but 2xx/3xx or had socket errors.
@@ -127,7 +129,10 @@ free_port() { _portico_free_port || die "no free TCP port"; }
 UP_PORT=$(free_port)
 PORTICO_PORT=$(free_port)
 PORTICO_ADMIN_PORT=$(free_port)
+PORTICO_TLS_PORT=$(free_port)
+PORTICO_TLS_ADMIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+NGINX_TLS_PORT=$(free_port)
 HAPROXY_PORT=$(free_port)
 
 # Waits until $url answers 200, failing early if the process died.
@@ -157,6 +162,14 @@ mkdir -p "$WORK/www/v1/bench"
 printf '%s\n' '{"id":"0195f3c2-7b1e-7cc4-9a53-3f0f4a0d2e11","email":"ann@example.com","display_name":"Ann Example","created_at":"2025-01-01T00:00:00Z","updated_at":"2025-01-02T00:00:00Z","version":3,"tags":["bench"]}' \
     >"$WORK/www$BENCH_PATH"
 BODY_BYTES=$(wc -c <"$WORK/www$BENCH_PATH")
+
+# A certificate for the TLS rows (ECDSA P-256, the common choice), the same
+# for Portico and nginx.
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null ||
+    die "openssl cannot make a certificate"
 
 # nginx workers run as `nobody` by default and could not read the 0700 temp
 # dir; as root, keep them root (loopback-only, throwaway). As another user
@@ -232,6 +245,17 @@ mkdir -p "$WORK/nginx"
             proxy_set_header Connection "";
         }
     }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
 }
 EOF
 } >"$WORK/nginx/nginx.conf"
@@ -281,6 +305,16 @@ timeout_ms = 5000
 auth = "bearer"
 rewrite_prefix = "/v1/bench"
 EOF
+# The TLS row's gateway: the same routes behind a TLS listener.
+{
+    cat "$WORK/gateway.toml"
+    cat <<EOF
+
+[tls]
+enabled = true
+certificates = [{ cert_file = "$WORK/tls/cert.pem", key_file = "$WORK/tls/key.pem" }]
+EOF
+} >"$WORK/gateway-tls.toml"
 
 # A signing key, its JWKS and a token, made with openssl (Ed25519, as auth
 # issues them), and an empty revocation feed, all served by the upstream.
@@ -316,27 +350,36 @@ start_nginx "$WORK/upstream"
 UP_PID=$!
 wait_for upstream "http://127.0.0.1:$UP_PORT$BENCH_PATH" "$UP_PID" "$WORK/upstream/error.log"
 
-log "starting portico-gateway on 127.0.0.1:$PORTICO_PORT"
-# RUST_LOG would override the log filter. Logs go to a file so a startup
-# failure can be shown; at `warn` nothing is written per request.
-env -u RUST_LOG \
-    PORTICO_GATEWAY_CONFIG_FILE="$WORK/gateway.toml" \
-    PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$PORTICO_PORT" \
-    PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$PORTICO_ADMIN_PORT" \
-    PORTICO_GATEWAY_UPSTREAMS__BENCH__ENDPOINTS="[\"http://127.0.0.1:$UP_PORT\"]" \
-    PORTICO_GATEWAY_TOKENS__ISSUER=bench \
-    PORTICO_GATEWAY_TOKENS__AUDIENCE=bench \
-    PORTICO_GATEWAY_TOKENS__JWKS__URL="http://127.0.0.1:$UP_PORT/jwks.json" \
-    PORTICO_GATEWAY_TOKENS__REVOCATIONS__URL="http://127.0.0.1:$UP_PORT/revocations.json" \
-    PORTICO_GATEWAY_CONNECTIONS__MAX=20000 \
-    PORTICO_GATEWAY_CONNECTIONS__MAX_PER_CLIENT_IP=0 \
-    PORTICO_GATEWAY_CONNECTIONS__HEADER_READ_TIMEOUT_MS=120000 \
-    PORTICO_GATEWAY_TELEMETRY__LOG_FILTER=warn \
-    PORTICO_GATEWAY_TELEMETRY__LOG_FORMAT=json \
-    "$GATEWAY" >"$WORK/portico.log" 2>&1 &
-pids+=($!)
-PORTICO_PID=$!
-wait_for portico "http://127.0.0.1:$PORTICO_ADMIN_PORT/readyz" "$PORTICO_PID" "$WORK/portico.log"
+# Starts a gateway with config file $1 listening on $2 (admin on $3,
+# log in $4); its pid in STARTED_PID.
+start_gateway() {
+    local config=$1 port=$2 admin_port=$3 logfile=$4
+    log "starting portico-gateway on 127.0.0.1:$port"
+    # RUST_LOG would override the log filter. Logs go to a file so a startup
+    # failure can be shown; at `warn` nothing is written per request.
+    env -u RUST_LOG \
+        PORTICO_GATEWAY_CONFIG_FILE="$config" \
+        PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$port" \
+        PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$admin_port" \
+        PORTICO_GATEWAY_UPSTREAMS__BENCH__ENDPOINTS="[\"http://127.0.0.1:$UP_PORT\"]" \
+        PORTICO_GATEWAY_TOKENS__ISSUER=bench \
+        PORTICO_GATEWAY_TOKENS__AUDIENCE=bench \
+        PORTICO_GATEWAY_TOKENS__JWKS__URL="http://127.0.0.1:$UP_PORT/jwks.json" \
+        PORTICO_GATEWAY_TOKENS__REVOCATIONS__URL="http://127.0.0.1:$UP_PORT/revocations.json" \
+        PORTICO_GATEWAY_CONNECTIONS__MAX=20000 \
+        PORTICO_GATEWAY_CONNECTIONS__MAX_PER_CLIENT_IP=0 \
+        PORTICO_GATEWAY_CONNECTIONS__HEADER_READ_TIMEOUT_MS=120000 \
+        PORTICO_GATEWAY_TELEMETRY__LOG_FILTER=warn \
+        PORTICO_GATEWAY_TELEMETRY__LOG_FORMAT=json \
+        "$GATEWAY" >"$logfile" 2>&1 &
+    pids+=($!)
+    STARTED_PID=$!
+    wait_for portico "http://127.0.0.1:$admin_port/readyz" "$STARTED_PID" "$logfile"
+}
+start_gateway "$WORK/gateway.toml" "$PORTICO_PORT" "$PORTICO_ADMIN_PORT" "$WORK/portico.log"
+PORTICO_PID=$STARTED_PID
+start_gateway "$WORK/gateway-tls.toml" "$PORTICO_TLS_PORT" "$PORTICO_TLS_ADMIN_PORT" "$WORK/portico-tls.log"
+PORTICO_TLS_PID=$STARTED_PID
 
 log "starting nginx proxy on 127.0.0.1:$NGINX_PORT"
 start_nginx "$WORK/nginx"
@@ -349,15 +392,20 @@ pids+=($!)
 HAPROXY_PID=$!
 wait_for haproxy "http://127.0.0.1:$HAPROXY_PORT$BENCH_PATH" "$HAPROXY_PID" "$WORK/haproxy/haproxy.log"
 
-TARGETS=(direct portico portico+bearer nginx haproxy)
+TARGETS=(direct portico portico+bearer nginx haproxy portico+tls nginx+tls)
 declare -A URL=(
     [direct]="http://127.0.0.1:$UP_PORT$BENCH_PATH"
     [portico]="http://127.0.0.1:$PORTICO_PORT$BENCH_PATH"
     [portico+bearer]="http://127.0.0.1:$PORTICO_PORT/v1/secure/item.json"
     [nginx]="http://127.0.0.1:$NGINX_PORT$BENCH_PATH"
     [haproxy]="http://127.0.0.1:$HAPROXY_PORT$BENCH_PATH"
+    [portico+tls]="https://127.0.0.1:$PORTICO_TLS_PORT$BENCH_PATH"
+    [nginx+tls]="https://127.0.0.1:$NGINX_TLS_PORT$BENCH_PATH"
 )
-declare -A PROXY_PID=([portico]=$PORTICO_PID [portico+bearer]=$PORTICO_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+declare -A PROXY_PID=([portico]=$PORTICO_PID [portico+bearer]=$PORTICO_PID [nginx]=$NGINX_PID
+    [haproxy]=$HAPROXY_PID [portico+tls]=$PORTICO_TLS_PID [nginx+tls]=$NGINX_PID)
+declare -A ADMIN_PORT=([portico]=$PORTICO_ADMIN_PORT [portico+bearer]=$PORTICO_ADMIN_PORT
+    [portico+tls]=$PORTICO_TLS_ADMIN_PORT)
 # Request headers per target (wrk -H, curl -H).
 declare -A HEADER=([portico+bearer]="Authorization: Bearer $TOKEN")
 
@@ -365,7 +413,8 @@ declare -A HEADER=([portico+bearer]="Authorization: Bearer $TOKEN")
 for target in "${TARGETS[@]}"; do
     headers=()
     if [[ -n ${HEADER[$target]:-} ]]; then headers=(-H "${HEADER[$target]}"); fi
-    status=$(curl -sS -o "$WORK/$target.body" -w '%{http_code}' --max-time 5 "${headers[@]}" "${URL[$target]}") ||
+    status=$(curl -sS --cacert "$WORK/tls/cert.pem" -o "$WORK/$target.body" -w '%{http_code}' --max-time 5 \
+        "${headers[@]}" "${URL[$target]}") ||
         die "$target: request failed"
     [[ $status == 200 ]] || die "$target answered $status, not 200"
     cmp -s "$WORK/$target.body" "$WORK/www$BENCH_PATH" || die "$target changed the body"
@@ -525,11 +574,11 @@ fi
 # upkeep runs), so an unscraped gateway grows without bound under load. A
 # deployed one is scraped; do the same so its memory figure is comparable.
 scrape_metrics() {
-    local nap=""
+    local admin_port=$1 nap=""
     # Ctrl-C reaches this subshell too; either way take the sleep along.
     trap 'kill "$nap" 2>/dev/null || true; wait "$nap" 2>/dev/null || true; exit 0' TERM INT
     while :; do
-        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PORTICO_ADMIN_PORT/metrics" || true
+        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$admin_port/metrics" || true
         # sleep in the background so the trap runs at once.
         sleep "$SCRAPE_SECS" &
         nap=$!
@@ -540,7 +589,7 @@ scrape_metrics() {
 for target in "${TARGETS[@]}"; do
     scraper=""
     if [[ $target == portico* && $SCRAPE_SECS != 0 ]]; then
-        scrape_metrics &
+        scrape_metrics "${ADMIN_PORT[$target]}" &
         scraper=$!
         pids+=("$scraper")
     fi
@@ -550,6 +599,30 @@ for target in "${TARGETS[@]}"; do
         wait "$scraper" 2>/dev/null || true
         unset 'pids[-1]' # reaped: its pid may be reused, never signal it again
     fi
+done
+
+# ---------------------------------------------------------------------------
+# Full TLS handshakes: one client making new connections back to back
+# ---------------------------------------------------------------------------
+
+HANDSHAKE_SECS=${PORTICO_BENCH_HANDSHAKE_SECS:-5}
+declare -A HANDSHAKE_ROW
+for target in portico+tls nginx+tls; do
+    port=${URL[$target]#https://127.0.0.1:}
+    port=${port%%/*}
+    mapfile -t tree < <(process_tree "${PROXY_PID[$target]}")
+    log "$target: full TLS 1.3 handshakes for ${HANDSHAKE_SECS}s"
+    cpu0=$(cpu_ticks "${tree[@]}")
+    openssl s_time -connect "127.0.0.1:$port" -new -tls1_3 -time "$HANDSHAKE_SECS" \
+        >"$WORK/$target.s_time" 2>&1 || die "$target: openssl s_time failed"
+    cpu1=$(cpu_ticks "${tree[@]}")
+    # "N connections in T real seconds, B bytes read per connection"
+    HANDSHAKE_ROW[$target]=$(awk -v d=$((cpu1 - cpu0)) -v hz="$TICKS" -v t="$target" '
+        / connections in .* real seconds/ { n = $1; s = $4 }
+        END {
+            if (n > 0) printf "| %s | %.0f | %.0f |\n", t, n / s, d / hz * 1e6 / n
+            else print "| " t " | ? | ? |"
+        }' "$WORK/$target.s_time")
 done
 
 # ---------------------------------------------------------------------------
@@ -615,6 +688,22 @@ Other CPU: busy time of the machine not used by wrk, the upstream or the
 proxy, as a share of all cores (steal included); high values mean the row
 was disturbed.
 EOF
+
+cat <<'EOF'
+
+portico+tls, nginx+tls: the same file over TLS 1.3 (ECDSA P-256
+certificate, keep-alive: wrk's connections each make one handshake).
+
+Full TLS 1.3 handshakes (`openssl s_time -new`: one client, each connection
+a full handshake, closed at once; no resumption), and the proxy's CPU per
+handshake, the figure that does not depend on the client:
+
+| proxy | handshakes/s | proxy CPU per handshake (µs) |
+|---|---:|---:|
+EOF
+for target in portico+tls nginx+tls; do
+    printf '%s\n' "${HANDSHAKE_ROW[$target]}"
+done
 
 idle_header=$(awk -v c="$IDLE_COUNTS" 'BEGIN { n = split(c, a, ","); h = "| proxy |"; r = "|---|"; for (i = 1; i <= n; i++) { h = h " RSS, " a[i] " idle |"; r = r "---:|" } print h; print r }')
 cat <<EOF
