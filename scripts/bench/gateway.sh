@@ -23,6 +23,9 @@
 #   PORTICO_BENCH_GATEWAY      gateway binary to use instead of building one
 #   PORTICO_BENCH_SCRAPE_SECS  scrape the gateway's /metrics this often while
 #                              it is loaded, as Prometheus would [5]; 0: never
+#   PORTICO_BENCH_HANDSHAKE_SECS  full TLS handshakes measured per proxy [5]
+#   PORTICO_BENCH_IDLE_COUNTS  idle keep-alive connections held for the
+#                              memory table [0,1000,10000]
 # The gateway inherits the environment, so other PORTICO_GATEWAY_* variables
 # (e.g. proxy.* settings) and TOKIO_WORKER_THREADS reach it; the variables
 # set below win.
