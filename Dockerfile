@@ -80,6 +80,12 @@ COPY --from=binaries /out/portico-gateway /usr/local/bin/portico-gateway
 ENV PORTICO_GATEWAY_LISTEN__API=0.0.0.0:8080 \
     PORTICO_GATEWAY_LISTEN__ADMIN=0.0.0.0:9080 \
     PORTICO_GATEWAY_TELEMETRY__LOG_FORMAT=json
+# The allocator (mimalloc) commits its arenas as they are used and returns
+# freed pages at once: an idle keep-alive client connection then costs
+# ≈ 21 KiB instead of ≈ 33, with no measurable CPU cost under load
+# (docs/benchmarks.md, round three).
+ENV MIMALLOC_ARENA_EAGER_COMMIT=0 \
+    MIMALLOC_PURGE_DELAY=0
 EXPOSE 8080 9080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/usr/local/bin/portico-gateway", "healthcheck"]

@@ -354,7 +354,8 @@ UP_PID=$!
 wait_for upstream "http://127.0.0.1:$UP_PORT$BENCH_PATH" "$UP_PID" "$WORK/upstream/error.log"
 
 # Starts a gateway with config file $1 listening on $2 (admin on $3,
-# log in $4); its pid in STARTED_PID.
+# log in $4); its pid in STARTED_PID. The allocator settings are the
+# gateway image's (Dockerfile).
 start_gateway() {
     local config=$1 port=$2 admin_port=$3 logfile=$4
     log "starting portico-gateway on 127.0.0.1:$port"
@@ -374,6 +375,8 @@ start_gateway() {
         PORTICO_GATEWAY_CONNECTIONS__HEADER_READ_TIMEOUT_MS=120000 \
         PORTICO_GATEWAY_TELEMETRY__LOG_FILTER=warn \
         PORTICO_GATEWAY_TELEMETRY__LOG_FORMAT=json \
+        MIMALLOC_ARENA_EAGER_COMMIT="${MIMALLOC_ARENA_EAGER_COMMIT:-0}" \
+        MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY:-0}" \
         "$GATEWAY" >"$logfile" 2>&1 &
     pids+=($!)
     STARTED_PID=$!
