@@ -307,13 +307,15 @@ impl Proxy {
         route: &Route,
     ) -> Result<RequestBody, GatewayError> {
         let limit = route.max_body_bytes;
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > limit) {
+        let declared = pipeline::declared_length(headers);
+        if let Some(declared) = declared
+            && declared > limit as u64
+        {
+            // Read first (when cheap), so the 413 is not lost to a reset.
+            pipeline::linger(headers, declared, body).await;
             return Err(GatewayError::BodyTooLarge);
         }
+        let declared = declared.and_then(|len| usize::try_from(len).ok());
         if http_body::Body::is_end_stream(&body) {
             return Ok(RequestBody::Buffered(Bytes::new()));
         }

@@ -101,7 +101,9 @@ where
         ));
     }
     if let Some(limit) = options.body_limit {
-        router = router.layer(RequestBodyLimitLayer::new(limit));
+        router = router
+            .layer(RequestBodyLimitLayer::new(limit))
+            .layer(middleware::from_fn_with_state(limit, refuse_by_length));
     }
     router
         .layer(CatchPanicLayer::custom(panic_problem))
@@ -465,6 +467,55 @@ async fn honour_deadline(request: Request, next: Next) -> Response {
             .into_response(),
         },
     }
+}
+
+/// The most of a body refused by its declared length that is still read
+/// (and thrown away) before the 413 goes out, and for how long. A
+/// connection closed with input left unread is reset, and the reset can
+/// destroy the answer before the client reads it: the client would see a
+/// broken connection instead of the problem (nginx's lingering close does
+/// the same). Past these, the answer goes out at once and may be lost.
+pub const LINGER_MAX_BYTES: u64 = 1024 * 1024;
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// A body over `limit` by its `Content-Length`: read to its end when that
+/// is cheap, then a 413 (the pipeline renders the problem and closes the
+/// connection).
+async fn refuse_by_length(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    match declared_length(request.headers()) {
+        Some(declared) if declared > limit as u64 => {
+            let (parts, body) = request.into_parts();
+            linger(&parts.headers, declared, body).await;
+            StatusCode::PAYLOAD_TOO_LARGE.into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// The `Content-Length` a request declares.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Reads and drops a refused request body of `declared` bytes, within
+/// [`LINGER_MAX_BYTES`] and [`LINGER_TIME`], so the refusal that follows
+/// reaches the client. A client waiting for `100 Continue` has sent no
+/// body and gets its refusal at once.
+pub async fn linger(headers: &axum::http::HeaderMap, declared: u64, body: axum::body::Body) {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue || declared > LINGER_MAX_BYTES {
+        return;
+    }
+    let drain = async {
+        let mut body = body;
+        while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// Response extension: the route that served the request, for a handler

@@ -477,6 +477,94 @@ mod tests {
         (addr, tx)
     }
 
+    /// A server whose one route takes bodies of at most 1 KiB, in the
+    /// pipeline every service has.
+    async fn server_with_a_body_limit() -> (SocketAddr, watch::Sender<bool>) {
+        let listeners = Listeners::bind(&ListenConfig {
+            api: ([127, 0, 0, 1], 0).into(),
+            admin: ([127, 0, 0, 1], 0).into(),
+        })
+        .await
+        .unwrap();
+        let router = crate::http::pipeline::apply(
+            Router::new().route(
+                "/echo",
+                axum::routing::post(|body: String| async move { body }),
+            ),
+            &crate::http::pipeline::PipelineOptions {
+                body_limit: Some(1024),
+                handler_timeout: None,
+                access_log: None,
+            },
+        );
+        let server = Server::new(
+            listeners,
+            router,
+            Readiness::new(),
+            &ShutdownConfig {
+                drain_timeout_secs: 5,
+            },
+            roomy(),
+        );
+        let addr = server.api_addr();
+        let (tx, mut rx) = watch::channel(false);
+        tokio::spawn(server.run(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }));
+        (addr, tx)
+    }
+
+    /// Everything the server sends until it closes; `Err` if the
+    /// connection was reset instead.
+    async fn answer_of(stream: &mut tokio::net::TcpStream) -> std::io::Result<String> {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes within 5 s")?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_body_refused_by_its_length_is_read_first_so_the_413_reaches_the_client() {
+        let (addr, _stop) = server_with_a_body_limit().await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let length = 200 * 1024;
+        let head = format!("POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The body in pieces, as an upload arrives: the refusal is decided
+        // from the head, long before the last piece.
+        let piece = vec![b'x'; length / 10];
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stream
+                .write_all(&piece)
+                .await
+                .expect("the server kept reading the body it refused");
+        }
+
+        let answer = answer_of(&mut stream)
+            .await
+            .expect("the answer, not a reset");
+
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains("\"request_id\""), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_client_waiting_for_100_continue_gets_the_413_at_once() {
+        let (addr, _stop) = server_with_a_body_limit().await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = "POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 204800\r\nexpect: 100-continue\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+
+        // No body follows: the server must not wait for one.
+        let answer = answer_of(&mut stream).await.unwrap();
+
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(!answer.contains("100 Continue"), "{answer}");
+    }
+
     #[tokio::test]
     async fn handlers_see_the_client_address() {
         let (addr, _stop) = running_server(Duration::from_secs(10)).await;

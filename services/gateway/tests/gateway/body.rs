@@ -131,3 +131,37 @@ async fn a_body_that_never_arrives_is_a_408_problem_and_not_forwarded() {
     assert!(answer.contains("application/problem+json"), "{answer}");
     assert_eq!(user.hits(), 0);
 }
+
+#[tokio::test]
+async fn a_body_refused_by_its_length_is_read_first_so_the_413_reaches_the_client() {
+    // A body arriving in pieces after the gateway has already decided from
+    // the head: closing with input unread would reset the connection and
+    // the client would lose the 413.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gateway, user) = gateway().await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.api).await.unwrap();
+    let length = 100 * LIMIT;
+    let head = format!("POST /v1/users HTTP/1.1\r\nhost: x\r\ncontent-length: {length}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        stream
+            .write_all(&vec![b'x'; length / 10])
+            .await
+            .expect("the gateway kept reading the body it refused");
+    }
+
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the gateway closes within 5 s")
+    .expect("the answer, not a reset");
+
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload-too-large"), "{answer}");
+    assert_eq!(user.hits(), 0);
+}
