@@ -110,10 +110,21 @@ impl Process {
     }
 
     /// A gateway on its own (no user or auth service), reading
-    /// `config_toml` over its defaults, ready. Its log goes to `logs`.
-    pub async fn gateway_alone(config_toml: &str, logs: &Path, client: &reqwest::Client) -> Self {
+    /// `config_toml` over its defaults, ready. The default `auth` and `user`
+    /// upstreams point at `stand_in` (they must answer for the gateway to
+    /// be ready). Its log goes to `logs`.
+    pub async fn gateway_alone(
+        stand_in: &str,
+        config_toml: &str,
+        logs: &Path,
+        client: &reqwest::Client,
+    ) -> Self {
         let file = logs.join("gateway.toml");
-        std::fs::write(&file, config_toml).expect("gateway config file");
+        let config = format!(
+            "[upstreams.auth]\nendpoints = [\"{stand_in}\"]\n\
+             [upstreams.user]\nendpoints = [\"{stand_in}\"]\n\n{config_toml}"
+        );
+        std::fs::write(&file, config).expect("gateway config file");
         let env = [("CONFIG_FILE".to_owned(), file.display().to_string())];
         for attempt in 1..=3 {
             let mut gateway =

@@ -8,7 +8,7 @@
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{Router, routing::get};
@@ -68,13 +68,11 @@ impl Drop for Flood {
 
 /// One request, answered 200 within [`PROMPT`].
 async fn answered_promptly(client: &reqwest::Client, url: &str) {
-    let started = Instant::now();
     let response = tokio::time::timeout(PROMPT, client.get(url).send())
         .await
         .unwrap_or_else(|_| panic!("no answer within {PROMPT:?} during the flood"))
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(started.elapsed() < PROMPT);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,10 +85,6 @@ async fn twenty_thousand_silent_connections_leave_clients_served() {
     let admin = reqwest::Client::new();
     let config = format!(
         r#"
-[upstreams.auth]
-endpoints = ["{upstream}"]
-[upstreams.user]
-endpoints = ["{upstream}"]
 [upstreams.echo]
 endpoints = ["{upstream}"]
 
@@ -106,7 +100,7 @@ max_per_client_ip = {PER_ADDRESS_BOUND}
 first_byte_timeout_ms = {FIRST_BYTE_TIMEOUT_MS}
 "#
     );
-    let gateway = Process::gateway_alone(&config, logs.path(), &admin).await;
+    let gateway = Process::gateway_alone(&upstream, &config, logs.path(), &admin).await;
     let url = format!("{}/echo", gateway.api_url());
     // Connected before the flood, kept alive through it.
     let existing = reqwest::Client::builder()

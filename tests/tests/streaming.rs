@@ -54,14 +54,8 @@ async fn a_hundred_mebibytes_stream_up_and_down_through_the_gateway_in_bounded_m
     let (store, received) = blob_store().await;
     let logs = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
-    // Every upstream points at the store: the defaults' ones must be
-    // reachable for the gateway to be ready.
     let config = format!(
         r#"
-[upstreams.auth]
-endpoints = ["{store}"]
-[upstreams.user]
-endpoints = ["{store}"]
 [upstreams.blobs]
 endpoints = ["{store}"]
 
@@ -74,7 +68,7 @@ max_body_bytes = {max}
 "#,
         max = 2 * SIZE
     );
-    let gateway = Process::gateway_alone(&config, logs.path(), &client).await;
+    let gateway = Process::gateway_alone(&store, &config, logs.path(), &client).await;
     let url = format!("{}/blobs", gateway.api_url());
     // Warm: the first request's one-off allocations are not the body's.
     client

@@ -6,6 +6,7 @@
 //! archives that are compressed already.
 
 use http::{StatusCode, header};
+use portico_common::http::pipeline;
 use serde::Deserialize;
 use tower_http::compression::{CompressionLayer, CompressionLevel, Predicate};
 
@@ -73,13 +74,11 @@ impl Predicate for Compressible {
         }
         // A known size below the bound stays; an unknown one (a stream)
         // is compressed as it goes.
-        let known = response.body().size_hint().exact().or_else(|| {
-            response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse().ok())
-        });
+        let known = response
+            .body()
+            .size_hint()
+            .exact()
+            .or_else(|| pipeline::declared_length(response.headers()));
         known.is_none_or(|len| len >= self.min_bytes)
     }
 }

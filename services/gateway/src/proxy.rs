@@ -439,11 +439,7 @@ async fn downstream_response(
     // gRPC answers end in trailers, which reading the body whole would
     // drop; they always stream.
     let small = !crate::grpc::is_grpc(&parts.headers)
-        && parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
+        && pipeline::declared_length(&parts.headers)
             .is_some_and(|len| len <= BUFFERED_RESPONSE_MAX);
     if small {
         let bytes = body.collect().await?.to_bytes();

@@ -197,12 +197,7 @@ async fn observe(
     }
     // What the access line needs of the request, taken before it is gone.
     let access = access_log.map(|log| {
-        let bytes_in = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or(0);
+        let bytes_in = declared_length(request.headers()).unwrap_or(0);
         let peer = request
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -492,7 +487,7 @@ async fn refuse_by_length(State(limit): State<usize>, request: Request, next: Ne
     }
 }
 
-/// The `Content-Length` a request declares.
+/// The `Content-Length` a request or response declares, if it is a number.
 pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)

@@ -448,44 +448,18 @@ mod tests {
     }
 
     async fn running_server_with(limits: ConnectionLimits) -> (SocketAddr, watch::Sender<bool>) {
-        let listeners = Listeners::bind(&ListenConfig {
-            api: ([127, 0, 0, 1], 0).into(),
-            admin: ([127, 0, 0, 1], 0).into(),
-        })
-        .await
-        .unwrap();
         let router = Router::new().route(
             "/who",
             get(|axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>| async move {
                 remote.ip().to_string()
             }),
         );
-        let server = Server::new(
-            listeners,
-            router,
-            Readiness::new(),
-            &ShutdownConfig {
-                drain_timeout_secs: 5,
-            },
-            limits,
-        );
-        let addr = server.api_addr();
-        let (tx, mut rx) = watch::channel(false);
-        tokio::spawn(server.run(async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }));
-        (addr, tx)
+        serving(router, limits).await
     }
 
     /// A server whose one route takes bodies of at most 1 KiB, in the
     /// pipeline every service has.
     async fn server_with_a_body_limit() -> (SocketAddr, watch::Sender<bool>) {
-        let listeners = Listeners::bind(&ListenConfig {
-            api: ([127, 0, 0, 1], 0).into(),
-            admin: ([127, 0, 0, 1], 0).into(),
-        })
-        .await
-        .unwrap();
         let router = crate::http::pipeline::apply(
             Router::new().route(
                 "/echo",
@@ -497,6 +471,20 @@ mod tests {
                 access_log: None,
             },
         );
+        serving(router, roomy()).await
+    }
+
+    /// `router` served on a free loopback port until the sender says stop.
+    async fn serving(
+        router: Router,
+        limits: ConnectionLimits,
+    ) -> (SocketAddr, watch::Sender<bool>) {
+        let listeners = Listeners::bind(&ListenConfig {
+            api: ([127, 0, 0, 1], 0).into(),
+            admin: ([127, 0, 0, 1], 0).into(),
+        })
+        .await
+        .unwrap();
         let server = Server::new(
             listeners,
             router,
@@ -504,7 +492,7 @@ mod tests {
             &ShutdownConfig {
                 drain_timeout_secs: 5,
             },
-            roomy(),
+            limits,
         );
         let addr = server.api_addr();
         let (tx, mut rx) = watch::channel(false);
