@@ -134,3 +134,70 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() {
         system.logs()
     );
 }
+
+/// The gateway's `route` label is the operation's path template from the
+/// services' own OpenAPI documents; an undocumented path keeps its route's
+/// prefix, so the label set stays as small as the API.
+#[tokio::test]
+async fn gateway_metrics_name_each_operation_by_its_template() {
+    let system = System::start(Backend::Sqlite).await;
+    let token = register(&system).await;
+    let gateway_count = |route: &'static str| {
+        let system = &system;
+        async move { system.gateway.request_count(&system.client, route).await }
+    };
+    // The gateway learns the operations in the background at start.
+    eventually(
+        Duration::from_secs(20),
+        "/v1/users/me labelled as its own operation",
+        || async {
+            let response = system
+                .client
+                .get(system.url("/v1/users/me"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            (gateway_count("/v1/users/me").await > 0).then_some(())
+        },
+    )
+    .await;
+
+    // Registration may have been counted before the operations were known.
+    let before_login = gateway_count("/v1/auth/login").await;
+    let before_prefix = gateway_count("/v1/auth").await;
+    let login = system
+        .client
+        .post(system.url("/v1/auth/login"))
+        .json(&json!({"email": "trace@example.com", "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 401);
+    for _ in 0..2 {
+        let ended = system
+            .client
+            .delete(system.url(&format!("/v1/auth/sessions/{}", uuid::Uuid::now_v7())))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ended.status(), 404);
+    }
+    let unknown = system
+        .client
+        .get(system.url("/v1/auth/no-such-operation"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    assert_eq!(gateway_count("/v1/auth/login").await, before_login + 1);
+    assert_eq!(gateway_count("/v1/auth/sessions/{id}").await, 2);
+    assert_eq!(
+        gateway_count("/v1/auth").await,
+        before_prefix + 1,
+        "an undocumented path is counted under its route's prefix"
+    );
+}

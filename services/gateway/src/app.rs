@@ -46,7 +46,7 @@ struct GatewayState(Arc<Shared>);
 struct Shared {
     proxy: Proxy,
     live: Live,
-    document: PublicDocument,
+    document: Arc<PublicDocument>,
     security_headers: Arc<SecurityHeaders>,
 }
 
@@ -96,10 +96,11 @@ impl Service for Gateway {
         );
         let security_headers = SecurityHeaders::new(&config.security_headers)
             .map_err(|(field, err)| anyhow::anyhow!("security_headers.{field}: {err}"))?;
+        let document = Arc::new(PublicDocument::new(client, live.clone()));
         let state = GatewayState(Arc::new(Shared {
             proxy: Proxy::new(&config.proxy, config.access_log.enabled, verifier, limiter),
             live: live.clone(),
-            document: PublicDocument::new(client, live.clone()),
+            document: document.clone(),
             security_headers: Arc::new(security_headers),
         }));
 
@@ -137,6 +138,7 @@ impl Service for Gateway {
                 .push(Box::pin(revocations.clone().follow_redis(redis)));
         }
         assembly.background.push(Box::pin(revocations.follow()));
+        assembly.background.push(Box::pin(document.follow()));
         let config_file = std::env::var_os(format!("{}CONFIG_FILE", crate::config::ENV_PREFIX))
             .map(std::path::PathBuf::from);
         assembly.background.push(Box::pin(live.follow(config_file)));
@@ -211,8 +213,8 @@ async fn security_headers(
 }
 
 /// Match route (in the snapshot this request started with), then answer a
-/// CORS preflight here or forward; the route's prefix labels the request's
-/// metrics.
+/// CORS preflight here or forward; the operation's path template in the
+/// public document (else the route's prefix) labels the request's metrics.
 async fn route_request(State(state): State<GatewayState>, request: Request) -> Response {
     // The snapshot lives as long as the request: its route is borrowed, not
     // copied (a route owns strings and lists).
@@ -235,6 +237,10 @@ async fn route_request(State(state): State<GatewayState>, request: Request) -> R
     ) else {
         return GatewayError::NoRoute.into_response();
     };
+    let label = state
+        .document
+        .operation_label(request.uri().path())
+        .unwrap_or_else(|| route.label.clone());
     let mut response = match (&route.cors, cors_request) {
         // Answered here: a preflight carries no credentials, and the
         // upstream has nothing to add.
@@ -259,9 +265,7 @@ async fn route_request(State(state): State<GatewayState>, request: Request) -> R
             response
         }
     };
-    response
-        .extensions_mut()
-        .insert(RouteLabel(route.label.clone()));
+    response.extensions_mut().insert(RouteLabel(label));
     response
 }
 

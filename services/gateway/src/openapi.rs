@@ -1,12 +1,17 @@
 //! The public API's OpenAPI document, assembled from the upstreams' own
 //! documents (so it always describes what is deployed), and a browsable
 //! reference at `/docs` served from assets compiled into the binary.
+//!
+//! The same document names the operations behind each route: a proxied
+//! request's metrics carry the path template of its operation
+//! (`/v1/users/{id}`) rather than the route's prefix.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use portico_common::http::client::HttpClient;
 use serde_json::{Map, Value, json};
 use tokio::sync::Mutex;
@@ -15,6 +20,10 @@ use crate::{config::DENIED_PREFIX, running::Live, upstream::Upstream};
 
 /// How long an assembled document is served before upstreams are asked again.
 const CACHE_FOR: Duration = Duration::from_secs(30);
+
+/// How soon an incomplete document (an upstream unreachable) is assembled
+/// again in the background, so operation labels appear once it answers.
+const RETRY_INCOMPLETE_AFTER: Duration = Duration::from_secs(2);
 
 /// Where to fetch one upstream's document.
 #[derive(Debug)]
@@ -30,6 +39,8 @@ pub struct PublicDocument {
     live: Live,
     /// The merged document, when, and for which config version.
     cached: Mutex<Option<(Instant, u64, Value)>>,
+    /// The public operations of the last document assembled.
+    operations: ArcSwap<Operations>,
 }
 
 impl PublicDocument {
@@ -38,19 +49,46 @@ impl PublicDocument {
             client,
             live,
             cached: Mutex::new(None),
+            operations: ArcSwap::default(),
         }
     }
 
     /// The merged document. A complete result is cached; when an upstream
     /// cannot be reached the document omits it and is not cached.
     pub async fn get(&self) -> Value {
+        self.assemble().await.0
+    }
+
+    /// The metric label of the operation `path` belongs to: its path
+    /// template in the public document, if it has one.
+    pub fn operation_label(&self, path: &str) -> Option<Arc<str>> {
+        self.operations.load().label(path)
+    }
+
+    /// Keeps the operations current: assembles the document at start, again
+    /// soon while an upstream is missing from it, and then as often as the
+    /// cache expires (a deploy may add operations; a reload, routes).
+    pub async fn follow(self: Arc<Self>) {
+        loop {
+            let (_, complete) = self.assemble().await;
+            let wait = if complete {
+                CACHE_FOR
+            } else {
+                RETRY_INCOMPLETE_AFTER
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The merged document and whether every upstream contributed to it.
+    async fn assemble(&self) -> (Value, bool) {
         let snapshot = self.live.load();
         let mut cached = self.cached.lock().await;
         if let Some((at, version, doc)) = cached.as_ref()
             && at.elapsed() < CACHE_FOR
             && *version == snapshot.version
         {
-            return doc.clone();
+            return (doc.clone(), true);
         }
         // Route prefixes: only operations under them are public, with the
         // statuses their routes' edge policies add.
@@ -79,10 +117,11 @@ impl PublicDocument {
             }
         }
         let merged = merge(&parts, &routes);
+        self.operations.store(Arc::new(Operations::of(&merged)));
         if complete {
             *cached = Some((Instant::now(), snapshot.version, merged.clone()));
         }
-        merged
+        (merged, complete)
     }
 
     async fn fetch(&self, source: &Source) -> Option<Value> {
@@ -106,6 +145,37 @@ impl PublicDocument {
             }
         }
         None
+    }
+}
+
+/// The public operations' path templates, matched against request paths.
+/// Only documented paths become labels, so the label set stays as small as
+/// the API (an unknown path is labelled with its route's prefix).
+#[derive(Debug, Default)]
+pub struct Operations(matchit::Router<Arc<str>>);
+
+impl Operations {
+    /// The operations of a merged document. OpenAPI's `{name}` segments are
+    /// the matcher's own syntax; a template it cannot hold (a parameter
+    /// inside a segment, say) is left out and its requests keep the
+    /// route's label.
+    pub fn of(document: &Value) -> Self {
+        let mut router = matchit::Router::new();
+        for path in document
+            .get("paths")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flat_map(|paths| paths.keys())
+        {
+            if let Err(err) = router.insert(path.as_str(), Arc::from(path.as_str())) {
+                tracing::debug!(%path, %err, "operation left without its own metric label");
+            }
+        }
+        Self(router)
+    }
+
+    pub fn label(&self, path: &str) -> Option<Arc<str>> {
+        self.0.at(path).ok().map(|found| found.value.clone())
     }
 }
 
@@ -331,6 +401,36 @@ fn referenced_schemas(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_labelled_with_their_operations_template() {
+        let doc = json!({"paths": {
+            "/v1/users/me": {"get": {"responses": {}}},
+            "/v1/users/{id}": {"get": {"responses": {}}},
+            "/v1/auth/login": {"post": {"responses": {}}},
+            "/v1/files/{name}.json": {"get": {"responses": {}}},
+            "/internal/users": {"post": {"responses": {}}}
+        }});
+        let merged = merge(
+            &[doc],
+            &[
+                RoutedPrefix::plain("/v1/users"),
+                RoutedPrefix::plain("/v1/auth"),
+            ],
+        );
+        let operations = Operations::of(&merged);
+        let label = |path| operations.label(path).map(|label| label.to_string());
+        assert_eq!(label("/v1/users/me").as_deref(), Some("/v1/users/me"));
+        assert_eq!(
+            label("/v1/users/0192f7a4-1b2c").as_deref(),
+            Some("/v1/users/{id}")
+        );
+        assert_eq!(label("/v1/auth/login").as_deref(), Some("/v1/auth/login"));
+        // Not documented (or not public): the route's prefix labels it.
+        assert_eq!(label("/v1/auth/nowhere"), None);
+        assert_eq!(label("/v1/users/a/b"), None);
+        assert_eq!(label("/internal/users"), None);
+    }
 
     #[test]
     fn operations_with_path_parameters_document_the_gateways_400() {
