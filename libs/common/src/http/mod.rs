@@ -7,6 +7,7 @@ pub mod pipeline;
 pub mod server;
 pub mod shutdown;
 pub mod tls;
+pub mod unparseable;
 
 /// Header carrying the request id end to end.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -301,6 +301,8 @@ async fn serve_api(
     };
     use tower::ServiceExt;
 
+    use super::unparseable::ProblemsForUnparseable;
+
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -383,6 +385,7 @@ async fn serve_api(
             }
             let ended = match tls {
                 None => {
+                    let stream = ProblemsForUnparseable::new(stream, remote);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(connection.into_owned()).await
@@ -397,6 +400,7 @@ async fn serve_api(
                         drop(admitted);
                         return;
                     };
+                    let stream = ProblemsForUnparseable::new(stream, remote);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(connection.into_owned()).await
@@ -537,6 +541,22 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
         assert!(answer.contains("application/problem+json"), "{answer}");
         assert!(answer.contains("\"request_id\""), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn an_unparseable_request_gets_a_problem_with_a_request_id() {
+        let (addr, _stop) = server_with_a_body_limit().await;
+        for broken in [
+            "GET /echo HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n",
+            "GARBAGE\r\n\r\n",
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.write_all(broken.as_bytes()).await.unwrap();
+            let answer = answer_of(&mut stream).await.unwrap();
+            assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+            assert!(answer.contains("application/problem+json"), "{answer}");
+            assert!(answer.contains("\"request_id\""), "{answer}");
+        }
     }
 
     #[tokio::test]
