@@ -71,7 +71,7 @@ expected = {
     ("post", "/v1/auth/register"), ("post", "/v1/auth/login"),
     ("post", "/v1/auth/refresh"), ("post", "/v1/auth/logout"),
     ("get", "/.well-known/jwks.json"), ("get", "/.well-known/openid-configuration"),
-    ("get", "/v1/users/me"), ("patch", "/v1/users/me"),
+    ("get", "/v1/users/me"), ("patch", "/v1/users/me"), ("get", "/v1/users/{id}"),
 }
 present = {(method, path) for path, item in document.get("paths", {}).items() for method in item}
 missing = sorted(expected - present)

@@ -315,8 +315,10 @@ import base64, json, sys, threading, urllib.error, urllib.parse, urllib.request
 gateway, client_secret = sys.argv[1], sys.argv[2]
 wrong = []
 
-def call(method, path, body=None, token=None, form=None, expect=None):
+def call(method, path, body=None, token=None, form=None, expect=None, if_match=None):
     headers = {}
+    if if_match is not None:
+        headers["if-match"] = if_match
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -347,7 +349,7 @@ def account(email):
 _, alice = call("POST", "/v1/auth/register", account("alice@example.com"), expect=201)
 for _ in range(4):
     call("GET", "/v1/users/me", token=alice.get("access_token"), expect=200)
-call("PATCH", "/v1/users/me", {"display_name": "Alice A"}, token=alice.get("access_token"), expect=200)
+call("PATCH", "/v1/users/me", {"display_name": "Alice A"}, token=alice.get("access_token"), expect=200, if_match="*")
 
 # Sign-ins: wrong password, right one; refresh; the spent token again
 # (grace 0: reuse, the session is revoked, its successor too).

@@ -62,6 +62,7 @@ async fn journey(backend: Backend) {
     let response = client
         .patch(system.url("/v1/users/me"))
         .bearer_auth(&access)
+        .header("if-match", &etag)
         .json(&json!({"display_name": "Ann B."}))
         .send()
         .await

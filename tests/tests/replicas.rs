@@ -188,7 +188,7 @@ async fn start_patch(port: u16, token: &str, body: &[u8]) -> tokio::net::TcpStre
         .unwrap();
     let head = format!(
         "PATCH /v1/users/me HTTP/1.1\r\nhost: portico\r\nauthorization: Bearer {token}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+         content-type: application/json\r\nif-match: *\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();

@@ -18,12 +18,49 @@ pub const EMAIL_PATTERN: &str = r"^[\x21-\x3f\x41-\x7e]{1,64}@[A-Za-z0-9-]+(\.[A
 /// Longest email address accepted (RFC 5321 path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
 /// The JSON Schema pattern equivalent to [`DisplayName::parse`] (with
-/// `maxLength: 100`): no control characters and at least one non-space.
+/// `maxLength: 100`): no control characters, no bidirectional embedding,
+/// override or isolate controls, and at least one visible character.
 ///
 /// "Blank" is spelled out as Unicode `White_Space` (what `str::trim`
 /// removes) rather than `\s`, whose meaning differs between regex dialects
-/// (ECMAScript's includes U+FEFF).
-pub const DISPLAY_NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$";
+/// (ECMAScript's includes U+FEFF); "invisible" adds the characters that
+/// render as nothing ([`is_invisible`]).
+pub const DISPLAY_NAME_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*[^\u0000-\u0020\u007f-\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0][^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$";
+
+/// Bidirectional embedding, override and isolate controls: they reorder
+/// what follows them, so a name can display as something else (the
+/// "Trojan Source" trick). The marks (U+200E, U+200F, U+061C) only nudge
+/// neutral characters and are let be.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that render as nothing: white space, zero-width characters
+/// and joiners, the BOM, invisible operators, variation selectors and the
+/// blank fillers (Hangul, Braille) used to fake an empty name. Only the
+/// Basic Multilingual Plane, so the JSON Schema pattern can state it.
+pub fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{206a}'..='\u{206f}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{feff}'
+                | '\u{ffa0}'
+        )
+}
 
 /// Longest display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
@@ -103,7 +140,7 @@ pub fn display_name_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(
-            "1–100 characters, not blank, no control characters; stored trimmed.",
+            "1–100 characters with a visible one; no control characters and no bidirectional embedding, override or isolate controls; stored trimmed.",
         ))
         .min_length(Some(1))
         .max_length(Some(MAX_DISPLAY_NAME_CHARS))
@@ -152,9 +189,17 @@ impl DisplayName {
         if raw.chars().any(char::is_control) {
             return Err("must not contain control characters".to_owned());
         }
+        if raw.chars().any(is_bidi_control) {
+            return Err(
+                "must not contain bidirectional embedding, override or isolate controls".to_owned(),
+            );
+        }
         let name = raw.trim();
         if name.is_empty() {
             return Err("must not be blank".to_owned());
+        }
+        if name.chars().all(is_invisible) {
+            return Err("must contain a visible character".to_owned());
         }
         Ok(Self(name.to_owned()))
     }

@@ -59,8 +59,10 @@ pub fn display_names() -> Samples {
         "李小龍",
         "a\u{a0}b",
         "\u{2028}x",
-        // Not White_Space, though ECMAScript's `\s` says otherwise.
-        "\u{feff}",
+        // Joiners and marks beside visible characters are part of names.
+        "Ann\u{200d}",
+        "\u{200f}\u{5e9}\u{5e8}\u{5d4}",
+        "\u{feff}Ann",
     ]);
     accepted.push("é".repeat(100));
     accepted.push(format!("a{}", " ".repeat(99)));
@@ -73,6 +75,16 @@ pub fn display_names() -> Samples {
         "x\ny",
         "\u{85}x",
         "a\u{9f}",
+        // Nothing visible: zero-width, BOM, fillers.
+        "\u{feff}",
+        "\u{200b}\u{200d}",
+        " \u{2060} ",
+        "\u{3164}",
+        "\u{2800}\u{ffa0}",
+        // Bidirectional overrides and isolates, wherever they are.
+        "Ann\u{202e}nnA",
+        "\u{2067}admin\u{2069}",
+        "a\u{202a}",
     ]);
     rejected.push("é".repeat(101));
     rejected.push(format!("a{}", " ".repeat(100)));

@@ -13,9 +13,10 @@ use portico_common::{
 };
 
 use crate::{
+    accounts::Accounts,
     config::Config,
     http::{self, AppState},
-    storage::{MIGRATIONS, UserStore},
+    storage::MIGRATIONS,
 };
 
 /// The user service, as the application shell runs it.
@@ -23,20 +24,20 @@ use crate::{
 pub struct UserService;
 
 /// A built user service, listening but not yet serving. Its handle is the
-/// store, for tests that check what was (not) written.
+/// accounts, for tests that check what was (not) written.
 pub type Application = app::Application<UserService>;
 
 impl Service for UserService {
     const NAME: &'static str = "portico-user";
     type Config = Config;
-    type Handle = UserStore;
+    type Handle = Accounts;
 
     async fn migrate(config: &Self::Config) -> anyhow::Result<()> {
         Db::open(&config.database, &MIGRATIONS).await?.close().await;
         Ok(())
     }
 
-    async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<UserStore>> {
+    async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<Accounts>> {
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
 
@@ -44,9 +45,9 @@ impl Service for UserService {
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
         let revocations = Revocations::new(config.tokens.revocations.clone(), client);
         let keys = KeySource::Remote(jwks.clone());
-        let store = UserStore::new(db.clone());
+        let accounts = Accounts::new(db.clone());
         let state = AppState {
-            store: store.clone(),
+            accounts: accounts.clone(),
             clock: context.clock.clone(),
             user_tokens: Arc::new(
                 TokenVerifier::new(
@@ -71,7 +72,8 @@ impl Service for UserService {
             .with(jwks.readiness_check())
             .with(revocations.readiness_check())
             .with_redis(redis.clone());
-        let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
+        let mut assembly =
+            Assembly::new(http::router(state), readiness, accounts).owning_database(db);
         revocations.catch_up_at_start().await;
         if let Some(redis) = redis {
             assembly

@@ -7,12 +7,16 @@
 //!
 //! - [`errors`] — which failures are the client's to retry (503 with
 //!   `Retry-After`: busy, locked, unreachable) and which are ours (500).
+//! - [`unit_of_work`] — statements that commit together ([`UnitOfWork`]),
+//!   and repository functions that run on the pool or inside one
+//!   ([`Conn`], [`on_conn!`](crate::on_conn)).
 //! - [`sqlite`] — what an embedded database file needs that a server does
 //!   not: private permissions, no silent re-creation, a bounded WAL, and
 //!   noticing when the file vanishes or turns read-only under us.
 
 pub mod errors;
 pub mod sqlite;
+pub mod unit_of_work;
 
 use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
 
@@ -26,6 +30,7 @@ use sqlx::{
 };
 
 pub use errors::{is_unique_violation, problem_for};
+pub use unit_of_work::{Conn, Tx, UnitOfWork};
 
 use crate::admin::{CheckFuture, ReadinessCheck};
 

@@ -11,7 +11,7 @@ use portico_common::{
     http::server::Listeners,
 };
 use portico_testkit::{Backend, TestDatabase};
-use portico_user::storage::UserStore;
+use portico_user::accounts::Accounts;
 use reqwest::{Response, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -24,7 +24,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// The user service the auth service registers profiles with.
 pub struct UserService {
     pub api: String,
-    pub store: UserStore,
+    pub store: Accounts,
 }
 
 /// An auth service on port 0 with its own database, in front of a real

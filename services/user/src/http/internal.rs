@@ -84,11 +84,7 @@ pub async fn create_user(
         email,
         display_name,
     };
-    let created = state
-        .store
-        .create(&new, state.clock.now())
-        .await
-        .map_err(crate::error::UserError::from)?;
+    let created = state.accounts.create(&new, state.clock.now()).await?;
     Ok(match created {
         Created::New(profile) => {
             tracing::info!(user_id = %profile.id, %caller, "profile created");

@@ -1,5 +1,6 @@
 //! HTTP layer of the user service: routes, OpenAPI, shared handler state.
 
+mod conditional;
 mod errors;
 mod internal;
 mod profile;
@@ -14,12 +15,12 @@ use portico_common::{
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::storage::UserStore;
+use crate::accounts::Accounts;
 
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: UserStore,
+    pub accounts: Accounts,
     /// Timestamps of changes.
     pub clock: SharedClock,
     /// Verifies user access tokens (public API).
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
 fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(profile::get_me, profile::update_me))
+        .routes(routes!(profile::get_user))
         .routes(routes!(internal::create_user))
 }
 

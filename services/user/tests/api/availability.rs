@@ -41,7 +41,7 @@ async fn a_write_blocked_by_a_lock_is_503_with_retry_after_and_writes_nothing(ba
         "no internals in the body: {detail}"
     );
     lock.release().await;
-    let (after, _) = app.snapshot(profile.id).await;
+    let (after, _, _) = app.snapshot(profile.id).await;
     assert_eq!(after.unwrap().display_name, "Ann");
 }
 

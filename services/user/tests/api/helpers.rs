@@ -12,8 +12,9 @@ use portico_common::{
 use portico_testkit::{Backend, TestDatabase, issuer, issuer::TestIssuer};
 use portico_user::{
     Application, Config,
+    accounts::Accounts,
     domain::{Created, NewProfile, Profile},
-    storage::{MIGRATIONS, UserStore},
+    storage::MIGRATIONS,
 };
 use reqwest::{Response, header};
 use serde_json::Value;
@@ -33,7 +34,7 @@ pub struct TestApp {
     pub admin: String,
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub store: UserStore,
+    pub store: Accounts,
     pub issuer: TestIssuer,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -110,11 +111,16 @@ impl TestApp {
         }
     }
 
-    /// The stored profile and the number of profiles: what rejected
-    /// requests must leave untouched.
-    pub async fn snapshot(&self, id: Uuid) -> (Option<Profile>, i64) {
+    /// The stored profile, the number of profiles and the profile's
+    /// events: what rejected requests must leave untouched.
+    pub async fn snapshot(&self, id: Uuid) -> (Option<Profile>, i64, usize) {
         let profile = self.store.get(id).await.expect("get profile");
-        (profile, self.store.count().await.expect("count profiles"))
+        let events = self.store.events_of(id).await.expect("events").len();
+        (
+            profile,
+            self.store.count().await.expect("count profiles"),
+            events,
+        )
     }
 
     pub async fn create_user(&self, token: Option<&str>, body: &Value) -> Response {
@@ -134,12 +140,34 @@ impl TestApp {
             .expect("GET /v1/users/me")
     }
 
+    /// PATCH based on whatever version is current (`If-Match: *`).
     pub async fn patch_me(&self, token: Option<&str>, body: &Value) -> Response {
-        let body = serde_json::to_vec(body).expect("json");
-        self.patch_me_raw(token, JSON, body).await
+        self.patch_me_if(token, Some("*"), body).await
     }
 
-    /// PATCH with any content type and body bytes.
+    /// PATCH with `If-Match: if_match` (none: without the header).
+    pub async fn patch_me_if(
+        &self,
+        token: Option<&str>,
+        if_match: Option<&str>,
+        body: &Value,
+    ) -> Response {
+        let body = serde_json::to_vec(body).expect("json");
+        let mut request = self
+            .client
+            .patch(format!("{}/v1/users/me", self.api))
+            .header(header::CONTENT_TYPE, JSON)
+            .body(body);
+        if let Some(if_match) = if_match {
+            request = request.header(header::IF_MATCH, if_match);
+        }
+        with_token(request, token)
+            .send()
+            .await
+            .expect("PATCH /v1/users/me")
+    }
+
+    /// PATCH with any content type and body bytes (`If-Match: *`).
     pub async fn patch_me_raw(
         &self,
         token: Option<&str>,
@@ -149,10 +177,21 @@ impl TestApp {
         let request = self.client.patch(format!("{}/v1/users/me", self.api));
         with_token(request, token)
             .header(header::CONTENT_TYPE, content_type)
+            .header(header::IF_MATCH, "*")
             .body(body)
             .send()
             .await
             .expect("PATCH /v1/users/me")
+    }
+
+    /// `GET /v1/users/{id}` (any text as the id).
+    pub async fn get_user(&self, token: &str, id: &str) -> Response {
+        self.client
+            .get(format!("{}/v1/users/{id}", self.api))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /v1/users/{id}")
     }
 
     pub async fn get_api(&self, path: &str) -> Response {
@@ -179,14 +218,14 @@ fn with_token(request: reqwest::RequestBuilder, token: Option<&str>) -> reqwest:
     }
 }
 
-/// A user store on a fresh database, migrated, without a server.
-pub async fn store_on(backend: Backend) -> (UserStore, TestDatabase) {
+/// The accounts on a fresh database, migrated, without a server.
+pub async fn store_on(backend: Backend) -> (Accounts, TestDatabase) {
     let database = TestDatabase::new(backend).await;
     let db = Db::connect(&database_config(&database))
         .await
         .expect("connect");
     db.migrate(&MIGRATIONS).await.expect("migrate");
-    (UserStore::new(db), database)
+    (Accounts::new(db), database)
 }
 
 /// The built-in database config pointed at `database`.

@@ -47,17 +47,135 @@ async fn text_plain_body_is_415(backend: Backend) {
     assert_eq!(app.snapshot(id).await, before);
 }
 
-async fn missing_display_name_is_422_naming_it(backend: Backend) {
+async fn null_display_name_is_422_naming_it(backend: Backend) {
     // Arrange
     let (app, id, token) = app_with_profile(backend).await;
     let before = app.snapshot(id).await;
 
     // Act
-    let response = app.patch_me(Some(&token), &json!({})).await;
+    let response = app
+        .patch_me(Some(&token), &json!({"display_name": null}))
+        .await;
 
     // Assert
     let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(error_fields(&problem), ["display_name"]);
+    assert_eq!(app.snapshot(id).await, before);
+}
+
+async fn invisible_or_bidi_display_names_are_422(backend: Backend) {
+    // Arrange
+    let (app, id, token) = app_with_profile(backend).await;
+    let before = app.snapshot(id).await;
+
+    for name in [
+        "\u{200b}",
+        "\u{feff}\u{200d}",
+        " \u{2060} ",
+        "\u{3164}",
+        "Ann\u{202e}nnA",
+        "\u{2067}admin\u{2069}",
+    ] {
+        // Act
+        let response = app
+            .patch_me(Some(&token), &json!({"display_name": name}))
+            .await;
+
+        // Assert
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(error_fields(&problem), ["display_name"], "{name:?}");
+    }
+    assert_eq!(app.snapshot(id).await, before);
+}
+
+async fn invalid_locale_and_time_zone_are_422_naming_both(backend: Backend) {
+    // Arrange
+    let (app, id, token) = app_with_profile(backend).await;
+    let before = app.snapshot(id).await;
+
+    // Act
+    let response = app
+        .patch_me(
+            Some(&token),
+            &json!({"display_name": "Bob", "locale": "en_US", "time_zone": "Mars/Olympus_Mons"}),
+        )
+        .await;
+
+    // Assert
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem), ["locale", "time_zone"]);
+    assert_eq!(app.snapshot(id).await, before);
+}
+
+async fn a_change_without_if_match_is_428(backend: Backend) {
+    // Arrange
+    let (app, id, token) = app_with_profile(backend).await;
+    let before = app.snapshot(id).await;
+
+    // Act
+    let response = app
+        .patch_me_if(Some(&token), None, &json!({"display_name": "Bob"}))
+        .await;
+
+    // Assert
+    let problem = assert_problem(response, StatusCode::PRECONDITION_REQUIRED).await;
+    assert_eq!(problem["type"], "urn:portico:problem:precondition-required");
+    assert_eq!(app.snapshot(id).await, before);
+}
+
+async fn a_stale_or_weak_if_match_is_412(backend: Backend) {
+    // Arrange
+    let (app, id, token) = app_with_profile(backend).await;
+    let first = app
+        .patch_me_if(
+            Some(&token),
+            Some("\"1\""),
+            &json!({"display_name": "First"}),
+        )
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let before = app.snapshot(id).await;
+
+    // Act: the version read before the first change; the current one, but
+    // weak (If-Match compares strongly); a tag that is no version.
+    for stale in ["\"1\"", "W/\"2\"", "\"abc\""] {
+        let response = app
+            .patch_me_if(
+                Some(&token),
+                Some(stale),
+                &json!({"display_name": "Second"}),
+            )
+            .await;
+
+        // Assert
+        let problem = assert_problem(response, StatusCode::PRECONDITION_FAILED).await;
+        assert_eq!(problem["type"], "urn:portico:problem:precondition-failed");
+    }
+    assert_eq!(app.snapshot(id).await, before);
+}
+
+async fn a_malformed_if_match_is_400(backend: Backend) {
+    // Arrange
+    let (app, id, token) = app_with_profile(backend).await;
+    let before = app.snapshot(id).await;
+
+    for malformed in ["1", "\"1", "W/1", "\"1\" \"2\""] {
+        // Act
+        let response = app
+            .patch_me_if(
+                Some(&token),
+                Some(malformed),
+                &json!({"display_name": "Bob"}),
+            )
+            .await;
+
+        // Assert
+        let problem = assert_problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(
+            problem["type"], "urn:portico:problem:malformed-precondition",
+            "{malformed}"
+        );
+    }
     assert_eq!(app.snapshot(id).await, before);
 }
 
@@ -186,7 +304,12 @@ async fn service_token_is_not_accepted_as_a_user_token(backend: Backend) {
 on_both_backends!(
     malformed_json_is_400,
     text_plain_body_is_415,
-    missing_display_name_is_422_naming_it,
+    null_display_name_is_422_naming_it,
+    invisible_or_bidi_display_names_are_422,
+    invalid_locale_and_time_zone_are_422_naming_both,
+    a_change_without_if_match_is_428,
+    a_stale_or_weak_if_match_is_412,
+    a_malformed_if_match_is_400,
     blank_display_name_is_422_naming_it,
     unknown_field_is_422,
     body_over_64_kib_is_413,

@@ -1,7 +1,13 @@
-//! The profile store, on PostgreSQL and SQLite alike.
+//! The account flows and their storage, on PostgreSQL and SQLite alike:
+//! each change commits with its event or not at all.
 
+use portico_common::types::DisplayName;
 use portico_testkit::Backend;
-use portico_user::{domain::Created, storage::StoreError};
+use portico_user::{
+    domain::{Created, Precondition, ProfileChange},
+    error::UserError,
+    events::EventType,
+};
 use time::Duration;
 use uuid::Uuid;
 
@@ -79,7 +85,7 @@ async fn same_email_in_other_letter_case_with_another_id_is_email_taken(backend:
 
     // Assert
     assert!(
-        matches!(result, Err(StoreError::EmailTaken)),
+        matches!(result, Err(UserError::EmailTaken)),
         "expected EmailTaken, got {result:?}"
     );
     assert_eq!(store.count().await.unwrap(), 1);
@@ -102,13 +108,20 @@ async fn same_id_with_another_email_is_id_taken(backend: Backend) {
 
     // Assert
     assert!(
-        matches!(result, Err(StoreError::IdTaken)),
+        matches!(result, Err(UserError::IdTaken)),
         "expected IdTaken, got {result:?}"
     );
     assert_eq!(
         store.get(id).await.unwrap().unwrap().email,
         "ann@example.com"
     );
+}
+
+fn rename(name: &str) -> ProfileChange {
+    ProfileChange {
+        display_name: Some(DisplayName::parse(name).unwrap()),
+        ..ProfileChange::default()
+    }
 }
 
 async fn updating_the_display_name_bumps_version_and_updated_at(backend: Backend) {
@@ -124,10 +137,9 @@ async fn updating_the_display_name_bumps_version_and_updated_at(backend: Backend
 
     // Act
     let updated = store
-        .update_display_name(id, "Ann B.", later)
+        .update(id, &Precondition::OneOf(vec![1]), &rename("Ann B."), later)
         .await
-        .unwrap()
-        .expect("the profile exists");
+        .unwrap();
 
     // Assert
     assert_eq!(updated.display_name, "Ann B.");
@@ -135,6 +147,88 @@ async fn updating_the_display_name_bumps_version_and_updated_at(backend: Backend
     assert_eq!(updated.updated_at, later);
     assert_eq!(updated.created_at, created_at);
     assert_eq!(store.get(id).await.unwrap(), Some(updated));
+}
+
+async fn each_change_is_recorded_by_its_event_in_order(backend: Backend) {
+    // Arrange
+    let (store, _db) = store_on(backend).await;
+    let id = Uuid::now_v7();
+    let new = new_profile(id, "ann@example.com", "Ann");
+    store.create(&new, now()).await.unwrap();
+
+    // Act: a retried creation and a change that moves nothing add none.
+    store.create(&new, now()).await.unwrap();
+    store
+        .update(id, &Precondition::Any, &rename("Ann"), now())
+        .await
+        .unwrap();
+    store
+        .update(id, &Precondition::Any, &rename("Ann B."), now())
+        .await
+        .unwrap();
+
+    // Assert
+    let events = store.events_of(id).await.unwrap();
+    let kinds: Vec<(EventType, i64)> = events.iter().map(|e| (e.event_type, e.version)).collect();
+    assert_eq!(
+        kinds,
+        [(EventType::UserCreated, 1), (EventType::UserUpdated, 2)]
+    );
+    assert_eq!(
+        events[1].data["changed"],
+        serde_json::json!(["display_name"])
+    );
+    assert_eq!(events[1].data["profile"]["display_name"], "Ann B.");
+    assert_ne!(events[0].id, events[1].id);
+}
+
+async fn a_stale_version_changes_nothing(backend: Backend) {
+    // Arrange
+    let (store, _db) = store_on(backend).await;
+    let id = Uuid::now_v7();
+    store
+        .create(&new_profile(id, "ann@example.com", "Ann"), now())
+        .await
+        .unwrap();
+    store
+        .update(id, &Precondition::OneOf(vec![1]), &rename("First"), now())
+        .await
+        .unwrap();
+
+    // Act: based on version 1, which is gone.
+    let result = store
+        .update(id, &Precondition::OneOf(vec![1]), &rename("Second"), now())
+        .await;
+
+    // Assert
+    assert!(
+        matches!(result, Err(UserError::PreconditionFailed)),
+        "{result:?}"
+    );
+    assert_eq!(store.get(id).await.unwrap().unwrap().display_name, "First");
+    assert_eq!(store.events_of(id).await.unwrap().len(), 2);
+}
+
+async fn a_failed_creation_leaves_no_event(backend: Backend) {
+    // Arrange
+    let (store, _db) = store_on(backend).await;
+    store
+        .create(
+            &new_profile(Uuid::now_v7(), "ann@example.com", "Ann"),
+            now(),
+        )
+        .await
+        .unwrap();
+    let other = Uuid::now_v7();
+
+    // Act
+    let result = store
+        .create(&new_profile(other, "ANN@example.com", "Ann 2"), now())
+        .await;
+
+    // Assert
+    assert!(matches!(result, Err(UserError::EmailTaken)), "{result:?}");
+    assert!(store.events_of(other).await.unwrap().is_empty());
 }
 
 async fn unknown_id_reads_as_none(backend: Backend) {
@@ -151,16 +245,17 @@ async fn unknown_id_reads_as_none(backend: Backend) {
 async fn updating_an_unknown_id_changes_nothing(backend: Backend) {
     // Arrange
     let (store, _db) = store_on(backend).await;
+    let id = Uuid::now_v7();
 
     // Act
-    let updated = store
-        .update_display_name(Uuid::now_v7(), "Nobody", now())
-        .await
-        .unwrap();
+    let result = store
+        .update(id, &Precondition::Any, &rename("Nobody"), now())
+        .await;
 
     // Assert
-    assert_eq!(updated, None);
+    assert!(matches!(result, Err(UserError::NotFound)), "{result:?}");
     assert_eq!(store.count().await.unwrap(), 0);
+    assert!(store.events_of(id).await.unwrap().is_empty());
 }
 
 on_both_backends!(
@@ -169,6 +264,9 @@ on_both_backends!(
     same_email_in_other_letter_case_with_another_id_is_email_taken,
     same_id_with_another_email_is_id_taken,
     updating_the_display_name_bumps_version_and_updated_at,
+    each_change_is_recorded_by_its_event_in_order,
+    a_stale_version_changes_nothing,
+    a_failed_creation_leaves_no_event,
     unknown_id_reads_as_none,
     updating_an_unknown_id_changes_nothing,
 );

@@ -1,0 +1,37 @@
+//! Profile storage: repository functions that run one statement each, on
+//! the pool or inside a unit of work (`portico_common::db::Conn`), with
+//! SQL written once for PostgreSQL and SQLite. The flows that combine them
+//! in one transaction are in `accounts`.
+
+pub mod events;
+pub mod profiles;
+
+use portico_common::db;
+
+/// Embedded migrations for both backends.
+pub const MIGRATIONS: db::Migrations = db::Migrations {
+    postgres: &[
+        (
+            1,
+            "create users",
+            include_str!("../../migrations/postgres/0001_create_users.sql"),
+        ),
+        (
+            2,
+            "profile fields and outbox",
+            include_str!("../../migrations/postgres/0002_profile_fields_and_outbox.sql"),
+        ),
+    ],
+    sqlite: &[
+        (
+            1,
+            "create users",
+            include_str!("../../migrations/sqlite/0001_create_users.sql"),
+        ),
+        (
+            2,
+            "profile fields and outbox",
+            include_str!("../../migrations/sqlite/0002_profile_fields_and_outbox.sql"),
+        ),
+    ],
+};

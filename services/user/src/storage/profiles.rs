@@ -1,0 +1,106 @@
+//! The `users` table.
+
+use portico_common::{db::Conn, on_conn};
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::domain::{Applied, NewProfile, Profile};
+
+const COLUMNS: &str =
+    "id, email, display_name, locale, time_zone, status, version, created_at, updated_at";
+
+fn profile_from_row<R: Row>(row: &R) -> Result<Profile, sqlx::Error>
+where
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> OffsetDateTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
+    Ok(Profile {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        locale: row.try_get("locale")?,
+        time_zone: row.try_get("time_zone")?,
+        status: row.try_get("status")?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Inserts the profile at version 1; `None` if the id is taken (the email
+/// being taken is a unique violation on `email_lower`).
+pub async fn insert(
+    conn: Conn<'_>,
+    new: &NewProfile,
+    now: OffsetDateTime,
+) -> Result<Option<Profile>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO users (id, email, email_lower, display_name, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
+    ));
+    on_conn!(conn, exec => {
+        let row = sqlx::query(sql)
+            .bind(new.id)
+            .bind(new.email.as_str())
+            .bind(new.email.normalized())
+            .bind(new.display_name.as_str())
+            .bind(now)
+            .fetch_optional(exec)
+            .await?;
+        row.as_ref().map(profile_from_row).transpose()
+    })
+}
+
+pub async fn get(conn: Conn<'_>, id: Uuid) -> Result<Option<Profile>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1"));
+    on_conn!(conn, exec => {
+        let row = sqlx::query(sql).bind(id).fetch_optional(exec).await?;
+        row.as_ref().map(profile_from_row).transpose()
+    })
+}
+
+/// Writes `applied` over the profile if it is still at `version`, bumping
+/// the version; `None` if it is not (another writer came first).
+pub async fn update_at_version(
+    conn: Conn<'_>,
+    id: Uuid,
+    version: i64,
+    applied: &Applied,
+    now: OffsetDateTime,
+) -> Result<Option<Profile>, sqlx::Error> {
+    // The version in the WHERE clause is what makes the write conditional:
+    // on PostgreSQL a concurrent writer of the same row waits for the first
+    // to commit, re-reads the row, finds the version moved and writes
+    // nothing; on SQLite writers take turns.
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE users SET display_name = $3, locale = $4, time_zone = $5, \
+         version = version + 1, updated_at = $6 \
+         WHERE id = $1 AND version = $2 RETURNING {COLUMNS}"
+    ));
+    on_conn!(conn, exec => {
+        let row = sqlx::query(sql)
+            .bind(id)
+            .bind(version)
+            .bind(applied.display_name.as_str())
+            .bind(applied.locale.as_deref())
+            .bind(applied.time_zone.as_deref())
+            .bind(now)
+            .fetch_optional(exec)
+            .await?;
+        row.as_ref().map(profile_from_row).transpose()
+    })
+}
+
+/// Number of stored profiles (tests prove nothing was written with it).
+pub async fn count(conn: Conn<'_>) -> Result<i64, sqlx::Error> {
+    on_conn!(conn, exec => {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users")
+            .fetch_one(exec)
+            .await
+    })
+}
