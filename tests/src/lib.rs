@@ -538,6 +538,23 @@ impl System {
             logs,
         );
         gateway.wait_ready(client).await?;
+        // The gateway learns the services' operations (its metric and
+        // access-log labels) in the background; a test starts once it has.
+        let document = format!("{}/openapi.json", gateway.api_url());
+        eventually(
+            Duration::from_secs(10),
+            "the gateway's public document with every service's operations",
+            || async {
+                let paths = match client.get(&document).send().await {
+                    Ok(response) => response.json::<serde_json::Value>().await.ok(),
+                    Err(_) => None,
+                }?;
+                let paths = paths.get("paths")?;
+                (paths.get("/v1/users/me").is_some() && paths.get("/v1/auth/login").is_some())
+                    .then_some(())
+            },
+        )
+        .await;
 
         Ok((gateway, users, auth))
     }

@@ -69,7 +69,8 @@ async fn every_request_has_one_access_line_and_no_secret_reaches_the_log() {
         .await;
 
     assert_eq!(served_line["method"], "GET");
-    assert_eq!(served_line["route"], "/v1/users");
+    // The operation's template, from the user service's OpenAPI document.
+    assert_eq!(served_line["route"], "/v1/users/me");
     assert_eq!(served_line["path"], "/v1/users/me");
     assert_eq!(served_line["status"], 200);
     assert_eq!(served_line["upstream"], "user");
@@ -90,7 +91,7 @@ async fn every_request_has_one_access_line_and_no_secret_reaches_the_log() {
     assert_eq!(served_line["client_ip"], "127.0.0.1");
     assert_eq!(served_line["complete"], true);
     assert_eq!(refused_line["status"], 401);
-    assert_eq!(refused_line["route"], "/v1/users");
+    assert_eq!(refused_line["route"], "/v1/users/me");
 
     let log = system.gateway.log();
     for (secret, what) in [
