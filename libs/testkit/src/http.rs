@@ -105,8 +105,18 @@ pub fn error_fields(problem: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+/// A port on 127.0.0.1 that nothing listens on, for as long as the test
+/// process runs: a socket is bound to it and never listens, so a connect
+/// is refused and no other test's server can take the port (a port bound
+/// and released at once was, now and then, and a "dead" endpoint
+/// answered).
 pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind a port to keep closed");
+    let port = socket.local_addr().expect("addr").port();
+    // Held until the process exits.
+    std::mem::forget(socket);
+    port
 }

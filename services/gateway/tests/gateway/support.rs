@@ -272,12 +272,10 @@ pub fn conflict_body(request_headers: &HeaderMap) -> String {
     .to_string()
 }
 
-/// The URL of a replica that is down: a port that was free a moment ago.
+/// The URL of a replica that is down: a port held closed (see
+/// `closed_port`).
 pub fn dead_endpoint() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+    format!("http://127.0.0.1:{}", portico_testkit::http::closed_port())
 }
 
 /// Upstream config with the given replicas, round robin, no OpenAPI document.
