@@ -18,6 +18,10 @@
 //! - [`identity`] — roles and service identities.
 //! - [`types`] — value types shared by services (`Email`, `DisplayName`).
 //! - [`openapi`] — pieces every OpenAPI document shares.
+//! - [`jobs`] — scheduled background jobs under the service's lifecycle
+//!   (a metric and a log line per run, woken early when work arrives).
+//! - [`webhooks`] — Standard Webhooks signatures: signing deliveries and
+//!   verifying them (constant time, timestamp tolerance).
 //!
 //! Behind Cargo features, so a service compiles only what it uses:
 //! - `db` → [`db`]: PostgreSQL/SQLite pools, migrations, storage errors.
@@ -34,6 +38,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod jobs;
 #[cfg(feature = "jwt")]
 pub mod jwt;
 pub mod net;
@@ -44,5 +49,6 @@ pub mod redis;
 pub mod revocations;
 pub mod telemetry;
 pub mod types;
+pub mod webhooks;
 
 pub use error::{FieldError, Problem};

@@ -49,6 +49,7 @@ impl Service for AuthService {
 
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<AuthStore>> {
         let clock = context.clock;
+        let clock_for_inbox = clock.clone();
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
         let store = AuthStore::new(db.clone());
@@ -118,6 +119,10 @@ impl Service for AuthService {
             verifier: Arc::new(verifier),
             trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),
             signing_keys: signing_keys.clone(),
+            inbox: Arc::new(
+                http::events::Inbox::new(&config.events, clock_for_inbox)
+                    .map_err(anyhow::Error::msg)?,
+            ),
             clients: Arc::new(
                 ServiceClients::from_config(&config.service_clients)
                     .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,

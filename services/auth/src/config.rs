@@ -40,6 +40,22 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub shutdown: ShutdownConfig,
     pub connections: ConnectionsConfig,
+    /// Events other services send here (`POST /internal/events`).
+    pub events: EventsInboxConfig,
+}
+
+/// The webhook inbox: which deliveries are believed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsInboxConfig {
+    /// Standard Webhooks secrets (`whsec_…`) a delivery may be signed
+    /// with: the user service's `events.subscribers` secret for auth
+    /// (several while one is being rotated). Empty: every delivery is
+    /// refused.
+    pub secrets: Vec<secrecy::SecretString>,
+    /// How far a delivery's `webhook-timestamp` may be from now, either
+    /// way: a captured delivery replayed later is refused.
+    pub tolerance_secs: i64,
 }
 
 /// `clients`: how the client's address is learnt.

@@ -3,7 +3,8 @@
 //! its event commit together, and answers in domain terms (`UserError`).
 
 use portico_common::{
-    db::{self, Db},
+    db::{self, Db, UnitOfWork},
+    jobs::Wake,
     types::Email,
 };
 use time::OffsetDateTime;
@@ -13,18 +14,57 @@ use crate::{
     domain::{Created, NewProfile, Precondition, Profile, ProfileChange},
     error::UserError,
     events::Event,
-    storage::{events, profiles},
+    relay::Subscribers,
+    storage::{deliveries, events, profiles},
 };
 
 /// Profiles and their events.
 #[derive(Debug, Clone)]
 pub struct Accounts {
     db: Db,
+    subscribers: Subscribers,
+    /// Wakes the relay when a commit added deliveries.
+    relay: Wake,
 }
 
 impl Accounts {
+    /// Accounts whose events nobody receives (tests of the flows alone).
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self::with_subscribers(db, Subscribers::default(), Wake::default())
+    }
+
+    pub fn with_subscribers(db: Db, subscribers: Subscribers, relay: Wake) -> Self {
+        Self {
+            db,
+            subscribers,
+            relay,
+        }
+    }
+
+    /// Appends `event` in `work` with a delivery to each subscriber that
+    /// wants it; whether any was added (the relay is woken after commit).
+    async fn record(
+        &self,
+        work: &mut UnitOfWork,
+        event: &Event,
+        now: OffsetDateTime,
+    ) -> Result<bool, UserError> {
+        events::append(work.into(), event).await?;
+        let mut added = false;
+        for subscriber in self.subscribers.of(event.event_type) {
+            deliveries::add(work.into(), event.id, &subscriber.name, now).await?;
+            added = true;
+        }
+        Ok(added)
+    }
+
+    /// Commits `work`, then wakes the relay if it added deliveries.
+    async fn commit(&self, work: UnitOfWork, deliveries_added: bool) -> Result<(), UserError> {
+        work.commit().await?;
+        if deliveries_added {
+            self.relay.now();
+        }
+        Ok(())
     }
 
     pub fn db(&self) -> &Db {
@@ -57,8 +97,10 @@ impl Accounts {
                 Err(UserError::IdTaken)
             };
         };
-        events::append((&mut work).into(), &Event::created(&profile)).await?;
-        work.commit().await?;
+        let added = self
+            .record(&mut work, &Event::created(&profile), now)
+            .await?;
+        self.commit(work, added).await?;
         Ok(Created::New(profile))
     }
 
@@ -102,13 +144,58 @@ impl Accounts {
                 .await?
                 // Another writer changed it between our read and write.
                 .ok_or(UserError::PreconditionFailed)?;
-        events::append(
-            (&mut work).into(),
-            &Event::updated(&updated, &applied.changed),
-        )
-        .await?;
-        work.commit().await?;
+        let added = self
+            .record(&mut work, &Event::updated(&updated, &applied.changed), now)
+            .await?;
+        self.commit(work, added).await?;
         Ok(updated)
+    }
+
+    /// Deletes the account if `precondition` holds: the profile is marked
+    /// deleted (it reads as absent from now on) and `user.deleted` tells
+    /// the other services, in one transaction.
+    pub async fn delete(
+        &self,
+        id: Uuid,
+        precondition: &Precondition,
+        now: OffsetDateTime,
+    ) -> Result<Profile, UserError> {
+        let mut work = self.db.begin().await?;
+        let current = match profiles::get((&mut work).into(), id).await? {
+            Some(profile) if profile.status == "active" => profile,
+            _ => return Err(UserError::NotFound),
+        };
+        if !precondition.holds_for(&current) {
+            return Err(UserError::PreconditionFailed);
+        }
+        let deleted =
+            profiles::mark_deleted_at_version((&mut work).into(), id, current.version, now)
+                .await?
+                .ok_or(UserError::PreconditionFailed)?;
+        let added = self
+            .record(&mut work, &Event::deleted(&deleted), now)
+            .await?;
+        self.commit(work, added).await?;
+        Ok(deleted)
+    }
+
+    /// Dead-lettered deliveries, newest first, older than `before`.
+    pub async fn dead_deliveries(
+        &self,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<deliveries::Delivery>, UserError> {
+        Ok(deliveries::dead(&self.db, before, limit).await?)
+    }
+
+    /// Queues a dead-lettered delivery again; `false` if there is none
+    /// with that id.
+    pub async fn redeliver(&self, id: i64, now: OffsetDateTime) -> Result<bool, UserError> {
+        let queued = deliveries::redeliver(&self.db, id, now).await?;
+        if queued {
+            self.relay.now();
+        }
+        Ok(queued)
     }
 
     /// Number of stored profiles.

@@ -9,6 +9,7 @@ use portico_common::{
     app::{self, Assembly, Context, Service},
     db::Db,
     http::client::HttpClient,
+    jobs::{self, Wake},
     jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
 };
 
@@ -16,6 +17,7 @@ use crate::{
     accounts::Accounts,
     config::Config,
     http::{self, AppState},
+    relay::{Relay, Subscribers},
     storage::MIGRATIONS,
 };
 
@@ -38,14 +40,24 @@ impl Service for UserService {
     }
 
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<Accounts>> {
+        let subscribers = Subscribers::from_config(&config.events).map_err(anyhow::Error::msg)?;
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
 
         let client = HttpClient::new(&config.http_client)?;
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
-        let revocations = Revocations::new(config.tokens.revocations.clone(), client);
+        let revocations = Revocations::new(config.tokens.revocations.clone(), client.clone());
         let keys = KeySource::Remote(jwks.clone());
-        let accounts = Accounts::new(db.clone());
+        let wake_relay = Wake::default();
+        let accounts =
+            Accounts::with_subscribers(db.clone(), subscribers.clone(), wake_relay.clone());
+        let relay = Relay::new(
+            db.clone(),
+            context.clock.clone(),
+            client,
+            subscribers,
+            config.events.clone(),
+        );
         let state = AppState {
             accounts: accounts.clone(),
             clock: context.clock.clone(),
@@ -81,6 +93,11 @@ impl Service for UserService {
                 .push(Box::pin(revocations.clone().follow_redis(redis)));
         }
         assembly.background.push(Box::pin(revocations.follow()));
+        assembly.background.push(Box::pin(jobs::run_every(
+            relay,
+            std::time::Duration::from_millis(config.events.relay_interval_ms),
+            wake_relay,
+        )));
         Ok(assembly)
     }
 }

@@ -14,6 +14,9 @@ pub enum EventType {
     UserCreated,
     /// Fields of a profile changed; `data.changed` names them.
     UserUpdated,
+    /// The account was deleted: its sessions and credentials go (auth),
+    /// its personal data after the grace period.
+    UserDeleted,
 }
 
 impl EventType {
@@ -21,6 +24,7 @@ impl EventType {
         match self {
             Self::UserCreated => "user.created",
             Self::UserUpdated => "user.updated",
+            Self::UserDeleted => "user.deleted",
         }
     }
 }
@@ -32,6 +36,7 @@ impl std::str::FromStr for EventType {
         match raw {
             "user.created" => Ok(Self::UserCreated),
             "user.updated" => Ok(Self::UserUpdated),
+            "user.deleted" => Ok(Self::UserDeleted),
             other => Err(format!("unknown event type `{other}`")),
         }
     }
@@ -82,6 +87,20 @@ impl Event {
         )
     }
 
+    /// `user.deleted`: only the id and when (no personal data: it is
+    /// about to be scrubbed, and a subscriber has no need of it).
+    pub fn deleted(profile: &Profile) -> Self {
+        let deleted_at = profile
+            .updated_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        Self::about(
+            EventType::UserDeleted,
+            profile,
+            json!({ "user_id": profile.id, "deleted_at": deleted_at }),
+        )
+    }
+
     /// The event as subscribers receive it.
     pub fn envelope(&self) -> Value {
         let occurred_at = self
@@ -105,7 +124,11 @@ mod tests {
 
     #[test]
     fn types_round_trip_through_their_names() {
-        for event_type in [EventType::UserCreated, EventType::UserUpdated] {
+        for event_type in [
+            EventType::UserCreated,
+            EventType::UserUpdated,
+            EventType::UserDeleted,
+        ] {
             assert_eq!(event_type.as_str().parse::<EventType>(), Ok(event_type));
         }
         assert!("user.nope".parse::<EventType>().is_err());

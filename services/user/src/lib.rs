@@ -4,7 +4,8 @@
 //! Layers: [`http`] (handlers: parse, call, map) → [`accounts`] (flows, one
 //! unit of work each) → [`domain`] and [`events`] (rules and event shapes,
 //! no I/O) → [`storage`] (SQL on PostgreSQL or SQLite, on the pool or in a
-//! unit of work). [`app`] wires them into a server; [`config`] is the typed
+//! unit of work). [`relay`] delivers the events as signed webhooks.
+//! [`app`] wires them into a server; [`config`] is the typed
 //! configuration.
 
 pub mod accounts;
@@ -14,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod relay;
 pub mod storage;
 
 pub use app::{Application, UserService};

@@ -102,6 +102,10 @@ macro_rules! on_db {
     };
 }
 
+/// The first line of a migration that runs outside a transaction of the
+/// migrator's (it opens and commits its own).
+pub const NO_TRANSACTION: &str = "-- no-transaction";
+
 /// A migration embedded in the binary: `(version, description, sql)`.
 pub type EmbeddedMigration = (i64, &'static str, &'static str);
 
@@ -129,7 +133,10 @@ fn migrator(migrations: &'static [EmbeddedMigration]) -> Migrator {
                     Cow::Borrowed(*description),
                     MigrationType::Simple,
                     sql.into_sql_str(),
-                    false,
+                    // A migration that manages its own transaction (SQLite's
+                    // table rebuild turns foreign keys off first, which it
+                    // cannot do inside one) says so on its first line.
+                    sql.starts_with(NO_TRANSACTION),
                 )
             })
             .collect(),

@@ -4,6 +4,7 @@
 //! user does with their own sessions and password is in [`own_sessions`].
 
 mod admin;
+mod deletion;
 mod own_sessions;
 mod serial;
 

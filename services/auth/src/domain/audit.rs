@@ -26,10 +26,13 @@ pub enum AuditKind {
     ClientTokenIssued,
     /// A token request whose client id or secret was wrong.
     ClientAuthFailed,
+    /// The account was deleted (the user service's `user.deleted`): its
+    /// sessions ended and its credential was disabled.
+    AccountDeleted,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Registered,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -43,6 +46,7 @@ impl AuditKind {
         Self::KeyRotated,
         Self::ClientTokenIssued,
         Self::ClientAuthFailed,
+        Self::AccountDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl AuditKind {
             Self::KeyRotated => "key_rotated",
             Self::ClientTokenIssued => "client_token_issued",
             Self::ClientAuthFailed => "client_auth_failed",
+            Self::AccountDeleted => "account_deleted",
         }
     }
 

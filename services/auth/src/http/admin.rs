@@ -122,7 +122,8 @@ pub struct AuditItem {
     pub id: Uuid,
     /// `registered`, `login_succeeded`, `login_failed`, `login_throttled`,
     /// `refresh_reused`, `logout`, `session_revoked`, `password_changed`,
-    /// `role_granted`, `role_revoked`, `key_rotated`, `client_token_issued`.
+    /// `role_granted`, `role_revoked`, `key_rotated`, `client_token_issued`,
+    /// `client_auth_failed`, `account_deleted`.
     #[serde(rename = "type")]
     #[schema(rename = "type")]
     pub kind: String,

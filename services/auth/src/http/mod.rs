@@ -5,6 +5,7 @@ mod client;
 
 pub use client::Cidr;
 mod errors;
+pub mod events;
 mod own_sessions;
 mod revocations;
 mod sessions;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub clients: Arc<ServiceClients>,
     /// Rotates signing keys (admin API) and holds the keyring.
     pub signing_keys: SigningKeys,
+    /// Verifies events other services deliver.
+    pub inbox: Arc<events::Inbox>,
 }
 
 #[derive(OpenApi)]
@@ -131,6 +134,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::audit_log))
         .routes(routes!(admin::rotate_keys))
         .routes(routes!(revocations::feed))
+        .routes(routes!(events::receive))
         .routes(routes!(well_known::jwks))
         .routes(routes!(well_known::openid_configuration))
 }

@@ -3,6 +3,7 @@
 //! with their own sessions is in [`sessions`].
 
 mod audit;
+pub mod inbox;
 mod roles;
 mod sessions;
 mod signing_keys;
@@ -60,6 +61,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "signing key rotation",
             include_str!("../../migrations/postgres/0007_signing_key_rotation.sql"),
         ),
+        (
+            8,
+            "account deletion",
+            include_str!("../../migrations/postgres/0008_account_deletion.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -96,6 +102,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             7,
             "signing key rotation",
             include_str!("../../migrations/sqlite/0007_signing_key_rotation.sql"),
+        ),
+        (
+            8,
+            "account deletion",
+            include_str!("../../migrations/sqlite/0008_account_deletion.sql"),
         ),
     ],
 };

@@ -1,5 +1,6 @@
 //! HTTP layer of the user service: routes, OpenAPI, shared handler state.
 
+mod admin;
 mod conditional;
 mod errors;
 mod internal;
@@ -40,7 +41,7 @@ pub struct AppState {
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerSecurity),
-    tags((name = "users", description = "The caller's profile"), (name = "internal", description = "Service-to-service API"))
+    tags((name = "users", description = "The caller's profile"), (name = "admin", description = "Webhook deliveries (admin role)"), (name = "internal", description = "Service-to-service API"))
 )]
 struct ApiDoc;
 
@@ -52,8 +53,14 @@ pub fn router(state: AppState) -> Router {
 /// Every route with its OpenAPI description.
 fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(profile::get_me, profile::update_me))
+        .routes(routes!(
+            profile::get_me,
+            profile::update_me,
+            profile::delete_me
+        ))
         .routes(routes!(profile::get_user))
+        .routes(routes!(admin::dead_deliveries))
+        .routes(routes!(admin::redeliver))
         .routes(routes!(internal::create_user))
 }
 

@@ -92,7 +92,10 @@ impl UpdateProfile {
     }
 }
 
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Uuid, Claims), Problem> {
+pub(super) async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(Uuid, Claims), Problem> {
     let claims = state.user_tokens.authenticate(headers).await?;
     // A valid token whose subject is not a user id is not a user's token.
     let id = claims
@@ -190,6 +193,41 @@ pub async fn update_me(
         .await?;
     tracing::info!(user_id = %id, version = profile.version, "profile updated");
     Ok(profile_response(profile))
+}
+
+/// Deletes the caller's account, if the profile is still at the version
+/// read: the profile reads as absent at once, `user.deleted` goes to the
+/// other services (auth ends every session and removes the credentials),
+/// and personal data is scrubbed after the grace period.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/me",
+    tag = "users",
+    security(("bearer" = [])),
+    params(("If-Match" = String, Header, description = "The ETag of the profile read before deciding (or `*`)",
+        pattern = r#"^(\*|(W/)?"[!#-~]*"(, ?(W/)?"[!#-~]*")*)$"#)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`If-Match` is not `*` or a list of entity tags", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile for this user", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The profile changed since that ETag: nothing was deleted", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "No `If-Match`: nothing was deleted", body = Problem, content_type = "application/problem+json"),
+        BearerRejections,
+        Unavailable,
+    )
+)]
+pub async fn delete_me(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (id, _) = caller(&state, &headers).await?;
+    let precondition = conditional::required_precondition(&headers)?;
+    let deleted = state
+        .accounts
+        .delete(id, &precondition, state.clock.now())
+        .await?;
+    tracing::info!(user_id = %id, version = deleted.version, "account deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// A user's profile: the user's own, or anyone's for an admin.

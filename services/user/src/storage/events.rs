@@ -1,5 +1,5 @@
 //! The outbox (`events`): appended in the transaction of the change it
-//! records, read in order by the relay.
+//! records, with a delivery per subscriber that wants it.
 
 use portico_common::{db::Conn, on_conn};
 use sqlx::Row;
@@ -7,6 +7,30 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::events::Event;
+
+/// An event from a row with its columns (`id`, `type`, `subject`,
+/// `subject_version`, `occurred_at`, `data`).
+pub fn event_from_row<R: Row>(row: &R) -> Result<Event, sqlx::Error>
+where
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> OffsetDateTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
+    let event_type: String = row.try_get("type")?;
+    let data: String = row.try_get("data")?;
+    Ok(Event {
+        id: row.try_get("id")?,
+        event_type: event_type
+            .parse()
+            .map_err(|err: String| sqlx::Error::Decode(err.into()))?,
+        subject: row.try_get("subject")?,
+        version: row.try_get("subject_version")?,
+        occurred_at: row.try_get("occurred_at")?,
+        data: serde_json::from_str(&data).map_err(|err| sqlx::Error::Decode(err.into()))?,
+    })
+}
 
 /// Appends `event` (its `data` as JSON text).
 pub async fn append(conn: Conn<'_>, event: &Event) -> Result<(), sqlx::Error> {
@@ -31,29 +55,15 @@ pub async fn append(conn: Conn<'_>, event: &Event) -> Result<(), sqlx::Error> {
 /// The events of `subject`, oldest first.
 pub async fn for_subject(conn: Conn<'_>, subject: Uuid) -> Result<Vec<Event>, sqlx::Error> {
     on_conn!(conn, exec => {
-        let rows = sqlx::query(
+        sqlx::query(
             "SELECT id, type, subject, subject_version, occurred_at, data FROM events \
              WHERE subject = $1 ORDER BY seq",
         )
         .bind(subject)
         .fetch_all(exec)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let event_type: String = row.try_get("type")?;
-                let data: String = row.try_get("data")?;
-                Ok(Event {
-                    id: row.try_get("id")?,
-                    event_type: event_type.parse().map_err(|err: String| {
-                        sqlx::Error::Decode(err.into())
-                    })?,
-                    subject: row.try_get("subject")?,
-                    version: row.try_get("subject_version")?,
-                    occurred_at: row.try_get::<OffsetDateTime, _>("occurred_at")?,
-                    data: serde_json::from_str(&data)
-                        .map_err(|err| sqlx::Error::Decode(err.into()))?,
-                })
-            })
-            .collect()
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
     })
 }

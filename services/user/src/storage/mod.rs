@@ -3,6 +3,7 @@
 //! SQL written once for PostgreSQL and SQLite. The flows that combine them
 //! in one transaction are in `accounts`.
 
+pub mod deliveries;
 pub mod events;
 pub mod profiles;
 
@@ -21,6 +22,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "profile fields and outbox",
             include_str!("../../migrations/postgres/0002_profile_fields_and_outbox.sql"),
         ),
+        (
+            3,
+            "deliveries",
+            include_str!("../../migrations/postgres/0003_deliveries.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -32,6 +38,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             2,
             "profile fields and outbox",
             include_str!("../../migrations/sqlite/0002_profile_fields_and_outbox.sql"),
+        ),
+        (
+            3,
+            "deliveries",
+            include_str!("../../migrations/sqlite/0003_deliveries.sql"),
         ),
     ],
 };

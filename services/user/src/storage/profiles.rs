@@ -96,6 +96,29 @@ pub async fn update_at_version(
     })
 }
 
+/// Marks the profile deleted if it is still at `version`, bumping the
+/// version; `None` if it is not.
+pub async fn mark_deleted_at_version(
+    conn: Conn<'_>,
+    id: Uuid,
+    version: i64,
+    now: OffsetDateTime,
+) -> Result<Option<Profile>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE users SET status = 'deleted', version = version + 1, updated_at = $3 \
+         WHERE id = $1 AND version = $2 AND status = 'active' RETURNING {COLUMNS}"
+    ));
+    on_conn!(conn, exec => {
+        let row = sqlx::query(sql)
+            .bind(id)
+            .bind(version)
+            .bind(now)
+            .fetch_optional(exec)
+            .await?;
+        row.as_ref().map(profile_from_row).transpose()
+    })
+}
+
 /// Number of stored profiles (tests prove nothing was written with it).
 pub async fn count(conn: Conn<'_>) -> Result<i64, sqlx::Error> {
     on_conn!(conn, exec => {

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod availability;
+mod events;
 mod internal_users;
 mod profile;
 mod rejections;

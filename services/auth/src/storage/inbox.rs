@@ -1,0 +1,80 @@
+//! Events received from other services: each applied once, in the
+//! transaction that records its id (`received_events`), however often it
+//! is delivered.
+
+use portico_common::on_conn;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{AuthStore, audit::insert_audit};
+use crate::domain::audit::AuditEvent;
+
+/// What applying a received event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Applied now; for a deletion, how many sessions it ended.
+    Now { sessions_ended: u64 },
+    /// This event id was applied before (a redelivery): nothing done.
+    Before,
+}
+
+impl AuthStore {
+    /// Applies `user.deleted` (event `event_id`): every live session of the
+    /// user ends (the revocation feed announces it), the credential turns
+    /// `deleted` (no sign-in, no password, no roles) and `audit` is
+    /// recorded — all in one transaction with the event's id, or none.
+    pub async fn delete_account(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        user_id: Uuid,
+        now: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> Result<Applied, sqlx::Error> {
+        let mut work = self.db().begin().await?;
+        let first_time = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
+                "INSERT INTO received_events (id, type, received_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(event_id)
+            .bind(event_type)
+            .bind(now)
+            .execute(exec)
+            .await?
+            .rows_affected()
+                == 1
+        });
+        if !first_time {
+            return Ok(Applied::Before);
+        }
+        let sessions_ended = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(exec)
+            .await?
+            .rows_affected()
+        });
+        on_conn!((&mut work).into(), exec => {
+            sqlx::query(
+                "UPDATE credentials SET status = 'deleted', password_hash = '', roles = '', \
+                 updated_at = $2 WHERE user_id = $1",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(|_| ())
+        })?;
+        let audit = audit.clone().detail(format!("{sessions_ended} sessions"));
+        on_conn!((&mut work).into(), exec => {
+            insert_audit!(audit).execute(exec).await.map(|_| ())
+        })?;
+        work.commit().await?;
+        audit.recorded();
+        Ok(Applied::Now { sessions_ended })
+    }
+}

@@ -1,0 +1,21 @@
+-- One row per event and subscriber: written with the event (same
+-- transaction), claimed by a relay under a lease, ended `delivered` or
+-- `dead` (after the configured attempts; an admin can send it again).
+CREATE TABLE deliveries (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq        INTEGER NOT NULL REFERENCES events (seq),
+    subscriber       TEXT NOT NULL,
+    -- The event's subject, copied: per-subject order is decided here.
+    subject          BLOB NOT NULL,
+    status           TEXT NOT NULL DEFAULT 'pending',
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT NOT NULL,
+    -- A relay's claim: no other relay takes the row before this passes.
+    leased_until     TEXT,
+    last_error       TEXT,
+    delivered_at     TEXT,
+    created_at       TEXT NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_in_order ON deliveries (subscriber, subject, event_seq) WHERE status = 'pending';
+CREATE INDEX deliveries_dead ON deliveries (id) WHERE status = 'dead';

@@ -1,0 +1,258 @@
+//! The outbox relay: delivers each pending delivery to its subscriber as a
+//! signed webhook (Standard Webhooks), at least once, in order per subject;
+//! a failed attempt is retried with exponential backoff and jitter, and
+//! after `max_attempts` the delivery is dead-lettered for an admin to send
+//! again. Every replica runs one; the claim (`SKIP LOCKED` on PostgreSQL,
+//! a lease on both) gives each delivery to one of them.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
+use portico_common::{
+    clock::SharedClock,
+    db::Db,
+    http::client::HttpClient,
+    jobs::{self, Job, Ran},
+    webhooks::{self, SigningSecret},
+};
+use time::OffsetDateTime;
+
+use crate::{
+    config::EventsConfig,
+    events::EventType,
+    storage::deliveries::{self, Delivery},
+};
+
+/// A subscriber, resolved from config: where to send and how to sign.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub name: String,
+    pub url: String,
+    pub secret: SigningSecret,
+    /// The event types it receives; empty: all.
+    pub types: Vec<EventType>,
+}
+
+impl Subscriber {
+    pub fn wants(&self, event_type: EventType) -> bool {
+        self.types.is_empty() || self.types.contains(&event_type)
+    }
+}
+
+/// The subscribers of the running config.
+#[derive(Debug, Clone, Default)]
+pub struct Subscribers(Arc<Vec<Subscriber>>);
+
+impl Subscribers {
+    /// Resolves the configured subscribers; `Err` names the bad key.
+    pub fn from_config(config: &EventsConfig) -> Result<Self, String> {
+        let mut resolved = Vec::new();
+        for (index, subscriber) in config.subscribers.iter().enumerate() {
+            let at = |key: &str| format!("events.subscribers[{index}].{key}");
+            let name_ok = !subscriber.name.is_empty()
+                && subscriber.name.len() <= 64
+                && subscriber
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !name_ok {
+                return Err(format!(
+                    "{}: lower-case letters, digits and `-`",
+                    at("name")
+                ));
+            }
+            if resolved
+                .iter()
+                .any(|s: &Subscriber| s.name == subscriber.name)
+            {
+                return Err(format!("{}: `{}` twice", at("name"), subscriber.name));
+            }
+            let url = reqwest::Url::parse(&subscriber.url)
+                .ok()
+                .filter(|url| matches!(url.scheme(), "http" | "https"))
+                .ok_or_else(|| format!("{}: an http(s) URL", at("url")))?;
+            let secret = SigningSecret::parse(&subscriber.secret)
+                .map_err(|err| format!("{}: {err}", at("secret")))?;
+            let types = subscriber
+                .types
+                .iter()
+                .map(|raw| raw.parse::<EventType>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| format!("{}: {err}", at("types")))?;
+            resolved.push(Subscriber {
+                name: subscriber.name.clone(),
+                url: url.to_string(),
+                secret,
+                types,
+            });
+        }
+        Ok(Self(Arc::new(resolved)))
+    }
+
+    /// The subscribers that receive `event_type`.
+    pub fn of(&self, event_type: EventType) -> impl Iterator<Item = &Subscriber> {
+        self.0.iter().filter(move |s| s.wants(event_type))
+    }
+
+    fn named(&self, name: &str) -> Option<&Subscriber> {
+        self.0.iter().find(|s| s.name == name)
+    }
+}
+
+/// One replica's relay.
+pub struct Relay {
+    db: Db,
+    clock: SharedClock,
+    client: HttpClient,
+    subscribers: Subscribers,
+    config: EventsConfig,
+}
+
+impl Relay {
+    pub fn new(
+        db: Db,
+        clock: SharedClock,
+        client: HttpClient,
+        subscribers: Subscribers,
+        config: EventsConfig,
+    ) -> Self {
+        Self {
+            db,
+            clock,
+            client,
+            subscribers,
+            config,
+        }
+    }
+
+    fn after(&self, now: OffsetDateTime, wait: Duration) -> OffsetDateTime {
+        now + time::Duration::try_from(wait).unwrap_or(time::Duration::MAX)
+    }
+
+    /// One attempt at one delivery, and its outcome recorded.
+    async fn deliver(&self, delivery: Delivery) -> anyhow::Result<()> {
+        let subscriber_label = delivery.subscriber.clone();
+        let Some(subscriber) = self.subscribers.named(&delivery.subscriber) else {
+            // Its subscriber left the config: kept for an admin, not retried.
+            deliveries::failed(
+                &self.db,
+                delivery.id,
+                "subscriber no longer configured",
+                None,
+            )
+            .await?;
+            metrics::counter!("events_dead_lettered_total", "subscriber" => subscriber_label)
+                .increment(1);
+            return Ok(());
+        };
+        let body = serde_json::to_vec(&delivery.event.envelope())?;
+        let webhook_id = delivery.event.id.to_string();
+        let timestamp = self.clock.now().unix_timestamp();
+        let signature = subscriber.secret.sign(&webhook_id, timestamp, &body);
+        let sent = self
+            .client
+            .post(&subscriber.url)
+            .timeout(Duration::from_millis(self.config.timeout_ms))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(webhooks::ID_HEADER, &webhook_id)
+            .header(webhooks::TIMESTAMP_HEADER, timestamp)
+            .header(webhooks::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await;
+        let failure = match sent {
+            Ok(response) if response.status().is_success() => None,
+            Ok(response) => Some(format!("answered {}", response.status().as_u16())),
+            Err(err) if err.is_timeout() => Some("timed out".to_owned()),
+            Err(err) if err.is_connect() => Some("could not connect".to_owned()),
+            Err(_) => Some("the request failed".to_owned()),
+        };
+        let now = self.clock.now();
+        match failure {
+            None => {
+                deliveries::delivered(&self.db, delivery.id, now).await?;
+                metrics::counter!("events_delivered_total", "subscriber" => subscriber_label)
+                    .increment(1);
+            }
+            Some(error) => {
+                let attempts = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
+                metrics::counter!("events_delivery_failures_total", "subscriber" => subscriber_label.clone())
+                    .increment(1);
+                let retry_at = (attempts < self.config.max_attempts).then(|| {
+                    self.after(
+                        now,
+                        jobs::backoff(
+                            attempts,
+                            Duration::from_millis(self.config.backoff_base_ms),
+                            Duration::from_millis(self.config.backoff_max_ms),
+                        ),
+                    )
+                });
+                if retry_at.is_none() {
+                    tracing::warn!(delivery = delivery.id, event_id = %delivery.event.id,
+                        subscriber = %delivery.subscriber, attempts, %error, "delivery dead-lettered");
+                    metrics::counter!("events_dead_lettered_total", "subscriber" => subscriber_label)
+                        .increment(1);
+                } else {
+                    tracing::info!(delivery = delivery.id, event_id = %delivery.event.id,
+                        subscriber = %delivery.subscriber, attempts, %error, "delivery failed; will retry");
+                }
+                deliveries::failed(&self.db, delivery.id, &error, retry_at).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The backlog gauges: pending deliveries and the age of the oldest,
+    /// per configured subscriber (zero when none is pending).
+    async fn report_backlog(&self) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let backlog: HashMap<String, (i64, OffsetDateTime)> = deliveries::backlog(&self.db)
+            .await?
+            .into_iter()
+            .map(|(subscriber, pending, oldest)| (subscriber, (pending, oldest)))
+            .collect();
+        for subscriber in self.subscribers.0.iter() {
+            let (pending, age) = backlog
+                .get(&subscriber.name)
+                .map_or((0, 0.0), |(n, oldest)| {
+                    (*n, (now - *oldest).as_seconds_f64().max(0.0))
+                });
+            metrics::gauge!("events_backlog", "subscriber" => subscriber.name.clone())
+                .set(pending as f64);
+            metrics::gauge!("events_backlog_age_seconds", "subscriber" => subscriber.name.clone())
+                .set(age);
+        }
+        Ok(())
+    }
+}
+
+impl Job for Relay {
+    const NAME: &'static str = "outbox_relay";
+
+    async fn run(&self) -> anyhow::Result<Ran> {
+        let now = self.clock.now();
+        let lease_until = self.after(now, Duration::from_millis(self.config.lease_ms));
+        let batch = i64::from(self.config.batch_size);
+        let claimed = deliveries::claim_due(&self.db, now, lease_until, batch).await?;
+        let handled = claimed.len() as u64;
+        // One delivery per subject is claimed at a time, so these may go
+        // out together without reordering any subject's events.
+        let failures: Vec<anyhow::Error> = futures::stream::iter(claimed)
+            .map(|delivery| self.deliver(delivery))
+            .buffer_unordered(self.config.concurrency.max(1))
+            .filter_map(|outcome| async move { outcome.err() })
+            .collect()
+            .await;
+        self.report_backlog().await?;
+        if let Some(first) = failures.into_iter().next() {
+            return Err(first.context("recording a delivery's outcome"));
+        }
+        Ok(Ran {
+            handled,
+            // Delivering one event of a subject makes its next one due:
+            // look again until a run finds nothing.
+            more: handled > 0,
+        })
+    }
+}

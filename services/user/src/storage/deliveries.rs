@@ -1,0 +1,245 @@
+//! The `deliveries` table: one row per event and subscriber, added with
+//! the event, claimed by a relay under a lease, and ended delivered or
+//! dead-lettered.
+
+use portico_common::{
+    db::{Conn, Db, Pool},
+    on_conn, on_db,
+};
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{events::Event, storage::events::event_from_row};
+
+/// A delivery's state.
+pub const PENDING: &str = "pending";
+pub const DELIVERED: &str = "delivered";
+pub const DEAD: &str = "dead";
+
+/// A delivery with its event: what a relay sends, what an admin lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: i64,
+    pub subscriber: String,
+    pub status: String,
+    /// Attempts made so far.
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub event: Event,
+}
+
+const DELIVERY_COLUMNS: &str = "d.id AS delivery_id, d.subscriber, d.status, d.attempts, d.last_error, \
+     e.id, e.type, e.subject, e.subject_version, e.occurred_at, e.data";
+
+fn delivery_from_row<R: Row>(row: &R) -> Result<Delivery, sqlx::Error>
+where
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> OffsetDateTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
+    Ok(Delivery {
+        id: row.try_get("delivery_id")?,
+        subscriber: row.try_get("subscriber")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        event: event_from_row(row)?,
+    })
+}
+
+/// Adds a pending delivery of the event `event_id` to `subscriber`.
+pub async fn add(
+    conn: Conn<'_>,
+    event_id: Uuid,
+    subscriber: &str,
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    on_conn!(conn, exec => {
+        sqlx::query(
+            "INSERT INTO deliveries (event_seq, subscriber, subject, next_attempt_at, created_at) \
+             SELECT seq, $2, subject, $3, $3 FROM events WHERE id = $1",
+        )
+        .bind(event_id)
+        .bind(subscriber)
+        .bind(now)
+        .execute(exec)
+        .await
+        .map(|_| ())
+    })
+}
+
+/// Claims the deliveries due at `now`, oldest event first, at most one per
+/// subscriber and subject — a later event of a subject waits while an
+/// earlier one is pending, so each subscriber sees a subject's events in
+/// order — leased to the caller until `lease_until`. On PostgreSQL, rows
+/// another relay is claiming at the same moment are skipped (`FOR UPDATE
+/// SKIP LOCKED`); SQLite has one writer at a time. A relay that dies
+/// holding a lease leaves its rows to the others once the lease passes.
+pub async fn claim_due(
+    db: &Db,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    const DUE: &str = "SELECT d.id FROM deliveries d \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+           AND (d.leased_until IS NULL OR d.leased_until <= $1) \
+           AND NOT EXISTS (SELECT 1 FROM deliveries earlier \
+               WHERE earlier.subscriber = d.subscriber AND earlier.subject = d.subject \
+                 AND earlier.status = 'pending' AND earlier.event_seq < d.event_seq) \
+         ORDER BY d.event_seq LIMIT $3";
+    let lock = match db.pool() {
+        Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        Pool::Sqlite(_) => "",
+    };
+    let claim = sqlx::AssertSqlSafe(format!(
+        "UPDATE deliveries SET leased_until = $2 WHERE id IN ({DUE}{lock}) RETURNING id"
+    ));
+    let mut work = db.begin().await?;
+    let ids: Vec<i64> = on_conn!((&mut work).into(), exec => {
+        sqlx::query_scalar(claim)
+            .bind(now)
+            .bind(lease_until)
+            .bind(limit)
+            .fetch_all(exec)
+            .await?
+    });
+    work.commit().await?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(delivery) = get(db.into(), id).await? {
+            claimed.push(delivery);
+        }
+    }
+    Ok(claimed)
+}
+
+pub async fn get(conn: Conn<'_>, id: i64) -> Result<Option<Delivery>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         WHERE d.id = $1"
+    ));
+    on_conn!(conn, exec => {
+        let row = sqlx::query(sql).bind(id).fetch_optional(exec).await?;
+        row.as_ref().map(delivery_from_row).transpose()
+    })
+}
+
+/// Records a successful delivery.
+pub async fn delivered(db: &Db, id: i64, now: OffsetDateTime) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
+    on_db!(db, pool => {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
+             delivered_at = $2, leased_until = NULL, last_error = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ())
+    })
+}
+
+/// Records a failed attempt: tried again at `retry_at`, or dead-lettered
+/// when `retry_at` is `None`.
+pub async fn failed(
+    db: &Db,
+    id: i64,
+    error: &str,
+    retry_at: Option<OffsetDateTime>,
+) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
+    on_db!(db, pool => {
+        let query = match retry_at {
+            Some(at) => sqlx::query(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = $2, \
+                 next_attempt_at = $3, leased_until = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(at),
+            None => sqlx::query(
+                "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, \
+                 last_error = $2, leased_until = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error),
+        };
+        query.execute(pool).await.map(|_| ())
+    })
+}
+
+/// Dead-lettered deliveries, newest first, after the `before` id (paging).
+pub async fn dead(db: &Db, before: Option<i64>, limit: i64) -> Result<Vec<Delivery>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+         WHERE d.status = 'dead' AND d.id < $1 ORDER BY d.id DESC LIMIT $2"
+    ));
+    on_db!(db, pool => {
+        sqlx::query(sql)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
+    })
+}
+
+/// Sends a dead-lettered delivery again from its first attempt; `false`
+/// if no dead delivery has that id.
+pub async fn redeliver(db: &Db, id: i64, now: OffsetDateTime) -> Result<bool, sqlx::Error> {
+    let _turn = db.write_turn().await;
+    on_db!(db, pool => {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $2, \
+             leased_until = NULL WHERE id = $1 AND status = 'dead'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
+    })
+}
+
+/// Per subscriber: how many deliveries are pending, and when the oldest
+/// was written (the backlog's age).
+pub async fn backlog(db: &Db) -> Result<Vec<(String, i64, OffsetDateTime)>, sqlx::Error> {
+    on_db!(db, pool => {
+        let counts = sqlx::query(
+            "SELECT subscriber, COUNT(*) AS pending FROM deliveries \
+             WHERE status = 'pending' GROUP BY subscriber",
+        )
+        .fetch_all(pool)
+        .await?;
+        // The oldest pending row per subscriber is its lowest id.
+        let oldest = sqlx::query(
+            "SELECT subscriber, created_at FROM deliveries WHERE id IN \
+             (SELECT MIN(id) FROM deliveries WHERE status = 'pending' GROUP BY subscriber)",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut backlog = Vec::with_capacity(counts.len());
+        for row in &counts {
+            let subscriber: String = row.try_get("subscriber")?;
+            let pending: i64 = row.try_get("pending")?;
+            let since = oldest
+                .iter()
+                .find(|o| o.try_get::<String, _>("subscriber").ok().as_deref() == Some(&subscriber))
+                .map(|o| o.try_get::<OffsetDateTime, _>("created_at"))
+                .transpose()?;
+            if let Some(since) = since {
+                backlog.push((subscriber, pending, since));
+            }
+        }
+        Ok(backlog)
+    })
+}

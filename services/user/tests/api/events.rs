@@ -1,0 +1,358 @@
+//! Events and their webhooks: every change is delivered to each subscriber
+//! at least once, signed, in order per user; failures are retried and end
+//! dead-lettered, from where an admin sends them again. The subscriber is
+//! a stand-in for a customer's endpoint (a third party), recording what it
+//! receives and answering with the statuses it is told.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    routing::post,
+};
+use portico_common::webhooks::{self, SigningSecret};
+use portico_testkit::{Backend, eventually};
+use portico_user::config::SubscriberConfig;
+use reqwest::header;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, assert_problem, error_fields, on_both_backends};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A customer's webhook endpoint: verifies each delivery as a receiver
+/// must, records the verified events, answers the queued statuses (then
+/// 204).
+#[derive(Clone, Default)]
+struct Endpoint {
+    received: Arc<Mutex<Vec<Value>>>,
+    answers: Arc<Mutex<VecDeque<StatusCode>>>,
+}
+
+impl Endpoint {
+    async fn start(self) -> String {
+        async fn deliver(
+            State(endpoint): State<Endpoint>,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> StatusCode {
+            let secret = SigningSecret::parse(&SecretString::from(SECRET.to_owned())).unwrap();
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let verified = webhooks::verify(&[secret], &headers, &body, now, 300)
+                .expect("every delivery is signed");
+            let answer = endpoint
+                .answers
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(StatusCode::NO_CONTENT);
+            let event: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(event["id"], verified.id.as_str());
+            if answer.is_success() {
+                endpoint.received.lock().unwrap().push(event);
+            }
+            answer
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/hooks", post(deliver))
+            .with_state(self);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn answer_next(&self, statuses: &[StatusCode]) {
+        self.answers.lock().unwrap().extend(statuses);
+    }
+}
+
+/// A user service whose events go to `endpoint`, retrying fast.
+async fn app_with_subscriber(backend: Backend, endpoint: &Endpoint, max_attempts: u32) -> TestApp {
+    let url = endpoint.clone().start().await;
+    TestApp::spawn_with(backend, |config| {
+        config.events.backoff_base_ms = 20;
+        config.events.backoff_max_ms = 40;
+        config.events.max_attempts = max_attempts;
+        config.events.subscribers = vec![SubscriberConfig {
+            name: "customer".to_owned(),
+            url,
+            secret: SecretString::from(SECRET.to_owned()),
+            types: Vec::new(),
+        }];
+    })
+    .await
+}
+
+fn admin_token(app: &TestApp) -> String {
+    let mut claims = app.issuer.user_claims(Uuid::now_v7());
+    claims["roles"] = json!(["user", "admin"]);
+    app.issuer.sign(&claims)
+}
+
+async fn received_within(endpoint: &Endpoint, count: usize) -> Vec<Value> {
+    eventually(Duration::from_secs(10), "the deliveries", || {
+        let received = endpoint.received();
+        async move { (received.len() >= count).then_some(received) }
+    })
+    .await
+}
+
+async fn each_change_reaches_the_subscriber_signed_and_in_order(backend: Backend) {
+    // Arrange
+    let endpoint = Endpoint::default();
+    let app = app_with_subscriber(backend, &endpoint, 5).await;
+    let profile = app.seed_profile().await;
+    let token = app.issuer.user_token(profile.id);
+
+    // Act
+    for (version, name) in [(1, "Two"), (2, "Three"), (3, "Four")] {
+        let response = app
+            .patch_me_if(
+                Some(&token),
+                Some(&format!("\"{version}\"")),
+                &json!({"display_name": name}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    // Assert
+    let received = received_within(&endpoint, 4).await;
+    let seen: Vec<(String, i64)> = received
+        .iter()
+        .map(|event| {
+            (
+                event["type"].as_str().unwrap().to_owned(),
+                event["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("user.created".to_owned(), 1),
+            ("user.updated".to_owned(), 2),
+            ("user.updated".to_owned(), 3),
+            ("user.updated".to_owned(), 4)
+        ]
+    );
+    assert!(
+        received
+            .iter()
+            .all(|event| event["subject"] == profile.id.to_string())
+    );
+    assert_eq!(received[3]["data"]["profile"]["display_name"], "Four");
+}
+
+async fn a_failed_delivery_is_retried_and_holds_back_the_users_later_events(backend: Backend) {
+    // Arrange: the first two attempts fail.
+    let endpoint = Endpoint::default();
+    endpoint.answer_next(&[
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::INTERNAL_SERVER_ERROR,
+    ]);
+    let app = app_with_subscriber(backend, &endpoint, 5).await;
+    let profile = app.seed_profile().await;
+    let token = app.issuer.user_token(profile.id);
+
+    // Act
+    let response = app
+        .patch_me(Some(&token), &json!({"display_name": "Later"}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Assert: created (after two failures) still comes before updated.
+    let received = received_within(&endpoint, 2).await;
+    assert_eq!(received[0]["type"], "user.created");
+    assert_eq!(received[1]["type"], "user.updated");
+    assert_eq!(received.len(), 2, "each event once it succeeded");
+}
+
+async fn a_delivery_out_of_attempts_is_dead_lettered_and_an_admin_resends_it(backend: Backend) {
+    // Arrange: three attempts, all failing.
+    let endpoint = Endpoint::default();
+    endpoint.answer_next(&[StatusCode::BAD_GATEWAY; 3]);
+    let app = app_with_subscriber(backend, &endpoint, 3).await;
+    let profile = app.seed_profile().await;
+    let admin = admin_token(&app);
+    let list = || {
+        app.client
+            .get(format!("{}/v1/users/admin/deliveries", app.api))
+            .bearer_auth(&admin)
+            .send()
+    };
+
+    // Act: wait for the dead letter.
+    let dead = eventually(
+        Duration::from_secs(10),
+        "a dead-lettered delivery",
+        || async {
+            let page: Value = list().await.unwrap().json().await.unwrap();
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            (!items.is_empty()).then_some(items)
+        },
+    )
+    .await;
+
+    // Assert
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["subscriber"], "customer");
+    assert_eq!(dead[0]["attempts"], 3);
+    assert_eq!(dead[0]["last_error"], "answered 502");
+    assert_eq!(dead[0]["event"]["type"], "user.created");
+    assert_eq!(dead[0]["event"]["subject"], profile.id.to_string());
+    assert!(endpoint.received().is_empty());
+
+    // Act: an admin sends it again; the endpoint now answers 204.
+    let id = dead[0]["id"].as_i64().unwrap();
+    let resent = app
+        .client
+        .post(format!(
+            "{}/v1/users/admin/deliveries/{id}/redeliver",
+            app.api
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(resent.status(), StatusCode::ACCEPTED);
+    let received = received_within(&endpoint, 1).await;
+    assert_eq!(
+        received[0]["id"], dead[0]["event"]["id"],
+        "the same event id"
+    );
+    let page: Value = list().await.unwrap().json().await.unwrap();
+    assert_eq!(page["items"], json!([]));
+}
+
+async fn the_dead_letter_api_is_for_admins_and_checks_its_input(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let admin = admin_token(&app);
+    let user = app.issuer.user_token(Uuid::now_v7());
+    let get = |path: &str, token: &str| {
+        app.client
+            .get(format!("{}{path}", app.api))
+            .bearer_auth(token)
+            .send()
+    };
+    let post = |path: &str, token: &str| {
+        app.client
+            .post(format!("{}{path}", app.api))
+            .bearer_auth(token)
+            .send()
+    };
+
+    // Act and assert
+    assert_problem(
+        get("/v1/users/admin/deliveries", &user).await.unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_problem(
+        post("/v1/users/admin/deliveries/1/redeliver", &user)
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    for (query, fields) in [
+        ("limit=0", vec!["limit"]),
+        ("limit=101", vec!["limit"]),
+        ("limit=ten&before=-1", vec!["limit", "before"]),
+        ("before=x", vec!["before"]),
+    ] {
+        let response = get(&format!("/v1/users/admin/deliveries?{query}"), &admin)
+            .await
+            .unwrap();
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(error_fields(&problem), fields, "{query}");
+    }
+    for id in ["12345", "not-a-number"] {
+        let response = post(
+            &format!("/v1/users/admin/deliveries/{id}/redeliver"),
+            &admin,
+        )
+        .await
+        .unwrap();
+        assert_problem(response, StatusCode::NOT_FOUND).await;
+    }
+    let empty: Value = get("/v1/users/admin/deliveries?limit=10", &admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(empty, json!({"items": [], "next_before": null}));
+}
+
+async fn deleting_the_account_hides_the_profile_and_announces_it(backend: Backend) {
+    // Arrange
+    let endpoint = Endpoint::default();
+    let app = app_with_subscriber(backend, &endpoint, 5).await;
+    let profile = app.seed_profile().await;
+    let token = app.issuer.user_token(profile.id);
+    let delete = |if_match: Option<&'static str>| {
+        let mut request = app
+            .client
+            .delete(format!("{}/v1/users/me", app.api))
+            .bearer_auth(&token);
+        if let Some(if_match) = if_match {
+            request = request.header(header::IF_MATCH, if_match);
+        }
+        request.send()
+    };
+
+    // Act and assert: refused without a precondition or with a stale one.
+    let before = app.snapshot(profile.id).await;
+    assert_problem(
+        delete(None).await.unwrap(),
+        StatusCode::PRECONDITION_REQUIRED,
+    )
+    .await;
+    assert_problem(
+        delete(Some("\"7\"")).await.unwrap(),
+        StatusCode::PRECONDITION_FAILED,
+    )
+    .await;
+    assert_eq!(app.snapshot(profile.id).await, before);
+
+    let deleted = delete(Some("\"1\"")).await.unwrap();
+
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_problem(app.get_me(Some(&token)).await, StatusCode::NOT_FOUND).await;
+    assert_problem(delete(Some("*")).await.unwrap(), StatusCode::NOT_FOUND).await;
+    let stored = app.store.get(profile.id).await.unwrap().unwrap();
+    assert_eq!((stored.status.as_str(), stored.version), ("deleted", 2));
+    let received = received_within(&endpoint, 2).await;
+    assert_eq!(received[1]["type"], "user.deleted");
+    assert_eq!(received[1]["data"]["user_id"], profile.id.to_string());
+    assert!(
+        received[1]["data"].get("email").is_none(),
+        "no personal data in the deletion event"
+    );
+}
+
+on_both_backends!(
+    each_change_reaches_the_subscriber_signed_and_in_order,
+    a_failed_delivery_is_retried_and_holds_back_the_users_later_events,
+    a_delivery_out_of_attempts_is_dead_lettered_and_an_admin_resends_it,
+    the_dead_letter_api_is_for_admins_and_checks_its_input,
+    deleting_the_account_hides_the_profile_and_announces_it,
+);
