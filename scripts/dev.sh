@@ -100,10 +100,18 @@ wiring_text=$(wiring gateway) && mapfile -t gateway_wiring <<<"$wiring_text"
 # second shares the file; the users are ready only once auth serves its keys.
 # create_if_missing: this is the local run, where a first start makes the
 # databases (in production a missing file is an error).
+# The secret the user service signs its events to auth with: made once
+# per data directory, readable by this user only.
+webhook_secret_file="$DATA/events-webhook.secret"
+if [ ! -s "$webhook_secret_file" ]; then
+    (umask 077 && echo "whsec_$(head -c 32 /dev/urandom | base64)" >"$webhook_secret_file")
+fi
+webhook_secret=$(cat "$webhook_secret_file")
 for replica in 1 2; do
     port_var=USER${replica}_PORT
     port=${!port_var}
     start "user-$replica" portico-user $((port + 1000)) /healthz \
+        PORTICO_USER_EVENTS__SUBSCRIBERS="[{name = \"auth\", url = \"http://127.0.0.1:$AUTH_PORT/internal/events\", secret = \"$webhook_secret\", types = [\"user.deleted\"]}]" \
         PORTICO_USER_LISTEN__API="127.0.0.1:$port" PORTICO_USER_LISTEN__ADMIN="127.0.0.1:$((port + 1000))" \
         PORTICO_USER_DATABASE__URL="sqlite://$DATA/user.db" PORTICO_USER_DATABASE__CREATE_IF_MISSING=true \
         "${user_wiring[@]}"
@@ -118,6 +126,7 @@ start auth portico-auth $((AUTH_PORT + 1000)) /readyz \
     PORTICO_AUTH_LISTEN__API="127.0.0.1:$AUTH_PORT" PORTICO_AUTH_LISTEN__ADMIN="127.0.0.1:$((AUTH_PORT + 1000))" \
     PORTICO_AUTH_DATABASE__URL="sqlite://$DATA/auth.db" PORTICO_AUTH_DATABASE__CREATE_IF_MISSING=true \
     PORTICO_AUTH_SIGNING_KEYS__ENCRYPTION_KEY_FILE="$kek" \
+    PORTICO_AUTH_EVENTS__SECRETS="[\"$webhook_secret\"]" \
     "${auth_wiring[@]}"
 for replica in 1 2; do
     port_var=USER${replica}_PORT

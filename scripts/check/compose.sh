@@ -81,6 +81,7 @@ printf 'services:\n  gateway:\n    ports:\n      - "127.0.0.1:%s:9080"\n' "$admi
     echo "USER_DB_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
     echo "AUTH_DB_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
     echo "AUTH_SIGNING_KEYS_ENCRYPTION_KEY=$(head -c 32 /dev/urandom | base64)"
+    echo "EVENTS_WEBHOOK_SECRET=whsec_$(head -c 32 /dev/urandom | base64)"
     echo "PORTICO_BINARIES=prebuilt"
     echo "PORTICO_TAG=ci"
     echo "PORTICO_GATEWAY_PUBLISH=127.0.0.1:$port"

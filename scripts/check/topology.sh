@@ -26,6 +26,7 @@ trap 'rm -rf -- "$work"' EXIT
 # .env.example's names with real-looking values: the services must accept
 # what an operator following it would give them.
 sed -e "s|^AUTH_SIGNING_KEYS_ENCRYPTION_KEY=.*|AUTH_SIGNING_KEYS_ENCRYPTION_KEY=$(head -c 32 /dev/urandom | base64)|" \
+    -e "s|^EVENTS_WEBHOOK_SECRET=.*|EVENTS_WEBHOOK_SECRET=whsec_$(head -c 32 /dev/urandom | base64)|" \
     .env.example >"$work/env"
 render_compose() {
     "$PORTICO_COMPOSE" --project-directory . --env-file "$work/env" -f "$1" config --format json

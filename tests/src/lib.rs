@@ -472,6 +472,14 @@ impl System {
             env.extend(topology::wiring("user", &addresses));
             env.push(("DATABASE__URL".to_owned(), user_db.url.clone()));
             env.push(("DATABASE__CREATE_IF_MISSING".to_owned(), "true".to_owned()));
+            // Account deletions reach auth as signed webhooks.
+            env.push((
+                "EVENTS__SUBSCRIBERS".to_owned(),
+                format!(
+                    r#"[{{name = "auth", url = "http://127.0.0.1:{auth_api_port}/internal/events", secret = "{}", types = ["user.deleted"]}}]"#,
+                    portico_testkit::TEST_WEBHOOK_SECRET
+                ),
+            ));
             env.extend(extra_for(extra, "user"));
             let mut user = Process::spawn(
                 &format!("user-{i}"),
@@ -498,6 +506,10 @@ impl System {
             (
                 "SIGNING_KEYS__ENCRYPTION_KEY".to_owned(),
                 portico_testkit::TEST_KEK.to_owned(),
+            ),
+            (
+                "EVENTS__SECRETS".to_owned(),
+                format!(r#"["{}"]"#, portico_testkit::TEST_WEBHOOK_SECRET),
             ),
         ];
         addresses

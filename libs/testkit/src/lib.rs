@@ -23,6 +23,10 @@ pub const REDIS_URL_VAR: &str = "PORTICO_TEST_REDIS_URL";
 /// (`signing_keys.encryption_key`; 32 bytes, base64). Never a real secret.
 pub const TEST_KEK: &str = "cG9ydGljbyB0ZXN0IGtlazogbm90IGEgc2VjcmV0ISE=";
 
+/// The Standard Webhooks secret the user service signs its events to auth
+/// with in tests (auth's `events.secrets`).
+pub const TEST_WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC1ub3QtZm9yLXVzZQ==";
+
 fn required_env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests with `scripts/test.sh`, which starts PostgreSQL and Redis")

@@ -121,7 +121,7 @@ impl Service for AuthService {
             signing_keys: signing_keys.clone(),
             inbox: Arc::new(
                 http::events::Inbox::new(&config.events, clock_for_inbox)
-                    .map_err(anyhow::Error::msg)?,
+                    .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
             ),
             clients: Arc::new(
                 ServiceClients::from_config(&config.service_clients)

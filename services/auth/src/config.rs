@@ -138,6 +138,9 @@ impl ServiceConfig for Config {
             return Err(ConfigError::key(ENV_PREFIX, key, message));
         }
         self.validate_signing_keys()?;
+        if let Err(message) = crate::http::events::Inbox::check(&self.events) {
+            return Err(ConfigError::key(ENV_PREFIX, &message.0, message.1));
+        }
         if let Err((key, message)) = self.user_service.check() {
             return Err(ConfigError::key(
                 ENV_PREFIX,

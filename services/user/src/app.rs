@@ -40,7 +40,8 @@ impl Service for UserService {
     }
 
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<Accounts>> {
-        let subscribers = Subscribers::from_config(&config.events).map_err(anyhow::Error::msg)?;
+        let subscribers = Subscribers::from_config(&config.events)
+            .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
 

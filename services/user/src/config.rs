@@ -2,7 +2,7 @@
 //! defaults are `config/defaults.toml`, the one source of default values.
 
 use portico_common::{
-    config::{ConnectionsConfig, ListenConfig, ServiceConfig, ShutdownConfig},
+    config::{ConfigError, ConnectionsConfig, ListenConfig, ServiceConfig, ShutdownConfig},
     db::DatabaseConfig,
     http::client::HttpClientConfig,
     jwt::{ServiceIdentity, TokenConfig},
@@ -97,11 +97,40 @@ impl ServiceConfig for Config {
     const DEFAULTS: &'static str = DEFAULTS;
 
     portico_common::standard_sections!();
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        crate::relay::Subscribers::from_config(&self.events)
+            .map(|_| ())
+            .map_err(|(key, message)| ConfigError::key(ENV_PREFIX, &key, message))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subscriber_with_a_bad_secret_or_url_is_a_config_error() {
+        let mut config = Config::built_in();
+        config.events.subscribers = vec![SubscriberConfig {
+            name: "auth".to_owned(),
+            url: "http://127.0.0.1:8082/internal/events".to_owned(),
+            secret: SecretString::from("not-a-whsec".to_owned()),
+            types: vec!["user.deleted".to_owned()],
+        }];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("events.subscribers[0].secret"), "{err}");
+        config.events.subscribers[0].secret =
+            SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned());
+        assert!(config.validate().is_ok());
+        config.events.subscribers[0].types = vec!["user.nope".to_owned()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("events.subscribers[0].types"), "{err}");
+        config.events.subscribers[0].types.clear();
+        config.events.subscribers[0].url = "ftp://x".to_owned();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("events.subscribers[0].url"), "{err}");
+    }
 
     #[test]
     fn the_built_in_defaults_parse() {

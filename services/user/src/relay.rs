@@ -44,8 +44,8 @@ impl Subscriber {
 pub struct Subscribers(Arc<Vec<Subscriber>>);
 
 impl Subscribers {
-    /// Resolves the configured subscribers; `Err` names the bad key.
-    pub fn from_config(config: &EventsConfig) -> Result<Self, String> {
+    /// Resolves the configured subscribers; `Err` is the bad key and why.
+    pub fn from_config(config: &EventsConfig) -> Result<Self, (String, String)> {
         let mut resolved = Vec::new();
         for (index, subscriber) in config.subscribers.iter().enumerate() {
             let at = |key: &str| format!("events.subscribers[{index}].{key}");
@@ -56,29 +56,26 @@ impl Subscribers {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !name_ok {
-                return Err(format!(
-                    "{}: lower-case letters, digits and `-`",
-                    at("name")
-                ));
+                return Err((at("name"), "lower-case letters, digits and `-`".to_owned()));
             }
             if resolved
                 .iter()
                 .any(|s: &Subscriber| s.name == subscriber.name)
             {
-                return Err(format!("{}: `{}` twice", at("name"), subscriber.name));
+                return Err((at("name"), format!("`{}` twice", subscriber.name)));
             }
             let url = reqwest::Url::parse(&subscriber.url)
                 .ok()
                 .filter(|url| matches!(url.scheme(), "http" | "https"))
-                .ok_or_else(|| format!("{}: an http(s) URL", at("url")))?;
-            let secret = SigningSecret::parse(&subscriber.secret)
-                .map_err(|err| format!("{}: {err}", at("secret")))?;
+                .ok_or_else(|| (at("url"), "an http(s) URL".to_owned()))?;
+            let secret =
+                SigningSecret::parse(&subscriber.secret).map_err(|err| (at("secret"), err))?;
             let types = subscriber
                 .types
                 .iter()
                 .map(|raw| raw.parse::<EventType>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| format!("{}: {err}", at("types")))?;
+                .map_err(|err| (at("types"), err))?;
             resolved.push(Subscriber {
                 name: subscriber.name.clone(),
                 url: url.to_string(),

@@ -31,22 +31,37 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// The inbox of the config; `Err` names the bad secret.
-    pub fn new(config: &EventsInboxConfig, clock: SharedClock) -> Result<Self, String> {
+    /// The inbox of the config; `Err` is the bad key and why.
+    pub fn new(config: &EventsInboxConfig, clock: SharedClock) -> Result<Self, (String, String)> {
         let secrets = config
             .secrets
             .iter()
             .enumerate()
             .map(|(index, secret)| {
                 SigningSecret::parse(secret)
-                    .map_err(|err| format!("events.secrets[{index}]: {err}"))
+                    .map_err(|err| (format!("events.secrets[{index}]"), err))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if config.tolerance_secs <= 0 {
+            return Err((
+                "events.tolerance_secs".to_owned(),
+                "must be above 0".to_owned(),
+            ));
+        }
         Ok(Self {
             secrets,
             tolerance_secs: config.tolerance_secs,
             clock,
         })
+    }
+
+    /// Whether the config makes an inbox (`check-config` and startup).
+    pub fn check(config: &EventsInboxConfig) -> Result<(), (String, String)> {
+        Self::new(
+            config,
+            std::sync::Arc::new(portico_common::clock::SystemClock),
+        )
+        .map(|_| ())
     }
 }
 

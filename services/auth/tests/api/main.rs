@@ -12,6 +12,7 @@ mod config;
 mod credentials;
 mod discovery;
 mod expiry;
+mod inbox;
 mod keys;
 mod login;
 mod own_sessions;

@@ -1,0 +1,188 @@
+//! Accounts across the services, with real processes: a deletion in the
+//! user service reaches auth as a signed webhook, and the account's tokens
+//! stop working at the gateway; with auth down, deletions wait in the
+//! outbox and are applied, in order, once it is back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use portico_e2e::{PASSWORD, System};
+use portico_testkit::{Backend, eventually};
+use serde_json::{Value, json};
+
+/// Deletes the caller's account through the gateway, based on the profile
+/// it reads first.
+async fn delete_account(system: &System, access: &str) -> reqwest::Response {
+    let profile = system
+        .client
+        .get(system.url("/v1/users/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(profile.status(), 200);
+    let etag = profile.headers()["etag"].to_str().unwrap().to_owned();
+    system
+        .client
+        .delete(system.url("/v1/users/me"))
+        .bearer_auth(access)
+        .header("if-match", etag)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn status_of(
+    system: &System,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    access: Option<&str>,
+) -> u16 {
+    let mut request = system.client.request(method, system.url(path));
+    if let Some(access) = access {
+        request = request.bearer_auth(access);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+async fn deleting_an_account_refuses_its_tokens_within_a_second(backend: Backend) {
+    // Arrange
+    let system = System::start(backend).await;
+    let tokens = system.register("leaving@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // Act
+    let deleted = delete_account(&system, &access).await;
+    let returned = Instant::now();
+    assert_eq!(deleted.status(), 204, "{}", system.logs());
+
+    // Assert: the access token is refused at the gateway itself (auth
+    // revoked the session on the event; the gateway follows revocations),
+    // where until then the user service answered (404 for the deleted
+    // profile, then 401 as it learnt of the revocation too).
+    let refused_after = eventually(
+        Duration::from_secs(5),
+        "the deleted account's access token refused at the gateway",
+        || async {
+            let response = system
+                .client
+                .get(system.url("/v1/users/me"))
+                .bearer_auth(&access)
+                .send()
+                .await
+                .unwrap();
+            let elapsed = returned.elapsed();
+            if response.status() != 401 {
+                return None;
+            }
+            let request_id = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let line = eventually(Duration::from_secs(5), "the answer's access line", || {
+                let log = system.gateway.log();
+                let line = log
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                    .find(|line| {
+                        line["target"] == "access" && line["request_id"] == request_id.as_str()
+                    });
+                async move { line }
+            })
+            .await;
+            // No upstream: answered at the edge.
+            line.get("upstream").is_none().then_some(elapsed)
+        },
+    )
+    .await;
+    assert!(
+        refused_after < Duration::from_secs(1),
+        "refused at the gateway {refused_after:?} after the DELETE returned"
+    );
+    let refreshed = status_of(
+        &system,
+        reqwest::Method::POST,
+        "/v1/auth/refresh",
+        Some(json!({"refresh_token": refresh})),
+        None,
+    )
+    .await;
+    assert_eq!(refreshed, 401);
+    let login = status_of(
+        &system,
+        reqwest::Method::POST,
+        "/v1/auth/login",
+        Some(json!({"email": "leaving@example.com", "password": PASSWORD})),
+        None,
+    )
+    .await;
+    assert_eq!(login, 401);
+}
+
+async fn deletions_wait_while_auth_is_down_and_apply_when_it_returns(backend: Backend) {
+    // Arrange: two accounts, then auth stops.
+    let mut system = System::start(backend).await;
+    let first = system.register("first@example.com").await;
+    let second = system.register("second@example.com").await;
+    let first_refresh = first["refresh_token"].as_str().unwrap().to_owned();
+    let second_refresh = second["refresh_token"].as_str().unwrap().to_owned();
+    // The profiles are read before auth goes (the gateway needs auth's
+    // keys, which it has cached).
+    let accesses = [
+        first["access_token"].as_str().unwrap().to_owned(),
+        second["access_token"].as_str().unwrap().to_owned(),
+    ];
+    system.auth.kill_hard();
+
+    // Act: both deletions are committed with auth down.
+    for access in &accesses {
+        let deleted = delete_account(&system, access).await;
+        assert_eq!(deleted.status(), 204, "{}", system.logs());
+    }
+    let client = system.client.clone();
+    system.auth.restart(&client).await;
+
+    // Assert: once auth is back, both are applied.
+    for refresh in [first_refresh, second_refresh] {
+        eventually(
+            Duration::from_secs(30),
+            "the deletion applied after auth returned",
+            || {
+                let body = json!({"refresh_token": refresh});
+                let system = &system;
+                async move {
+                    let status = status_of(
+                        system,
+                        reqwest::Method::POST,
+                        "/v1/auth/refresh",
+                        Some(body),
+                        None,
+                    )
+                    .await;
+                    (status == 401).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_an_account_refuses_its_tokens_within_a_second_on_postgres() {
+    deleting_an_account_refuses_its_tokens_within_a_second(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn deleting_an_account_refuses_its_tokens_within_a_second_on_sqlite() {
+    deleting_an_account_refuses_its_tokens_within_a_second(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn deletions_wait_while_auth_is_down_and_apply_when_it_returns_on_sqlite() {
+    deletions_wait_while_auth_is_down_and_apply_when_it_returns(Backend::Sqlite).await;
+}
