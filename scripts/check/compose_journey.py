@@ -20,8 +20,10 @@ import urllib.request
 import uuid
 
 
-def call(gateway, method, path, body=None, token=None, expect=200):
+def call(gateway, method, path, body=None, token=None, expect=200, if_match=None):
     headers = {"accept": "application/json"}
+    if if_match is not None:
+        headers["if-match"] = if_match
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -66,7 +68,7 @@ def journey(gateway, account_file):
     assert profile["email"] == account["email"], profile
     assert profile["id"] == registered["user_id"], (profile, registered)
     updated = call(gateway, "PATCH", "/v1/users/me", {"display_name": "Renamed In Compose"},
-                   token=tokens["access_token"])
+                   token=tokens["access_token"], if_match=f'"{profile["version"]}"')
     assert updated["display_name"] == "Renamed In Compose", updated
     refreshed = call(gateway, "POST", "/v1/auth/refresh",
                      {"refresh_token": tokens["refresh_token"]})
@@ -75,9 +77,42 @@ def journey(gateway, account_file):
     # The session is over: its refresh token no longer works.
     call(gateway, "POST", "/v1/auth/refresh", {"refresh_token": refreshed["refresh_token"]},
          expect=401)
+    deletion(gateway)
     with open(account_file, "w", encoding="utf-8") as out:
         json.dump(account, out)
     print(f"    journey ok for {account['email']}")
+
+
+def deletion(gateway):
+    """A deleted account's session ends in auth: the user service's event
+    reaches it as a signed webhook (EVENTS_WEBHOOK_SECRET on both sides)."""
+    account = {
+        "email": f"compose-gone-{uuid.uuid4().hex[:12]}@example.com",
+        "password": "violet staircase marmalade 42",
+        "display_name": "Compose Leaver",
+    }
+    tokens = call(gateway, "POST", "/v1/auth/register", account, expect=201)
+    profile = call(gateway, "GET", "/v1/users/me", token=tokens["access_token"])
+    call(gateway, "DELETE", "/v1/users/me", token=tokens["access_token"], expect=204,
+         if_match=f'"{profile["version"]}"')
+    deadline = time.monotonic() + 10
+    while True:
+        # Listing the sessions changes nothing (a refresh would rotate the
+        # token) and needs a live session.
+        request = urllib.request.Request(
+            gateway + "/v1/auth/sessions",
+            headers={"authorization": f"Bearer {tokens['access_token']}"}, method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as err:
+            status = err.code
+        if status == 401:
+            break
+        if time.monotonic() > deadline:
+            sys.exit(f"!!! a deleted account's session is still live ({status}) after 10 s")
+        time.sleep(0.2)
+    print("    deletion reached auth: the account's session ended")
 
 
 def reads(gateway, account_file):
