@@ -129,14 +129,23 @@ async fn deletions_wait_while_auth_is_down_and_apply_when_it_returns(backend: Ba
     let mut system = System::start(backend).await;
     let first = system.register("first@example.com").await;
     let second = system.register("second@example.com").await;
-    let first_refresh = first["refresh_token"].as_str().unwrap().to_owned();
-    let second_refresh = second["refresh_token"].as_str().unwrap().to_owned();
     // The profiles are read before auth goes (the gateway needs auth's
     // keys, which it has cached).
     let accesses = [
         first["access_token"].as_str().unwrap().to_owned(),
         second["access_token"].as_str().unwrap().to_owned(),
     ];
+    for access in &accesses {
+        let live = status_of(
+            &system,
+            reqwest::Method::GET,
+            "/v1/auth/sessions",
+            None,
+            Some(access),
+        )
+        .await;
+        assert_eq!(live, 200, "the session is live before the deletion");
+    }
     system.auth.kill_hard();
 
     // Act: both deletions are committed with auth down.
@@ -147,29 +156,35 @@ async fn deletions_wait_while_auth_is_down_and_apply_when_it_returns(backend: Ba
     let client = system.client.clone();
     system.auth.restart(&client).await;
 
-    // Assert: once auth is back, both are applied.
-    for refresh in [first_refresh, second_refresh] {
+    // Assert: once auth is back, both are applied: their sessions end
+    // (listing them changes nothing, where a refresh would rotate).
+    for access in &accesses {
         eventually(
             Duration::from_secs(30),
             "the deletion applied after auth returned",
-            || {
-                let body = json!({"refresh_token": refresh});
-                let system = &system;
-                async move {
-                    let status = status_of(
-                        system,
-                        reqwest::Method::POST,
-                        "/v1/auth/refresh",
-                        Some(body),
-                        None,
-                    )
-                    .await;
-                    (status == 401).then_some(())
-                }
+            || async {
+                let status = status_of(
+                    &system,
+                    reqwest::Method::GET,
+                    "/v1/auth/sessions",
+                    None,
+                    Some(access),
+                )
+                .await;
+                (status == 401).then_some(())
             },
         )
         .await;
     }
+    let login = status_of(
+        &system,
+        reqwest::Method::POST,
+        "/v1/auth/login",
+        Some(json!({"email": "first@example.com", "password": PASSWORD})),
+        None,
+    )
+    .await;
+    assert_eq!(login, 401);
 }
 
 #[tokio::test]
