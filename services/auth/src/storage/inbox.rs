@@ -21,7 +21,7 @@ pub enum Applied {
 impl AuthStore {
     /// Applies `user.deleted` (event `event_id`): every live session of the
     /// user ends (the revocation feed announces it), the credential turns
-    /// `deleted` (no sign-in, no password, no roles) and `audit` is
+    /// `deleted` (no sign-in, no password) and `audit` is
     /// recorded — all in one transaction with the event's id, or none.
     pub async fn delete_account(
         &self,
@@ -60,7 +60,7 @@ impl AuthStore {
         });
         on_conn!((&mut work).into(), exec => {
             sqlx::query(
-                "UPDATE credentials SET status = 'deleted', password_hash = '', roles = '', \
+                "UPDATE credentials SET status = 'deleted', password_hash = '', \
                  updated_at = $2 WHERE user_id = $1",
             )
             .bind(user_id)

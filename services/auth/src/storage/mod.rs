@@ -136,6 +136,9 @@ pub enum CredentialStatus {
     Pending,
     /// Can log in.
     Active,
+    /// The account was deleted: no sign-in; the email stays taken until
+    /// the credential is scrubbed.
+    Deleted,
 }
 
 impl CredentialStatus {
@@ -143,6 +146,7 @@ impl CredentialStatus {
         match stored {
             "pending" => Ok(Self::Pending),
             "active" => Ok(Self::Active),
+            "deleted" => Ok(Self::Deleted),
             other => Err(UnknownStatus(other.to_owned())),
         }
     }
@@ -173,6 +177,7 @@ pub enum CredentialState {
         since: OffsetDateTime,
     },
     Active,
+    Deleted,
 }
 
 /// A refresh token its session rotated away (see [`AuthStore::spent_refresh`]).
@@ -222,6 +227,7 @@ impl AuthStore {
                     .map_err(decode_error)?;
                 Ok(match status {
                     CredentialStatus::Active => CredentialState::Active,
+                    CredentialStatus::Deleted => CredentialState::Deleted,
                     CredentialStatus::Pending => {
                         CredentialState::Pending { since: row.try_get("updated_at")? }
                     }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     audit::events_of_kind,
-    helpers::{PASSWORD, TestApp, assert_problem, on_both_backends},
+    helpers::{PASSWORD, TestApp, assert_problem, on_both_backends, registration},
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -86,6 +86,12 @@ async fn a_deletion_ends_every_session_and_sign_in_once_per_event(backend: Backe
     assert_problem(
         app.login("gone@example.com", PASSWORD).await,
         StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    // The email stays taken until the account is scrubbed.
+    assert_problem(
+        app.register(&registration("gone@example.com")).await,
+        StatusCode::CONFLICT,
     )
     .await;
     let audited = events_of_kind(&app, AuditKind::AccountDeleted).await;
