@@ -198,6 +198,14 @@ impl Accounts {
         Ok(queued)
     }
 
+    /// A page of the directory (admins).
+    pub async fn directory(
+        &self,
+        query: &profiles::DirectoryQuery,
+    ) -> Result<Vec<Profile>, UserError> {
+        Ok(profiles::directory((&self.db).into(), query).await?)
+    }
+
     /// Number of stored profiles.
     pub async fn count(&self) -> Result<i64, UserError> {
         Ok(profiles::count((&self.db).into()).await?)

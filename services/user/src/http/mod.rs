@@ -41,7 +41,7 @@ pub struct AppState {
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerSecurity),
-    tags((name = "users", description = "The caller's profile"), (name = "admin", description = "Webhook deliveries (admin role)"), (name = "internal", description = "Service-to-service API"))
+    tags((name = "users", description = "The caller's profile"), (name = "admin", description = "The user directory and webhook deliveries (admin role)"), (name = "internal", description = "Service-to-service API"))
 )]
 struct ApiDoc;
 
@@ -59,6 +59,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
             profile::delete_me
         ))
         .routes(routes!(profile::get_user))
+        .routes(routes!(admin::directory))
         .routes(routes!(admin::dead_deliveries))
         .routes(routes!(admin::redeliver))
         .routes(routes!(internal::create_user))

@@ -27,6 +27,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "deliveries",
             include_str!("../../migrations/postgres/0003_deliveries.sql"),
         ),
+        (
+            4,
+            "directory",
+            include_str!("../../migrations/postgres/0004_directory.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -43,6 +48,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             3,
             "deliveries",
             include_str!("../../migrations/sqlite/0003_deliveries.sql"),
+        ),
+        (
+            4,
+            "directory",
+            include_str!("../../migrations/sqlite/0004_directory.sql"),
         ),
     ],
 };
