@@ -1,9 +1,13 @@
-//! Optional Redis. Today only the URL is validated and the server is
-//! reported on `/readyz`; the features that use Redis (rate limits,
-//! revocations, caches) build on [`RedisConfig::client`].
+//! Optional Redis: the URL validated, the server reported on `/readyz`, and
+//! [`Resilient`], the connection the hot paths that use Redis (rate limits,
+//! the profile cache) share.
 
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use tokio::sync::OnceCell;
 
 use crate::admin::{CheckFuture, ReadinessCheck};
 
@@ -23,6 +27,65 @@ impl RedisConfig {
             .as_ref()
             .map(|url| redis::Client::open(url.expose_secret()))
             .transpose()
+    }
+}
+
+/// How long Redis is left alone after a failure: an outage costs a request
+/// nothing but the fallback, not a timeout each.
+const REST_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// A Redis connection for a hot path: made on first use and reconnected by
+/// redis' connection manager, every command bounded by `timeout`, and after
+/// a failure left alone for a second ([`REST_AFTER_FAILURE`]) — the caller
+/// falls back (to the database, to an in-process limit) meanwhile.
+#[derive(Debug)]
+pub struct Resilient {
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    resting_until: std::sync::Mutex<Option<Instant>>,
+    timeout: Duration,
+}
+
+impl Resilient {
+    pub fn new(client: redis::Client, timeout: Duration) -> Self {
+        Self {
+            client,
+            connection: OnceCell::new(),
+            resting_until: std::sync::Mutex::new(None),
+            timeout,
+        }
+    }
+
+    /// Runs `command`; `Err` (why, for a log line) when Redis failed, did
+    /// not answer in time, or failed a moment ago.
+    pub async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, String> {
+        let now = Instant::now();
+        if let Ok(resting) = self.resting_until.lock()
+            && resting.is_some_and(|until| until > now)
+        {
+            return Err("Redis failed a moment ago".to_owned());
+        }
+        let run = async {
+            let connection = self
+                .connection
+                .get_or_try_init(|| async { ConnectionManager::new(self.client.clone()).await })
+                .await
+                .map_err(|err| err.to_string())?;
+            let mut connection = connection.clone();
+            command
+                .query_async::<T>(&mut connection)
+                .await
+                .map_err(|err| err.to_string())
+        };
+        let outcome = tokio::time::timeout(self.timeout, run)
+            .await
+            .unwrap_or_else(|_| Err("Redis did not answer in time".to_owned()));
+        if outcome.is_err()
+            && let Ok(mut resting) = self.resting_until.lock()
+        {
+            *resting = Some(now + REST_AFTER_FAILURE);
+        }
+        outcome
     }
 }
 

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
+    cache::{Lookup, ProfileCache},
     domain::{Created, NewProfile, Precondition, Profile, ProfileChange},
     error::UserError,
     events::Event,
@@ -25,19 +26,27 @@ pub struct Accounts {
     subscribers: Subscribers,
     /// Wakes the relay when a commit added deliveries.
     relay: Wake,
+    cache: ProfileCache,
 }
 
 impl Accounts {
-    /// Accounts whose events nobody receives (tests of the flows alone).
+    /// Accounts whose events nobody receives, without a cache (tests of
+    /// the flows alone).
     pub fn new(db: Db) -> Self {
-        Self::with_subscribers(db, Subscribers::default(), Wake::default())
+        Self::assemble(
+            db,
+            Subscribers::default(),
+            Wake::default(),
+            ProfileCache::disabled(),
+        )
     }
 
-    pub fn with_subscribers(db: Db, subscribers: Subscribers, relay: Wake) -> Self {
+    pub fn assemble(db: Db, subscribers: Subscribers, relay: Wake, cache: ProfileCache) -> Self {
         Self {
             db,
             subscribers,
             relay,
+            cache,
         }
     }
 
@@ -101,6 +110,7 @@ impl Accounts {
             .record(&mut work, &Event::created(&profile), now)
             .await?;
         self.commit(work, added).await?;
+        self.cache.written(&profile).await;
         Ok(Created::New(profile))
     }
 
@@ -109,12 +119,35 @@ impl Accounts {
         Ok(profiles::get((&self.db).into(), id).await?)
     }
 
-    /// The profile of an active account.
+    /// The profile of an active account, from the cache when it holds it.
     pub async fn active(&self, id: Uuid) -> Result<Profile, UserError> {
-        match self.get(id).await? {
+        match self.cached(id).await? {
             Some(profile) if profile.status == "active" => Ok(profile),
             _ => Err(UserError::NotFound),
         }
+    }
+
+    /// Cache-aside read: one database load per profile at a time in this
+    /// replica; concurrent misses wait for it and find it cached.
+    async fn cached(&self, id: Uuid) -> Result<Option<Profile>, UserError> {
+        match self.cache.lookup(id).await {
+            Lookup::Hit(profile) => return Ok(Some(profile)),
+            Lookup::Bypass => return self.get(id).await,
+            Lookup::Miss { .. } => {}
+        }
+        let _loading = self.cache.load_lock(id).lock().await;
+        // Another request may have loaded it while this one waited.
+        let epoch = match self.cache.lookup(id).await {
+            Lookup::Hit(profile) => return Ok(Some(profile)),
+            Lookup::Bypass => return self.get(id).await,
+            Lookup::Miss { epoch } => epoch,
+        };
+        metrics::counter!("user_profile_cache_loads_total").increment(1);
+        let profile = self.get(id).await?;
+        if let Some(profile) = &profile {
+            self.cache.fill(profile, &epoch).await;
+        }
+        Ok(profile)
     }
 
     /// Applies `change` if `precondition` holds for the current version,
@@ -148,6 +181,7 @@ impl Accounts {
             .record(&mut work, &Event::updated(&updated, &applied.changed), now)
             .await?;
         self.commit(work, added).await?;
+        self.cache.written(&updated).await;
         Ok(updated)
     }
 
@@ -176,6 +210,7 @@ impl Accounts {
             .record(&mut work, &Event::deleted(&deleted), now)
             .await?;
         self.commit(work, added).await?;
+        self.cache.written(&deleted).await;
         Ok(deleted)
     }
 

@@ -15,6 +15,7 @@ use portico_common::{
 
 use crate::{
     accounts::Accounts,
+    cache::ProfileCache,
     config::Config,
     http::{self, AppState},
     relay::{Relay, Subscribers},
@@ -50,8 +51,18 @@ impl Service for UserService {
         let revocations = Revocations::new(config.tokens.revocations.clone(), client.clone());
         let keys = KeySource::Remote(jwks.clone());
         let wake_relay = Wake::default();
-        let accounts =
-            Accounts::with_subscribers(db.clone(), subscribers.clone(), wake_relay.clone());
+        let cache = ProfileCache::new(
+            redis.clone(),
+            &config.redis.key_prefix,
+            std::time::Duration::from_secs(config.cache.ttl_secs),
+            std::time::Duration::from_millis(config.cache.timeout_ms),
+        );
+        let accounts = Accounts::assemble(
+            db.clone(),
+            subscribers.clone(),
+            wake_relay.clone(),
+            cache.clone(),
+        );
         let relay = Relay::new(
             db.clone(),
             context.clock.clone(),
@@ -94,6 +105,7 @@ impl Service for UserService {
                 .push(Box::pin(revocations.clone().follow_redis(redis)));
         }
         assembly.background.push(Box::pin(revocations.follow()));
+        assembly.background.push(Box::pin(cache.follow()));
         assembly.background.push(Box::pin(jobs::run_every(
             relay,
             std::time::Duration::from_millis(config.events.relay_interval_ms),

@@ -30,6 +30,19 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// The outbox relay and the webhooks it sends.
     pub events: EventsConfig,
+    /// The profile cache in Redis (used when `redis.url` is set).
+    pub cache: CacheConfig,
+}
+
+/// The profile cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long an entry lives (writes replace it at once; this bounds
+    /// what an entry costs Redis).
+    pub ttl_secs: u64,
+    /// One cache command's bound; past it the read goes to the database.
+    pub timeout_ms: u64,
 }
 
 /// The outbox relay: who receives events, and how hard it tries.

@@ -2,13 +2,13 @@
 //! as a value from the caller's clock.
 
 use portico_common::types::{DisplayName, Email};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A user's profile as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A user's profile as stored (and as the profile cache holds it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub id: Uuid,
     pub email: String,
@@ -17,7 +17,9 @@ pub struct Profile {
     pub time_zone: Option<String>,
     pub status: String,
     pub version: i64,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 

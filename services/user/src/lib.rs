@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;

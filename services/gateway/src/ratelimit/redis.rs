@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
+use portico_common::redis::Resilient;
 
 use super::{Decision, Limit};
 
@@ -31,73 +30,35 @@ return {1, math.floor((now + tolerance - nxt) / emission), nxt - now}
 
 #[derive(Debug)]
 pub struct RedisGcra {
-    client: ::redis::Client,
+    redis: Resilient,
     prefix: String,
-    /// Made on first use, so a Redis down at startup is a fallback, not a
-    /// failed start; it reconnects by itself afterwards.
-    connection: OnceCell<ConnectionManager>,
-    /// After a failure Redis is not asked again before this: requests do
-    /// not each pay a timeout while it is down.
-    resting_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
-
-/// How long Redis rests after a failed decision.
-const REST_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 impl RedisGcra {
     pub fn new(client: ::redis::Client, prefix: &str) -> Self {
         Self {
-            client,
+            redis: Resilient::new(client, DECISION_TIMEOUT),
             prefix: prefix.to_owned(),
-            connection: OnceCell::new(),
-            resting_until: std::sync::Mutex::new(None),
         }
     }
 
+    /// The decision, or why Redis could not make it (the caller falls back
+    /// to the in-process limiter).
     pub async fn check(&self, limit: &Limit, key: &str) -> Result<Decision, String> {
-        let now = std::time::Instant::now();
-        if let Ok(resting) = self.resting_until.lock()
-            && resting.is_some_and(|until| until > now)
-        {
-            return Err("Redis failed a moment ago".to_owned());
-        }
-        let outcome = self.decide(limit, key).await;
-        if outcome.is_err()
-            && let Ok(mut resting) = self.resting_until.lock()
-        {
-            *resting = Some(now + REST_AFTER_FAILURE);
-        }
-        outcome
-    }
-
-    async fn decide(&self, limit: &Limit, key: &str) -> Result<Decision, String> {
-        let decide = async {
-            let connection = self
-                .connection
-                .get_or_try_init(|| async { ConnectionManager::new(self.client.clone()).await })
-                .await
-                .map_err(|err| err.to_string())?;
-            let mut connection = connection.clone();
-            // At least 1 µs: the script divides by it.
-            let emission = (limit.emission.as_micros() as u64).max(1);
-            let tolerance = emission * u64::from(limit.burst);
-            let (allowed, remaining, wait): (i64, i64, i64) = ::redis::cmd("EVAL")
-                .arg(GCRA)
-                .arg(1)
-                .arg(format!("{}ratelimit:{}:{key}", self.prefix, limit.name))
-                .arg(emission)
-                .arg(tolerance)
-                .query_async(&mut connection)
-                .await
-                .map_err(|err| err.to_string())?;
-            Ok(Decision {
-                allowed: allowed == 1,
-                remaining: remaining.max(0) as u64,
-                wait: Duration::from_micros(wait.max(0) as u64),
-            })
-        };
-        tokio::time::timeout(DECISION_TIMEOUT, decide)
-            .await
-            .map_err(|_| "Redis did not answer in time".to_owned())?
+        let emission = (limit.emission.as_micros() as u64).max(1);
+        let tolerance = emission * u64::from(limit.burst);
+        let mut command = ::redis::cmd("EVAL");
+        command
+            .arg(GCRA)
+            .arg(1)
+            .arg(format!("{}ratelimit:{}:{key}", self.prefix, limit.name))
+            .arg(emission)
+            .arg(tolerance);
+        let (allowed, remaining, wait): (i64, i64, i64) = self.redis.query(&command).await?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            remaining: remaining.max(0) as u64,
+            wait: Duration::from_micros(wait.max(0) as u64),
+        })
     }
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod availability;
+mod cache;
 mod directory;
 mod events;
 mod internal_users;

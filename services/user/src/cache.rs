@@ -1,0 +1,223 @@
+//! Cache-aside for profile reads, in Redis, shared by every replica.
+//!
+//! A read looks in Redis first (`MGET` of the cache epoch and the entry,
+//! one round trip); a miss reads the database and fills the entry, one
+//! load per profile at a time in a replica (concurrent misses of a cold
+//! profile wait for the first and then find it cached: no stampede).
+//!
+//! Writes go through: after a change commits, its replica overwrites the
+//! entry with the new profile before answering, so no replica serves the
+//! old one after the write returned. A fill never overwrites (`SET NX`), so
+//! a reader that loaded the old profile before the write cannot put it
+//! back over the new one. Entries carry the cache epoch they were written
+//! under; when a write could not reach Redis, its replica bumps the epoch
+//! as soon as Redis answers again (and reads only the database until it
+//! has), which retires every entry written before — including the one now
+//! stale. With Redis down, reads and writes go to the database alone.
+
+use std::{
+    hash::{Hash as _, Hasher as _},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use portico_common::redis::Resilient;
+use uuid::Uuid;
+
+use crate::domain::Profile;
+
+/// Stripes of the per-profile load lock.
+const LOAD_STRIPES: usize = 64;
+/// How often a pending epoch bump is tried again.
+const BUMP_RETRY: Duration = Duration::from_millis(500);
+
+/// KEYS: epoch, entry. ARGV: the epoch the loader read, the profile, TTL
+/// ms. Fills only an absent entry, and only if the epoch did not move
+/// while the profile was loaded.
+const FILL: &str = r"
+local epoch = redis.call('GET', KEYS[1]) or '0'
+if epoch ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], epoch .. '|' .. ARGV[2], 'PX', ARGV[3], 'NX')
+return 1
+";
+
+/// KEYS: epoch, entry. ARGV: the profile, TTL ms. Overwrites.
+const WRITE: &str = r"
+local epoch = redis.call('GET', KEYS[1]) or '0'
+redis.call('SET', KEYS[2], epoch .. '|' .. ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// The profile cache; without Redis, every read goes to the database.
+#[derive(Debug, Clone)]
+pub struct ProfileCache(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    redis: Option<Resilient>,
+    prefix: String,
+    ttl: Duration,
+    loads: Vec<tokio::sync::Mutex<()>>,
+    /// A write could not reach Redis: bump the epoch before using it again.
+    bump_pending: AtomicBool,
+}
+
+/// What a cache lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Profile),
+    /// Not cached: load it, then [`ProfileCache::fill`] with this epoch.
+    Miss {
+        epoch: String,
+    },
+    /// The cache cannot be used now (no Redis, Redis down, an epoch bump
+    /// pending): read the database and do not fill.
+    Bypass,
+}
+
+impl ProfileCache {
+    pub fn new(
+        redis: Option<redis::Client>,
+        prefix: &str,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            redis: redis.map(|client| Resilient::new(client, timeout)),
+            prefix: prefix.to_owned(),
+            ttl,
+            loads: (0..LOAD_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            bump_pending: AtomicBool::new(false),
+        }))
+    }
+
+    /// A cache that never holds anything.
+    pub fn disabled() -> Self {
+        Self::new(None, "", Duration::ZERO, Duration::ZERO)
+    }
+
+    fn epoch_key(&self) -> String {
+        format!("{}profile-cache-epoch", self.0.prefix)
+    }
+
+    fn entry_key(&self, id: Uuid) -> String {
+        format!("{}profile:{id}", self.0.prefix)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.0.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The lock a load of `id` holds (one load per profile at a time).
+    pub fn load_lock(&self, id: Uuid) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut hasher);
+        &self.0.loads[(hasher.finish() as usize) % LOAD_STRIPES]
+    }
+
+    pub async fn lookup(&self, id: Uuid) -> Lookup {
+        let Some(redis) = &self.0.redis else {
+            return Lookup::Bypass;
+        };
+        if self.0.bump_pending.load(Ordering::Acquire) {
+            return outcome(Lookup::Bypass);
+        }
+        let mut command = redis::cmd("MGET");
+        command.arg(self.epoch_key()).arg(self.entry_key(id));
+        let (epoch, entry): (Option<String>, Option<String>) = match redis.query(&command).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!(%err, "profile cache unavailable; reading the database");
+                return outcome(Lookup::Bypass);
+            }
+        };
+        let epoch = epoch.unwrap_or_else(|| "0".to_owned());
+        let cached = entry.and_then(|entry| {
+            let (entry_epoch, json) = entry.split_once('|')?;
+            (entry_epoch == epoch)
+                .then(|| serde_json::from_str::<Profile>(json).ok())
+                .flatten()
+        });
+        outcome(match cached {
+            Some(profile) => Lookup::Hit(profile),
+            None => Lookup::Miss { epoch },
+        })
+    }
+
+    /// Caches a profile loaded after a miss (unless written meanwhile).
+    pub async fn fill(&self, profile: &Profile, epoch: &str) {
+        let Some(redis) = &self.0.redis else { return };
+        let Ok(json) = serde_json::to_string(profile) else {
+            return;
+        };
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(FILL)
+            .arg(2)
+            .arg(self.epoch_key())
+            .arg(self.entry_key(profile.id))
+            .arg(epoch)
+            .arg(json)
+            .arg(self.ttl_ms());
+        if let Err(err) = redis.query::<i64>(&command).await {
+            tracing::debug!(%err, "profile not cached");
+        }
+    }
+
+    /// Puts a profile a write just committed (before the write answers).
+    pub async fn written(&self, profile: &Profile) {
+        let Some(redis) = &self.0.redis else { return };
+        let Ok(json) = serde_json::to_string(profile) else {
+            return;
+        };
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(WRITE)
+            .arg(2)
+            .arg(self.epoch_key())
+            .arg(self.entry_key(profile.id))
+            .arg(json)
+            .arg(self.ttl_ms());
+        if let Err(err) = redis.query::<i64>(&command).await {
+            // The entry may now be stale: retire every entry once Redis
+            // answers again, and use none meanwhile.
+            tracing::warn!(%err, user_id = %profile.id, "profile cache not updated after a write; its epoch will be bumped");
+            self.0.bump_pending.store(true, Ordering::Release);
+            metrics::counter!("user_profile_cache_write_failures_total").increment(1);
+        }
+    }
+
+    /// Bumps the epoch when a write could not reach Redis, as soon as it
+    /// answers again; runs as long as the service does.
+    pub async fn follow(self) {
+        let Some(redis) = &self.0.redis else { return };
+        loop {
+            tokio::time::sleep(BUMP_RETRY).await;
+            if !self.0.bump_pending.load(Ordering::Acquire) {
+                continue;
+            }
+            let mut command = redis::cmd("INCR");
+            command.arg(self.epoch_key());
+            if redis.query::<i64>(&command).await.is_ok() {
+                self.0.bump_pending.store(false, Ordering::Release);
+                tracing::info!("profile cache epoch bumped: entries from before are retired");
+            }
+        }
+    }
+}
+
+/// Counts a lookup's outcome.
+fn outcome(lookup: Lookup) -> Lookup {
+    let label = match &lookup {
+        Lookup::Hit(_) => "hit",
+        Lookup::Miss { .. } => "miss",
+        Lookup::Bypass => "bypass",
+    };
+    metrics::counter!("user_profile_cache_lookups_total", "outcome" => label).increment(1);
+    lookup
+}
