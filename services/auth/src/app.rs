@@ -135,9 +135,20 @@ impl Service for AuthService {
             .with(db.readiness_check())
             .with_redis(redis);
         let purge = state.accounts.clone().purge_periodically();
+        let scrubber = crate::accounts::Scrubber {
+            accounts: state.accounts.clone(),
+            grace: std::time::Duration::from_secs(config.scrubber.grace_secs),
+        };
         let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
         assembly.admin = Some(admin);
         assembly.background.push(Box::pin(purge));
+        assembly
+            .background
+            .push(Box::pin(portico_common::jobs::run_every(
+                scrubber,
+                std::time::Duration::from_millis(config.scrubber.interval_ms),
+                portico_common::jobs::Wake::default(),
+            )));
         assembly.background.push(Box::pin(signing_keys.maintain()));
         if let Some(broadcast) = broadcast {
             assembly.background.push(Box::pin(broadcast));

@@ -42,6 +42,19 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Events other services send here (`POST /internal/events`).
     pub events: EventsInboxConfig,
+    /// Removing deleted accounts' credentials.
+    pub scrubber: ScrubberConfig,
+}
+
+/// The credential scrubber.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubberConfig {
+    /// How long a deleted account's disabled credential is kept (its email
+    /// stays taken): at least an access token's lifetime plus a minute.
+    pub grace_secs: u64,
+    /// How often the scrubber looks.
+    pub interval_ms: u64,
 }
 
 /// The webhook inbox: which deliveries are believed.
@@ -138,6 +151,16 @@ impl ServiceConfig for Config {
             return Err(ConfigError::key(ENV_PREFIX, key, message));
         }
         self.validate_signing_keys()?;
+        let least_grace = self.tokens.access_token_ttl_secs.saturating_add(60);
+        if i64::try_from(self.scrubber.grace_secs).unwrap_or(i64::MAX) < least_grace {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "scrubber.grace_secs",
+                format!(
+                    "must be at least {least_grace} (the access-token lifetime plus a minute): a deleted account's revoked sessions must outlive its tokens"
+                ),
+            ));
+        }
         if let Err(message) = crate::http::events::Inbox::check(&self.events) {
             return Err(ConfigError::key(ENV_PREFIX, &message.0, message.1));
         }

@@ -241,6 +241,31 @@ impl Accounts {
         Ok(profiles::directory((&self.db).into(), query).await?)
     }
 
+    /// Scrubs the personal data of accounts deleted before
+    /// `deleted_before` (at most `limit` of them, each in its own unit of
+    /// work with its events' data); how many.
+    pub async fn scrub_deleted(
+        &self,
+        deleted_before: OffsetDateTime,
+        limit: i64,
+        now: OffsetDateTime,
+    ) -> Result<u64, UserError> {
+        let due = profiles::due_for_scrubbing((&self.db).into(), deleted_before, limit).await?;
+        let mut scrubbed = 0;
+        for id in due {
+            let mut work = self.db.begin().await?;
+            // Another replica may have scrubbed it since: then nothing.
+            let Some(profile) = profiles::scrub((&mut work).into(), id, now).await? else {
+                continue;
+            };
+            events::scrub_subject((&mut work).into(), id).await?;
+            work.commit().await?;
+            self.cache.written(&profile).await;
+            scrubbed += 1;
+        }
+        Ok(scrubbed)
+    }
+
     /// Number of stored profiles.
     pub async fn count(&self) -> Result<i64, UserError> {
         Ok(profiles::count((&self.db).into()).await?)

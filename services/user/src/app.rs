@@ -19,6 +19,7 @@ use crate::{
     config::Config,
     http::{self, AppState},
     relay::{Relay, Subscribers},
+    scrubber::Scrubber,
     storage::MIGRATIONS,
 };
 
@@ -57,6 +58,7 @@ impl Service for UserService {
             std::time::Duration::from_secs(config.cache.ttl_secs),
             std::time::Duration::from_millis(config.cache.timeout_ms),
         );
+        let scrub_clock = context.clock.clone();
         let accounts = Accounts::assemble(
             db.clone(),
             subscribers.clone(),
@@ -96,6 +98,11 @@ impl Service for UserService {
             .with(jwks.readiness_check())
             .with(revocations.readiness_check())
             .with_redis(redis.clone());
+        let scrubber = Scrubber::new(
+            accounts.clone(),
+            scrub_clock,
+            std::time::Duration::from_secs(config.scrubber.grace_secs),
+        );
         let mut assembly =
             Assembly::new(http::router(state), readiness, accounts).owning_database(db);
         revocations.catch_up_at_start().await;
@@ -106,6 +113,11 @@ impl Service for UserService {
         }
         assembly.background.push(Box::pin(revocations.follow()));
         assembly.background.push(Box::pin(cache.follow()));
+        assembly.background.push(Box::pin(jobs::run_every(
+            scrubber,
+            std::time::Duration::from_millis(config.scrubber.interval_ms),
+            Wake::default(),
+        )));
         assembly.background.push(Box::pin(jobs::run_every(
             relay,
             std::time::Duration::from_millis(config.events.relay_interval_ms),

@@ -32,6 +32,18 @@ pub struct Config {
     pub events: EventsConfig,
     /// The profile cache in Redis (used when `redis.url` is set).
     pub cache: CacheConfig,
+    /// Removing deleted accounts' personal data.
+    pub scrubber: ScrubberConfig,
+}
+
+/// The scrubber job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubberConfig {
+    /// How long a deleted account's data is kept (its email stays taken).
+    pub grace_secs: u64,
+    /// How often the scrubber looks for accounts past their grace.
+    pub interval_ms: u64,
 }
 
 /// The profile cache.

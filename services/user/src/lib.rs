@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod relay;
+pub mod scrubber;
 pub mod storage;
 
 pub use app::{Application, UserService};

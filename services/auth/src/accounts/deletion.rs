@@ -1,5 +1,10 @@
-//! Account deletion, as the user service announces it (`user.deleted`).
+//! Account deletion, as the user service announces it (`user.deleted`),
+//! and the scrubber that removes the disabled credential after the grace
+//! period.
 
+use std::time::Duration;
+
+use portico_common::jobs::{Job, Ran};
 use uuid::Uuid;
 
 use super::Accounts;
@@ -35,5 +40,42 @@ impl Accounts {
             }
         }
         Ok(applied)
+    }
+}
+
+/// Credentials scrubbed per run.
+const SCRUB_BATCH: i64 = 100;
+
+/// The scrubber job: deleted credentials older than the grace period are
+/// removed (the email is free again). The grace is at least an access token's lifetime (config
+/// validation), so every token of the account has expired by then and
+/// forgetting its sessions' revocations is safe. Replicas may run it at
+/// once: a credential is removed once.
+pub struct Scrubber {
+    pub accounts: Accounts,
+    pub grace: Duration,
+}
+
+impl Job for Scrubber {
+    const NAME: &'static str = "credential_scrubber";
+
+    async fn run(&self) -> anyhow::Result<Ran> {
+        let now = self.accounts.clock.now();
+        let grace = time::Duration::try_from(self.grace).unwrap_or(time::Duration::MAX);
+        let due = self
+            .accounts
+            .store
+            .deleted_credentials(now - grace, SCRUB_BATCH)
+            .await?;
+        let mut handled = 0;
+        for user_id in &due {
+            if self.accounts.store.scrub_credential(*user_id).await? {
+                handled += 1;
+            }
+        }
+        Ok(Ran {
+            handled,
+            more: due.len() as i64 == SCRUB_BATCH,
+        })
     }
 }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod deletion;
+pub use deletion::Scrubber;
 mod own_sessions;
 mod serial;
 

@@ -78,3 +78,39 @@ impl AuthStore {
         Ok(Applied::Now { sessions_ended })
     }
 }
+
+impl AuthStore {
+    /// Credentials deleted before `deleted_before`, oldest first.
+    pub async fn deleted_credentials(
+        &self,
+        deleted_before: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
+        on_conn!((self.db()).into(), exec => {
+            sqlx::query_scalar(
+                "SELECT user_id FROM credentials WHERE status = 'deleted' AND updated_at < $1 \
+                 ORDER BY updated_at LIMIT $2",
+            )
+            .bind(deleted_before)
+            .bind(limit)
+            .fetch_all(exec)
+            .await
+        })
+    }
+
+    /// Removes a deleted account's credential (its sessions and spent
+    /// refresh tokens go with it); whether it was there. Its audit events
+    /// stay: the log is append-only (a security record, kept for its own
+    /// retention).
+    pub async fn scrub_credential(&self, user_id: Uuid) -> Result<bool, sqlx::Error> {
+        let _turn = self.db().write_turn().await;
+        let removed = on_conn!((self.db()).into(), exec => {
+            sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND status = 'deleted'")
+                .bind(user_id)
+                .execute(exec)
+                .await?
+                .rows_affected()
+        });
+        Ok(removed == 1)
+    }
+}

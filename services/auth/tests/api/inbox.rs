@@ -3,9 +3,12 @@
 //! timestamp, each applied once. `user.deleted` ends every session and
 //! disables the credential.
 
+use std::{sync::Arc, time::Duration};
+
 use portico_auth::domain::audit::AuditKind;
+use portico_common::clock::ManualClock;
 use portico_common::webhooks::{self, SigningSecret};
-use portico_testkit::Backend;
+use portico_testkit::{Backend, eventually};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -184,7 +187,45 @@ async fn without_configured_secrets_every_delivery_is_refused(backend: Backend) 
     );
 }
 
+async fn past_the_grace_the_deleted_credential_is_removed(backend: Backend) {
+    // Arrange: the scrubber looks every 50 ms; the clock is the test's.
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let app = TestApp::spawn_with_clock_and_config(backend, clock.clone(), |config| {
+        config.events.secrets = vec![SecretString::from(SECRET.to_owned())];
+        config.scrubber.grace_secs = 960;
+        config.scrubber.interval_ms = 50;
+    })
+    .await;
+    let account = app.register_account("scrubbed@example.com").await;
+    let user_id = account.user_id.unwrap();
+    let (credentials, _) = app.counts().await;
+    let event = deletion_of(user_id, &Uuid::now_v7().to_string());
+    assert_eq!(
+        deliver(&app, &event, SECRET, 0).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.counts().await.0, credentials, "kept through the grace");
+
+    // Act
+    clock.advance(time::Duration::seconds(961));
+
+    // Assert: the credential is gone (its sessions with it); the audit
+    // log, append-only, keeps the account's events.
+    eventually(
+        Duration::from_secs(10),
+        "the credential removed",
+        || async { (app.counts().await.0 == credentials - 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(app.counts().await.1, 0, "its sessions went with it");
+    assert_eq!(
+        events_of_kind(&app, AuditKind::AccountDeleted).await.len(),
+        1
+    );
+}
+
 on_both_backends!(
+    past_the_grace_the_deleted_credential_is_removed,
     a_deletion_ends_every_session_and_sign_in_once_per_event,
     forged_stale_or_malformed_deliveries_change_nothing,
     without_configured_secrets_every_delivery_is_refused,

@@ -67,3 +67,15 @@ pub async fn for_subject(conn: Conn<'_>, subject: Uuid) -> Result<Vec<Event>, sq
         .collect()
     })
 }
+
+/// Replaces the data of `subject`'s events (profiles with an email and a
+/// name) with `{"scrubbed": true}`; the events themselves stay.
+pub async fn scrub_subject(conn: Conn<'_>, subject: Uuid) -> Result<u64, sqlx::Error> {
+    on_conn!(conn, exec => {
+        sqlx::query("UPDATE events SET data = '{\"scrubbed\":true}' WHERE subject = $1")
+            .bind(subject)
+            .execute(exec)
+            .await
+            .map(|done| done.rows_affected())
+    })
+}

@@ -32,6 +32,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "directory",
             include_str!("../../migrations/postgres/0004_directory.sql"),
         ),
+        (
+            5,
+            "scrubbing",
+            include_str!("../../migrations/postgres/0005_scrubbing.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -53,6 +58,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             4,
             "directory",
             include_str!("../../migrations/sqlite/0004_directory.sql"),
+        ),
+        (
+            5,
+            "scrubbing",
+            include_str!("../../migrations/sqlite/0005_scrubbing.sql"),
         ),
     ],
 };

@@ -213,3 +213,48 @@ pub async fn directory(
             .collect()
     })
 }
+
+/// Deleted profiles whose data is not scrubbed yet, deleted before
+/// `deleted_before`, oldest first.
+pub async fn due_for_scrubbing(
+    conn: Conn<'_>,
+    deleted_before: OffsetDateTime,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    on_conn!(conn, exec => {
+        sqlx::query_scalar(
+            "SELECT id FROM users WHERE status = 'deleted' AND scrubbed_at IS NULL \
+             AND updated_at < $1 ORDER BY updated_at LIMIT $2",
+        )
+        .bind(deleted_before)
+        .bind(limit)
+        .fetch_all(exec)
+        .await
+    })
+}
+
+/// Scrubs a deleted profile's personal data: the email (freed for a new
+/// registration: `email_lower` becomes a placeholder no address can be),
+/// the display name, locale and time zone. The row stays, so the id is
+/// never reused. `None` if it is not a deleted, unscrubbed profile.
+pub async fn scrub(
+    conn: Conn<'_>,
+    id: Uuid,
+    now: OffsetDateTime,
+) -> Result<Option<Profile>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE users SET email = '', email_lower = $2, display_name = '', locale = NULL, \
+         time_zone = NULL, version = version + 1, updated_at = $3, scrubbed_at = $3 \
+         WHERE id = $1 AND status = 'deleted' AND scrubbed_at IS NULL RETURNING {COLUMNS}"
+    ));
+    on_conn!(conn, exec => {
+        let row = sqlx::query(sql)
+            .bind(id)
+            // No address has no `@`-less form like this one.
+            .bind(format!("scrubbed:{id}"))
+            .bind(now)
+            .fetch_optional(exec)
+            .await?;
+        row.as_ref().map(profile_from_row).transpose()
+    })
+}

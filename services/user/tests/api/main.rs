@@ -12,5 +12,6 @@ mod internal_users;
 mod profile;
 mod rejections;
 mod routes;
+mod scrubber;
 mod shutdown;
 mod storage;

@@ -1,0 +1,3 @@
+-- When a deleted account's personal data was scrubbed (NULL: not yet).
+ALTER TABLE users ADD COLUMN scrubbed_at TIMESTAMPTZ;
+CREATE INDEX users_to_scrub ON users (updated_at) WHERE status = 'deleted' AND scrubbed_at IS NULL;
