@@ -83,15 +83,19 @@ if leaked:
 print(f"==> public document: {len(present)} operations, all expected ones present")
 PY
 
-# Logout ends the session the token belongs to: run it last, on its own,
-# or every bearer operation after it would only ever see 401s.
+# Logout ends the session the token belongs to, and deleting the account
+# ends every session: each runs last, on its own token, or every bearer
+# operation after it would only ever see 401s.
 schemathesis() {
     "$VENV/bin/schemathesis" --config-file scripts/schemathesis.toml run "$gateway/openapi.json" \
         --url "$gateway" --header "Authorization: Bearer $token" \
         --checks all --max-examples 50 --seed 1 --no-color "$@"
 }
-echo "==> schemathesis against $gateway/openapi.json (all but logout)"
-schemathesis --exclude-path /v1/auth/logout
+echo "==> schemathesis against $gateway/openapi.json (all but logout and account deletion)"
+schemathesis --exclude-path /v1/auth/logout --exclude-name "DELETE /v1/users/me"
+echo "==> schemathesis: account deletion"
+token=$(fresh_token contract-delete@example.com)
+schemathesis --include-name "DELETE /v1/users/me"
 echo "==> schemathesis: logout"
 token=$(fresh_token contract-logout@example.com)
 schemathesis --include-path /v1/auth/logout

@@ -3,7 +3,7 @@
 //! and send again.
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -35,6 +35,12 @@ pub(super) async fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), P
         return Err(Problem::forbidden("this needs the admin role"));
     }
     Ok(())
+}
+
+/// A query string that does not parse (a parameter given twice).
+fn query_problem(rejection: QueryRejection) -> Problem {
+    Problem::bad_request("the query string could not be read: each parameter at most once")
+        .with_cause(rejection.body_text())
 }
 
 /// Paging through dead-lettered deliveries, newest first.
@@ -108,6 +114,7 @@ fn parse_bounded(
     params(DeadQuery),
     responses(
         (status = 200, description = "A page of dead-lettered deliveries", body = DeadDeliveries),
+        (status = 400, description = "A query parameter given twice", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`limit` or `before` out of range", body = Problem, content_type = "application/problem+json"),
         BearerRejections,
@@ -117,9 +124,10 @@ fn parse_bounded(
 pub async fn dead_deliveries(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<DeadQuery>,
+    query: Result<Query<DeadQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     admin(&state, &headers).await?;
+    let Query(query) = query.map_err(query_problem)?;
     let limit = parse_bounded("limit", query.limit.as_deref(), 1, MAX_PAGE);
     let before = parse_bounded("before", query.before.as_deref(), 1, i64::MAX);
     let (limit, before) = match (limit, before) {
@@ -235,6 +243,7 @@ pub struct DirectoryPage {
     params(DirectoryParams),
     responses(
         (status = 200, description = "A page of profiles, oldest first", body = DirectoryPage),
+        (status = 400, description = "A query parameter given twice", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad `limit`, `cursor`, `q` or `status` (`errors` names each)", body = Problem, content_type = "application/problem+json"),
         BearerRejections,
@@ -244,9 +253,10 @@ pub struct DirectoryPage {
 pub async fn directory(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Query<DirectoryParams>,
+    params: Result<Query<DirectoryParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     admin(&state, &headers).await?;
+    let Query(params) = params.map_err(query_problem)?;
     let mut errors = Vec::new();
     let limit = parse_bounded("limit", params.limit.as_deref(), 1, MAX_DIRECTORY_PAGE)
         .unwrap_or_else(|err| {

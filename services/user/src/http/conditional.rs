@@ -15,29 +15,38 @@ struct EntityTag<'a> {
 }
 
 /// `*`, or a comma-separated list of entity tags (`"3"`, `W/"3"`); `None`
-/// if it is neither.
+/// if it is neither. A tag's opaque part may itself hold commas, so the
+/// list is read tag by tag, not split.
 fn entity_tags(value: &str) -> Option<Option<Vec<EntityTag<'_>>>> {
-    let value = value.trim_matches([' ', '\t']);
-    if value == "*" {
+    let is_ows = |c: char| c == ' ' || c == '\t';
+    if value.trim_matches(is_ows) == "*" {
         return Some(None);
     }
     let mut tags = Vec::new();
-    for item in value.split(',') {
-        let item = item.trim_matches([' ', '\t']);
-        if item.is_empty() {
-            // Empty list elements are allowed (RFC 9110 §5.6.1).
-            continue;
+    let mut rest = value;
+    loop {
+        // Empty list elements are allowed (RFC 9110 §5.6.1).
+        rest = rest.trim_start_matches(|c: char| is_ows(c) || c == ',');
+        if rest.is_empty() {
+            break;
         }
-        let (weak, quoted) = match item.strip_prefix("W/") {
-            Some(rest) => (true, rest),
-            None => (false, item),
+        let (weak, quoted) = match rest.strip_prefix("W/") {
+            Some(after) => (true, after),
+            None => (false, rest),
         };
-        let opaque = quoted.strip_prefix('"')?.strip_suffix('"')?;
+        let body = quoted.strip_prefix('"')?;
+        let close = body.find('"')?;
+        let opaque = &body[..close];
         // etagc: any visible character but `"`, or obs-text.
-        if opaque.bytes().any(|b| b == b'"' || b < 0x21 || b == 0x7f) {
+        if opaque.bytes().any(|b| b < 0x21 || b == 0x7f) {
             return None;
         }
         tags.push(EntityTag { weak, opaque });
+        rest = body[close + 1..].trim_start_matches(is_ows);
+        // Another tag follows only after a comma.
+        if !rest.is_empty() && !rest.starts_with(',') {
+            return None;
+        }
     }
     (!tags.is_empty()).then_some(Some(tags))
 }
@@ -127,6 +136,11 @@ mod tests {
             required_precondition(&with(header::IF_MATCH, &["\"3\", W/\"4\"", "\"x\", \"5\""]))
                 .unwrap(),
             Precondition::OneOf(vec![3, 5])
+        );
+        // Commas inside a tag are part of it.
+        assert_eq!(
+            required_precondition(&with(header::IF_MATCH, &["\",;<\",\"7\", \"\""])).unwrap(),
+            Precondition::OneOf(vec![7])
         );
         for bad in ["3", "\"3", "W/3", "\"a\"b\"", "", " , ", "\"3\" \"4\""] {
             let refused = required_precondition(&with(header::IF_MATCH, &[bad])).unwrap_err();

@@ -144,6 +144,11 @@ async fn the_directory_is_for_admins_and_refuses_bad_parameters(backend: Backend
 
     // Act and assert
     assert_problem(page(&app, &user_token, "").await, StatusCode::FORBIDDEN).await;
+    assert_problem(
+        page(&app, &admin, "status=active&status=active").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     let long = "x".repeat(101);
     for (query, fields) in [
         ("limit=0", vec!["limit"]),

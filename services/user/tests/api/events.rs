@@ -284,6 +284,13 @@ async fn the_dead_letter_api_is_for_admins_and_checks_its_input(backend: Backend
         let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(error_fields(&problem), fields, "{query}");
     }
+    assert_problem(
+        get("/v1/users/admin/deliveries?limit=1&limit=2", &admin)
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     for id in ["12345", "not-a-number"] {
         let response = post(
             &format!("/v1/users/admin/deliveries/{id}/redeliver"),
