@@ -187,6 +187,71 @@ async fn deletions_wait_while_auth_is_down_and_apply_when_it_returns(backend: Ba
     assert_eq!(login, 401);
 }
 
+/// The user service dies (SIGKILL) after committing a deletion and before
+/// delivering its event (auth is down, so delivery cannot have happened):
+/// after both return, the event is delivered and auth applies it once.
+async fn a_deletion_survives_the_user_service_dying_before_delivery(backend: Backend) {
+    // Arrange: an admin (to read auth's audit log) and an account.
+    let mut system = System::start_with(
+        backend,
+        &[("auth", "ADMIN__BOOTSTRAP_EMAIL", "root@example.com")],
+    )
+    .await;
+    let admin = system.register("root@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let account = system.register("doomed@example.com").await;
+    let access = account["access_token"].as_str().unwrap().to_owned();
+    let user_id = account["user_id"].as_str().unwrap().to_owned();
+    system.auth.kill_hard();
+
+    // Act: the deletion commits; every user replica dies before auth is
+    // back; then auth, then the users, return.
+    let deleted = delete_account(&system, &access).await;
+    assert_eq!(deleted.status(), 204, "{}", system.logs());
+    for user in &mut system.users {
+        user.kill_hard();
+    }
+    let client = system.client.clone();
+    system.auth.restart(&client).await;
+    for user in &mut system.users {
+        user.restart(&client).await;
+    }
+
+    // Assert: applied — the session ended — and applied once.
+    eventually(Duration::from_secs(30), "the deletion applied", || async {
+        let status = status_of(
+            &system,
+            reqwest::Method::GET,
+            "/v1/auth/sessions",
+            None,
+            Some(&access),
+        )
+        .await;
+        (status == 401).then_some(())
+    })
+    .await;
+    let audit: Value = system
+        .client
+        .get(system.url(&format!(
+            "/v1/auth/admin/audit?type=account_deleted&user_id={user_id}"
+        )))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+}
+
+#[tokio::test]
+async fn a_deletion_survives_the_user_service_dying_before_delivery_on_postgres() {
+    a_deletion_survives_the_user_service_dying_before_delivery(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn deleting_an_account_refuses_its_tokens_within_a_second_on_postgres() {
     deleting_an_account_refuses_its_tokens_within_a_second(Backend::Postgres).await;
