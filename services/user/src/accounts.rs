@@ -161,13 +161,7 @@ impl Accounts {
         now: OffsetDateTime,
     ) -> Result<Profile, UserError> {
         let mut work = self.db.begin().await?;
-        let current = match profiles::get((&mut work).into(), id).await? {
-            Some(profile) if profile.status == "active" => profile,
-            _ => return Err(UserError::NotFound),
-        };
-        if !precondition.holds_for(&current) {
-            return Err(UserError::PreconditionFailed);
-        }
+        let current = Self::guarded(&mut work, id, precondition).await?;
         let applied = change.apply_to(&current);
         if applied.changed.is_empty() {
             return Ok(current);
@@ -195,13 +189,7 @@ impl Accounts {
         now: OffsetDateTime,
     ) -> Result<Profile, UserError> {
         let mut work = self.db.begin().await?;
-        let current = match profiles::get((&mut work).into(), id).await? {
-            Some(profile) if profile.status == "active" => profile,
-            _ => return Err(UserError::NotFound),
-        };
-        if !precondition.holds_for(&current) {
-            return Err(UserError::PreconditionFailed);
-        }
+        let current = Self::guarded(&mut work, id, precondition).await?;
         let deleted =
             profiles::mark_deleted_at_version((&mut work).into(), id, current.version, now)
                 .await?
@@ -212,6 +200,24 @@ impl Accounts {
         self.commit(work, added).await?;
         self.cache.written(&deleted).await;
         Ok(deleted)
+    }
+
+    /// The active profile a change is about, read in its unit of work, if
+    /// `precondition` holds for it (the change's own write then checks the
+    /// version again: a writer in between makes it a 412 too).
+    async fn guarded(
+        work: &mut UnitOfWork,
+        id: Uuid,
+        precondition: &Precondition,
+    ) -> Result<Profile, UserError> {
+        let current = match profiles::get(work.into(), id).await? {
+            Some(profile) if profile.status == "active" => profile,
+            _ => return Err(UserError::NotFound),
+        };
+        if !precondition.holds_for(&current) {
+            return Err(UserError::PreconditionFailed);
+        }
+        Ok(current)
     }
 
     /// Dead-lettered deliveries, newest first, older than `before`.
