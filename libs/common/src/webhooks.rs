@@ -107,7 +107,7 @@ pub fn verify(
     let timestamp: i64 = header(headers, TIMESTAMP_HEADER)?
         .parse()
         .map_err(|_| VerifyError::BadTimestamp)?;
-    if (now_unix - timestamp).abs() > tolerance_secs {
+    if now_unix.abs_diff(timestamp) > tolerance_secs.unsigned_abs() {
         return Err(VerifyError::Stale);
     }
     let signatures = header(headers, SIGNATURE_HEADER)?;

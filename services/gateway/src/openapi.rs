@@ -117,7 +117,11 @@ impl PublicDocument {
             }
         }
         let merged = merge(&parts, &routes);
-        self.operations.store(Arc::new(Operations::of(&merged)));
+        // A document missing an upstream would take its labels away until
+        // it answers again: keep the last complete set meanwhile.
+        if complete || self.operations.load().is_empty() {
+            self.operations.store(Arc::new(Operations::of(&merged)));
+        }
         if complete {
             *cached = Some((Instant::now(), snapshot.version, merged.clone()));
         }
@@ -152,7 +156,10 @@ impl PublicDocument {
 /// Only documented paths become labels, so the label set stays as small as
 /// the API (an unknown path is labelled with its route's prefix).
 #[derive(Debug, Default)]
-pub struct Operations(matchit::Router<Arc<str>>);
+pub struct Operations {
+    router: matchit::Router<Arc<str>>,
+    count: usize,
+}
 
 impl Operations {
     /// The operations of a merged document. OpenAPI's `{name}` segments are
@@ -161,21 +168,29 @@ impl Operations {
     /// route's label.
     pub fn of(document: &Value) -> Self {
         let mut router = matchit::Router::new();
+        let mut count = 0;
         for path in document
             .get("paths")
             .and_then(Value::as_object)
             .into_iter()
             .flat_map(|paths| paths.keys())
         {
-            if let Err(err) = router.insert(path.as_str(), Arc::from(path.as_str())) {
-                tracing::debug!(%path, %err, "operation left without its own metric label");
+            match router.insert(path.as_str(), Arc::from(path.as_str())) {
+                Ok(()) => count += 1,
+                Err(err) => {
+                    tracing::debug!(%path, %err, "operation left without its own metric label")
+                }
             }
         }
-        Self(router)
+        Self { router, count }
     }
 
     pub fn label(&self, path: &str) -> Option<Arc<str>> {
-        self.0.at(path).ok().map(|found| found.value.clone())
+        self.router.at(path).ok().map(|found| found.value.clone())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 

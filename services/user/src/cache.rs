@@ -5,15 +5,21 @@
 //! load per profile at a time in a replica (concurrent misses of a cold
 //! profile wait for the first and then find it cached: no stampede).
 //!
-//! Writes go through: after a change commits, its replica overwrites the
-//! entry with the new profile before answering, so no replica serves the
-//! old one after the write returned. A fill never overwrites (`SET NX`), so
-//! a reader that loaded the old profile before the write cannot put it
-//! back over the new one. Entries carry the cache epoch they were written
-//! under; when a write could not reach Redis, its replica bumps the epoch
-//! as soon as Redis answers again (and reads only the database until it
-//! has), which retires every entry written before — including the one now
-//! stale. With Redis down, reads and writes go to the database alone.
+//! Writes go through: after a change commits, its replica puts the new
+//! profile in the entry before answering (unless a newer version is
+//! already there: writes of two replicas may arrive in either order), so
+//! no replica serves the old one after the write returned. A fill never
+//! replaces an entry of the current epoch, so a reader that loaded the old
+//! profile before the write cannot put it back over the new one.
+//!
+//! Entries carry the cache epoch they were written under. When a write
+//! cannot reach Redis (down, or slower than `cache.timeout_ms`), its
+//! replica reads only the database and bumps the epoch as soon as Redis
+//! answers again, which retires every entry written before — including
+//! the one that write left stale. Until then another replica that still
+//! reaches Redis may serve that entry: the guarantee above holds for
+//! writes that reached Redis. With Redis down, reads and writes go to the
+//! database alone.
 
 use std::{
     hash::{Hash as _, Hasher as _},
@@ -34,20 +40,31 @@ const LOAD_STRIPES: usize = 64;
 /// How often a pending epoch bump is tried again.
 const BUMP_RETRY: Duration = Duration::from_millis(500);
 
-/// KEYS: epoch, entry. ARGV: the epoch the loader read, the profile, TTL
-/// ms. Fills only an absent entry, and only if the epoch did not move
-/// while the profile was loaded.
+/// KEYS: epoch, entry. ARGV: the epoch the loader read, the profile's
+/// version, the profile, TTL ms. Fills only if the epoch did not move
+/// while the profile was loaded, and never over an entry of this epoch (a
+/// write may have put a newer version there meanwhile); an entry of an
+/// older epoch is retired, so it is replaced.
 const FILL: &str = r"
 local epoch = redis.call('GET', KEYS[1]) or '0'
 if epoch ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], epoch .. '|' .. ARGV[2], 'PX', ARGV[3], 'NX')
+local current = redis.call('GET', KEYS[2])
+if current and string.match(current, '^(%d+)|') == epoch then return 0 end
+redis.call('SET', KEYS[2], epoch .. '|' .. ARGV[2] .. '|' .. ARGV[3], 'PX', ARGV[4])
 return 1
 ";
 
-/// KEYS: epoch, entry. ARGV: the profile, TTL ms. Overwrites.
+/// KEYS: epoch, entry. ARGV: the profile's version, the profile, TTL ms.
+/// Overwrites, unless the entry (of this epoch) holds a newer version: two
+/// replicas' writes may reach Redis in either order.
 const WRITE: &str = r"
 local epoch = redis.call('GET', KEYS[1]) or '0'
-redis.call('SET', KEYS[2], epoch .. '|' .. ARGV[1], 'PX', ARGV[2])
+local current = redis.call('GET', KEYS[2])
+if current then
+  local e, v = string.match(current, '^(%d+)|(%d+)|')
+  if e == epoch and tonumber(v) > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[2], epoch .. '|' .. ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
@@ -137,8 +154,10 @@ impl ProfileCache {
             }
         };
         let epoch = epoch.unwrap_or_else(|| "0".to_owned());
+        // `epoch|version|profile`; an entry of an older epoch is retired.
         let cached = entry.and_then(|entry| {
-            let (entry_epoch, json) = entry.split_once('|')?;
+            let (entry_epoch, rest) = entry.split_once('|')?;
+            let (_, json) = rest.split_once('|')?;
             (entry_epoch == epoch)
                 .then(|| serde_json::from_str::<Profile>(json).ok())
                 .flatten()
@@ -162,6 +181,7 @@ impl ProfileCache {
             .arg(self.epoch_key())
             .arg(self.entry_key(profile.id))
             .arg(epoch)
+            .arg(profile.version)
             .arg(json)
             .arg(self.ttl_ms());
         if let Err(err) = redis.query::<i64>(&command).await {
@@ -181,6 +201,7 @@ impl ProfileCache {
             .arg(2)
             .arg(self.epoch_key())
             .arg(self.entry_key(profile.id))
+            .arg(profile.version)
             .arg(json)
             .arg(self.ttl_ms());
         if let Err(err) = redis.query::<i64>(&command).await {

@@ -155,6 +155,11 @@ mod tests {
         config.events.subscribers[0].url = "ftp://x".to_owned();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("events.subscribers[0].url"), "{err}");
+        config.events.subscribers[0].url = "http://127.0.0.1:8082/internal/events".to_owned();
+        // 32 deliveries, 8 at a time, 5 s each: up to 25 s per batch.
+        config.events.lease_ms = 20_000;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("events.lease_ms"), "{err}");
     }
 
     #[test]

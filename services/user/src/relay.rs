@@ -45,7 +45,20 @@ pub struct Subscribers(Arc<Vec<Subscriber>>);
 
 impl Subscribers {
     /// Resolves the configured subscribers; `Err` is the bad key and why.
+    /// Also checks that a claimed batch is sent well within its lease (a
+    /// lease that ran out mid-batch would let another relay send a later
+    /// event of a user first).
     pub fn from_config(config: &EventsConfig) -> Result<Self, (String, String)> {
+        let rounds = u64::from(config.batch_size).div_ceil(config.concurrency.max(1) as u64);
+        let batch_ms = (rounds + 1).saturating_mul(config.timeout_ms);
+        if config.lease_ms < batch_ms {
+            return Err((
+                "events.lease_ms".to_owned(),
+                format!(
+                    "must be at least {batch_ms}: (batch_size / concurrency + 1) × timeout_ms, the longest a claimed batch can take"
+                ),
+            ));
+        }
         let mut resolved = Vec::new();
         for (index, subscriber) in config.subscribers.iter().enumerate() {
             let at = |key: &str| format!("events.subscribers[{index}].{key}");
@@ -126,20 +139,12 @@ impl Relay {
         now + time::Duration::try_from(wait).unwrap_or(time::Duration::MAX)
     }
 
-    /// One attempt at one delivery, and its outcome recorded.
-    async fn deliver(&self, delivery: Delivery) -> anyhow::Result<()> {
+    /// One attempt at one delivery (claimed until `lease`), and its
+    /// outcome recorded.
+    async fn deliver(&self, delivery: Delivery, lease: OffsetDateTime) -> anyhow::Result<()> {
         let subscriber_label = delivery.subscriber.clone();
+        // Claimed only for subscribers this replica knows.
         let Some(subscriber) = self.subscribers.named(&delivery.subscriber) else {
-            // Its subscriber left the config: kept for an admin, not retried.
-            deliveries::failed(
-                &self.db,
-                delivery.id,
-                "subscriber no longer configured",
-                None,
-            )
-            .await?;
-            metrics::counter!("events_dead_lettered_total", "subscriber" => subscriber_label)
-                .increment(1);
             return Ok(());
         };
         let body = serde_json::to_vec(&delivery.event.envelope())?;
@@ -165,11 +170,11 @@ impl Relay {
             Err(_) => Some("the request failed".to_owned()),
         };
         let now = self.clock.now();
-        match failure {
+        let recorded = match failure {
             None => {
-                deliveries::delivered(&self.db, delivery.id, now).await?;
                 metrics::counter!("events_delivered_total", "subscriber" => subscriber_label)
                     .increment(1);
+                deliveries::delivered(&self.db, delivery.id, lease, now).await?
             }
             Some(error) => {
                 let attempts = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
@@ -194,8 +199,14 @@ impl Relay {
                     tracing::info!(delivery = delivery.id, event_id = %delivery.event.id,
                         subscriber = %delivery.subscriber, attempts, %error, "delivery failed; will retry");
                 }
-                deliveries::failed(&self.db, delivery.id, &error, retry_at).await?;
+                deliveries::failed(&self.db, delivery.id, lease, &error, retry_at).await?
             }
+        };
+        if !recorded {
+            tracing::warn!(
+                delivery = delivery.id,
+                "delivery taken over by another relay after this one's lease ran out"
+            );
         }
         Ok(())
     }
@@ -231,12 +242,13 @@ impl Job for Relay {
         let now = self.clock.now();
         let lease_until = self.after(now, Duration::from_millis(self.config.lease_ms));
         let batch = i64::from(self.config.batch_size);
-        let claimed = deliveries::claim_due(&self.db, now, lease_until, batch).await?;
+        let names: Vec<&str> = self.subscribers.0.iter().map(|s| s.name.as_str()).collect();
+        let claimed = deliveries::claim_due(&self.db, &names, now, lease_until, batch).await?;
         let handled = claimed.len() as u64;
         // One delivery per subject is claimed at a time, so these may go
         // out together without reordering any subject's events.
         let failures: Vec<anyhow::Error> = futures::stream::iter(claimed)
-            .map(|delivery| self.deliver(delivery))
+            .map(|delivery| self.deliver(delivery, lease_until))
             .buffer_unordered(self.config.concurrency.max(1))
             .filter_map(|outcome| async move { outcome.err() })
             .collect()

@@ -37,8 +37,17 @@ impl Job for Scrubber {
 
     async fn run(&self) -> anyhow::Result<Ran> {
         let now = self.clock.now();
-        let grace = time::Duration::try_from(self.grace).unwrap_or(time::Duration::MAX);
-        let scrubbed = self.accounts.scrub_deleted(now - grace, BATCH, now).await?;
+        // A grace reaching before the epoch scrubs nothing.
+        let Some(deleted_before) = time::Duration::try_from(self.grace)
+            .ok()
+            .and_then(|grace| now.checked_sub(grace))
+        else {
+            return Ok(Ran::default());
+        };
+        let scrubbed = self
+            .accounts
+            .scrub_deleted(deleted_before, BATCH, now)
+            .await?;
         Ok(Ran {
             handled: scrubbed,
             more: scrubbed == BATCH as u64,

@@ -7,7 +7,7 @@ ALTER TABLE credentials ADD CONSTRAINT credentials_status_check
 
 -- Events received from other services (webhooks), by id: each applied
 -- once however often it is delivered.
-CREATE TABLE received_events (
+CREATE TABLE IF NOT EXISTS received_events (
     id           TEXT PRIMARY KEY,
     type         TEXT NOT NULL,
     received_at  TIMESTAMPTZ NOT NULL

@@ -8,6 +8,7 @@
 -- so that dropping the old table does not cascade to sessions.
 PRAGMA foreign_keys = OFF;
 BEGIN;
+DROP TABLE IF EXISTS credentials_rebuilt;
 CREATE TABLE credentials_rebuilt (
     user_id        BLOB PRIMARY KEY,
     email_lower    TEXT NOT NULL UNIQUE,
@@ -24,7 +25,7 @@ ALTER TABLE credentials_rebuilt RENAME TO credentials;
 
 -- Events received from other services (webhooks), by id: each applied
 -- once however often it is delivered.
-CREATE TABLE received_events (
+CREATE TABLE IF NOT EXISTS received_events (
     id           TEXT PRIMARY KEY,
     type         TEXT NOT NULL,
     received_at  TEXT NOT NULL

@@ -61,11 +61,17 @@ impl Job for Scrubber {
 
     async fn run(&self) -> anyhow::Result<Ran> {
         let now = self.accounts.clock.now();
-        let grace = time::Duration::try_from(self.grace).unwrap_or(time::Duration::MAX);
+        // A grace reaching before the epoch removes nothing.
+        let Some(deleted_before) = time::Duration::try_from(self.grace)
+            .ok()
+            .and_then(|grace| now.checked_sub(grace))
+        else {
+            return Ok(Ran::default());
+        };
         let due = self
             .accounts
             .store
-            .deleted_credentials(now - grace, SCRUB_BATCH)
+            .deleted_credentials(deleted_before, SCRUB_BATCH)
             .await?;
         let mut handled = 0;
         for user_id in &due {

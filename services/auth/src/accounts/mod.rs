@@ -333,7 +333,8 @@ impl Accounts {
             credential.user_id,
             session_id,
         );
-        self.store
+        let opened = self
+            .store
             .create_session(
                 &self.new_session(
                     session_id,
@@ -345,6 +346,10 @@ impl Accounts {
                 &event,
             )
             .await?;
+        if !opened {
+            // Deleted between the password check and now.
+            return Err(AuthError::InvalidCredentials);
+        }
         tracing::info!(user_id = %credential.user_id, %session_id, "logged in");
         self.tokens(
             credential.user_id,

@@ -48,16 +48,8 @@ impl AuthStore {
         if !first_time {
             return Ok(Applied::Before);
         }
-        let sessions_ended = on_conn!((&mut work).into(), exec => {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-            )
-            .bind(user_id)
-            .bind(now)
-            .execute(exec)
-            .await?
-            .rows_affected()
-        });
+        // The credential first: its row lock orders this against a sign-in
+        // (see `create_session`), so no session opened meanwhile escapes.
         on_conn!((&mut work).into(), exec => {
             sqlx::query(
                 "UPDATE credentials SET status = 'deleted', password_hash = '', \
@@ -69,6 +61,16 @@ impl AuthStore {
             .await
             .map(|_| ())
         })?;
+        let sessions_ended = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(exec)
+            .await?
+            .rows_affected()
+        });
         let audit = audit.clone().detail(format!("{sessions_ended} sessions"));
         on_conn!((&mut work).into(), exec => {
             insert_audit!(audit).execute(exec).await.map(|_| ())

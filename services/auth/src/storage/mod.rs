@@ -367,20 +367,36 @@ impl AuthStore {
         })
     }
 
-    /// Opens a session, recording `event` in the same transaction.
+    /// Opens a session if the credential is still active, recording
+    /// `event` in the same transaction; `false` (nothing written) if it no
+    /// longer is. The credential's row is locked first (a no-op update), so
+    /// an account deletion — which locks it before revoking sessions —
+    /// either waits for this session and then revokes it, or goes first
+    /// and this sign-in finds the credential deleted.
     pub async fn create_session(
         &self,
         session: &NewSession<'_>,
         event: &AuditEvent,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
+            let active = sqlx::query(
+                "UPDATE credentials SET updated_at = updated_at WHERE user_id = $1 AND status = 'active'",
+            )
+            .bind(session.user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !active {
+                return Ok(false);
+            }
             sessions::insert_session!(session).execute(&mut *tx).await?;
             audit::insert_audit!(event).execute(&mut *tx).await?;
             tx.commit().await?;
             event.recorded();
-            Ok(())
+            Ok(true)
         })
     }
 

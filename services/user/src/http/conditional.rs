@@ -86,10 +86,16 @@ pub fn required_precondition(headers: &HeaderMap) -> Result<Precondition, Proble
     };
     match entity_tags(&value).ok_or_else(|| malformed(&header::IF_MATCH))? {
         None => Ok(Precondition::Any),
+        // Strong comparison is of the text: `"03"` is not `"3"`.
         Some(tags) => Ok(Precondition::OneOf(
             tags.iter()
                 .filter(|tag| !tag.weak)
-                .filter_map(|tag| tag.opaque.parse::<i64>().ok())
+                .filter_map(|tag| {
+                    tag.opaque
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|version| version.to_string() == tag.opaque)
+                })
                 .collect(),
         )),
     }
@@ -133,8 +139,11 @@ mod tests {
             Precondition::Any
         );
         assert_eq!(
-            required_precondition(&with(header::IF_MATCH, &["\"3\", W/\"4\"", "\"x\", \"5\""]))
-                .unwrap(),
+            required_precondition(&with(
+                header::IF_MATCH,
+                &["\"3\", W/\"4\"", "\"x\", \"5\", \"06\", \"+7\""]
+            ))
+            .unwrap(),
             Precondition::OneOf(vec![3, 5])
         );
         // Commas inside a tag are part of it.

@@ -73,41 +73,58 @@ pub async fn add(
     })
 }
 
-/// Claims the deliveries due at `now`, oldest event first, at most one per
-/// subscriber and subject — a later event of a subject waits while an
-/// earlier one is pending, so each subscriber sees a subject's events in
-/// order — leased to the caller until `lease_until`. On PostgreSQL, rows
-/// another relay is claiming at the same moment are skipped (`FOR UPDATE
-/// SKIP LOCKED`); SQLite has one writer at a time. A relay that dies
-/// holding a lease leaves its rows to the others once the lease passes.
+/// Claims the deliveries to `subscribers` due at `now`, oldest event
+/// first, at most one per subscriber and subject — a later event of a
+/// subject waits while an earlier one is pending, so each subscriber sees a
+/// subject's events in order — leased to the caller until `lease_until`
+/// (which is also the caller's claim: outcomes are recorded only while it
+/// holds). On PostgreSQL, rows another relay is claiming at the same moment
+/// are skipped (`FOR UPDATE SKIP LOCKED`); SQLite has one writer at a
+/// time. A relay that dies holding a lease leaves its rows to the others
+/// once the lease passes. Only subscribers this replica knows are claimed
+/// (a replica running an older config leaves a new subscriber's rows).
 pub async fn claim_due(
     db: &Db,
+    subscribers: &[&str],
     now: OffsetDateTime,
     lease_until: OffsetDateTime,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
-    const DUE: &str = "SELECT d.id FROM deliveries d \
+    if subscribers.is_empty() {
+        return Ok(Vec::new());
+    }
+    // $1 now, $2 lease, $3 limit, then one per subscriber.
+    let names: Vec<String> = (0..subscribers.len())
+        .map(|i| format!("${}", i + 4))
+        .collect();
+    let due = format!(
+        "SELECT d.id FROM deliveries d \
          WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
            AND (d.leased_until IS NULL OR d.leased_until <= $1) \
+           AND d.subscriber IN ({}) \
            AND NOT EXISTS (SELECT 1 FROM deliveries earlier \
                WHERE earlier.subscriber = d.subscriber AND earlier.subject = d.subject \
                  AND earlier.status = 'pending' AND earlier.event_seq < d.event_seq) \
-         ORDER BY d.event_seq LIMIT $3";
+         ORDER BY d.event_seq LIMIT $3",
+        names.join(", ")
+    );
     let lock = match db.pool() {
         Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         Pool::Sqlite(_) => "",
     };
     let claim = sqlx::AssertSqlSafe(format!(
-        "UPDATE deliveries SET leased_until = $2 WHERE id IN ({DUE}{lock}) RETURNING id"
+        "UPDATE deliveries SET leased_until = $2 WHERE id IN ({due}{lock}) RETURNING id"
     ));
     let mut work = db.begin().await?;
     let ids: Vec<i64> = on_conn!((&mut work).into(), exec => {
-        sqlx::query_scalar(claim)
+        let mut query = sqlx::query_scalar(claim)
             .bind(now)
             .bind(lease_until)
-            .bind(limit)
-            .fetch_all(exec)
-            .await?
+            .bind(limit);
+        for name in subscribers {
+            query = query.bind(*name);
+        }
+        query.fetch_all(exec).await?
     });
     work.commit().await?;
     let mut claimed = Vec::with_capacity(ids.len());
@@ -130,48 +147,64 @@ pub async fn get(conn: Conn<'_>, id: i64) -> Result<Option<Delivery>, sqlx::Erro
     })
 }
 
-/// Records a successful delivery.
-pub async fn delivered(db: &Db, id: i64, now: OffsetDateTime) -> Result<(), sqlx::Error> {
+/// Records a successful delivery, if the caller's claim (`lease`) still
+/// holds; `false` if another relay took the delivery over meanwhile.
+pub async fn delivered(
+    db: &Db,
+    id: i64,
+    lease: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
     let _turn = db.write_turn().await;
     on_db!(db, pool => {
         sqlx::query(
             "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
-             delivered_at = $2, leased_until = NULL, last_error = NULL WHERE id = $1",
+             delivered_at = $3, leased_until = NULL, last_error = NULL \
+             WHERE id = $1 AND leased_until = $2 AND status = 'pending'",
         )
         .bind(id)
+        .bind(lease)
         .bind(now)
         .execute(pool)
         .await
-        .map(|_| ())
+        .map(|done| done.rows_affected() == 1)
     })
 }
 
-/// Records a failed attempt: tried again at `retry_at`, or dead-lettered
-/// when `retry_at` is `None`.
+/// Records a failed attempt, if the caller's claim still holds: tried
+/// again at `retry_at`, or dead-lettered when `retry_at` is `None`.
 pub async fn failed(
     db: &Db,
     id: i64,
+    lease: OffsetDateTime,
     error: &str,
     retry_at: Option<OffsetDateTime>,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let _turn = db.write_turn().await;
     on_db!(db, pool => {
         let query = match retry_at {
             Some(at) => sqlx::query(
-                "UPDATE deliveries SET attempts = attempts + 1, last_error = $2, \
-                 next_attempt_at = $3, leased_until = NULL WHERE id = $1",
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = $3, \
+                 next_attempt_at = $4, leased_until = NULL \
+                 WHERE id = $1 AND leased_until = $2 AND status = 'pending'",
             )
             .bind(id)
+            .bind(lease)
             .bind(error)
             .bind(at),
             None => sqlx::query(
                 "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, \
-                 last_error = $2, leased_until = NULL WHERE id = $1",
+                 last_error = $3, leased_until = NULL \
+                 WHERE id = $1 AND leased_until = $2 AND status = 'pending'",
             )
             .bind(id)
+            .bind(lease)
             .bind(error),
         };
-        query.execute(pool).await.map(|_| ())
+        query
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected() == 1)
     })
 }
 

@@ -356,7 +356,81 @@ async fn deleting_the_account_hides_the_profile_and_announces_it(backend: Backen
     );
 }
 
+/// A claim is a lease: claimed rows are skipped until it runs out, then
+/// another relay takes them over, and the first relay's late outcome is
+/// not recorded over the second's. Only known subscribers are claimed.
+async fn a_claim_is_a_lease_and_a_late_outcome_is_ignored(backend: Backend) {
+    use portico_user::{
+        accounts::Accounts, cache::ProfileCache, relay::Subscribers, storage::deliveries,
+    };
+    // Arrange: a profile whose creation added one delivery to "customer".
+    let (plain, _db) = crate::helpers::store_on(backend).await;
+    let db = plain.db().clone();
+    use portico_common::config::ServiceConfig as _;
+    let mut config = portico_user::Config::built_in().events;
+    config.subscribers = vec![SubscriberConfig {
+        name: "customer".to_owned(),
+        url: "http://127.0.0.1:9/hooks".to_owned(),
+        secret: SecretString::from(SECRET.to_owned()),
+        types: Vec::new(),
+    }];
+    let accounts = Accounts::assemble(
+        db.clone(),
+        Subscribers::from_config(&config).unwrap(),
+        portico_common::jobs::Wake::default(),
+        ProfileCache::disabled(),
+    );
+    accounts
+        .create(
+            &crate::helpers::new_profile(Uuid::now_v7(), "lease@example.com", "Lease"),
+            crate::helpers::now(),
+        )
+        .await
+        .unwrap();
+    let now = crate::helpers::now() + time::Duration::seconds(1);
+    let first_lease = now + time::Duration::seconds(30);
+
+    // Act and assert
+    let claimed = deliveries::claim_due(&db, &["customer"], now, first_lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let id = claimed[0].id;
+    assert!(
+        deliveries::claim_due(&db, &["customer"], now, first_lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased"
+    );
+    assert!(
+        deliveries::claim_due(&db, &["other"], now, first_lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another subscriber's rows are not claimed"
+    );
+    let later = first_lease + time::Duration::seconds(1);
+    let second_lease = later + time::Duration::seconds(30);
+    let taken_over = deliveries::claim_due(&db, &["customer"], later, second_lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken_over.len(), 1, "the lease ran out");
+    assert!(
+        !deliveries::delivered(&db, id, first_lease, later)
+            .await
+            .unwrap(),
+        "the first relay's late outcome"
+    );
+    assert!(
+        deliveries::delivered(&db, id, second_lease, later)
+            .await
+            .unwrap()
+    );
+}
+
 on_both_backends!(
+    a_claim_is_a_lease_and_a_late_outcome_is_ignored,
     each_change_reaches_the_subscriber_signed_and_in_order,
     a_failed_delivery_is_retried_and_holds_back_the_users_later_events,
     a_delivery_out_of_attempts_is_dead_lettered_and_an_admin_resends_it,
