@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# User service benchmark, in one run, printed as a markdown report:
+#   cached profile read  GET /v1/users/me with the Redis profile cache on,
+#                        through the gateway and straight to one user
+#                        replica (target: the gateway keeps >= 60% of the
+#                        direct rate), beside redis-benchmark GET on the same
+#                        Redis as the ceiling of the cache-hit path
+#   directory depth      the directory's page query on PostgreSQL with
+#                        PORTICO_BENCH_USERS profiles (1,000,000), at depth 0,
+#                        10k and 500k: keyset (what GET /v1/users runs: after
+#                        the cursor's id) against OFFSET, p99 by pgbench
+# The system is scripts/dev.sh with release builds (gateway, auth, two user
+# replicas, SQLite) plus a throwaway Redis; the directory part loads a
+# throwaway PostgreSQL with the user service's own migrations.
+#
+# Usage: scripts/bench/user.sh [> report.md]
+# Environment: PORTICO_BENCH_DURATION [10s], PORTICO_BENCH_CONNECTIONS [64],
+# PORTICO_BENCH_USERS [1000000], PORTICO_BENCH_PGBENCH_SECS [10].
+# Loopback only, bounded in time; everything is stopped on exit.
+set -euo pipefail
+cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
+
+# shellcheck source=scripts/lib/test-services.sh
+source scripts/lib/test-services.sh
+
+DURATION=${PORTICO_BENCH_DURATION:-10s}
+CONNECTIONS=${PORTICO_BENCH_CONNECTIONS:-64}
+USERS=${PORTICO_BENCH_USERS:-1000000}
+PGBENCH_SECS=${PORTICO_BENCH_PGBENCH_SECS:-10}
+PASSWORD="vellum otter quarry 42"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf '\n!!! bench: %s\n\n' "$*" >&2
+    exit 1
+}
+
+for tool in wrk curl python3; do
+    command -v "$tool" >/dev/null || _portico_apt_install "$tool" || die "could not install $tool"
+done
+
+log "cargo build --release (services)"
+cargo build --release --locked --bins >&2 || die "release build failed"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/portico-user-bench.XXXXXX")
+dev_pid=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $dev_pid ]]; then
+        kill -TERM "$dev_pid" 2>/dev/null || true
+        wait "$dev_pid" 2>/dev/null || true
+    fi
+    portico_stop_test_services
+    rm -rf -- "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+portico_ensure_redis >&2 || die "no Redis"
+portico_ensure_postgres >&2 || die "no PostgreSQL"
+command -v redis-benchmark >/dev/null || die "redis-benchmark is missing (package redis-tools)"
+PGBENCH=$(command -v pgbench || echo "$_PORTICO_PG_BIN/pgbench")
+PSQL=$(command -v psql || echo "$_PORTICO_PG_BIN/psql")
+[[ -x $PGBENCH ]] || die "pgbench not found"
+
+BASE=$(portico_free_port_block)
+[[ -n $BASE ]] || die "no free port block"
+GATEWAY="http://127.0.0.1:$BASE"
+USER1="http://127.0.0.1:$((BASE + 1))"
+
+log "starting the system (release, profile cache on $PORTICO_TEST_REDIS_URL) on ports $BASE-$((BASE + 3))"
+PORTICO_USER_REDIS__URL=$PORTICO_TEST_REDIS_URL PORTICO_USER_REDIS__KEY_PREFIX="bench:$$:" \
+    PORTICO_DEV_PROFILE=release PORTICO_DEV_BASE_PORT=$BASE PORTICO_DEV_DATA_DIR="$WORK/data" \
+    PORTICO_DEV_LOG_DIR="$WORK/logs" bash scripts/dev.sh >"$WORK/dev.log" 2>&1 &
+dev_pid=$!
+for _ in $(seq 1 600); do
+    grep -q "Portico is up" "$WORK/dev.log" && break
+    kill -0 "$dev_pid" 2>/dev/null || { cat "$WORK/dev.log" >&2; die "the system did not start"; }
+    sleep 0.1
+done
+grep -q "Portico is up" "$WORK/dev.log" || die "the system was not up after 60 s"
+
+# wrk's summary: requests/s, p99 in ms, non-2xx + socket errors.
+wrk_field() {
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+field = sys.argv[2]
+if field == "rps":
+    print(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+elif field == "99":
+    m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\b", text, re.M)
+    value, unit = float(m.group(1)), m.group(2)
+    print("%.2f" % (value / 1000 if unit == "us" else value * 1000 if unit == "s" else value))
+elif field == "bad":
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    print((int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0))
+PY
+}
+
+log "registering the reader"
+TOKEN=$(curl -fsS -X POST "$GATEWAY/v1/auth/register" -H 'content-type: application/json' \
+    -d "{\"email\":\"reader@example.com\",\"password\":\"$PASSWORD\",\"display_name\":\"Reader\"}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])') || die "registration failed"
+curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$USER1/v1/users/me" || die "the profile cannot be read"
+
+for target in gateway direct; do
+    url=$GATEWAY
+    [[ $target == direct ]] && url=$USER1
+    log "cached GET /v1/users/me, $target: warm-up, then $DURATION"
+    wrk -t 2 -c "$CONNECTIONS" -d 2s -H "authorization: Bearer $TOKEN" "$url/v1/users/me" >/dev/null
+    wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -H "authorization: Bearer $TOKEN" \
+        "$url/v1/users/me" >"$WORK/$target.txt"
+done
+HITS=$(curl -fsS "http://127.0.0.1:$((BASE + 1001))/metrics" |
+    awk '/^user_profile_cache_lookups_total\{outcome="hit"\}/ { print $2 }')
+log "redis-benchmark GET (the cache-hit ceiling)"
+redis_port=${PORTICO_TEST_REDIS_URL##*:}
+redis-benchmark -h 127.0.0.1 -p "$redis_port" -t get -n 200000 -c "$CONNECTIONS" -q >"$WORK/redis.txt"
+REDIS_RPS=$(grep -oE 'GET: [0-9.]+' "$WORK/redis.txt" | awk '{ print $2 }')
+
+log "directory: $USERS profiles in PostgreSQL"
+"$PSQL" "$PORTICO_TEST_POSTGRES_URL" -q -v ON_ERROR_STOP=1 >&2 <<SQL || die "could not load the directory"
+CREATE DATABASE bench_users;
+SQL
+DB_URL="${PORTICO_TEST_POSTGRES_URL%/*}/bench_users"
+for migration in services/user/migrations/postgres/*.sql; do
+    "$PSQL" "$DB_URL" -q -v ON_ERROR_STOP=1 -f "$migration" >&2 || die "migration $migration failed"
+done
+# UUIDv7-like ids in creation order: a time prefix from the row number.
+"$PSQL" "$DB_URL" -q -v ON_ERROR_STOP=1 >&2 <<SQL || die "could not load the directory"
+INSERT INTO users (id, email, email_lower, display_name, created_at, updated_at)
+SELECT (lpad(to_hex(n), 12, '0') || '7000' || '8000' || lpad(to_hex(n), 12, '0'))::uuid,
+       'user' || n || '@example.com', 'user' || n || '@example.com', 'User ' || n, now(), now()
+FROM generate_series(1, $USERS) AS n;
+ANALYZE users;
+SQL
+COLUMNS="id, email, display_name, locale, time_zone, status, version, created_at, updated_at"
+page_p99() {
+    local name=$1 sql=$2
+    printf '%s\n' "$sql" >"$WORK/$name.sql"
+    "$PGBENCH" -n -c 4 -j 2 -T "$PGBENCH_SECS" -f "$WORK/$name.sql" -l --log-prefix="$WORK/log-$name" \
+        "$DB_URL" >"$WORK/$name.out" 2>&1 || die "pgbench $name failed: $(cat "$WORK/$name.out")"
+    # Per-transaction log lines: client tx latency(us) ...; p99 in ms.
+    cat "$WORK/log-$name".* | awk '{ print $3 }' | sort -n |
+        awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f", v[i] / 1000 }'
+}
+declare -A KEYSET OFFSET
+for depth in 0 10000 500000; do
+    after=$("$PSQL" "$DB_URL" -tA -c "SELECT id FROM users ORDER BY id OFFSET $depth LIMIT 1")
+    log "directory page at depth $depth (keyset, then OFFSET)"
+    KEYSET[$depth]=$(page_p99 "keyset-$depth" \
+        "SELECT $COLUMNS FROM users WHERE id > '$after' ORDER BY id LIMIT 50;")
+    OFFSET[$depth]=$(page_p99 "offset-$depth" \
+        "SELECT $COLUMNS FROM users ORDER BY id OFFSET $depth LIMIT 50;")
+done
+
+GATEWAY_RPS=$(wrk_field "$WORK/gateway.txt" rps)
+DIRECT_RPS=$(wrk_field "$WORK/direct.txt" rps)
+SHARE=$(python3 -c "print(round(100 * $GATEWAY_RPS / $DIRECT_RPS))")
+
+cat <<EOF
+## User service benchmark ($(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r))
+
+| measure | value | target |
+|---|---|---|
+| cached \`GET /v1/users/me\` through the gateway | $GATEWAY_RPS/s, p99 $(wrk_field "$WORK/gateway.txt" 99) ms, $(wrk_field "$WORK/gateway.txt" bad) failed | ≥ 60% of direct: **${SHARE}%** |
+| the same, straight to one user replica | $DIRECT_RPS/s, p99 $(wrk_field "$WORK/direct.txt" 99) ms, $(wrk_field "$WORK/direct.txt" bad) failed | |
+| \`redis-benchmark\` GET, same Redis ($CONNECTIONS connections) | $REDIS_RPS/s | the ceiling of a cache hit |
+| cache hits counted by replica 1 | $HITS | every read after the first |
+
+Directory page (50 profiles) on PostgreSQL with $USERS profiles, p99 over ${PGBENCH_SECS} s of pgbench (4 clients):
+
+| depth | keyset (\`id > cursor\`) | OFFSET |
+|---|---|---|
+| 0 | ${KEYSET[0]} ms | ${OFFSET[0]} ms |
+| 10,000 | ${KEYSET[10000]} ms | ${OFFSET[10000]} ms |
+| 500,000 | ${KEYSET[500000]} ms | ${OFFSET[500000]} ms |
+
+Command: \`scripts/bench/user.sh\` (wrk $CONNECTIONS connections, $DURATION per run; gateway, auth and two user replicas on SQLite with the Redis profile cache; loopback). Not yet measured here: outbox throughput and delivery lag.
+EOF
