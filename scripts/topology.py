@@ -158,6 +158,9 @@ PLACEHOLDER_SECRETS = {
     "DATABASE__URL": "postgres://portico:placeholder@db:5432/portico",
     "SIGNING_KEYS__ENCRYPTION_KEY": "cGxhY2Vob2xkZXIga2V5IGZvciBjaGVja3MgMzJieXQ=",
     "REDIS__URL": "redis://redis:6379",
+    "EVENTS__SUBSCRIBERS": '[{name = "auth", url = "http://auth:8082/internal/events", '
+    'secret = "whsec_cGxhY2Vob2xkZXIgd2ViaG9vayBzZWNyZXQh", types = ["user.deleted"]}]',
+    "EVENTS__SECRETS": '["whsec_cGxhY2Vob2xkZXIgd2ViaG9vayBzZWNyZXQh"]',
 }
 
 
