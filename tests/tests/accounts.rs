@@ -192,9 +192,15 @@ async fn deletions_wait_while_auth_is_down_and_apply_when_it_returns(backend: Ba
 /// after both return, the event is delivered and auth applies it once.
 async fn a_deletion_survives_the_user_service_dying_before_delivery(backend: Backend) {
     // Arrange: an admin (to read auth's audit log) and an account.
+    // A replica killed while it holds a claim leaves the delivery to the
+    // others once the lease passes: a short one here.
     let mut system = System::start_with(
         backend,
-        &[("auth", "ADMIN__BOOTSTRAP_EMAIL", "root@example.com")],
+        &[
+            ("auth", "ADMIN__BOOTSTRAP_EMAIL", "root@example.com"),
+            ("user", "EVENTS__TIMEOUT_MS", "1000"),
+            ("user", "EVENTS__LEASE_MS", "5000"),
+        ],
     )
     .await;
     let admin = system.register("root@example.com").await["access_token"]
