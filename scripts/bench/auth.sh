@@ -22,6 +22,8 @@ cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
 
 # shellcheck source=scripts/lib/test-services.sh
 source scripts/lib/test-services.sh
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 
 DURATION=${PORTICO_BENCH_DURATION:-10s}
 LOGIN_CONNECTIONS=${PORTICO_BENCH_CONNECTIONS:-16}
@@ -30,15 +32,8 @@ ACCOUNTS=${PORTICO_BENCH_ACCOUNTS:-16}
 EMAIL=bench-0@example.com
 PASSWORD="vellum otter quarry 42"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf '\n!!! bench: %s\n\n' "$*" >&2
-    exit 1
-}
 
-for tool in wrk curl python3; do
-    command -v "$tool" >/dev/null || _portico_apt_install "$tool" || die "could not install $tool"
-done
+bench_tools wrk curl python3
 
 log "cargo build --release (services and examples/hash_rate)"
 cargo build --release --locked --bins >&2 || die "release build failed"
@@ -46,14 +41,10 @@ cargo build --release --locked -p portico-auth --example hash_rate >&2 || die "h
 HASH_RATE=${CARGO_TARGET_DIR:-target}/release/examples/hash_rate
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/portico-auth-bench.XXXXXX")
-dev_pid=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n $dev_pid ]]; then
-        kill -TERM "$dev_pid" 2>/dev/null || true
-        wait "$dev_pid" 2>/dev/null || true
-    fi
+    stop_release_system
     rm -rf -- "$WORK"
     exit "$rc"
 }
@@ -61,21 +52,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A free block of four ports (and the admin ones 1000 above).
-BASE=$(portico_free_port_block)
-[[ -n $BASE ]] || die "no free port block"
-GATEWAY="http://127.0.0.1:$BASE"
-
-log "starting the system (release) on ports $BASE-$((BASE + 3))"
-PORTICO_DEV_PROFILE=release PORTICO_DEV_BASE_PORT=$BASE PORTICO_DEV_DATA_DIR="$WORK/data" \
-    PORTICO_DEV_LOG_DIR="$WORK/logs" bash scripts/dev.sh >"$WORK/dev.log" 2>&1 &
-dev_pid=$!
-for _ in $(seq 1 600); do
-    grep -q "Portico is up" "$WORK/dev.log" && break
-    kill -0 "$dev_pid" 2>/dev/null || { cat "$WORK/dev.log" >&2; die "the system did not start"; }
-    sleep 0.1
-done
-grep -q "Portico is up" "$WORK/dev.log" || die "the system was not up after 60 s"
+start_release_system "$WORK"
 AUTH_PID=$(cat "$WORK/logs/auth.pid")
 
 # Resident set and its peak, in MiB, of $1.
@@ -85,30 +62,6 @@ hwm_mib() { awk '/^VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
 
-# wrk's summary: requests/s, p50 and p99 in ms, and non-2xx + errors.
-wrk_field() {
-    python3 - "$1" "$2" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def ms(label):
-    m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)\b" % label, text, re.M)
-    if not m:
-        return float("nan")
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-field = sys.argv[2]
-if field == "rps":
-    print(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-elif field == "requests":
-    print(re.search(r"(\d+) requests in", text).group(1))
-elif field in ("50", "99"):
-    print("%.1f" % ms(field))
-elif field == "bad":
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    print((int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0))
-PY
-}
 
 log "registering $ACCOUNTS benchmark accounts"
 for ((i = 0; i < ACCOUNTS; i++)); do

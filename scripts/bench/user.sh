@@ -22,6 +22,8 @@ cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
 
 # shellcheck source=scripts/lib/test-services.sh
 source scripts/lib/test-services.sh
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 
 DURATION=${PORTICO_BENCH_DURATION:-10s}
 CONNECTIONS=${PORTICO_BENCH_CONNECTIONS:-64}
@@ -29,28 +31,17 @@ USERS=${PORTICO_BENCH_USERS:-1000000}
 PGBENCH_SECS=${PORTICO_BENCH_PGBENCH_SECS:-10}
 PASSWORD="vellum otter quarry 42"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf '\n!!! bench: %s\n\n' "$*" >&2
-    exit 1
-}
 
-for tool in wrk curl python3; do
-    command -v "$tool" >/dev/null || _portico_apt_install "$tool" || die "could not install $tool"
-done
+bench_tools wrk curl python3
 
 log "cargo build --release (services)"
 cargo build --release --locked --bins >&2 || die "release build failed"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/portico-user-bench.XXXXXX")
-dev_pid=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n $dev_pid ]]; then
-        kill -TERM "$dev_pid" 2>/dev/null || true
-        wait "$dev_pid" 2>/dev/null || true
-    fi
+    stop_release_system
     portico_stop_test_services
     rm -rf -- "$WORK"
     exit "$rc"
@@ -66,41 +57,10 @@ PGBENCH=$(command -v pgbench || echo "$_PORTICO_PG_BIN/pgbench")
 PSQL=$(command -v psql || echo "$_PORTICO_PG_BIN/psql")
 [[ -x $PGBENCH ]] || die "pgbench not found"
 
-BASE=$(portico_free_port_block)
-[[ -n $BASE ]] || die "no free port block"
-GATEWAY="http://127.0.0.1:$BASE"
+log "profile cache on $PORTICO_TEST_REDIS_URL"
+export PORTICO_USER_REDIS__URL=$PORTICO_TEST_REDIS_URL PORTICO_USER_REDIS__KEY_PREFIX="bench:$$:"
+start_release_system "$WORK"
 USER1="http://127.0.0.1:$((BASE + 1))"
-
-log "starting the system (release, profile cache on $PORTICO_TEST_REDIS_URL) on ports $BASE-$((BASE + 3))"
-PORTICO_USER_REDIS__URL=$PORTICO_TEST_REDIS_URL PORTICO_USER_REDIS__KEY_PREFIX="bench:$$:" \
-    PORTICO_DEV_PROFILE=release PORTICO_DEV_BASE_PORT=$BASE PORTICO_DEV_DATA_DIR="$WORK/data" \
-    PORTICO_DEV_LOG_DIR="$WORK/logs" bash scripts/dev.sh >"$WORK/dev.log" 2>&1 &
-dev_pid=$!
-for _ in $(seq 1 600); do
-    grep -q "Portico is up" "$WORK/dev.log" && break
-    kill -0 "$dev_pid" 2>/dev/null || { cat "$WORK/dev.log" >&2; die "the system did not start"; }
-    sleep 0.1
-done
-grep -q "Portico is up" "$WORK/dev.log" || die "the system was not up after 60 s"
-
-# wrk's summary: requests/s, p99 in ms, non-2xx + socket errors.
-wrk_field() {
-    python3 - "$1" "$2" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-field = sys.argv[2]
-if field == "rps":
-    print(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-elif field == "99":
-    m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\b", text, re.M)
-    value, unit = float(m.group(1)), m.group(2)
-    print("%.2f" % (value / 1000 if unit == "us" else value * 1000 if unit == "s" else value))
-elif field == "bad":
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    print((int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0))
-PY
-}
 
 log "registering the reader"
 TOKEN=$(curl -fsS -X POST "$GATEWAY/v1/auth/register" -H 'content-type: application/json' \
@@ -147,10 +107,14 @@ page_p99() {
         "$DB_URL" >"$WORK/$name.out" 2>&1 || die "pgbench $name failed: $(cat "$WORK/$name.out")"
     # Per-transaction log lines: client tx latency(us) ...; p99 in ms.
     cat "$WORK/log-$name".* | awk '{ print $3 }' | sort -n |
-        awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f", v[i] / 1000 }'
+        awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f ms", v[i] / 1000 }'
 }
 declare -A KEYSET OFFSET
 for depth in 0 10000 500000; do
+    if ((depth >= USERS)); then
+        KEYSET[$depth]="n/a" OFFSET[$depth]="n/a"
+        continue
+    fi
     after=$("$PSQL" "$DB_URL" -tA -c "SELECT id FROM users ORDER BY id OFFSET $depth LIMIT 1")
     log "directory page at depth $depth (keyset, then OFFSET)"
     KEYSET[$depth]=$(page_p99 "keyset-$depth" \
@@ -177,9 +141,9 @@ Directory page (50 profiles) on PostgreSQL with $USERS profiles, p99 over ${PGBE
 
 | depth | keyset (\`id > cursor\`) | OFFSET |
 |---|---|---|
-| 0 | ${KEYSET[0]} ms | ${OFFSET[0]} ms |
-| 10,000 | ${KEYSET[10000]} ms | ${OFFSET[10000]} ms |
-| 500,000 | ${KEYSET[500000]} ms | ${OFFSET[500000]} ms |
+| 0 | ${KEYSET[0]} | ${OFFSET[0]} |
+| 10,000 | ${KEYSET[10000]} | ${OFFSET[10000]} |
+| 500,000 | ${KEYSET[500000]} | ${OFFSET[500000]} |
 
 Command: \`scripts/bench/user.sh\` (wrk $CONNECTIONS connections, $DURATION per run; gateway, auth and two user replicas on SQLite with the Redis profile cache; loopback). Not yet measured here: outbox throughput and delivery lag.
 EOF

@@ -1,0 +1,73 @@
+# shellcheck shell=bash
+# Shared by the whole-system benchmarks (auth.sh, user.sh): logging, the
+# release system started with scripts/dev.sh on a free port block, and
+# reading wrk's summary. Source it after scripts/lib/test-services.sh.
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf '\n!!! bench: %s\n\n' "$*" >&2
+    exit 1
+}
+
+# Installs each tool from Debian's packages if it is missing.
+bench_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || _portico_apt_install "$tool" || die "could not install $tool"
+    done
+}
+
+# Starts scripts/dev.sh with release builds on a free block of four ports
+# (admin ones 1000 above), data and logs under $1; sets BASE, GATEWAY and
+# BENCH_DEV_PID. The caller's environment reaches the services.
+start_release_system() {
+    local work=$1
+    BASE=$(portico_free_port_block)
+    [[ -n $BASE ]] || die "no free port block"
+    # shellcheck disable=SC2034 # read by the scripts that source this
+    GATEWAY="http://127.0.0.1:$BASE"
+    log "starting the system (release) on ports $BASE-$((BASE + 3))"
+    PORTICO_DEV_PROFILE=release PORTICO_DEV_BASE_PORT=$BASE PORTICO_DEV_DATA_DIR="$work/data" \
+        PORTICO_DEV_LOG_DIR="$work/logs" bash scripts/dev.sh >"$work/dev.log" 2>&1 &
+    BENCH_DEV_PID=$!
+    for _ in $(seq 1 600); do
+        grep -q "Portico is up" "$work/dev.log" && return 0
+        kill -0 "$BENCH_DEV_PID" 2>/dev/null || { cat "$work/dev.log" >&2; die "the system did not start"; }
+        sleep 0.1
+    done
+    die "the system was not up after 60 s"
+}
+
+# Stops what start_release_system started.
+stop_release_system() {
+    if [[ -n ${BENCH_DEV_PID:-} ]]; then
+        kill -TERM "$BENCH_DEV_PID" 2>/dev/null || true
+        wait "$BENCH_DEV_PID" 2>/dev/null || true
+    fi
+}
+
+# A field of wrk's summary in file $1: rps, requests, 50 / 99 (ms), or bad
+# (non-2xx responses plus socket errors).
+wrk_field() {
+    python3 - "$1" "$2" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(label):
+    m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)\b" % label, text, re.M)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+field = sys.argv[2]
+if field == "rps":
+    print(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+elif field == "requests":
+    print(re.search(r"(\d+) requests in", text).group(1))
+elif field in ("50", "99"):
+    print("%.2f" % ms(field))
+elif field == "bad":
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    print((int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0))
+PY
+}
