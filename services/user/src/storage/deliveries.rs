@@ -127,23 +127,27 @@ pub async fn claim_due(
         query.fetch_all(exec).await?
     });
     work.commit().await?;
-    let mut claimed = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(delivery) = get(db.into(), id).await? {
-            claimed.push(delivery);
-        }
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(claimed)
-}
-
-pub async fn get(conn: Conn<'_>, id: i64) -> Result<Option<Delivery>, sqlx::Error> {
+    // The claimed rows with their events, in one read.
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-         WHERE d.id = $1"
+         WHERE d.id IN ({}) ORDER BY d.event_seq",
+        placeholders.join(", ")
     ));
-    on_conn!(conn, exec => {
-        let row = sqlx::query(sql).bind(id).fetch_optional(exec).await?;
-        row.as_ref().map(delivery_from_row).transpose()
+    on_db!(db, pool => {
+        let mut query = sqlx::query(sql);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        query
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
     })
 }
 
