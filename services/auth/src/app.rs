@@ -115,6 +115,9 @@ impl Service for AuthService {
                         .map(|client| (client, config.redis.key_prefix.clone())),
                 ),
                 bootstrap_admin: config.admin.bootstrap_email.clone(),
+                pending_timeout: time::Duration::seconds(
+                    i64::try_from(config.registration.pending_timeout_secs).unwrap_or(i64::MAX),
+                ),
             }),
             verifier: Arc::new(verifier),
             trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),
@@ -135,6 +138,7 @@ impl Service for AuthService {
             .with(db.readiness_check())
             .with_redis(redis);
         let purge = state.accounts.clone().purge_periodically();
+        let state_accounts = state.accounts.clone();
         let scrubber = crate::accounts::Scrubber {
             accounts: state.accounts.clone(),
             grace: std::time::Duration::from_secs(config.scrubber.grace_secs),
@@ -147,6 +151,15 @@ impl Service for AuthService {
             .push(Box::pin(portico_common::jobs::run_every(
                 scrubber,
                 std::time::Duration::from_millis(config.scrubber.interval_ms),
+                portico_common::jobs::Wake::default(),
+            )));
+        assembly
+            .background
+            .push(Box::pin(portico_common::jobs::run_every(
+                crate::accounts::Reconciler {
+                    accounts: state_accounts,
+                },
+                std::time::Duration::from_millis(config.registration.reconcile_interval_ms),
                 portico_common::jobs::Wake::default(),
             )));
         assembly.background.push(Box::pin(signing_keys.maintain()));

@@ -44,6 +44,22 @@ pub struct Config {
     pub events: EventsInboxConfig,
     /// Removing deleted accounts' credentials.
     pub scrubber: ScrubberConfig,
+    /// Registrations that died half-way.
+    pub registration: RegistrationConfig,
+}
+
+/// Registrations in flight and their reconciler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// A registration still pending after this long died half-way: the
+    /// reconciler finishes it (the profile exists) or abandons it (it does
+    /// not), and a new registration for the email may take it over. Longer
+    /// than a profile creation call can take (`user_service.timeout_ms`),
+    /// so no call still in flight can create a profile after it.
+    pub pending_timeout_secs: u64,
+    /// How often the reconciler looks for them.
+    pub reconcile_interval_ms: u64,
 }
 
 /// The credential scrubber.
@@ -159,6 +175,25 @@ impl ServiceConfig for Config {
                 format!(
                     "must be at least {least_grace} (the access-token lifetime plus a minute): a deleted account's revoked sessions must outlive its tokens"
                 ),
+            ));
+        }
+        if self.registration.pending_timeout_secs.saturating_mul(1000)
+            <= self.user_service.timeout_ms
+        {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "registration.pending_timeout_secs",
+                format!(
+                    "must be longer than user_service.timeout_ms ({} ms): a profile creation still in flight must not land after its registration is abandoned",
+                    self.user_service.timeout_ms
+                ),
+            ));
+        }
+        if self.registration.reconcile_interval_ms == 0 {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "registration.reconcile_interval_ms",
+                "must be positive",
             ));
         }
         if let Err(message) = crate::http::events::Inbox::check(&self.events) {

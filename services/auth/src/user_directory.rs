@@ -1,4 +1,5 @@
-//! The user service's internal API, as auth calls it at registration.
+//! The user service's internal API, as auth calls it at registration
+//! (and its reconciler, about registrations that died half-way).
 //!
 //! Its replicas are an upstream like the gateway's (`portico-upstream`):
 //! found by a list or by DNS, balanced, health-checked, ejected when they
@@ -113,9 +114,19 @@ pub struct UserDirectory {
     clock: SharedClock,
 }
 
+/// The fields of a profile auth reads.
 #[derive(Debug, Deserialize)]
-struct Created {
+struct Stored {
     id: Uuid,
+    status: Option<String>,
+}
+
+/// A profile as the registration reconciler sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileState {
+    Active,
+    /// Deleted (or any status but active): not an account to finish.
+    Inactive,
 }
 
 impl UserDirectory {
@@ -194,6 +205,71 @@ impl UserDirectory {
         email: &str,
         display_name: &str,
     ) -> Result<(), DirectoryError> {
+        let body = serde_json::to_vec(&CreateUser {
+            id,
+            email,
+            display_name,
+        })
+        .map_err(|err| DirectoryError::Unavailable(format!("cannot encode the profile: {err}")))?;
+        // Idempotent by id: safe to send to another replica.
+        let (status, answer) = self
+            .call(&Method::POST, "/internal/users", Bytes::from(body))
+            .await?;
+        match status {
+            200 | 201 => {
+                let created: Stored = serde_json::from_slice(&answer).map_err(|err| {
+                    DirectoryError::Unavailable(format!("unreadable answer: {err}"))
+                })?;
+                if created.id == id {
+                    Ok(())
+                } else {
+                    Err(DirectoryError::Unavailable(
+                        "answer names another user".into(),
+                    ))
+                }
+            }
+            409 => Err(DirectoryError::EmailTaken),
+            status => Err(DirectoryError::Unavailable(format!("answered {status}"))),
+        }
+    }
+
+    /// Whether the user service holds a profile with this id, and whether
+    /// it is active — what the registration reconciler decides on. Only a
+    /// clear answer (200 or 404) counts; anything else is `Unavailable`.
+    pub async fn profile(&self, id: Uuid) -> Result<Option<ProfileState>, DirectoryError> {
+        let (status, answer) = self
+            .call(&Method::GET, &format!("/internal/users/{id}"), Bytes::new())
+            .await?;
+        match status {
+            200 => {
+                let stored: Stored = serde_json::from_slice(&answer).map_err(|err| {
+                    DirectoryError::Unavailable(format!("unreadable answer: {err}"))
+                })?;
+                if stored.id != id {
+                    return Err(DirectoryError::Unavailable(
+                        "answer names another user".into(),
+                    ));
+                }
+                Ok(Some(if stored.status.as_deref() == Some("active") {
+                    ProfileState::Active
+                } else {
+                    ProfileState::Inactive
+                }))
+            }
+            404 => Ok(None),
+            status => Err(DirectoryError::Unavailable(format!("answered {status}"))),
+        }
+    }
+
+    /// One call to the internal API with a service token: the answer's
+    /// status and body. Both calls are safe to replay on another replica
+    /// (creation is idempotent by id; a read changes nothing).
+    async fn call(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), DirectoryError> {
         // Auth is its own client: the same client-credentials token any
         // service gets from POST /v1/auth/token, minted in process.
         let token = self
@@ -212,28 +288,23 @@ impl UserDirectory {
             DirectoryError::Unavailable("service token is not a header value".into())
         })?;
         headers.insert(header::AUTHORIZATION, bearer);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let body = serde_json::to_vec(&CreateUser {
-            id,
-            email,
-            display_name,
-        })
-        .map_err(|err| DirectoryError::Unavailable(format!("cannot encode the profile: {err}")))?;
+        if !body.is_empty() {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
         let deadline = Instant::now() + self.timeout;
         let response = self
             .transport
             .send(
                 &self.upstream,
                 Call {
-                    method: &Method::POST,
-                    path_and_query: "/internal/users",
+                    method,
+                    path_and_query,
                     headers: &headers,
-                    body: Bytes::from(body).into(),
+                    body: body.into(),
                     context: PickContext::default(),
-                    // Idempotent by id: safe to send to another replica.
                     replayable: true,
                     policy: self.attempts,
                     deadline,
@@ -250,21 +321,6 @@ impl UserDirectory {
         .map_err(|_| DirectoryError::Unavailable("answer body timed out".into()))?
         .map_err(|err| DirectoryError::Unavailable(format!("unreadable answer: {err}")))?
         .to_bytes();
-        match status {
-            200 | 201 => {
-                let created: Created = serde_json::from_slice(&answer).map_err(|err| {
-                    DirectoryError::Unavailable(format!("unreadable answer: {err}"))
-                })?;
-                if created.id == id {
-                    Ok(())
-                } else {
-                    Err(DirectoryError::Unavailable(
-                        "answer names another user".into(),
-                    ))
-                }
-            }
-            409 => Err(DirectoryError::EmailTaken),
-            status => Err(DirectoryError::Unavailable(format!("answered {status}"))),
-        }
+        Ok((status, answer))
     }
 }

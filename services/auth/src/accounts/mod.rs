@@ -7,6 +7,8 @@ mod admin;
 mod deletion;
 pub use deletion::Scrubber;
 mod own_sessions;
+mod reconciler;
+pub use reconciler::Reconciler;
 mod serial;
 
 use admin::admin_role;
@@ -59,11 +61,6 @@ fn throttle_address(ip: &str) -> String {
 /// Longest account text a throttle key keeps (a non-email login name).
 const MAX_THROTTLE_KEY_CHARS: usize = 320;
 
-/// A registration still pending after this long died half-way (a crash or
-/// a dropped request); a new registration for the email may take it over.
-/// Longer than any request can run (handler timeout 30 s).
-pub const PENDING_TIMEOUT: Duration = Duration::minutes(2);
-
 /// Tokens handed to a client after register, login or refresh.
 pub struct IssuedTokens {
     pub user_id: Uuid,
@@ -106,6 +103,9 @@ pub struct Accounts {
     checks: Arc<serial::PerKey>,
     /// The lower-cased email of the account that is made an admin.
     bootstrap_admin: Option<String>,
+    /// A registration pending this long died half-way
+    /// (`registration.pending_timeout_secs`).
+    pending_timeout: Duration,
 }
 
 /// What the account flows are made of, named (the app assembles it).
@@ -121,6 +121,8 @@ pub struct AccountsParts {
     pub throttle: ThrottleStore,
     /// The account with this email is an admin (`admin.bootstrap_email`).
     pub bootstrap_admin: Option<Email>,
+    /// `registration.pending_timeout_secs`.
+    pub pending_timeout: Duration,
 }
 
 impl Accounts {
@@ -136,6 +138,7 @@ impl Accounts {
             throttle: Arc::new(parts.throttle),
             checks: Arc::default(),
             bootstrap_admin: parts.bootstrap_admin.as_ref().map(Email::normalized),
+            pending_timeout: parts.pending_timeout,
         }
     }
 
@@ -162,38 +165,23 @@ impl Accounts {
         self.clock.now()
     }
 
-    /// Stores a pending credential, has the user service create the profile,
-    /// then activates the credential with a first session. If the profile
-    /// cannot be created the credential is removed again: no half-made
-    /// account is left behind.
+    /// Registration, a saga in three steps: a pending credential; the
+    /// profile in the user service (idempotent by id); the credential
+    /// activated with a first session. A profile refused (the email is
+    /// another profile's) removes the credential again. A profile whose
+    /// creation is uncertain (the user service unreachable, or its answer
+    /// lost) leaves the credential pending and answers 503: the same
+    /// registration retried resumes it, and the reconciler settles it if
+    /// nobody does. No step leaves a half-made account that can sign in.
     pub async fn register(
         &self,
         registration: Registration,
         client: ClientInfo,
     ) -> Result<IssuedTokens, AuthError> {
         let email_lower = registration.email.normalized();
-        let now = self.clock.now();
-        let stale_before = now - PENDING_TIMEOUT;
-        // Cheap check first so a duplicate does not cost a password hash;
-        // the unique constraint still decides races.
-        let stale_pending = match self.store.credential_state(&email_lower).await? {
-            None => false,
-            Some(CredentialState::Pending { since }) if since < stale_before => true,
-            Some(_) => return Err(AuthError::EmailTaken),
-        };
-        let hash = self.hashing.hash(&registration.password).await?;
-        let user_id = if stale_pending {
-            self.store
-                .take_over_stale_pending(&email_lower, &hash, stale_before, self.clock.now())
-                .await?
-                .ok_or(AuthError::EmailTaken)?
-        } else {
-            let user_id = Uuid::now_v7();
-            self.store
-                .insert_pending(user_id, &email_lower, &hash, self.clock.now())
-                .await?;
-            user_id
-        };
+        let user_id = self
+            .claim_registration(&email_lower, &registration.password, &client)
+            .await?;
 
         let created = self
             .directory
@@ -203,16 +191,20 @@ impl Accounts {
                 registration.display_name.as_str(),
             )
             .await;
-        if let Err(err) = created {
-            if let Err(cleanup) = self.store.delete_pending(user_id).await {
-                // The row stays pending; once PENDING_TIMEOUT has passed the
-                // next registration for this email takes it over.
-                tracing::error!(%user_id, error = %cleanup, "could not remove pending credential");
+        match created {
+            Ok(()) => {}
+            Err(DirectoryError::EmailTaken) => {
+                // Certainly not made: compensate at once.
+                if let Err(cleanup) = self.store.delete_pending(user_id).await {
+                    // Stays pending: the reconciler abandons it later.
+                    tracing::error!(%user_id, error = %cleanup, "could not remove pending credential");
+                }
+                return Err(AuthError::EmailTaken);
             }
-            return Err(match err {
-                DirectoryError::EmailTaken => AuthError::EmailTaken,
-                DirectoryError::Unavailable(cause) => AuthError::ProfileUnavailable(cause),
-            });
+            Err(DirectoryError::Unavailable(cause)) => {
+                tracing::warn!(%user_id, %cause, "profile creation uncertain; registration left pending");
+                return Err(AuthError::ProfileUnavailable(cause));
+            }
         }
 
         let session_id = Uuid::now_v7();
@@ -226,15 +218,107 @@ impl Accounts {
             roles = roles.with(&admin_role());
             event = event.detail("bootstrap admin");
         }
-        self.store
-            .activate_with_session(
-                &self.new_session(session_id, user_id, &refresh.hash(), now, &client),
-                &roles,
-                &event,
-            )
-            .await?;
-        tracing::info!(%user_id, "account registered");
+        let refresh_hash = refresh.hash();
+        let session = self.new_session(session_id, user_id, &refresh_hash, now, &client);
+        if self
+            .store
+            .activate_with_session(&session, &roles, &event)
+            .await?
+        {
+            tracing::info!(%user_id, "account registered");
+            return self.tokens(user_id, session_id, roles, refresh, now, Uuid::now_v7());
+        }
+        // A concurrent retry of this registration (the same password) or
+        // the reconciler activated it first: the account exists and this
+        // caller proved its password, so it gets a session of its own.
+        let event =
+            AuditEvent::in_session(AuditKind::LoginSucceeded, now, &client, user_id, session_id);
+        if !self.store.create_session(&session, &event).await? {
+            return Err(AuthError::ProfileUnavailable(
+                "the registration was settled elsewhere; try again".into(),
+            ));
+        }
+        let roles = self
+            .store
+            .roles(user_id)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
         self.tokens(user_id, session_id, roles, refresh, now, Uuid::now_v7())
+    }
+
+    /// The user id a registration works under: a new pending credential; a
+    /// stale one (its registration died) taken over; or, for the same
+    /// password again while one is pending, the one being retried.
+    async fn claim_registration(
+        &self,
+        email_lower: &str,
+        password: &Password,
+        client: &ClientInfo,
+    ) -> Result<Uuid, AuthError> {
+        let now = self.clock.now();
+        let stale_before = now - self.pending_timeout;
+        // Cheap check first so a duplicate does not cost a password hash;
+        // the unique constraint still decides races.
+        match self.store.credential_state(email_lower).await? {
+            None => {}
+            Some(CredentialState::Pending { since }) if since < stale_before => {
+                let hash = self.hashing.hash(password).await?;
+                return self
+                    .store
+                    .take_over_stale_pending(email_lower, &hash, stale_before, self.clock.now())
+                    .await?
+                    .ok_or(AuthError::EmailTaken);
+            }
+            Some(CredentialState::Pending { .. }) => {
+                return self
+                    .resume_registration(email_lower, password, client)
+                    .await;
+            }
+            Some(_) => return Err(AuthError::EmailTaken),
+        }
+        let hash = self.hashing.hash(password).await?;
+        let user_id = Uuid::now_v7();
+        self.store
+            .insert_pending(user_id, email_lower, &hash, self.clock.now())
+            .await?;
+        Ok(user_id)
+    }
+
+    /// A registration retried while its first attempt is pending: resumed
+    /// under the same user id when the password is the one it was started
+    /// with, else the email is taken. A wrong password counts against the
+    /// sign-in throttle: resuming opens a session, so it is guarded like
+    /// one.
+    async fn resume_registration(
+        &self,
+        email_lower: &str,
+        password: &Password,
+        client: &ClientInfo,
+    ) -> Result<Uuid, AuthError> {
+        let address = client.ip.as_deref().map(throttle_address);
+        let attempt = Attempt {
+            account: email_lower,
+            address: address.as_deref(),
+        };
+        let _turn = self.checks.turn(email_lower).await;
+        if let Err(retry_after_secs) = self.throttle.check(&attempt, self.clock.now()).await {
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
+        let Some(pending) = self.store.pending_credential(email_lower).await? else {
+            // Settled meanwhile, one way or the other.
+            return Err(AuthError::EmailTaken);
+        };
+        let outcome = self
+            .hashing
+            .verify(password, Some(&pending.password_hash))
+            .await?;
+        if !outcome.matched() {
+            self.throttle.failed(&attempt, self.clock.now()).await;
+            return Err(AuthError::EmailTaken);
+        }
+        self.throttle.succeeded(&attempt).await;
+        tracing::info!(user_id = %pending.user_id, "registration retried; resuming it");
+        Ok(pending.user_id)
     }
 
     /// Opens a session for a correct email and password. Unknown email and

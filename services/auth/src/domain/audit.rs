@@ -29,10 +29,13 @@ pub enum AuditKind {
     /// The account was deleted (the user service's `user.deleted`): its
     /// sessions ended and its credential was disabled.
     AccountDeleted,
+    /// A registration that died half-way without a profile was removed by
+    /// the reconciler (its email is free again).
+    RegistrationAbandoned,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Registered,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -47,6 +50,7 @@ impl AuditKind {
         Self::ClientTokenIssued,
         Self::ClientAuthFailed,
         Self::AccountDeleted,
+        Self::RegistrationAbandoned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl AuditKind {
             Self::ClientTokenIssued => "client_token_issued",
             Self::ClientAuthFailed => "client_auth_failed",
             Self::AccountDeleted => "account_deleted",
+            Self::RegistrationAbandoned => "registration_abandoned",
         }
     }
 

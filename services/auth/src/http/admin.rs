@@ -123,7 +123,7 @@ pub struct AuditItem {
     /// `registered`, `login_succeeded`, `login_failed`, `login_throttled`,
     /// `refresh_reused`, `logout`, `session_revoked`, `password_changed`,
     /// `role_granted`, `role_revoked`, `key_rotated`, `client_token_issued`,
-    /// `client_auth_failed`, `account_deleted`.
+    /// `client_auth_failed`, `account_deleted`, `registration_abandoned`.
     #[serde(rename = "type")]
     #[schema(rename = "type")]
     pub kind: String,
@@ -132,7 +132,8 @@ pub struct AuditItem {
     pub occurred_at: OffsetDateTime,
     pub user_id: Option<Uuid>,
     pub session_id: Option<Uuid>,
-    /// Who acted when not the user: `user:<id>` (an admin), `client:<id>`.
+    /// Who acted when not the user: `user:<id>` (an admin), `client:<id>`,
+    /// `service:<name>` (a service's event, or auth's own reconciler).
     pub actor: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,

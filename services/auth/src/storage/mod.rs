@@ -4,11 +4,13 @@
 
 mod audit;
 pub mod inbox;
+mod registrations;
 mod roles;
 mod sessions;
 mod signing_keys;
 
 pub use audit::AuditQuery;
+pub use registrations::PendingCredential;
 pub use roles::RoleChange;
 pub use sessions::{NewSession, SessionRecord, StoredPassword};
 pub use signing_keys::SealedKey;
@@ -306,30 +308,38 @@ impl AuthStore {
         })
     }
 
-    /// Activates a credential with its roles and opens its first session,
-    /// recording `event` — atomically.
+    /// Activates a pending credential with its roles and opens its first
+    /// session, recording `event` — atomically. False (nothing written)
+    /// when the credential is no longer pending: a concurrent retry or the
+    /// reconciler finished the registration first, or it was abandoned.
     pub async fn activate_with_session(
         &self,
         session: &NewSession<'_>,
         roles: &RoleSet,
         event: &AuditEvent,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let _turn = self.db().write_turn().await;
         on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE credentials SET status = 'active', roles = $3, updated_at = $2 WHERE user_id = $1",
+            let activated = sqlx::query(
+                "UPDATE credentials SET status = 'active', roles = $3, updated_at = $2 \
+                 WHERE user_id = $1 AND status = 'pending'",
             )
             .bind(session.user_id)
             .bind(session.created_at)
             .bind(roles.to_stored())
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected()
+                == 1;
+            if !activated {
+                return Ok(false);
+            }
             sessions::insert_session!(session).execute(&mut *tx).await?;
             audit::insert_audit!(event).execute(&mut *tx).await?;
             tx.commit().await?;
             event.recorded();
-            Ok(())
+            Ok(true)
         })
     }
 

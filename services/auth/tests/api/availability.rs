@@ -13,16 +13,24 @@ use crate::helpers::{
     PASSWORD, TestApp, assert_problem, assert_tokens, on_both_backends, registration,
 };
 
-async fn register_is_503_and_leaves_no_credential_when_the_user_service_is_down(backend: Backend) {
+async fn register_is_503_and_leaves_no_account_when_the_user_service_is_down(backend: Backend) {
     // Arrange
     let app = TestApp::spawn_without_user_service(backend).await;
 
     // Act
     let response = app.register(&registration("ann@example.com")).await;
+    let retry = app.register(&registration("ann@example.com")).await;
 
-    // Assert
+    // Assert: a pending registration (the reconciler settles it once the
+    // user service can say), never an account that signs in; the retry
+    // resumes it and is 503 again.
     assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert_eq!(app.counts().await, (0, 0), "no credential left behind");
+    assert_problem(retry, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(
+        app.counts().await,
+        (1, 0),
+        "one pending credential, no session"
+    );
     let login = app.login("ann@example.com", PASSWORD).await;
     assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
 }
@@ -195,7 +203,7 @@ async fn a_login_blocked_by_a_database_lock_is_503_with_retry_after(backend: Bac
 
 on_both_backends!(
     a_login_blocked_by_a_database_lock_is_503_with_retry_after,
-    register_is_503_and_leaves_no_credential_when_the_user_service_is_down,
+    register_is_503_and_leaves_no_account_when_the_user_service_is_down,
     a_lost_answer_from_the_user_service_does_not_fail_registration,
     registration_works_while_one_of_two_user_replicas_is_down,
     a_replica_answering_503_is_passed_over_for_a_healthy_one,

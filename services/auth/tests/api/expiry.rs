@@ -15,6 +15,9 @@ use crate::helpers::{
 /// Default `tokens.refresh_token_ttl_secs`: 30 days.
 const SESSION_LIFETIME: Duration = Duration::days(30);
 
+/// Default `registration.pending_timeout_secs`: two minutes.
+const PENDING_TIMEOUT: Duration = Duration::minutes(2);
+
 async fn refresh_works_until_the_session_lifetime_and_not_after(backend: Backend) {
     // Arrange
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
@@ -58,7 +61,7 @@ async fn a_registration_that_died_half_way_is_taken_over_after_the_pending_timeo
 
     // …once it is older than the pending timeout, a new registration takes
     // it over under the same user id, and the account works.
-    clock.advance(portico_auth::accounts::PENDING_TIMEOUT + Duration::seconds(1));
+    clock.advance(PENDING_TIMEOUT + Duration::seconds(1));
     let response = app.register(&registration("Ann@example.com")).await;
     let tokens = assert_tokens(response, StatusCode::CREATED).await;
     assert_eq!(tokens.user_id, Some(orphan));

@@ -108,7 +108,7 @@ impl TestApp {
         Self::spawn_configured(backend, clock, async |user_api| user_api, customise).await
     }
 
-    async fn spawn_configured(
+    pub async fn spawn_configured(
         backend: Backend,
         clock: SharedClock,
         front: impl AsyncFnOnce(String) -> String,

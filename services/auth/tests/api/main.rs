@@ -18,5 +18,6 @@ mod login;
 mod own_sessions;
 mod register;
 mod rejections;
+mod saga;
 mod sessions;
 mod throttle;

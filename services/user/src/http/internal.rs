@@ -1,8 +1,10 @@
 //! `/internal/users`: profile creation, called by the auth service at
-//! registration with a service token. Never routed by the gateway.
+//! registration with a service token, and the read its registration
+//! reconciler asks before it finishes or abandons a registration. Never
+//! routed by the gateway.
 
 use axum::{
-    extract::State,
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -31,6 +33,65 @@ pub struct CreateUser {
     pub display_name: String,
 }
 
+/// The calling service, if its token is a service token with the internal
+/// API's scope from a service allowed here.
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<portico_common::identity::ServiceIdentity, Problem> {
+    let claims = state.service_tokens.authenticate(headers).await?;
+    let Some(caller) = claims.service() else {
+        return Err(Problem::forbidden("a service token is required"));
+    };
+    if !claims.has_scope(&state.internal_api.create_scope) {
+        return Err(Problem::forbidden(format!(
+            "the service token lacks the `{}` scope",
+            state.internal_api.create_scope
+        ))
+        .with_cause(format!("service `{caller}` called without the scope")));
+    }
+    if !state.internal_api.allowed_callers.contains(&caller) {
+        return Err(
+            Problem::forbidden("this service may not use the internal API").with_cause(format!(
+                "service `{caller}` is not in internal_api.allowed_callers"
+            )),
+        );
+    }
+    Ok(caller)
+}
+
+/// A profile by id, whatever its status: whether a registration auth
+/// could not finish created it.
+#[utoipa::path(
+    get,
+    path = "/internal/users/{id}",
+    tag = "internal",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The user id")),
+    responses(
+        (status = 200, description = "The profile (`status` says whether it is active)", body = ProfileBody),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid service token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a service token, without the internal API's scope, or from a service not allowed here", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile with this id", body = Problem, content_type = "application/problem+json"),
+        Unavailable,
+    )
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ProfileBody>, Problem> {
+    authorize(&state, &headers).await?;
+    let id = Uuid::parse_str(&id).map_err(|_| Problem::bad_request("the user id is not a UUID"))?;
+    let profile = state
+        .accounts
+        .get(id)
+        .await?
+        .ok_or_else(|| Problem::not_found("no profile with this id"))?;
+    Ok(ApiJson(ProfileBody::from(profile)))
+}
+
 /// Creates a profile; idempotent by id.
 #[utoipa::path(
     post,
@@ -53,24 +114,7 @@ pub async fn create_user(
     headers: HeaderMap,
     body: Result<ApiJson<CreateUser>, Problem>,
 ) -> Result<Response, Problem> {
-    let claims = state.service_tokens.authenticate(&headers).await?;
-    let Some(caller) = claims.service() else {
-        return Err(Problem::forbidden("a service token is required"));
-    };
-    if !claims.has_scope(&state.internal_api.create_scope) {
-        return Err(Problem::forbidden(format!(
-            "the service token lacks the `{}` scope",
-            state.internal_api.create_scope
-        ))
-        .with_cause(format!("service `{caller}` called without the scope")));
-    }
-    if !state.internal_api.allowed_callers.contains(&caller) {
-        return Err(
-            Problem::forbidden("this service may not create profiles").with_cause(format!(
-                "service `{caller}` is not in internal_api.allowed_callers"
-            )),
-        );
-    }
+    let caller = authorize(&state, &headers).await?;
     let ApiJson(request) = body?;
     let mut validation = Validation::new();
     let email = validation.check("email", Email::parse(&request.email));

@@ -63,6 +63,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::dead_deliveries))
         .routes(routes!(admin::redeliver))
         .routes(routes!(internal::create_user))
+        .routes(routes!(internal::get_user))
 }
 
 #[cfg(test)]

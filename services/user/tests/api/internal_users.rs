@@ -1,4 +1,5 @@
-//! `POST /internal/users`: profile creation by other services.
+//! `/internal/users`: profile creation by other services, and the read
+//! auth's registration reconciler asks.
 
 use portico_testkit::Backend;
 use reqwest::StatusCode;
@@ -204,7 +205,57 @@ async fn invalid_email_and_display_name_are_422_naming_both(backend: Backend) {
     assert_eq!(app.store.count().await.unwrap(), 0);
 }
 
+async fn get_internal(app: &TestApp, token: Option<&str>, id: &str) -> reqwest::Response {
+    let mut request = app.client.get(format!("{}/internal/users/{id}", app.api));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn service_reads_a_profile_by_id_and_a_missing_one_is_404(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let token = app.issuer.service_token();
+    let profile = app.seed_profile().await;
+
+    // Act
+    let found = get_internal(&app, Some(&token), &profile.id.to_string()).await;
+    let missing = get_internal(&app, Some(&token), &Uuid::now_v7().to_string()).await;
+
+    // Assert
+    assert_eq!(found.status(), StatusCode::OK);
+    let body: Value = found.json().await.unwrap();
+    assert_eq!(body["id"], profile.id.to_string());
+    assert_eq!(body["status"], "active");
+    assert_problem(missing, StatusCode::NOT_FOUND).await;
+}
+
+async fn internal_read_refuses_users_and_foreign_services_and_bad_ids(backend: Backend) {
+    // Arrange
+    let app = TestApp::spawn(backend).await;
+    let profile = app.seed_profile().await;
+    let id = profile.id.to_string();
+    let mut foreign = app.issuer.service_claims();
+    foreign["sub"] = json!("service:billing");
+    let foreign = app.issuer.sign(&foreign);
+
+    // Act
+    let anonymous = get_internal(&app, None, &id).await;
+    let as_user = get_internal(&app, Some(&app.issuer.user_token(profile.id)), &id).await;
+    let as_foreign = get_internal(&app, Some(&foreign), &id).await;
+    let bad_id = get_internal(&app, Some(&app.issuer.service_token()), "not-a-uuid").await;
+
+    // Assert
+    assert_unauthorized(anonymous).await;
+    assert_unauthorized(as_user).await;
+    assert_problem(as_foreign, StatusCode::FORBIDDEN).await;
+    assert_problem(bad_id, StatusCode::BAD_REQUEST).await;
+}
+
 on_both_backends!(
+    service_reads_a_profile_by_id_and_a_missing_one_is_404,
+    internal_read_refuses_users_and_foreign_services_and_bad_ids,
     a_service_not_allowed_to_create_profiles_is_403_and_creates_nothing,
     a_token_with_a_service_subject_but_no_service_role_is_403,
     a_service_token_for_another_audience_is_401_and_creates_nothing,
