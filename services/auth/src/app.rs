@@ -118,6 +118,11 @@ impl Service for AuthService {
                 pending_timeout: time::Duration::seconds(
                     i64::try_from(config.registration.pending_timeout_secs).unwrap_or(i64::MAX),
                 ),
+                sealing: signing_keys.encryption(),
+                mfa_issuer: config.mfa.issuer.clone(),
+                mfa_challenge_ttl: time::Duration::seconds(
+                    i64::try_from(config.mfa.challenge_ttl_secs).unwrap_or(i64::MAX),
+                ),
             }),
             verifier: Arc::new(verifier),
             trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),

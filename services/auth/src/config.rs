@@ -46,6 +46,18 @@ pub struct Config {
     pub scrubber: ScrubberConfig,
     /// Registrations that died half-way.
     pub registration: RegistrationConfig,
+    /// The second factor.
+    pub mfa: MfaConfig,
+}
+
+/// Multi-factor sign-in (TOTP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaConfig {
+    /// The issuer authenticator apps show next to the account.
+    pub issuer: String,
+    /// How long a sign-in whose password was right waits for its code.
+    pub challenge_ttl_secs: u64,
 }
 
 /// Registrations in flight and their reconciler.
@@ -187,6 +199,20 @@ impl ServiceConfig for Config {
                     "must be longer than user_service.timeout_ms ({} ms): a profile creation still in flight must not land after its registration is abandoned",
                     self.user_service.timeout_ms
                 ),
+            ));
+        }
+        if !(30..=1800).contains(&self.mfa.challenge_ttl_secs) {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "mfa.challenge_ttl_secs",
+                "must be between 30 and 1800 seconds",
+            ));
+        }
+        if self.mfa.issuer.trim().is_empty() || self.mfa.issuer.contains(':') {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "mfa.issuer",
+                "must be a non-empty name without `:` (it labels the account in authenticator apps)",
             ));
         }
         if self.registration.reconcile_interval_ms == 0 {

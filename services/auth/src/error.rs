@@ -35,6 +35,25 @@ pub enum AuthError {
     /// The user service could not create the profile; nothing was kept.
     #[error("profile creation failed: {0}")]
     ProfileUnavailable(String),
+    /// MFA is on already: disable it before enrolling another authenticator.
+    #[error("mfa already on")]
+    MfaAlreadyOn,
+    /// Confirming without an enrolled authenticator.
+    #[error("no totp authenticator enrolled")]
+    NoTotpEnrolment,
+    /// Disabling MFA that is not on.
+    #[error("mfa is off")]
+    MfaOff,
+    /// A signed-in user's second-factor code (or recovery code) was wrong
+    /// or used before.
+    #[error("wrong second-factor code")]
+    WrongMfaCode,
+    /// The code completing a sign-in was wrong or used before.
+    #[error("invalid second-factor code")]
+    InvalidMfaCode,
+    /// The sign-in challenge is unknown, expired, or used up.
+    #[error("invalid mfa token")]
+    InvalidMfaToken,
     /// Too many failed attempts for this account or address: wait.
     #[error("throttled for {retry_after_secs} s")]
     Throttled { retry_after_secs: i64 },

@@ -62,6 +62,11 @@ pub struct Rotation {
 }
 
 impl SigningKeys {
+    /// The key-encryption keys, for other secrets sealed at rest (TOTP).
+    pub fn encryption(&self) -> Arc<KeyEncryption> {
+        self.encryption.clone()
+    }
+
     /// Loads the keys (making the first on an empty database) and re-seals
     /// any not under the current KEK.
     pub async fn load(

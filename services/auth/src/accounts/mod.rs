@@ -6,6 +6,8 @@
 mod admin;
 mod deletion;
 pub use deletion::Scrubber;
+mod mfa;
+pub use mfa::{LoginOutcome, MfaState, SecondFactor, TotpEnrolment};
 mod own_sessions;
 mod reconciler;
 pub use reconciler::Reconciler;
@@ -32,6 +34,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         audit::{AuditEvent, AuditKind},
+        keys::KeyEncryption,
         password::{Password, PasswordHashing, PasswordMatch},
         password_policy::PasswordPolicy,
         throttle::Attempt,
@@ -106,6 +109,12 @@ pub struct Accounts {
     /// A registration pending this long died half-way
     /// (`registration.pending_timeout_secs`).
     pending_timeout: Duration,
+    /// Seals TOTP secrets at rest (the signing keys' KEKs).
+    sealing: Arc<KeyEncryption>,
+    /// The issuer an authenticator app shows (`mfa.issuer`).
+    mfa_issuer: String,
+    /// How long a sign-in waits for its code (`mfa.challenge_ttl_secs`).
+    mfa_challenge_ttl: Duration,
 }
 
 /// What the account flows are made of, named (the app assembles it).
@@ -123,6 +132,12 @@ pub struct AccountsParts {
     pub bootstrap_admin: Option<Email>,
     /// `registration.pending_timeout_secs`.
     pub pending_timeout: Duration,
+    /// Seals TOTP secrets (built from `signing_keys.encryption_key`).
+    pub sealing: Arc<KeyEncryption>,
+    /// `mfa.issuer`.
+    pub mfa_issuer: String,
+    /// `mfa.challenge_ttl_secs`.
+    pub mfa_challenge_ttl: Duration,
 }
 
 impl Accounts {
@@ -139,6 +154,9 @@ impl Accounts {
             checks: Arc::default(),
             bootstrap_admin: parts.bootstrap_admin.as_ref().map(Email::normalized),
             pending_timeout: parts.pending_timeout,
+            sealing: parts.sealing,
+            mfa_issuer: parts.mfa_issuer,
+            mfa_challenge_ttl: parts.mfa_challenge_ttl,
         }
     }
 
@@ -321,14 +339,15 @@ impl Accounts {
         Ok(pending.user_id)
     }
 
-    /// Opens a session for a correct email and password. Unknown email and
-    /// wrong password take the same time and give the same error.
+    /// Opens a session for a correct email and password — or, with MFA on,
+    /// a challenge its code completes. Unknown email and wrong password take
+    /// the same time and give the same error.
     pub async fn login(
         &self,
         email: &str,
         password: SecretString,
         client: ClientInfo,
-    ) -> Result<IssuedTokens, AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         // Throttled by the address as typed (normalised when it is one),
         // whether or not it is registered: the answer says nothing.
         let parsed = Email::parse(email).ok();
@@ -406,6 +425,10 @@ impl Accounts {
             self.rehash(credential.user_id, &credential.password_hash, password)
                 .await;
         }
+        if self.store.mfa_enabled(credential.user_id).await? {
+            tracing::info!(user_id = %credential.user_id, "password right; waiting for the second factor");
+            return self.mfa_challenge(credential.user_id).await;
+        }
         let session_id = Uuid::now_v7();
         let refresh = RefreshToken::generate()
             .map_err(|_| AuthError::Internal("randomness unavailable".into()))?;
@@ -443,6 +466,7 @@ impl Accounts {
             now,
             Uuid::now_v7(),
         )
+        .map(LoginOutcome::Tokens)
     }
 
     /// Rotates a refresh token into its successor; the presented one is

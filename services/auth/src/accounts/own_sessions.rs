@@ -14,7 +14,7 @@ use crate::{
         throttle::Attempt,
     },
     error::AuthError,
-    storage::SessionRecord,
+    storage::{SessionRecord, StoredPassword},
 };
 
 /// A live session as its owner sees it.
@@ -128,19 +128,21 @@ impl Accounts {
         Ok(())
     }
 
-    /// Changes the password after checking the current one, and ends every
-    /// other session in the same transaction. The new password must pass
-    /// the policy, checked against the account's email too.
-    pub async fn change_password(
+    /// Checks the caller's current password — the re-authentication in
+    /// front of a sensitive change — throttled like a sign-in (keyed by the
+    /// user: a stolen session must not become a password oracle) and
+    /// audited when it fails (`purpose` says what for). `before` sees the
+    /// stored credential first: what it refuses costs no hashing and counts
+    /// as no failed attempt.
+    pub(super) async fn reauthenticate<T>(
         &self,
         user_id: Uuid,
         current_session: Uuid,
-        current_password: SecretString,
-        new_password: SecretString,
-        client: ClientInfo,
-    ) -> Result<(), AuthError> {
-        // The same throttle as sign-in, keyed by the user: a stolen session
-        // must not become a password oracle.
+        password: &SecretString,
+        client: &ClientInfo,
+        purpose: &'static str,
+        before: impl FnOnce(Option<&StoredPassword>) -> Result<T, AuthError>,
+    ) -> Result<T, AuthError> {
         let account = user_id.to_string();
         let attempt = Attempt {
             account: &account,
@@ -151,31 +153,19 @@ impl Accounts {
             let event = AuditEvent::in_session(
                 AuditKind::LoginThrottled,
                 self.clock.now(),
-                &client,
+                client,
                 user_id,
                 current_session,
             )
-            .detail("password change");
+            .detail(purpose);
             self.store.record(&event).await?;
             return Err(AuthError::Throttled { retry_after_secs });
         }
         let stored = self.store.password_credential(user_id).await?;
-        // Refused before any hashing: a weak new password costs nothing and
-        // counts as no failed attempt.
-        let personal = PersonalData {
-            email: stored.as_ref().map(|stored| stored.email_lower.as_str()),
-            display_name: None,
-        };
-        let new_password = self
-            .policy
-            .check(&new_password, personal)
-            .map_err(|message| AuthError::InvalidField {
-                field: "new_password",
-                message,
-            })?;
-        // A current password too long to have been stored cannot match, but
-        // it still costs a verification.
-        let candidate = Password::from_client(&current_password);
+        let checked = before(stored.as_ref())?;
+        // A password too long to have been stored cannot match, but it
+        // still costs a verification.
+        let candidate = Password::from_client(password);
         let matches = match &candidate {
             Some(candidate) => self
                 .hashing
@@ -189,14 +179,50 @@ impl Accounts {
             let event = AuditEvent::in_session(
                 AuditKind::LoginFailed,
                 self.clock.now(),
-                &client,
+                client,
                 user_id,
                 current_session,
             )
-            .detail("password change");
+            .detail(purpose);
             self.store.record(&event).await?;
             return Err(AuthError::WrongCurrentPassword);
         }
+        Ok(checked)
+    }
+
+    /// Changes the password after checking the current one, and ends every
+    /// other session in the same transaction. The new password must pass
+    /// the policy, checked against the account's email too.
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current_session: Uuid,
+        current_password: SecretString,
+        new_password: SecretString,
+        client: ClientInfo,
+    ) -> Result<(), AuthError> {
+        // A weak new password is refused before the current one is checked.
+        let new_password = self
+            .reauthenticate(
+                user_id,
+                current_session,
+                &current_password,
+                &client,
+                "password change",
+                |stored| {
+                    let personal = PersonalData {
+                        email: stored.map(|stored| stored.email_lower.as_str()),
+                        display_name: None,
+                    };
+                    self.policy
+                        .check(&new_password, personal)
+                        .map_err(|message| AuthError::InvalidField {
+                            field: "new_password",
+                            message,
+                        })
+                },
+            )
+            .await?;
         let new_hash = self.hashing.hash(&new_password).await?;
         let now = self.clock.now();
         let event = AuditEvent::in_session(

@@ -32,10 +32,17 @@ pub enum AuditKind {
     /// A registration that died half-way without a profile was removed by
     /// the reconciler (its email is free again).
     RegistrationAbandoned,
+    /// A TOTP authenticator was confirmed: MFA on.
+    MfaEnabled,
+    MfaDisabled,
+    /// A wrong (or reused) second-factor code.
+    MfaFailed,
+    /// A recovery code stood in for the authenticator (and is used up).
+    RecoveryCodeUsed,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 19] = [
         Self::Registered,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -51,6 +58,10 @@ impl AuditKind {
         Self::ClientAuthFailed,
         Self::AccountDeleted,
         Self::RegistrationAbandoned,
+        Self::MfaEnabled,
+        Self::MfaDisabled,
+        Self::MfaFailed,
+        Self::RecoveryCodeUsed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +81,10 @@ impl AuditKind {
             Self::ClientAuthFailed => "client_auth_failed",
             Self::AccountDeleted => "account_deleted",
             Self::RegistrationAbandoned => "registration_abandoned",
+            Self::MfaEnabled => "mfa_enabled",
+            Self::MfaDisabled => "mfa_disabled",
+            Self::MfaFailed => "mfa_failed",
+            Self::RecoveryCodeUsed => "recovery_code_used",
         }
     }
 

@@ -123,7 +123,8 @@ pub struct AuditItem {
     /// `registered`, `login_succeeded`, `login_failed`, `login_throttled`,
     /// `refresh_reused`, `logout`, `session_revoked`, `password_changed`,
     /// `role_granted`, `role_revoked`, `key_rotated`, `client_token_issued`,
-    /// `client_auth_failed`, `account_deleted`, `registration_abandoned`.
+    /// `client_auth_failed`, `account_deleted`, `registration_abandoned`,
+    /// `mfa_enabled`, `mfa_disabled`, `mfa_failed`, `recovery_code_used`.
     #[serde(rename = "type")]
     #[schema(rename = "type")]
     pub kind: String,

@@ -29,9 +29,23 @@ impl From<AuthError> for Problem {
                 Problem::forbidden("the current password does not match")
             }
             AuthError::ProfileUnavailable(cause) => Problem::service_unavailable(
-                "the account could not be created right now; retry shortly",
+                "the account could not be created right now; retry the same registration shortly",
             )
-            .with_cause(format!("registration failed, profile not created: {cause}")),
+            .with_cause(format!(
+                "registration pending, profile creation uncertain: {cause}"
+            )),
+            AuthError::MfaAlreadyOn => Problem::conflict(
+                "MFA is already on; disable it before enrolling another authenticator",
+            ),
+            AuthError::NoTotpEnrolment => {
+                Problem::conflict("no authenticator is enrolled; enrol one first")
+            }
+            AuthError::MfaOff => Problem::conflict("MFA is not on"),
+            AuthError::WrongMfaCode => Problem::forbidden("the code does not match"),
+            AuthError::InvalidMfaCode => Problem::unauthorized("the code does not match"),
+            AuthError::InvalidMfaToken => {
+                Problem::unauthorized("the mfa_token is invalid, expired or used up; sign in again")
+            }
             AuthError::Throttled { retry_after_secs } => Problem::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 "throttled",

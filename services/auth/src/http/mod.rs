@@ -6,6 +6,7 @@ mod client;
 pub use client::Cidr;
 mod errors;
 pub mod events;
+mod mfa;
 mod own_sessions;
 mod revocations;
 mod sessions;
@@ -50,7 +51,7 @@ pub struct AppState {
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerSecurity, &ClientBasicSecurity),
-    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "keys", description = "Token verification keys and discovery"), (name = "admin", description = "Roles and the audit log (admin role)"), (name = "internal", description = "Service-to-service API"))
+    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "mfa", description = "The caller's second factor (TOTP)"), (name = "keys", description = "Token verification keys and discovery"), (name = "admin", description = "Roles and the audit log (admin role)"), (name = "internal", description = "Service-to-service API"))
 )]
 struct ApiDoc;
 
@@ -130,6 +131,11 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(own_sessions::end_session))
         .routes(routes!(own_sessions::change_password))
+        .routes(routes!(mfa::status))
+        .routes(routes!(mfa::enrol_totp))
+        .routes(routes!(mfa::confirm_totp))
+        .routes(routes!(mfa::disable_totp))
+        .routes(routes!(mfa::complete_login))
         .routes(routes!(admin::grant_role, admin::revoke_role))
         .routes(routes!(admin::audit_log))
         .routes(routes!(admin::rotate_keys))

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{AppState, client::Client};
 use crate::{
-    accounts::{IssuedTokens, Registration},
+    accounts::{IssuedTokens, LoginOutcome, Registration},
     domain::{password_policy::PersonalData, tokens::RefreshToken},
     error::AuthError,
 };
@@ -72,6 +72,14 @@ pub struct TokenResponse {
     pub user_id: Option<Uuid>,
 }
 
+/// What a sign-in answers: tokens, or (MFA on) a challenge for the code.
+#[derive(ToSchema)]
+#[allow(dead_code)] // the document's shape; handlers send the variants
+pub enum LoginAnswer {
+    Tokens(TokenResponse),
+    MfaRequired(super::mfa::MfaRequired),
+}
+
 /// Redacted: token values never reach logs.
 impl std::fmt::Debug for TokenResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,7 +92,7 @@ impl std::fmt::Debug for TokenResponse {
 }
 
 impl TokenResponse {
-    fn from_issued(tokens: IssuedTokens, with_user_id: bool) -> Self {
+    pub(super) fn from_issued(tokens: IssuedTokens, with_user_id: bool) -> Self {
         Self {
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token.expose().to_owned(),
@@ -96,7 +104,7 @@ impl TokenResponse {
 }
 
 /// Token responses must never be cached (RFC 6749 §5.1).
-fn no_store(status: StatusCode, body: TokenResponse) -> Response {
+pub(super) fn no_store(status: StatusCode, body: impl Serialize) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], ApiJson(body)).into_response()
 }
 
@@ -109,7 +117,7 @@ fn no_store(status: StatusCode, body: TokenResponse) -> Response {
     responses(
         (status = 201, description = "Account created; tokens for its first session", body = TokenResponse),
         (status = 409, description = "Email already registered (in any letter case)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Profile could not be created (the credential was removed), or sign-ins are saturated; retry shortly", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The profile's creation is uncertain (the registration stays pending: the same request retried resumes it), or sign-ins are saturated; retry shortly", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
     )
 )]
@@ -165,7 +173,7 @@ pub async fn register(
     tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Tokens for a new session", body = TokenResponse),
+        (status = 200, description = "Tokens for a new session; with MFA on, a challenge instead (`mfa_required`), completed at `POST /v1/auth/login/mfa`", body = LoginAnswer),
         (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed attempts for this account or address; wait `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
@@ -178,14 +186,26 @@ pub async fn login(
     body: Result<ApiJson<LoginRequest>, Problem>,
 ) -> Result<Response, Problem> {
     let ApiJson(request) = body?;
-    let tokens = state
+    let outcome = state
         .accounts
         .login(&request.email, request.password, client.0)
         .await?;
-    Ok(no_store(
-        StatusCode::OK,
-        TokenResponse::from_issued(tokens, false),
-    ))
+    Ok(match outcome {
+        LoginOutcome::Tokens(tokens) => {
+            no_store(StatusCode::OK, TokenResponse::from_issued(tokens, false))
+        }
+        LoginOutcome::MfaRequired {
+            mfa_token,
+            expires_in,
+        } => no_store(
+            StatusCode::OK,
+            super::mfa::MfaRequired {
+                mfa_required: true,
+                mfa_token,
+                expires_in,
+            },
+        ),
+    })
 }
 
 /// Exchanges a refresh token for new tokens (rotation). The same token sent

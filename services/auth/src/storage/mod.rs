@@ -4,12 +4,14 @@
 
 mod audit;
 pub mod inbox;
+mod mfa;
 mod registrations;
 mod roles;
 mod sessions;
 mod signing_keys;
 
 pub use audit::AuditQuery;
+pub use mfa::{MfaChallenge, TotpFactor};
 pub use registrations::PendingCredential;
 pub use roles::RoleChange;
 pub use sessions::{NewSession, SessionRecord, StoredPassword};
@@ -68,6 +70,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "account deletion",
             include_str!("../../migrations/postgres/0008_account_deletion.sql"),
         ),
+        (
+            9,
+            "mfa",
+            include_str!("../../migrations/postgres/0009_mfa.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -109,6 +116,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             8,
             "account deletion",
             include_str!("../../migrations/sqlite/0008_account_deletion.sql"),
+        ),
+        (
+            9,
+            "mfa",
+            include_str!("../../migrations/sqlite/0009_mfa.sql"),
         ),
     ],
 };

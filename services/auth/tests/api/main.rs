@@ -15,6 +15,7 @@ mod expiry;
 mod inbox;
 mod keys;
 mod login;
+mod mfa;
 mod own_sessions;
 mod register;
 mod rejections;
