@@ -77,30 +77,59 @@ pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
 }
 
-/// A second factor: exactly one of `code` and `recovery_code`.
+/// A second factor: an authenticator code, or a recovery code (exactly
+/// one; the document says so with `oneOf`).
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecondFactorProof {
-    /// The authenticator's current six-digit code.
-    #[schema(pattern = "^[0-9]{6}$", example = "123456")]
-    pub code: Option<String>,
-    /// One of the recovery codes (used up).
-    #[schema(value_type = Option<String>, example = "abcd-efgh-ijkl-mnop")]
-    pub recovery_code: Option<SecretString>,
+#[serde(untagged)]
+pub enum SecondFactorProof {
+    Code(CodeProof),
+    RecoveryCode(RecoveryCodeProof),
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CompleteMfaLogin {
+pub struct CodeProof {
+    /// The authenticator's current six-digit code.
+    #[schema(pattern = "^[0-9]{6}$", example = "123456")]
+    pub code: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryCodeProof {
+    /// One of the recovery codes (used up).
+    #[schema(value_type = String, example = "abcd-efgh-ijkl-mnop")]
+    pub recovery_code: SecretString,
+}
+
+/// The challenge's `mfa_token` with a code, or with a recovery code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CompleteMfaLogin {
+    Code(CodeLogin),
+    RecoveryCode(RecoveryCodeLogin),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeLogin {
     /// From the sign-in's `mfa_required` answer.
     #[schema(value_type = String)]
     pub mfa_token: SecretString,
     /// The authenticator's current six-digit code.
     #[schema(pattern = "^[0-9]{6}$", example = "123456")]
-    pub code: Option<String>,
+    pub code: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryCodeLogin {
+    /// From the sign-in's `mfa_required` answer.
+    #[schema(value_type = String)]
+    pub mfa_token: SecretString,
     /// One of the recovery codes (used up).
-    #[schema(value_type = Option<String>)]
-    pub recovery_code: Option<SecretString>,
+    #[schema(value_type = String)]
+    pub recovery_code: SecretString,
 }
 
 /// A well-formed code: six ASCII digits.
@@ -115,18 +144,27 @@ fn parse_code(field: &str, code: String) -> Result<String, Problem> {
     }
 }
 
-/// Exactly one of a code and a recovery code.
-fn second_factor(
-    code: Option<String>,
-    recovery_code: Option<SecretString>,
-) -> Result<SecondFactor, Problem> {
-    match (code, recovery_code) {
-        (Some(code), None) => Ok(SecondFactor::Code(parse_code("code", code)?)),
-        (None, Some(recovery_code)) => Ok(SecondFactor::RecoveryCode(recovery_code)),
-        _ => Err(Problem::validation(vec![FieldError::new(
-            "code",
-            "give exactly one of `code` and `recovery_code`",
-        )])),
+impl SecondFactorProof {
+    fn into_domain(self) -> Result<SecondFactor, Problem> {
+        Ok(match self {
+            Self::Code(proof) => SecondFactor::Code(parse_code("code", proof.code)?),
+            Self::RecoveryCode(proof) => SecondFactor::RecoveryCode(proof.recovery_code),
+        })
+    }
+}
+
+impl CompleteMfaLogin {
+    fn into_parts(self) -> Result<(SecretString, SecondFactor), Problem> {
+        Ok(match self {
+            Self::Code(login) => (
+                login.mfa_token,
+                SecondFactor::Code(parse_code("code", login.code)?),
+            ),
+            Self::RecoveryCode(login) => (
+                login.mfa_token,
+                SecondFactor::RecoveryCode(login.recovery_code),
+            ),
+        })
     }
 }
 
@@ -269,7 +307,7 @@ pub async fn disable_totp(
 ) -> Result<Response, Problem> {
     let (user_id, session_id) = super::session_caller(&state, &headers).await?;
     let ApiJson(request) = body?;
-    let proof = second_factor(request.code, request.recovery_code)?;
+    let proof = request.into_domain()?;
     state
         .accounts
         .disable_totp(user_id, session_id, proof, client.0)
@@ -298,10 +336,10 @@ pub async fn complete_login(
     body: Result<ApiJson<CompleteMfaLogin>, Problem>,
 ) -> Result<Response, Problem> {
     let ApiJson(request) = body?;
-    let proof = second_factor(request.code, request.recovery_code)?;
+    let (mfa_token, proof) = request.into_parts()?;
     let tokens = state
         .accounts
-        .complete_mfa_login(request.mfa_token, proof, client.0)
+        .complete_mfa_login(mfa_token, proof, client.0)
         .await?;
     Ok(no_store(
         StatusCode::OK,
