@@ -37,6 +37,7 @@ section "test services"
 portico_ensure_tools
 portico_ensure_postgres
 portico_ensure_redis
+portico_ensure_smtp_server
 printf 'PORTICO_TEST_POSTGRES_URL=%s\n' "$PORTICO_TEST_POSTGRES_URL"
 printf 'PORTICO_TEST_REDIS_URL=%s\n' "$PORTICO_TEST_REDIS_URL"
 

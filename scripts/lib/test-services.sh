@@ -203,6 +203,30 @@ portico_ensure_tools() {
     fi
 }
 
+# A real SMTP server for the tests that send mail: aiosmtpd (PyPI, pinned)
+# in a venv under target/tools. The tests start it themselves (one per test,
+# on a free port, storing what it receives in a maildir) through
+# PORTICO_TEST_AIOSMTPD, the venv's python; without it they fail loudly.
+PORTICO_AIOSMTPD_VERSION=1.4.6
+portico_ensure_smtp_server() {
+    local root venv
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    venv="$root/target/tools/aiosmtpd-$PORTICO_AIOSMTPD_VERSION"
+    if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+        _portico_log "installing aiosmtpd $PORTICO_AIOSMTPD_VERSION into $venv"
+        rm -rf "$venv"
+        if ! python3 -m venv "$venv" 2>/dev/null; then
+            _portico_apt_install python3-venv || return 1
+            python3 -m venv "$venv" || return 1
+        fi
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "aiosmtpd==$PORTICO_AIOSMTPD_VERSION" || {
+            _portico_log "!!! pip install aiosmtpd failed"
+            return 1
+        }
+    fi
+    export PORTICO_TEST_AIOSMTPD="$venv/bin/python"
+}
+
 portico_ensure_postgres() {
     # Reuse a server the caller provided.
     if [[ -n ${PORTICO_TEST_POSTGRES_URL:-} ]]; then

@@ -58,6 +58,10 @@ pub struct Claims {
     /// (client credentials grant) may do; absent on user tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Whether the user proved their email address (OpenID Connect's
+    /// `email_verified`); absent on service tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 impl Claims {

@@ -115,14 +115,23 @@ impl Service for AuthService {
                         .map(|client| (client, config.redis.key_prefix.clone())),
                 ),
                 bootstrap_admin: config.admin.bootstrap_email.clone(),
-                pending_timeout: time::Duration::seconds(
-                    i64::try_from(config.registration.pending_timeout_secs).unwrap_or(i64::MAX),
-                ),
+                pending_timeout: seconds(config.registration.pending_timeout_secs),
                 sealing: signing_keys.encryption(),
                 mfa_issuer: config.mfa.issuer.clone(),
-                mfa_challenge_ttl: time::Duration::seconds(
-                    i64::try_from(config.mfa.challenge_ttl_secs).unwrap_or(i64::MAX),
+                mfa_challenge_ttl: seconds(config.mfa.challenge_ttl_secs),
+                mailer: crate::mailer::Mailer::from_config(&config.mail)
+                    .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?,
+                mail_throttle: ThrottleStore::new(
+                    Throttle::new(config.mail_throttle.clone()),
+                    redis
+                        .clone()
+                        .map(|client| (client, format!("{}mail:", config.redis.key_prefix))),
                 ),
+                mail_tokens: crate::accounts::MailTokenSettings {
+                    verification_ttl: seconds(config.email_verification.token_ttl_secs),
+                    reset_ttl: seconds(config.password_reset.token_ttl_secs),
+                },
+                require_verified_email: config.email_verification.required,
             }),
             verifier: Arc::new(verifier),
             trusted_proxies: Arc::new(config.clients.trusted_proxies.clone()),
@@ -173,6 +182,11 @@ impl Service for AuthService {
         }
         Ok(assembly)
     }
+}
+
+/// A configured number of seconds as a duration.
+fn seconds(secs: u64) -> time::Duration {
+    time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 /// `GET /upstreams` on the admin listener: the user service's replicas as

@@ -48,6 +48,31 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// The second factor.
     pub mfa: MfaConfig,
+    /// Outgoing mail (verification and reset links).
+    pub mail: crate::mailer::MailConfig,
+    /// Mails asked for, per address and client (same shape as
+    /// `login_throttle`; each mail asked for counts as one).
+    pub mail_throttle: ThrottleConfig,
+    pub email_verification: EmailVerificationConfig,
+    pub password_reset: PasswordResetConfig,
+}
+
+/// Email verification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailVerificationConfig {
+    /// Unverified accounts cannot sign in.
+    pub required: bool,
+    /// How long a verification link works.
+    pub token_ttl_secs: u64,
+}
+
+/// Password reset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetConfig {
+    /// How long a reset link works.
+    pub token_ttl_secs: u64,
 }
 
 /// Multi-factor sign-in (TOTP).
@@ -200,6 +225,29 @@ impl ServiceConfig for Config {
                     self.user_service.timeout_ms
                 ),
             ));
+        }
+        if let Err((key, message)) = crate::mailer::Mailer::from_config(&self.mail) {
+            return Err(ConfigError::key(ENV_PREFIX, &key, message));
+        }
+        for (key, value, most) in [
+            (
+                "email_verification.token_ttl_secs",
+                self.email_verification.token_ttl_secs,
+                7 * 86_400,
+            ),
+            (
+                "password_reset.token_ttl_secs",
+                self.password_reset.token_ttl_secs,
+                86_400,
+            ),
+        ] {
+            if !(60..=most).contains(&value) {
+                return Err(ConfigError::key(
+                    ENV_PREFIX,
+                    key,
+                    format!("must be between 60 and {most} seconds"),
+                ));
+            }
         }
         if !(30..=1800).contains(&self.mfa.challenge_ttl_secs) {
             return Err(ConfigError::key(

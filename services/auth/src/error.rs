@@ -54,6 +54,18 @@ pub enum AuthError {
     /// The sign-in challenge is unknown, expired, or used up.
     #[error("invalid mfa token")]
     InvalidMfaToken,
+    /// The caller's address is verified already.
+    #[error("email already verified")]
+    EmailAlreadyVerified,
+    /// A mailed token unknown, expired, used, or superseded by a newer one.
+    #[error("invalid or expired mailed token")]
+    InvalidMailToken,
+    /// The mail could not be sent.
+    #[error("mail unavailable: {0}")]
+    MailUnavailable(String),
+    /// `email_verification.required` and the address is not verified.
+    #[error("email not verified")]
+    EmailNotVerified,
     /// Too many failed attempts for this account or address: wait.
     #[error("throttled for {retry_after_secs} s")]
     Throttled { retry_after_secs: i64 },

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod mailer;
 pub mod revocation_broadcast;
 pub mod signing_keys;
 pub mod storage;

@@ -291,9 +291,9 @@ impl Accounts {
         if !self.store.consume_mfa_challenge(&token_hash).await? {
             return Err(AuthError::InvalidMfaToken);
         }
-        let roles = self
+        let facts = self
             .store
-            .roles(user_id)
+            .token_facts(user_id)
             .await?
             .ok_or(AuthError::InvalidMfaToken)?;
         let session_id = Uuid::now_v7();
@@ -309,7 +309,7 @@ impl Accounts {
             return Err(AuthError::InvalidMfaToken);
         }
         tracing::info!(%user_id, %session_id, method = proof.method(), "logged in with a second factor");
-        self.tokens(user_id, session_id, roles, refresh, now, Uuid::now_v7())
+        self.tokens(user_id, session_id, facts, refresh, now, Uuid::now_v7())
     }
 
     /// Checks a code (its time step used up) or a recovery code (used up)

@@ -6,6 +6,8 @@
 mod admin;
 mod deletion;
 pub use deletion::Scrubber;
+mod email;
+pub use email::MailTokenSettings;
 mod mfa;
 pub use mfa::{LoginOutcome, MfaState, SecondFactor, TotpEnrolment};
 mod own_sessions;
@@ -38,9 +40,10 @@ use crate::{
         password::{Password, PasswordHashing, PasswordMatch},
         password_policy::PasswordPolicy,
         throttle::Attempt,
-        tokens::{RefreshToken, RotationKey, Successor, TokenIssuer},
+        tokens::{RefreshToken, RotationKey, Successor, TokenFacts, TokenIssuer},
     },
     error::AuthError,
+    mailer::Mailer,
     storage::{AuthStore, CredentialState, NewSession, SessionRef},
     throttle_store::ThrottleStore,
     user_directory::{DirectoryError, UserDirectory},
@@ -115,6 +118,14 @@ pub struct Accounts {
     mfa_issuer: String,
     /// How long a sign-in waits for its code (`mfa.challenge_ttl_secs`).
     mfa_challenge_ttl: Duration,
+    /// Sends verification and reset links.
+    mailer: Arc<Mailer>,
+    /// Counts mails asked for, per address and client.
+    mail_throttle: Arc<ThrottleStore>,
+    /// `email_verification` and `password_reset` settings.
+    mail_tokens: MailTokenSettings,
+    /// Unverified accounts cannot sign in (`email_verification.required`).
+    require_verified_email: bool,
 }
 
 /// What the account flows are made of, named (the app assembles it).
@@ -138,6 +149,12 @@ pub struct AccountsParts {
     pub mfa_issuer: String,
     /// `mfa.challenge_ttl_secs`.
     pub mfa_challenge_ttl: Duration,
+    pub mailer: Mailer,
+    /// Limits mails asked for (`mail_throttle`).
+    pub mail_throttle: ThrottleStore,
+    pub mail_tokens: MailTokenSettings,
+    /// `email_verification.required`.
+    pub require_verified_email: bool,
 }
 
 impl Accounts {
@@ -157,6 +174,10 @@ impl Accounts {
             sealing: parts.sealing,
             mfa_issuer: parts.mfa_issuer,
             mfa_challenge_ttl: parts.mfa_challenge_ttl,
+            mailer: Arc::new(parts.mailer),
+            mail_throttle: Arc::new(parts.mail_throttle),
+            mail_tokens: parts.mail_tokens,
+            require_verified_email: parts.require_verified_email,
         }
     }
 
@@ -244,7 +265,12 @@ impl Accounts {
             .await?
         {
             tracing::info!(%user_id, "account registered");
-            return self.tokens(user_id, session_id, roles, refresh, now, Uuid::now_v7());
+            self.send_verification_in_background(user_id, email_lower);
+            let facts = TokenFacts {
+                roles,
+                email_verified: false,
+            };
+            return self.tokens(user_id, session_id, facts, refresh, now, Uuid::now_v7());
         }
         // A concurrent retry of this registration (the same password) or
         // the reconciler activated it first: the account exists and this
@@ -256,12 +282,12 @@ impl Accounts {
                 "the registration was settled elsewhere; try again".into(),
             ));
         }
-        let roles = self
+        let facts = self
             .store
-            .roles(user_id)
+            .token_facts(user_id)
             .await?
             .ok_or(AuthError::InvalidCredentials)?;
-        self.tokens(user_id, session_id, roles, refresh, now, Uuid::now_v7())
+        self.tokens(user_id, session_id, facts, refresh, now, Uuid::now_v7())
     }
 
     /// The user id a registration works under: a new pending credential; a
@@ -425,6 +451,9 @@ impl Accounts {
             self.rehash(credential.user_id, &credential.password_hash, password)
                 .await;
         }
+        if self.require_verified_email && !credential.facts.email_verified {
+            return Err(AuthError::EmailNotVerified);
+        }
         if self.store.mfa_enabled(credential.user_id).await? {
             tracing::info!(user_id = %credential.user_id, "password right; waiting for the second factor");
             return self.mfa_challenge(credential.user_id).await;
@@ -461,7 +490,7 @@ impl Accounts {
         self.tokens(
             credential.user_id,
             session_id,
-            credential.roles,
+            credential.facts,
             refresh,
             now,
             Uuid::now_v7(),
@@ -537,15 +566,15 @@ impl Accounts {
         successor: Successor,
         issued_at: OffsetDateTime,
     ) -> Result<IssuedTokens, AuthError> {
-        let roles = self
+        let facts = self
             .store
-            .roles(session.user_id)
+            .token_facts(session.user_id)
             .await?
             .ok_or(AuthError::InvalidRefreshToken)?;
         self.tokens(
             session.user_id,
             session.session_id,
-            roles,
+            facts,
             successor.refresh_token,
             issued_at,
             successor.access_token_id,
@@ -620,7 +649,7 @@ impl Accounts {
         &self,
         user_id: Uuid,
         session_id: Uuid,
-        roles: RoleSet,
+        facts: TokenFacts,
         refresh_token: RefreshToken,
         now: OffsetDateTime,
         access_token_id: Uuid,
@@ -630,7 +659,7 @@ impl Accounts {
             access_token: self.issuer.access_token(
                 user_id,
                 session_id,
-                roles,
+                facts,
                 now,
                 access_token_id,
             )?,

@@ -39,10 +39,15 @@ pub enum AuditKind {
     MfaFailed,
     /// A recovery code stood in for the authenticator (and is used up).
     RecoveryCodeUsed,
+    EmailVerified,
+    /// A reset link was asked for an existing account (and mailed).
+    PasswordResetRequested,
+    /// The password was set with a reset link; every session ended.
+    PasswordReset,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 22] = [
         Self::Registered,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -62,6 +67,9 @@ impl AuditKind {
         Self::MfaDisabled,
         Self::MfaFailed,
         Self::RecoveryCodeUsed,
+        Self::EmailVerified,
+        Self::PasswordResetRequested,
+        Self::PasswordReset,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +93,9 @@ impl AuditKind {
             Self::MfaDisabled => "mfa_disabled",
             Self::MfaFailed => "mfa_failed",
             Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::EmailVerified => "email_verified",
+            Self::PasswordResetRequested => "password_reset_requested",
+            Self::PasswordReset => "password_reset",
         }
     }
 

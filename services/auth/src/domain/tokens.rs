@@ -37,6 +37,14 @@ pub struct TokenSettings {
     pub service_name: ServiceIdentity,
 }
 
+/// What an access token says about its user beyond the ids.
+#[derive(Debug, Clone)]
+pub struct TokenFacts {
+    pub roles: RoleSet,
+    /// The account's email was proven (the `email_verified` claim).
+    pub email_verified: bool,
+}
+
 /// Signs tokens with the keyring's signing key.
 #[derive(Debug, Clone)]
 pub struct TokenIssuer {
@@ -77,7 +85,7 @@ impl TokenIssuer {
         &self,
         user_id: Uuid,
         session_id: Uuid,
-        roles: RoleSet,
+        facts: TokenFacts,
         now: OffsetDateTime,
         jti: Uuid,
     ) -> Result<String, jsonwebtoken::errors::Error> {
@@ -91,8 +99,9 @@ impl TokenIssuer {
             nbf: iat,
             jti: jti.to_string(),
             sid: Some(session_id.to_string()),
-            roles,
+            roles: facts.roles,
             scope: None,
+            email_verified: Some(facts.email_verified),
         })
     }
 
@@ -119,6 +128,7 @@ impl TokenIssuer {
             sid: None,
             roles: RoleSet::service(),
             scope: Some(scope.to_owned()),
+            email_verified: None,
         })
     }
 }
@@ -211,6 +221,13 @@ impl RefreshToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user_facts() -> TokenFacts {
+        TokenFacts {
+            roles: RoleSet::new_user(),
+            email_verified: false,
+        }
+    }
     use crate::domain::keys::{Keyring, StoredKey, retention_after_superseded};
     use portico_common::{
         config::ServiceConfig as _,
@@ -245,7 +262,7 @@ mod tests {
         let (user, session) = (Uuid::now_v7(), Uuid::now_v7());
         let now = OffsetDateTime::now_utc();
         let token = issuer
-            .access_token(user, session, RoleSet::new_user(), now, Uuid::now_v7())
+            .access_token(user, session, user_facts(), now, Uuid::now_v7())
             .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, ALGORITHM);
@@ -323,10 +340,10 @@ mod tests {
         let (user, session, jti) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let now = OffsetDateTime::now_utc();
         let a = issuer
-            .access_token(user, session, RoleSet::new_user(), now, jti)
+            .access_token(user, session, user_facts(), now, jti)
             .unwrap();
         let b = issuer
-            .access_token(user, session, RoleSet::new_user(), now, jti)
+            .access_token(user, session, user_facts(), now, jti)
             .unwrap();
         assert_eq!(a, b);
     }

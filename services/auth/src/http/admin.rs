@@ -124,7 +124,8 @@ pub struct AuditItem {
     /// `refresh_reused`, `logout`, `session_revoked`, `password_changed`,
     /// `role_granted`, `role_revoked`, `key_rotated`, `client_token_issued`,
     /// `client_auth_failed`, `account_deleted`, `registration_abandoned`,
-    /// `mfa_enabled`, `mfa_disabled`, `mfa_failed`, `recovery_code_used`.
+    /// `mfa_enabled`, `mfa_disabled`, `mfa_failed`, `recovery_code_used`,
+    /// `email_verified`, `password_reset_requested`, `password_reset`.
     #[serde(rename = "type")]
     #[schema(rename = "type")]
     pub kind: String,

@@ -41,6 +41,17 @@ impl From<AuthError> for Problem {
                 Problem::conflict("no authenticator is enrolled; enrol one first")
             }
             AuthError::MfaOff => Problem::conflict("MFA is not on"),
+            AuthError::EmailAlreadyVerified => Problem::conflict("the email is verified already"),
+            AuthError::InvalidMailToken => Problem::bad_request(
+                "the token is invalid, expired, used, or replaced by a newer mail's",
+            ),
+            AuthError::MailUnavailable(cause) => {
+                Problem::service_unavailable("the mail could not be sent right now; retry shortly")
+                    .with_cause(cause)
+            }
+            AuthError::EmailNotVerified => Problem::forbidden(
+                "the account's email is not verified yet: open the link mailed to it (or ask for a new one)",
+            ),
             AuthError::WrongMfaCode => Problem::forbidden("the code does not match"),
             AuthError::InvalidMfaCode => Problem::unauthorized("the code does not match"),
             AuthError::InvalidMfaToken => {

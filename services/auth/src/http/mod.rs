@@ -4,6 +4,7 @@ mod admin;
 mod client;
 
 pub use client::Cidr;
+mod email;
 mod errors;
 pub mod events;
 mod mfa;
@@ -131,6 +132,10 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(own_sessions::end_session))
         .routes(routes!(own_sessions::change_password))
+        .routes(routes!(email::request_verification))
+        .routes(routes!(email::confirm_verification))
+        .routes(routes!(email::request_reset))
+        .routes(routes!(email::confirm_reset))
         .routes(routes!(mfa::status))
         .routes(routes!(mfa::enrol_totp))
         .routes(routes!(mfa::confirm_totp))

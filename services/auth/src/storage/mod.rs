@@ -2,6 +2,7 @@
 //! written once and runs on PostgreSQL and SQLite alike. What a user does
 //! with their own sessions is in [`sessions`].
 
+mod account_tokens;
 mod audit;
 pub mod inbox;
 mod mfa;
@@ -10,6 +11,7 @@ mod roles;
 mod sessions;
 mod signing_keys;
 
+pub use account_tokens::{MailedToken, TokenPurpose};
 pub use audit::AuditQuery;
 pub use mfa::{MfaChallenge, TotpFactor};
 pub use registrations::PendingCredential;
@@ -26,7 +28,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::audit::AuditEvent;
+use crate::domain::{audit::AuditEvent, tokens::TokenFacts};
 
 pub const MIGRATIONS: db::Migrations = db::Migrations {
     postgres: &[
@@ -75,6 +77,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "mfa",
             include_str!("../../migrations/postgres/0009_mfa.sql"),
         ),
+        (
+            10,
+            "email tokens",
+            include_str!("../../migrations/postgres/0010_email_tokens.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -122,6 +129,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "mfa",
             include_str!("../../migrations/sqlite/0009_mfa.sql"),
         ),
+        (
+            10,
+            "email tokens",
+            include_str!("../../migrations/sqlite/0010_email_tokens.sql"),
+        ),
     ],
 };
 
@@ -138,7 +150,7 @@ pub enum StoreError {
 pub struct Credential {
     pub user_id: Uuid,
     pub password_hash: String,
-    pub roles: RoleSet,
+    pub facts: TokenFacts,
 }
 
 /// `credentials.status`: every value the column may hold (a database CHECK
@@ -361,8 +373,8 @@ impl AuthStore {
     ) -> Result<Option<Credential>, sqlx::Error> {
         on_db!(&self.db, pool => {
             let row = sqlx::query(
-                "SELECT user_id, password_hash, roles FROM credentials \
-                 WHERE email_lower = $1 AND status = 'active'",
+                "SELECT user_id, password_hash, roles, email_verified_at IS NOT NULL AS verified \
+                 FROM credentials WHERE email_lower = $1 AND status = 'active'",
             )
             .bind(email_lower)
             .fetch_optional(pool)
@@ -371,21 +383,34 @@ impl AuthStore {
                 Ok(Credential {
                     user_id: row.try_get("user_id")?,
                     password_hash: row.try_get("password_hash")?,
-                    roles: roles_from_stored(row.try_get::<&str, _>("roles")?)?,
+                    facts: TokenFacts {
+                        roles: roles_from_stored(row.try_get::<&str, _>("roles")?)?,
+                        email_verified: row.try_get("verified")?,
+                    },
                 })
             })
             .transpose()
         })
     }
 
-    /// Roles of an active user; `None` when the credential is gone.
-    pub async fn roles(&self, user_id: Uuid) -> Result<Option<RoleSet>, sqlx::Error> {
+    /// Roles and email state of an active user, for a token; `None` when
+    /// the credential is gone.
+    pub async fn token_facts(&self, user_id: Uuid) -> Result<Option<TokenFacts>, sqlx::Error> {
         on_db!(&self.db, pool => {
-            let row = sqlx::query("SELECT roles FROM credentials WHERE user_id = $1 AND status = 'active'")
-                .bind(user_id)
-                .fetch_optional(pool)
-                .await?;
-            row.map(|row| roles_from_stored(row.try_get::<&str, _>("roles")?)).transpose()
+            let row = sqlx::query(
+                "SELECT roles, email_verified_at IS NOT NULL AS verified FROM credentials \
+                 WHERE user_id = $1 AND status = 'active'",
+            )
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|row| -> Result<TokenFacts, sqlx::Error> {
+                Ok(TokenFacts {
+                    roles: roles_from_stored(row.try_get::<&str, _>("roles")?)?,
+                    email_verified: row.try_get("verified")?,
+                })
+            })
+            .transpose()
         })
     }
 

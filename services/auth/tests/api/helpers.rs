@@ -40,6 +40,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The auth database first, then the user service's.
     pub databases: Vec<TestDatabase>,
+    /// Where the file mail transport writes.
+    pub mail_dir: Arc<tempfile::TempDir>,
 }
 
 async fn bind_port_zero() -> Listeners {
@@ -51,8 +53,11 @@ async fn bind_port_zero() -> Listeners {
     .expect("bind listeners")
 }
 
-fn auth_config(database: &TestDatabase) -> portico_auth::Config {
+/// The auth config of a test: its database, the test KEK, and mail (the
+/// file transport by default) kept in `mail_dir`.
+fn auth_config(database: &TestDatabase, mail_dir: &std::path::Path) -> portico_auth::Config {
     let mut config = portico_auth::Config::built_in();
+    config.mail.file_dir = mail_dir.to_owned();
     config.database = config
         .database
         .with_url(&database.url)
@@ -116,7 +121,8 @@ impl TestApp {
     ) -> Self {
         let auth_db = TestDatabase::new(backend).await;
         let user_db = TestDatabase::new(backend).await;
-        let mut config = auth_config(&auth_db);
+        let mail_dir = Arc::new(tempfile::tempdir().expect("mail dir"));
+        let mut config = auth_config(&auth_db, mail_dir.path());
         // Both bound first: each service's config names the other's port.
         // Auth starts serving first: the user service catches up with its
         // revocation feed as it starts.
@@ -144,6 +150,7 @@ impl TestApp {
             config,
             auth_listeners,
             vec![auth_db, user_db],
+            mail_dir,
             clock.clone(),
         )
         .await;
@@ -167,13 +174,15 @@ impl TestApp {
     /// on.
     pub async fn spawn_without_user_service(backend: Backend) -> Self {
         let auth_db = TestDatabase::new(backend).await;
-        let mut config = auth_config(&auth_db);
+        let mail_dir = Arc::new(tempfile::tempdir().expect("mail dir"));
+        let mut config = auth_config(&auth_db, mail_dir.path());
         config.user_service.upstream.endpoints =
             vec![format!("http://127.0.0.1:{}", closed_port())];
         Self::start(
             config,
             bind_port_zero().await,
             vec![auth_db],
+            mail_dir,
             Arc::new(SystemClock),
         )
         .await
@@ -183,6 +192,7 @@ impl TestApp {
         config: portico_auth::Config,
         listeners: Listeners,
         databases: Vec<TestDatabase>,
+        mail_dir: Arc<tempfile::TempDir>,
         clock: SharedClock,
     ) -> Self {
         let app = portico_auth::Application::build_with(config, listeners, Context { clock })
@@ -198,13 +208,14 @@ impl TestApp {
             user: None,
             client: reqwest::Client::new(),
             databases,
+            mail_dir,
         }
     }
 
     /// Another auth replica on the same database (and user service), with
     /// `customise` applied to its config; the base URL of its API.
     pub async fn spawn_replica(&self, customise: impl FnOnce(&mut portico_auth::Config)) -> String {
-        let mut config = auth_config(&self.databases[0]);
+        let mut config = auth_config(&self.databases[0], self.mail_dir.path());
         if let Some(user) = &self.user {
             config.user_service.upstream.endpoints = vec![user.api.clone()];
         }

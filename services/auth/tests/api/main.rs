@@ -11,6 +11,7 @@ mod client_credentials;
 mod config;
 mod credentials;
 mod discovery;
+mod email;
 mod expiry;
 mod inbox;
 mod keys;
