@@ -126,6 +126,7 @@ start auth portico-auth $((AUTH_PORT + 1000)) /readyz \
     PORTICO_AUTH_LISTEN__API="127.0.0.1:$AUTH_PORT" PORTICO_AUTH_LISTEN__ADMIN="127.0.0.1:$((AUTH_PORT + 1000))" \
     PORTICO_AUTH_DATABASE__URL="sqlite://$DATA/auth.db" PORTICO_AUTH_DATABASE__CREATE_IF_MISSING=true \
     PORTICO_AUTH_SIGNING_KEYS__ENCRYPTION_KEY_FILE="$kek" \
+    PORTICO_AUTH_MAIL__FILE_DIR="$DATA/mail" \
     PORTICO_AUTH_EVENTS__SECRETS="[\"$webhook_secret\"]" \
     "${auth_wiring[@]}"
 for replica in 1 2; do

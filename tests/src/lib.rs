@@ -511,6 +511,10 @@ impl System {
                 "EVENTS__SECRETS".to_owned(),
                 format!(r#"["{}"]"#, portico_testkit::TEST_WEBHOOK_SECRET),
             ),
+            (
+                "MAIL__FILE_DIR".to_owned(),
+                logs.join("mail").display().to_string(),
+            ),
         ];
         addresses
             .replicas
