@@ -65,7 +65,7 @@ fn requested_email(body: Result<ApiJson<MailRequest>, Problem>) -> Result<String
     path = "/v1/auth/email/verify/request",
     tag = "auth",
     security((), ("bearer" = [])),
-    request_body(content = Option<MailRequest>, description = "Without a bearer token: the address to mail"),
+    request_body(content = Option<MailRequest>, description = "Without a bearer token: the address to mail (signed in, the caller's own address is mailed whatever a body says)"),
     responses(
         (status = 202, description = "Mailed (or, asked by address, mailed if it has an unverified account)"),
         (status = 409, description = "The caller's email is verified already", body = Problem, content_type = "application/problem+json"),
@@ -79,16 +79,33 @@ pub async fn request_verification(
     State(state): State<AppState>,
     client: Client,
     headers: HeaderMap,
-    body: Result<ApiJson<MailRequest>, Problem>,
+    body: Result<ApiJson<Option<MailRequest>>, Problem>,
 ) -> Result<Response, Problem> {
+    // No body at all reads as `null`.
+    let body = if headers.contains_key(header::CONTENT_TYPE) {
+        body.map(|ApiJson(request)| request)?
+    } else {
+        None
+    };
     if headers.contains_key(header::AUTHORIZATION) {
         let (user_id, _) = super::session_caller(&state, &headers).await?;
+        // Signed in, the caller's own address is mailed; a body, if sent,
+        // must still be a well-formed request.
+        if let Some(request) = body {
+            requested_email(Ok(ApiJson(request)))?;
+        }
         state
             .accounts
             .request_email_verification(user_id, client.0)
             .await?;
     } else {
-        let email = requested_email(body)?;
+        let request = body.ok_or_else(|| {
+            Problem::validation(vec![portico_common::error::FieldError::new(
+                "email",
+                "required without a bearer token",
+            )])
+        })?;
+        let email = requested_email(Ok(ApiJson(request)))?;
         state
             .accounts
             .request_verification_by_address(email, client.0)

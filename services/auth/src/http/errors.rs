@@ -42,7 +42,9 @@ impl From<AuthError> for Problem {
             }
             AuthError::MfaOff => Problem::conflict("MFA is not on"),
             AuthError::EmailAlreadyVerified => Problem::conflict("the email is verified already"),
-            AuthError::InvalidMailToken => Problem::bad_request(
+            AuthError::InvalidMailToken => Problem::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid-token",
                 "the token is invalid, expired, used, or replaced by a newer mail's",
             ),
             AuthError::MailUnavailable(cause) => {
