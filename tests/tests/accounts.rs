@@ -253,6 +253,66 @@ async fn a_deletion_survives_the_user_service_dying_before_delivery(backend: Bac
     assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
 }
 
+async fn export(system: &System, access: &str) -> reqwest::Response {
+    system
+        .client
+        .get(system.url("/v1/users/me/export"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn the_export_holds_both_services_data_and_is_a_clear_503_while_auth_is_down(
+    backend: Backend,
+) {
+    // Arrange
+    let mut system = System::start(backend).await;
+    let tokens = system.register("export@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+
+    // Act + Assert: through the gateway, one document from both services.
+    let response = export(&system, &access).await;
+    assert_eq!(response.status(), 200, "{}", system.logs());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["profile"]["email"], "export@example.com");
+    assert_eq!(body["auth"]["email"], "export@example.com");
+    assert_eq!(body["auth"]["sessions"].as_array().unwrap().len(), 1);
+
+    // Auth down: the user service says why, with a request id, at once.
+    system.auth.kill_hard();
+    let started = Instant::now();
+    let down = export(&system, &access).await;
+    assert_eq!(down.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(down.headers()["content-type"], "application/problem+json");
+    let problem: Value = down.json().await.unwrap();
+    assert!(problem["request_id"].is_string(), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("auth"),
+        "{problem}"
+    );
+
+    // Back: the export works again, no restart of the user service.
+    system.auth.restart(&system.client).await;
+    eventually(
+        Duration::from_secs(10),
+        "the export after auth returned",
+        || async { (export(&system, &access).await.status() == 200).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_export_holds_both_services_data_and_is_a_clear_503_while_auth_is_down_on_postgres() {
+    the_export_holds_both_services_data_and_is_a_clear_503_while_auth_is_down(Backend::Postgres)
+        .await;
+}
+
 #[tokio::test]
 async fn a_deletion_survives_the_user_service_dying_before_delivery_on_postgres() {
     a_deletion_survives_the_user_service_dying_before_delivery(Backend::Postgres).await;

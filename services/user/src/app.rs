@@ -48,6 +48,7 @@ impl Service for UserService {
         let redis = config.redis.client().context("invalid redis.url")?;
 
         let client = HttpClient::new(&config.http_client)?;
+        let auth_api = crate::http::AuthApi::new(client.clone(), &config.auth_api.url);
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
         let revocations = Revocations::new(config.tokens.revocations.clone(), client.clone());
         let keys = KeySource::Remote(jwks.clone());
@@ -73,6 +74,7 @@ impl Service for UserService {
             config.events.clone(),
         );
         let state = AppState {
+            auth_api,
             accounts: accounts.clone(),
             clock: context.clock.clone(),
             user_tokens: Arc::new(

@@ -34,6 +34,17 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Removing deleted accounts' personal data.
     pub scrubber: ScrubberConfig,
+    /// The auth service's API, for what it holds about a user (the data
+    /// export).
+    pub auth_api: AuthApiConfig,
+}
+
+/// Where the auth service answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthApiConfig {
+    /// Its base URL (one address every auth replica answers on).
+    pub url: String,
 }
 
 /// The scrubber job.
@@ -124,6 +135,14 @@ impl ServiceConfig for Config {
     portico_common::standard_sections!();
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.auth_api.url.starts_with("http://") || self.auth_api.url.starts_with("https://"))
+        {
+            return Err(ConfigError::key(
+                ENV_PREFIX,
+                "auth_api.url",
+                "must be an http(s) URL",
+            ));
+        }
         crate::relay::Subscribers::from_config(&self.events)
             .map(|_| ())
             .map_err(|(key, message)| ConfigError::key(ENV_PREFIX, &key, message))

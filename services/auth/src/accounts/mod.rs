@@ -8,6 +8,8 @@ mod deletion;
 pub use deletion::Scrubber;
 mod email;
 pub use email::MailTokenSettings;
+mod export;
+pub use export::{AccountExport, MAX_EXPORTED_EVENTS};
 mod mfa;
 pub use mfa::{LoginOutcome, MfaState, SecondFactor, TotpEnrolment};
 mod own_sessions;

@@ -132,6 +132,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(own_sessions::end_session))
         .routes(routes!(own_sessions::change_password))
+        .routes(routes!(own_sessions::export))
         .routes(routes!(email::request_verification))
         .routes(routes!(email::confirm_verification))
         .routes(routes!(email::request_reset))

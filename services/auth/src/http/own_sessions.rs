@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AppState, client::Client};
-use crate::accounts::SessionView;
+use crate::accounts::{MfaState, SessionView};
 
 /// One of the caller's live sessions.
 #[derive(Debug, Serialize, ToSchema)]
@@ -192,4 +192,60 @@ pub async fn change_password(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Everything auth holds about the caller.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountExportBody {
+    pub email: String,
+    pub email_verified: bool,
+    /// `off`, `pending` or `on`.
+    pub mfa: String,
+    /// Live sessions, newest first.
+    pub sessions: Vec<SessionItem>,
+    /// Security events about the account, newest first (at most 10,000).
+    pub audit_events: Vec<super::admin::AuditItem>,
+}
+
+/// Everything auth holds about the caller: the account, its live sessions,
+/// its second factor's state and its audit trail (never a secret). The
+/// user service's `GET /v1/users/me/export` includes it.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/export",
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's account data", body = AccountExportBody),
+        BearerRejections,
+        Unavailable,
+    )
+)]
+pub async fn export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (user_id, session_id) = super::session_caller(&state, &headers).await?;
+    let export = state.accounts.export(user_id, session_id).await?;
+    let mfa = match export.mfa {
+        MfaState::Off => "off",
+        MfaState::Pending => "pending",
+        MfaState::On { .. } => "on",
+    };
+    let body = AccountExportBody {
+        email: export.email,
+        email_verified: export.email_verified,
+        mfa: mfa.to_owned(),
+        sessions: export.sessions.into_iter().map(SessionItem::from).collect(),
+        audit_events: export
+            .audit_events
+            .into_iter()
+            .map(super::admin::AuditItem::from)
+            .collect(),
+    };
+    Ok((
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        ApiJson(body),
+    )
+        .into_response())
 }

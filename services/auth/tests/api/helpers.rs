@@ -143,6 +143,7 @@ impl TestApp {
             "http://{}/internal/revocations",
             auth_listeners.api_addr()
         ));
+        user_config.auth_api.url = format!("http://{}", auth_listeners.api_addr());
 
         config.user_service.upstream.endpoints = vec![front(user_api.clone()).await];
         customise(&mut config);

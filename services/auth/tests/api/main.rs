@@ -13,6 +13,7 @@ mod credentials;
 mod discovery;
 mod email;
 mod expiry;
+mod export;
 mod inbox;
 mod keys;
 mod login;

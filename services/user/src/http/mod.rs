@@ -3,6 +3,8 @@
 mod admin;
 mod conditional;
 mod errors;
+mod export;
+pub use export::AuthApi;
 mod internal;
 mod profile;
 
@@ -31,6 +33,8 @@ pub struct AppState {
     /// Services allowed on the internal API.
     /// Who may call `/internal/*`, with which audience and scope.
     pub internal_api: Arc<crate::config::InternalApiConfig>,
+    /// The auth service, for the data export.
+    pub auth_api: export::AuthApi,
 }
 
 #[derive(OpenApi)]
@@ -59,6 +63,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
             profile::delete_me
         ))
         .routes(routes!(profile::get_user))
+        .routes(routes!(export::export_me))
         .routes(routes!(admin::directory))
         .routes(routes!(admin::dead_deliveries))
         .routes(routes!(admin::redeliver))
