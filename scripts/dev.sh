@@ -111,7 +111,7 @@ for replica in 1 2; do
     port_var=USER${replica}_PORT
     port=${!port_var}
     start "user-$replica" portico-user $((port + 1000)) /healthz \
-        PORTICO_USER_EVENTS__SUBSCRIBERS="[{name = \"auth\", url = \"http://127.0.0.1:$AUTH_PORT/internal/events\", secret = \"$webhook_secret\", types = [\"user.deleted\"]}]" \
+        PORTICO_USER_EVENTS__SUBSCRIBERS="[{name = \"auth\", url = \"http://127.0.0.1:$AUTH_PORT/internal/events\", secret = \"$webhook_secret\", types = [\"user.deleted\"]}${PORTICO_DEV_EXTRA_SUBSCRIBERS:+, $PORTICO_DEV_EXTRA_SUBSCRIBERS}]" \
         PORTICO_USER_LISTEN__API="127.0.0.1:$port" PORTICO_USER_LISTEN__ADMIN="127.0.0.1:$((port + 1000))" \
         PORTICO_USER_DATABASE__URL="sqlite://$DATA/user.db" PORTICO_USER_DATABASE__CREATE_IF_MISSING=true \
         "${user_wiring[@]}"

@@ -5,6 +5,12 @@
 #                        replica (target: the gateway keeps >= 60% of the
 #                        direct rate), beside redis-benchmark GET on the same
 #                        Redis as the ceiling of the cache-hit path
+#   outbox               PORTICO_BENCH_WRITERS users PATCH their profiles
+#                        (wrk, PORTICO_BENCH_DURATION); every change is an
+#                        event the relays deliver to a local webhook
+#                        subscriber (scripts/bench/webhook_sink.py): events
+#                        delivered per second, and the delivery lag (commit
+#                        to arrival) p50 / p99
 #   directory depth      the directory's page query on PostgreSQL with
 #                        PORTICO_BENCH_USERS profiles (1,000,000), at depth 0,
 #                        10k and 500k: keyset (what GET /v1/users runs: after
@@ -15,7 +21,8 @@
 #
 # Usage: scripts/bench/user.sh [> report.md]
 # Environment: PORTICO_BENCH_DURATION [10s], PORTICO_BENCH_CONNECTIONS [64],
-# PORTICO_BENCH_USERS [1000000], PORTICO_BENCH_PGBENCH_SECS [10].
+# PORTICO_BENCH_USERS [1000000], PORTICO_BENCH_PGBENCH_SECS [10],
+# PORTICO_BENCH_WRITERS [100].
 # Loopback only, bounded in time; everything is stopped on exit.
 set -euo pipefail
 cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
@@ -29,6 +36,7 @@ DURATION=${PORTICO_BENCH_DURATION:-10s}
 CONNECTIONS=${PORTICO_BENCH_CONNECTIONS:-64}
 USERS=${PORTICO_BENCH_USERS:-1000000}
 PGBENCH_SECS=${PORTICO_BENCH_PGBENCH_SECS:-10}
+WRITERS=${PORTICO_BENCH_WRITERS:-100}
 PASSWORD="vellum otter quarry 42"
 
 
@@ -42,6 +50,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_release_system
+    [[ -n ${SINK_PID:-} ]] && kill "$SINK_PID" 2>/dev/null
     portico_stop_test_services
     rm -rf -- "$WORK"
     exit "$rc"
@@ -59,6 +68,13 @@ PSQL=$(command -v psql || echo "$_PORTICO_PG_BIN/psql")
 
 log "profile cache on $PORTICO_TEST_REDIS_URL"
 export PORTICO_USER_REDIS__URL=$PORTICO_TEST_REDIS_URL PORTICO_USER_REDIS__KEY_PREFIX="bench:$$:"
+# The outbox's subscriber: a local sink that logs each delivery's arrival.
+SINK_PORT=$(portico_free_port_block)
+[[ -n $SINK_PORT ]] || die "no free port for the webhook sink"
+python3 scripts/bench/webhook_sink.py "$SINK_PORT" "$WORK/deliveries.log" &
+SINK_PID=$!
+SINK_SECRET="whsec_$(head -c 32 /dev/urandom | base64)"
+export PORTICO_DEV_EXTRA_SUBSCRIBERS="{name = \"bench\", url = \"http://127.0.0.1:$SINK_PORT/\", secret = \"$SINK_SECRET\", types = [\"user.updated\"]}"
 start_release_system "$WORK"
 USER1="http://127.0.0.1:$((BASE + 1))"
 
@@ -82,6 +98,44 @@ log "redis-benchmark GET (the cache-hit ceiling)"
 redis_port=${PORTICO_TEST_REDIS_URL##*:}
 redis-benchmark -h 127.0.0.1 -p "$redis_port" -t get -n 200000 -c "$CONNECTIONS" -q >"$WORK/redis.txt"
 REDIS_RPS=$(grep -oE 'GET: [0-9.]+' "$WORK/redis.txt" | awk '{ print $2 }')
+
+log "outbox: registering $WRITERS writers"
+: >"$WORK/tokens.txt"
+for n in $(seq 1 "$WRITERS"); do
+    curl -fsS -X POST "$GATEWAY/v1/auth/register" -H 'content-type: application/json' \
+        -d "{\"email\":\"writer$n@example.com\",\"password\":\"$PASSWORD\",\"display_name\":\"Writer $n\"}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' >>"$WORK/tokens.txt" ||
+        die "registering writer $n failed"
+done
+log "outbox: $WRITERS users changing their profiles for $DURATION"
+wrk -t 2 -c 16 -d "$DURATION" -s scripts/bench/patch_profiles.lua "$GATEWAY" -- "$WORK/tokens.txt" \
+    >"$WORK/patch.txt"
+USER_DB="$WORK/data/user.db"
+outbox_count() {
+    python3 - "$USER_DB" "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+where = "subscriber = 'bench'" + (" AND status = 'delivered'" if sys.argv[2] == "delivered" else "")
+print(db.execute(f"SELECT COUNT(*) FROM deliveries WHERE {where}").fetchone()[0])
+PY
+}
+EVENTS=$(outbox_count all)
+log "outbox: waiting for the relays to deliver all $EVENTS events"
+for _ in $(seq 1 1200); do
+    [[ $(outbox_count delivered) -ge $EVENTS ]] && break
+    sleep 0.1
+done
+DELIVERED=$(outbox_count delivered)
+read -r OUTBOX_RATE LAG_P50 LAG_P99 LAG_MAX < <(python3 - "$WORK/deliveries.log" <<'PY'
+import sys
+rows = [line.split() for line in open(sys.argv[1])]
+arrived = sorted(float(r[0]) for r in rows)
+lags = sorted((float(r[0]) - float(r[1])) * 1000 for r in rows)
+span = max(arrived[-1] - arrived[0], 1e-9)
+pick = lambda q: lags[min(len(lags) - 1, int(len(lags) * q))]
+print(f"{len(rows) / span:.0f} {pick(0.5):.1f} {pick(0.99):.1f} {lags[-1]:.1f}")
+PY
+)
 
 log "directory: $USERS profiles in PostgreSQL"
 "$PSQL" "$PORTICO_TEST_POSTGRES_URL" -q -v ON_ERROR_STOP=1 >&2 <<SQL || die "could not load the directory"
@@ -137,6 +191,14 @@ cat <<EOF
 | \`redis-benchmark\` GET, same Redis ($CONNECTIONS connections) | $REDIS_RPS/s | the ceiling of a cache hit |
 | cache hits counted by replica 1 | $HITS | every read after the first |
 
+Outbox: $WRITERS users changing their profiles through the gateway for $DURATION (wrk, 16 connections): $(wrk_field "$WORK/patch.txt" rps) changes/s; every change an event for a local webhook subscriber, delivered by the two replicas' relays.
+
+| measure | value |
+|---|---|
+| events delivered | $DELIVERED of $EVENTS |
+| delivery rate (first to last arrival) | $OUTBOX_RATE events/s |
+| delivery lag (commit to arrival) p50 / p99 / max | $LAG_P50 / $LAG_P99 / $LAG_MAX ms |
+
 Directory page (50 profiles) on PostgreSQL with $USERS profiles, p99 over ${PGBENCH_SECS} s of pgbench (4 clients):
 
 | depth | keyset (\`id > cursor\`) | OFFSET |
@@ -145,5 +207,5 @@ Directory page (50 profiles) on PostgreSQL with $USERS profiles, p99 over ${PGBE
 | 10,000 | ${KEYSET[10000]} | ${OFFSET[10000]} |
 | 500,000 | ${KEYSET[500000]} | ${OFFSET[500000]} |
 
-Command: \`scripts/bench/user.sh\` (wrk $CONNECTIONS connections, $DURATION per run; gateway, auth and two user replicas on SQLite with the Redis profile cache; loopback). Not yet measured here: outbox throughput and delivery lag.
+Command: \`scripts/bench/user.sh\` (wrk $CONNECTIONS connections, $DURATION per run; gateway, auth and two user replicas on SQLite with the Redis profile cache; loopback).
 EOF

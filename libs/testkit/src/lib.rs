@@ -15,6 +15,7 @@ pub mod fields;
 pub mod http;
 pub mod issuer;
 pub mod smtp;
+pub mod tcp;
 pub mod tls;
 
 pub const POSTGRES_URL_VAR: &str = "PORTICO_TEST_POSTGRES_URL";

@@ -31,6 +31,11 @@ pub fn classify(err: &sqlx::Error) -> Failure {
     match err {
         sqlx::Error::PoolTimedOut => Failure::Contended,
         sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => Failure::Unavailable,
+        // The peer closed or garbled the conversation — a server shutting
+        // down, or a proxy (pgbouncer, a load balancer) in front of one
+        // that is down, accepts and hangs up: sqlx reads the silence as a
+        // protocol error. Transient like a refused connection.
+        sqlx::Error::Protocol(_) => Failure::Unavailable,
         sqlx::Error::Database(db_err) => classify_database_error(db_err.as_ref()),
         _ => Failure::Internal,
     }
@@ -135,6 +140,14 @@ mod tests {
     #[test]
     fn sqlite_constraint_is_internal() {
         assert_eq!(classify_sqlite(Some("2067".into())), Failure::Internal);
+    }
+
+    #[test]
+    fn a_server_hanging_up_mid_handshake_is_unavailable() {
+        let err = sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x00 (sqlx_postgres::connection::tls:95)".into(),
+        );
+        assert_eq!(classify(&err), Failure::Unavailable);
     }
 
     #[test]

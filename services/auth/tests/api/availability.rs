@@ -208,3 +208,80 @@ on_both_backends!(
     registration_works_while_one_of_two_user_replicas_is_down,
     a_replica_answering_503_is_passed_over_for_a_healthy_one,
 );
+
+/// PostgreSQL stopped, as auth sees it: its connections drop and new ones
+/// are refused (a relay between them is cut; the shared server keeps
+/// running for the other tests).
+#[tokio::test]
+async fn with_postgresql_unreachable_sign_in_paths_are_fast_503s_and_recover_without_restart() {
+    // Arrange
+    let server = std::env::var(portico_testkit::POSTGRES_URL_VAR).expect("a PostgreSQL URL");
+    let relay = portico_testkit::tcp::TcpRelay::in_front_of(&server).await;
+    let app = TestApp::spawn_with_config(Backend::Postgres, |config| {
+        use secrecy::ExposeSecret as _;
+        let through = relay.url_through(config.database.url.expose_secret());
+        config.database = config.database.clone().with_url(&through);
+        config.database.acquire_timeout_ms = 1_000;
+    })
+    .await;
+    let tokens = app.register_account("ann@example.com").await;
+    let readyz = || async {
+        app.client
+            .get(format!("{}/readyz", app.admin))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(readyz().await, StatusCode::OK);
+
+    // Act
+    relay.cut();
+
+    // Assert: sign-in, refresh, MFA, reset and the export are 503 problems.
+    let started = std::time::Instant::now();
+    let mut answers = vec![
+        app.login("ann@example.com", PASSWORD).await,
+        app.refresh(&tokens.refresh_token).await,
+        app.post_json(
+            "/v1/auth/login/mfa",
+            &serde_json::json!({"mfa_token": "t", "code": "123456"}),
+        )
+        .await,
+        app.post_json(
+            "/v1/auth/password/reset/confirm",
+            &serde_json::json!({"token": "t", "new_password": "a brand new passphrase"}),
+        )
+        .await,
+    ];
+    for path in ["/v1/auth/mfa", "/v1/auth/export"] {
+        answers.push(
+            app.send_as(reqwest::Method::GET, path, Some(&tokens.access_token), None)
+                .await,
+        );
+    }
+    for answer in answers {
+        assert_problem(answer, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    portico_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "auth not ready",
+        || async { (readyz().await == StatusCode::SERVICE_UNAVAILABLE).then_some(()) },
+    )
+    .await;
+
+    // Back, without a restart.
+    relay.restore();
+    portico_testkit::eventually(
+        std::time::Duration::from_secs(15),
+        "auth ready again",
+        || async { (readyz().await == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    assert_tokens(app.login("ann@example.com", PASSWORD).await, StatusCode::OK).await;
+}

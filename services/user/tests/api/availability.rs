@@ -128,6 +128,85 @@ async fn a_replica_whose_database_file_vanished_is_not_ready() {
     assert_eq!(body["checks"]["database"], "unavailable", "{body}");
 }
 
+/// PostgreSQL stopped, as the service sees it: its connections drop and
+/// new ones are refused (a relay between them is cut; the shared server
+/// other tests use keeps running).
+#[tokio::test]
+async fn with_postgresql_unreachable_every_path_is_a_fast_503_and_it_recovers_without_restart() {
+    // Arrange
+    let server = std::env::var(portico_testkit::POSTGRES_URL_VAR).expect("a PostgreSQL URL");
+    let relay = portico_testkit::tcp::TcpRelay::in_front_of(&server).await;
+    let app = TestApp::spawn_with(Backend::Postgres, |config| {
+        use secrecy::ExposeSecret as _;
+        let through = relay.url_through(config.database.url.expose_secret());
+        config.database = config.database.clone().with_url(&through);
+        config.database.acquire_timeout_ms = 1_000;
+    })
+    .await;
+    let profile = app.seed_profile().await;
+    let token = app.issuer.user_token(profile.id);
+    let mut admin = app.issuer.user_claims(profile.id);
+    admin["roles"] = json!(["user", "admin"]);
+    let admin = app.issuer.sign(&admin);
+    assert_eq!(readyz(&app).await.0, StatusCode::OK);
+
+    // Act: the database goes away.
+    relay.cut();
+
+    // Assert: each path answers a 503 problem, fast, and writes nothing.
+    let started = std::time::Instant::now();
+    let read = app.get_me(Some(&token)).await;
+    let write = app
+        .patch_me(Some(&token), &json!({"display_name": "Not written"}))
+        .await;
+    let directory = app
+        .client
+        .get(format!("{}/v1/users?limit=5", app.api))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let export = app
+        .client
+        .get(format!("{}/v1/users/me/export", app.api))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    for response in [read, write, directory, export] {
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "four requests took {:?}",
+        started.elapsed()
+    );
+    let (status, body) = eventually(Duration::from_secs(10), "readiness false", || async {
+        let (status, body) = readyz(&app).await;
+        (status == StatusCode::SERVICE_UNAVAILABLE).then_some((status, body))
+    })
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // The database comes back: ready again, and the write goes through,
+    // without a restart.
+    relay.restore();
+    eventually(Duration::from_secs(15), "readiness back", || async {
+        (readyz(&app).await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+    let write = app
+        .patch_me(Some(&token), &json!({"display_name": "Written"}))
+        .await;
+    assert_eq!(write.status(), StatusCode::OK);
+    let stored = app.store.get(profile.id).await.unwrap().unwrap();
+    assert_eq!(stored.display_name, "Written");
+}
+
 on_both_backends!(
     a_write_blocked_by_a_lock_is_503_with_retry_after_and_writes_nothing,
     no_free_pooled_connection_is_503_with_retry_after,
