@@ -151,7 +151,9 @@ impl Service for AuthService {
         let readiness = Readiness::new()
             .with(db.readiness_check())
             .with_redis(redis);
-        let purge = state.accounts.clone().purge_periodically();
+        let purge = crate::accounts::SessionPurge {
+            accounts: state.accounts.clone(),
+        };
         let state_accounts = state.accounts.clone();
         let scrubber = crate::accounts::Scrubber {
             accounts: state.accounts.clone(),
@@ -159,7 +161,13 @@ impl Service for AuthService {
         };
         let mut assembly = Assembly::new(http::router(state), readiness, store).owning_database(db);
         assembly.admin = Some(admin);
-        assembly.background.push(Box::pin(purge));
+        assembly
+            .background
+            .push(Box::pin(portico_common::jobs::run_every(
+                purge,
+                crate::accounts::SessionPurge::INTERVAL,
+                portico_common::jobs::Wake::default(),
+            )));
         assembly
             .background
             .push(Box::pin(portico_common::jobs::run_every(
@@ -176,7 +184,14 @@ impl Service for AuthService {
                 std::time::Duration::from_millis(config.registration.reconcile_interval_ms),
                 portico_common::jobs::Wake::default(),
             )));
-        assembly.background.push(Box::pin(signing_keys.maintain()));
+        let (key_maintenance, every) = signing_keys.maintenance();
+        assembly
+            .background
+            .push(Box::pin(portico_common::jobs::run_every(
+                key_maintenance,
+                every,
+                portico_common::jobs::Wake::default(),
+            )));
         if let Some(broadcast) = broadcast {
             assembly.background.push(Box::pin(broadcast));
         }

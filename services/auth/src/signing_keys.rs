@@ -162,27 +162,43 @@ impl SigningKeys {
     }
 
     /// Rotates when the newest key is `rotate_every` old.
-    async fn rotate_if_due(&self) -> Result<(), AuthError> {
+    /// Rotates when the newest key is `rotate_every` old; whether it did.
+    async fn rotate_if_due(&self) -> Result<bool, AuthError> {
         let newest = self.store.sealed_keys().await?.into_iter().last();
         if newest.is_some_and(|key| key.created_at + self.rotate_every <= self.clock.now()) {
             self.rotate(None).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
-    /// Every `reload_interval`: rotate when due, then reload.
-    pub async fn maintain(self) {
-        let mut interval = tokio::time::interval(self.reload_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            if let Err(err) = self.rotate_if_due().await {
-                tracing::warn!(%err, "scheduled key rotation failed; retrying");
-            }
-            if let Err(err) = self.reload().await {
-                tracing::warn!(err = %format!("{err:#}"), "reloading signing keys failed; keeping the last ones");
-            }
-        }
+    /// The scheduled job that keeps the keys current: every
+    /// `reload_interval`, rotate when due, then reload (replicas race to
+    /// rotate; one generation wins, see [`AuthStore::insert_key`]).
+    pub fn maintenance(&self) -> (KeyMaintenance, StdDuration) {
+        (KeyMaintenance(self.clone()), self.reload_interval)
+    }
+}
+
+/// [`SigningKeys::maintenance`], as a `portico_common::jobs::Job`.
+pub struct KeyMaintenance(SigningKeys);
+
+impl portico_common::jobs::Job for KeyMaintenance {
+    const NAME: &'static str = "signing_key_maintenance";
+
+    async fn run(&self) -> anyhow::Result<portico_common::jobs::Ran> {
+        // A failed rotation still lets the reload pick up another
+        // replica's keys; the run counts as failed either way.
+        let rotated = self.0.rotate_if_due().await;
+        let reloaded = self.0.reload().await;
+        let rotated = rotated.map_err(|err| anyhow::anyhow!("scheduled key rotation: {err}"))?;
+        reloaded.map_err(|err| {
+            anyhow::anyhow!("reloading signing keys (the last ones stay): {err:#}")
+        })?;
+        Ok(portico_common::jobs::Ran {
+            handled: u64::from(rotated),
+            more: false,
+        })
     }
 }
 

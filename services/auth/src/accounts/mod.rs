@@ -20,7 +20,7 @@ mod serial;
 use admin::admin_role;
 pub use admin::{MAX_AUDIT_PAGE, RoleAction};
 
-pub use own_sessions::SessionView;
+pub use own_sessions::{SessionPurge, SessionView};
 
 pub use crate::domain::audit::ClientInfo;
 

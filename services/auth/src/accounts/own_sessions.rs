@@ -43,20 +43,6 @@ impl Accounts {
             .await?)
     }
 
-    /// Purges ended sessions every hour, for as long as the service runs.
-    pub async fn purge_periodically(self) {
-        let mut interval = tokio::time::interval(PURGE_EVERY);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            match self.purge_ended_sessions().await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "ended sessions purged"),
-                Err(err) => tracing::warn!(%err, "purging ended sessions failed"),
-            }
-        }
-    }
-
     /// Whether the user's session is neither revoked, expired nor idle.
     pub async fn is_live(&self, user_id: Uuid, session_id: Uuid) -> Result<bool, AuthError> {
         let now = self.clock.now();
@@ -241,5 +227,28 @@ impl Accounts {
         }
         tracing::info!(%user_id, "password changed; other sessions ended");
         Ok(())
+    }
+}
+
+/// The scheduled purge of ended sessions (`Accounts::purge_ended_sessions`),
+/// hourly on every replica: a session is deleted once.
+pub struct SessionPurge {
+    pub accounts: Accounts,
+}
+
+impl SessionPurge {
+    /// How often it runs.
+    pub const INTERVAL: std::time::Duration = PURGE_EVERY;
+}
+
+impl portico_common::jobs::Job for SessionPurge {
+    const NAME: &'static str = "session_purge";
+
+    async fn run(&self) -> anyhow::Result<portico_common::jobs::Ran> {
+        let purged = self.accounts.purge_ended_sessions().await?;
+        Ok(portico_common::jobs::Ran {
+            handled: purged,
+            more: false,
+        })
     }
 }

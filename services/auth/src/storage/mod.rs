@@ -22,7 +22,7 @@ pub use signing_keys::SealedKey;
 use portico_common::{
     db::{self, Db},
     jwt::RoleSet,
-    on_db,
+    on_conn, on_db,
 };
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -342,29 +342,32 @@ impl AuthStore {
         roles: &RoleSet,
         event: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
-        let _turn = self.db().write_turn().await;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            let activated = sqlx::query(
+        let mut work = self.db.begin().await?;
+        let activated = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
                 "UPDATE credentials SET status = 'active', roles = $3, updated_at = $2 \
                  WHERE user_id = $1 AND status = 'pending'",
             )
             .bind(session.user_id)
             .bind(session.created_at)
             .bind(roles.to_stored())
-            .execute(&mut *tx)
+            .execute(exec)
             .await?
             .rows_affected()
-                == 1;
-            if !activated {
-                return Ok(false);
-            }
-            sessions::insert_session!(session).execute(&mut *tx).await?;
-            audit::insert_audit!(event).execute(&mut *tx).await?;
-            tx.commit().await?;
-            event.recorded();
-            Ok(true)
-        })
+                == 1
+        });
+        if !activated {
+            return Ok(false);
+        }
+        on_conn!((&mut work).into(), exec => {
+            sessions::insert_session!(session).execute(exec).await.map(|_| ())
+        })?;
+        on_conn!((&mut work).into(), exec => {
+            audit::insert_audit!(event).execute(exec).await.map(|_| ())
+        })?;
+        work.commit().await?;
+        event.recorded();
+        Ok(true)
     }
 
     pub async fn active_credential(
@@ -425,26 +428,29 @@ impl AuthStore {
         session: &NewSession<'_>,
         event: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
-        let _turn = self.db().write_turn().await;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            let active = sqlx::query(
+        let mut work = self.db.begin().await?;
+        let active = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
                 "UPDATE credentials SET updated_at = updated_at WHERE user_id = $1 AND status = 'active'",
             )
             .bind(session.user_id)
-            .execute(&mut *tx)
+            .execute(exec)
             .await?
             .rows_affected()
-                == 1;
-            if !active {
-                return Ok(false);
-            }
-            sessions::insert_session!(session).execute(&mut *tx).await?;
-            audit::insert_audit!(event).execute(&mut *tx).await?;
-            tx.commit().await?;
-            event.recorded();
-            Ok(true)
-        })
+                == 1
+        });
+        if !active {
+            return Ok(false);
+        }
+        on_conn!((&mut work).into(), exec => {
+            sessions::insert_session!(session).execute(exec).await.map(|_| ())
+        })?;
+        on_conn!((&mut work).into(), exec => {
+            audit::insert_audit!(event).execute(exec).await.map(|_| ())
+        })?;
+        work.commit().await?;
+        event.recorded();
+        Ok(true)
     }
 
     /// Rotates a session's refresh token: swaps the hash `old` for `new` if
@@ -458,9 +464,8 @@ impl AuthStore {
         now: OffsetDateTime,
         idle_since: OffsetDateTime,
     ) -> Result<Option<SessionRef>, sqlx::Error> {
-        let _turn = self.db().write_turn().await;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+        let mut work = self.db.begin().await?;
+        let rotated = on_conn!((&mut work).into(), exec => {
             let row = sqlx::query(
                 "UPDATE sessions SET refresh_hash = $2, previous_hash = $1, rotated_at = $3, last_used_at = $3 \
                  WHERE refresh_hash = $1 AND revoked_at IS NULL AND expires_at > $3 AND last_used_at > $4 \
@@ -470,21 +475,27 @@ impl AuthStore {
             .bind(new)
             .bind(now)
             .bind(idle_since)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(exec)
             .await?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            let session = SessionRef { session_id: row.try_get("id")?, user_id: row.try_get("user_id")? };
+            row.map(|row| -> Result<SessionRef, sqlx::Error> {
+                Ok(SessionRef { session_id: row.try_get("id")?, user_id: row.try_get("user_id")? })
+            })
+            .transpose()?
+        });
+        let Some(session) = rotated else {
+            return Ok(None);
+        };
+        on_conn!((&mut work).into(), exec => {
             sqlx::query("INSERT INTO spent_refresh_tokens (hash, session_id, spent_at) VALUES ($1, $2, $3)")
                 .bind(old)
                 .bind(session.session_id)
                 .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(session))
-        })
+                .execute(exec)
+                .await
+                .map(|_| ())
+        })?;
+        work.commit().await?;
+        Ok(Some(session))
     }
 
     /// A refresh token its session already rotated away, by hash: whose it
@@ -546,27 +557,28 @@ impl AuthStore {
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
-        let _turn = self.db().write_turn().await;
-        on_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            let revoked = sqlx::query(
+        let mut work = self.db.begin().await?;
+        let revoked = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
                 "UPDATE sessions SET revoked_at = $3 \
                  WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
             )
             .bind(session_id)
             .bind(user_id)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(exec)
             .await?
             .rows_affected()
-                > 0;
-            if revoked {
-                audit::insert_audit!(event).execute(&mut *tx).await?;
-                tx.commit().await?;
-                event.recorded();
-            }
-            Ok(revoked)
-        })
+                > 0
+        });
+        if revoked {
+            on_conn!((&mut work).into(), exec => {
+                audit::insert_audit!(event).execute(exec).await.map(|_| ())
+            })?;
+            work.commit().await?;
+            event.recorded();
+        }
+        Ok(revoked)
     }
 
     /// Row counts of (credentials, sessions), for tests proving nothing was written.

@@ -1,6 +1,6 @@
 //! Roles: granted and revoked by admins, given to the bootstrap admin.
 
-use portico_common::{identity::RoleSet, on_db};
+use portico_common::{identity::RoleSet, on_conn, on_db};
 use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -44,10 +44,9 @@ impl AuthStore {
             if wanted == current {
                 return Ok(RoleChange::Unchanged);
             }
-            let turn = self.db().write_turn().await;
-            let swapped = on_db!(self.db(), pool => {
-                let mut tx = pool.begin().await?;
-                let swapped = sqlx::query(
+            let mut work = self.db().begin().await?;
+            let swapped = on_conn!((&mut work).into(), exec => {
+                sqlx::query(
                     "UPDATE credentials SET roles = $3, updated_at = $4 \
                      WHERE user_id = $1 AND roles = $2 AND status = 'active'",
                 )
@@ -55,25 +54,28 @@ impl AuthStore {
                 .bind(&stored)
                 .bind(wanted.to_stored())
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(exec)
                 .await?
                 .rows_affected()
-                    == 1;
-                if swapped {
+                    == 1
+            });
+            if swapped {
+                on_conn!((&mut work).into(), exec => {
                     sqlx::query(
                         "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
                     )
                     .bind(user_id)
                     .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    insert_audit!(event).execute(&mut *tx).await?;
-                    tx.commit().await?;
-                    event.recorded();
-                }
-                Ok::<bool, sqlx::Error>(swapped)
-            })?;
-            drop(turn);
+                    .execute(exec)
+                    .await
+                    .map(|_| ())
+                })?;
+                on_conn!((&mut work).into(), exec => {
+                    insert_audit!(event).execute(exec).await.map(|_| ())
+                })?;
+                work.commit().await?;
+                event.recorded();
+            }
             if swapped {
                 return Ok(RoleChange::Changed);
             }

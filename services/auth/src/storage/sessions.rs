@@ -2,7 +2,7 @@
 //! the live ones, ending one or all others, and changing the password
 //! (which ends all others) — each change in one statement or transaction.
 
-use portico_common::on_db;
+use portico_common::{on_conn, on_db};
 use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -133,24 +133,25 @@ impl AuthStore {
         now: OffsetDateTime,
         event: AuditEvent,
     ) -> Result<u64, sqlx::Error> {
-        let _turn = self.db().write_turn().await;
-        on_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
-            let ended = sqlx::query(REVOKE_OTHERS)
+        let mut work = self.db().begin().await?;
+        let ended = on_conn!((&mut work).into(), exec => {
+            sqlx::query(REVOKE_OTHERS)
                 .bind(user_id)
                 .bind(keep)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(exec)
                 .await?
-                .rows_affected();
-            if ended > 0 {
-                let event = event.clone().detail(format!("{ended} sessions"));
-                super::audit::insert_audit!(event).execute(&mut *tx).await?;
-                tx.commit().await?;
-                event.recorded();
-            }
-            Ok(ended)
-        })
+                .rows_affected()
+        });
+        if ended > 0 {
+            let event = event.clone().detail(format!("{ended} sessions"));
+            on_conn!((&mut work).into(), exec => {
+                super::audit::insert_audit!(event).execute(exec).await.map(|_| ())
+            })?;
+            work.commit().await?;
+            event.recorded();
+        }
+        Ok(ended)
     }
 
     /// The password hash of an active credential.
@@ -209,34 +210,38 @@ impl AuthStore {
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
-        let _turn = self.db().write_turn().await;
-        on_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
-            let changed = sqlx::query(
+        let mut work = self.db().begin().await?;
+        let changed = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
                 "UPDATE credentials SET password_hash = $2, updated_at = $3 \
                  WHERE user_id = $1 AND status = 'active'",
             )
             .bind(user_id)
             .bind(new_hash)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(exec)
             .await?
             .rows_affected()
-                == 1;
-            if !changed {
-                return Ok(false);
-            }
+                == 1
+        });
+        if !changed {
+            return Ok(false);
+        }
+        on_conn!((&mut work).into(), exec => {
             sqlx::query(REVOKE_OTHERS)
-            .bind(user_id)
-            .bind(keep_session)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            super::audit::insert_audit!(event).execute(&mut *tx).await?;
-            tx.commit().await?;
-            event.recorded();
-            Ok(true)
-        })
+                .bind(user_id)
+                .bind(keep_session)
+                .bind(now)
+                .execute(exec)
+                .await
+                .map(|_| ())
+        })?;
+        on_conn!((&mut work).into(), exec => {
+            super::audit::insert_audit!(event).execute(exec).await.map(|_| ())
+        })?;
+        work.commit().await?;
+        event.recorded();
+        Ok(true)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Signing keys as stored: private halves sealed (the domain seals and
 //! opens them, storage never sees a plaintext key), one row per generation.
 
-use portico_common::on_db;
+use portico_common::{on_conn, on_db};
 use sqlx::Row;
 use time::OffsetDateTime;
 
@@ -65,10 +65,9 @@ impl AuthStore {
         key: &SealedKey,
         event: Option<&AuditEvent>,
     ) -> Result<bool, sqlx::Error> {
-        let _turn = self.db().write_turn().await;
-        on_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
-            let inserted = sqlx::query(
+        let mut work = self.db().begin().await?;
+        let inserted = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
                 "INSERT INTO signing_keys \
                  (kid, generation, created_at, signs_from, private_pkcs8, kek_id, public_key) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (generation) DO NOTHING",
@@ -80,21 +79,23 @@ impl AuthStore {
             .bind(&key.sealed_private)
             .bind(key.kek_id.as_deref())
             .bind(&key.public_key)
-            .execute(&mut *tx)
+            .execute(exec)
             .await?
             .rows_affected()
-                == 1;
-            if inserted {
-                if let Some(event) = event {
-                    insert_audit!(event).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                if let Some(event) = event {
-                    event.recorded();
-                }
+                == 1
+        });
+        if inserted {
+            if let Some(event) = event {
+                on_conn!((&mut work).into(), exec => {
+                    insert_audit!(event).execute(exec).await.map(|_| ())
+                })?;
             }
-            Ok(inserted)
-        })
+            work.commit().await?;
+            if let Some(event) = event {
+                event.recorded();
+            }
+        }
+        Ok(inserted)
     }
 
     /// Re-seals a key (a KEK rotation, or a row from before encryption):
