@@ -4,8 +4,38 @@
 
 use axum::http::{HeaderMap, StatusCode, header};
 use portico_common::Problem;
+use utoipa::IntoResponses;
 
-use crate::domain::Precondition;
+use crate::domain::{Precondition, ProfileBody};
+
+/// The answers of a profile read that honours `If-None-Match` (documented
+/// once for every read).
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)] // the document's shape; handlers answer with their own types
+pub enum ConditionalRead {
+    /// The profile
+    #[response(status = 200, headers(("etag" = String, description = "Version of the profile")))]
+    Profile(#[to_schema] ProfileBody),
+    /// Unchanged since the ETag in `If-None-Match`
+    #[response(status = 304, headers(("etag" = String, description = "Version of the profile")))]
+    NotModified,
+}
+
+/// The refusals of a profile change guarded by `If-Match`; after each,
+/// nothing was changed.
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)] // the document's shape; the problems come from `UserError`
+pub enum PreconditionRejections {
+    /// `If-Match` is not `*` or a list of entity tags
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// The profile changed since that ETag: nothing was changed
+    #[response(status = 412, content_type = "application/problem+json")]
+    Failed(Problem),
+    /// No `If-Match`: nothing was changed
+    #[response(status = 428, content_type = "application/problem+json")]
+    Required(Problem),
+}
 
 /// One entity tag of a list: weak or strong, and its opaque text.
 #[derive(Debug, PartialEq, Eq)]

@@ -137,10 +137,7 @@ fn conditional_read(headers: &HeaderMap, profile: Profile) -> Response {
     security(("bearer" = [])),
     params(("If-None-Match" = Option<String>, Header, description = "An ETag read before: 304 if the profile is still at it")),
     responses(
-        (status = 200, description = "The profile", body = ProfileBody,
-            headers(("etag" = String, description = "Version of the profile"))),
-        (status = 304, description = "Unchanged since the ETag in `If-None-Match`",
-            headers(("etag" = String, description = "Version of the profile"))),
+        conditional::ConditionalRead,
         (status = 404, description = "No profile for this user", body = Problem, content_type = "application/problem+json"),
         BearerRejections,
         Unavailable,
@@ -167,10 +164,8 @@ pub async fn get_me(
     responses(
         (status = 200, description = "The updated profile", body = ProfileBody,
             headers(("etag" = String, description = "Version of the profile"))),
-        (status = 400, description = "`If-Match` is not `*` or a list of entity tags", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No profile for this user", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The profile changed since that ETag: nothing was written", body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "No `If-Match`: nothing was written", body = Problem, content_type = "application/problem+json"),
+        conditional::PreconditionRejections,
         JsonBodyRejections,
         BearerRejections,
         Unavailable,
@@ -208,10 +203,8 @@ pub async fn update_me(
         pattern = r#"^(\*|(W/)?"[!#-~]*"(, ?(W/)?"[!#-~]*")*)$"#)),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "`If-Match` is not `*` or a list of entity tags", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No profile for this user", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The profile changed since that ETag: nothing was deleted", body = Problem, content_type = "application/problem+json"),
-        (status = 428, description = "No `If-Match`: nothing was deleted", body = Problem, content_type = "application/problem+json"),
+        conditional::PreconditionRejections,
         BearerRejections,
         Unavailable,
     )
@@ -241,10 +234,7 @@ pub async fn delete_me(
         ("If-None-Match" = Option<String>, Header, description = "An ETag read before: 304 if the profile is still at it"),
     ),
     responses(
-        (status = 200, description = "The profile", body = ProfileBody,
-            headers(("etag" = String, description = "Version of the profile"))),
-        (status = 304, description = "Unchanged since the ETag in `If-None-Match`",
-            headers(("etag" = String, description = "Version of the profile"))),
+        conditional::ConditionalRead,
         (status = 404, description = "No such profile, or not the caller's (a non-admin cannot tell which)", body = Problem, content_type = "application/problem+json"),
         BearerRejections,
         Unavailable,
