@@ -276,7 +276,12 @@ impl Accounts {
         }
         // A concurrent retry of this registration (the same password) or
         // the reconciler activated it first: the account exists and this
-        // caller proved its password, so it gets a session of its own.
+        // caller proved its password, so it gets a session of its own —
+        // unless a second factor was turned on meanwhile, which a
+        // registration never answers for.
+        if self.store.mfa_enabled(user_id).await? {
+            return Err(AuthError::EmailTaken);
+        }
         let event =
             AuditEvent::in_session(AuditKind::LoginSucceeded, now, &client, user_id, session_id);
         if !self.store.create_session(&session, &event).await? {
