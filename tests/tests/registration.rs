@@ -151,8 +151,8 @@ async fn system_behind(backend: Backend, relay: &Relay) -> System {
         backend,
         &[
             ("auth", "USER_SERVICE__UPSTREAM__ENDPOINTS", &endpoints),
-            ("auth", "USER_SERVICE__TIMEOUT_MS", "1500"),
-            ("auth", "USER_SERVICE__ATTEMPT_TIMEOUT_MS", "700"),
+            ("auth", "USER_SERVICE__TIMEOUT_MS", "800"),
+            ("auth", "USER_SERVICE__ATTEMPT_TIMEOUT_MS", "400"),
             ("auth", "REGISTRATION__PENDING_TIMEOUT_SECS", "2"),
             ("auth", "REGISTRATION__RECONCILE_INTERVAL_MS", "200"),
         ],

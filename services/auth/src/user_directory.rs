@@ -121,6 +121,15 @@ struct Stored {
     status: Option<String>,
 }
 
+/// The user service's problem type for an unknown profile id.
+const NO_SUCH_USER_PROBLEM: &str = "urn:portico:problem:no-such-user";
+
+/// The `type` of a problem answer.
+#[derive(Debug, Deserialize)]
+struct ProblemType {
+    r#type: String,
+}
+
 /// A profile as the registration reconciler sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProfileState {
@@ -256,7 +265,13 @@ impl UserDirectory {
                     ProfileState::Inactive
                 }))
             }
-            404 => Ok(None),
+            // Only the user service's own "no such profile": a 404 from
+            // anything else (a replica without the route) says nothing.
+            404 if serde_json::from_slice::<ProblemType>(&answer)
+                .is_ok_and(|problem| problem.r#type == NO_SUCH_USER_PROBLEM) =>
+            {
+                Ok(None)
+            }
             status => Err(DirectoryError::Unavailable(format!("answered {status}"))),
         }
     }

@@ -200,7 +200,7 @@ impl Accounts {
                 .detail("totp");
         if !self
             .store
-            .confirm_totp(user_id, step, &hashes, now, &audit)
+            .confirm_totp(user_id, &factor.sealed_secret, step, &hashes, now, &audit)
             .await?
         {
             // Re-enrolled or confirmed meanwhile, or the step was used.

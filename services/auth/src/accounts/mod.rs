@@ -368,6 +368,16 @@ impl Accounts {
             return Err(AuthError::EmailTaken);
         }
         self.throttle.succeeded(&attempt).await;
+        // Touched, so the reconciler leaves it alone for another pending
+        // timeout (longer than the rest of this request can take); a
+        // take-over since the read (another password) refuses the resume.
+        if !self
+            .store
+            .touch_pending(pending.user_id, &pending.password_hash, self.clock.now())
+            .await?
+        {
+            return Err(AuthError::EmailTaken);
+        }
         tracing::info!(user_id = %pending.user_id, "registration retried; resuming it");
         Ok(pending.user_id)
     }

@@ -71,10 +71,15 @@ impl Accounts {
                 roles = roles.with(&admin_role());
                 audit = audit.detail("completed by the reconciler; bootstrap admin");
             }
-            self.store
+            let finished = self
+                .store
                 .finish_pending(user_id, stale_before, &roles, now, &audit)
-                .await?
-                .then_some(Settled::Completed)
+                .await?;
+            if finished {
+                // The mail registration would have sent.
+                self.send_verification_in_background(user_id, pending.email_lower.clone());
+            }
+            finished.then_some(Settled::Completed)
         } else {
             let mut audit = audit;
             audit.kind = AuditKind::RegistrationAbandoned;

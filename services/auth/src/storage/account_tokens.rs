@@ -159,6 +159,15 @@ impl AuthStore {
             .await?
             .rows_affected()
         });
+        // Sign-ins waiting for their second factor started with the old
+        // password: they end too.
+        on_conn!((&mut work).into(), exec => {
+            sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1")
+                .bind(user_id)
+                .execute(exec)
+                .await
+                .map(|_| ())
+        })?;
         let audit = audit
             .clone()
             .user(user_id)

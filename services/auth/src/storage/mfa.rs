@@ -91,27 +91,31 @@ impl AuthStore {
             .is_some_and(|factor| factor.confirmed))
     }
 
-    /// Turns MFA on: the enrolled authenticator is confirmed by a code of
-    /// time step `step` (used up), its recovery codes replace any others,
-    /// `audit` is recorded. False when there is no unconfirmed enrolment
-    /// or the step was used.
+    /// Turns MFA on: the enrolled authenticator (still `sealed_secret`) is
+    /// confirmed by a code of time step `step` (used up), its recovery
+    /// codes replace any others, `audit` is recorded. False when there is
+    /// no such unconfirmed enrolment or the step was used.
     pub async fn confirm_totp(
         &self,
         user_id: Uuid,
+        sealed_secret: &[u8],
         step: i64,
         recovery_code_hashes: &[Vec<u8>],
         now: OffsetDateTime,
         audit: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
         let mut work = self.db().begin().await?;
+        // Only the secret the code was checked against: an enrolment
+        // replaced meanwhile (another tab) is not turned on unproven.
         let confirmed = on_conn!((&mut work).into(), exec => {
             sqlx::query(
                 "UPDATE totp_factors SET confirmed_at = $3, last_step = $2 \
-                 WHERE user_id = $1 AND confirmed_at IS NULL AND last_step < $2",
+                 WHERE user_id = $1 AND confirmed_at IS NULL AND last_step < $2 AND sealed_secret = $4",
             )
             .bind(user_id)
             .bind(step)
             .bind(now)
+            .bind(sealed_secret)
             .execute(exec)
             .await?
             .rows_affected()

@@ -41,6 +41,32 @@ impl AuthStore {
         })
     }
 
+    /// Marks a pending registration as alive at `now`, if it is still
+    /// pending with `password_hash` (not taken over); whether it was.
+    pub async fn touch_pending(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, sqlx::Error> {
+        let mut work = self.db().begin().await?;
+        let touched = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
+                "UPDATE credentials SET updated_at = $3 \
+                 WHERE user_id = $1 AND status = 'pending' AND password_hash = $2",
+            )
+            .bind(user_id)
+            .bind(password_hash)
+            .bind(now)
+            .execute(exec)
+            .await?
+            .rows_affected()
+                == 1
+        });
+        work.commit().await?;
+        Ok(touched)
+    }
+
     /// Pending credentials last touched before `stale_before`, oldest
     /// first: registrations that died half-way.
     pub async fn stale_pending(

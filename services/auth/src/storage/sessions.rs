@@ -236,6 +236,15 @@ impl AuthStore {
                 .await
                 .map(|_| ())
         })?;
+        // Sign-ins waiting for their second factor began with the old
+        // password: they end with it.
+        on_conn!((&mut work).into(), exec => {
+            sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1")
+                .bind(user_id)
+                .execute(exec)
+                .await
+                .map(|_| ())
+        })?;
         on_conn!((&mut work).into(), exec => {
             super::audit::insert_audit!(event).execute(exec).await.map(|_| ())
         })?;

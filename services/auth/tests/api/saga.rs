@@ -36,6 +36,8 @@ enum Front {
     LoseAnswers,
     /// Answers every call 503 without passing it on.
     Refuse,
+    /// Answers every call a bare 404, as a replica without the route would.
+    BareNotFound,
 }
 
 /// A front for the user service whose behaviour the test switches;
@@ -73,8 +75,12 @@ impl SwitchableFront {
             headers: HeaderMap,
             body: Bytes,
         ) -> (StatusCode, Vec<u8>) {
-            if mode.load(Ordering::SeqCst) == Front::Refuse as u8 {
-                return (StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+            match mode.load(Ordering::SeqCst) {
+                m if m == Front::Refuse as u8 => {
+                    return (StatusCode::SERVICE_UNAVAILABLE, Vec::new());
+                }
+                m if m == Front::BareNotFound as u8 => return (StatusCode::NOT_FOUND, Vec::new()),
+                _ => {}
             }
             let forwarded = reqwest::Client::new()
                 .request(method, url)
@@ -109,7 +115,10 @@ impl SwitchableFront {
                     async move {
                         reads.fetch_add(1, Ordering::SeqCst);
                         // Reads are never lost: losing one only delays.
-                        let mode = if mode.load(Ordering::SeqCst) == Front::Refuse as u8 {
+                        let current = mode.load(Ordering::SeqCst);
+                        let mode = if current == Front::Refuse as u8
+                            || current == Front::BareNotFound as u8
+                        {
                             mode
                         } else {
                             Arc::new(AtomicU8::new(Front::Forward as u8))
@@ -281,6 +290,23 @@ async fn the_reconciler_settles_nothing_while_the_user_service_cannot_say(backen
 
     // Assert: a second run began, so the first ended — without guessing.
     assert_eq!(app.counts().await, (1, 0), "still pending");
+    assert!(
+        events_of(&app, AuditKind::RegistrationAbandoned)
+            .await
+            .is_empty()
+    );
+
+    // A 404 that is not the user service's own "no such profile" (a
+    // replica without the route) is no answer either.
+    front.set(Front::BareNotFound);
+    let seen = front.reads.load(Ordering::SeqCst);
+    eventually(
+        StdDuration::from_secs(10),
+        "two more reconciler runs",
+        || async { (front.reads.load(Ordering::SeqCst) >= seen + 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(app.counts().await, (1, 0), "still pending after bare 404s");
     assert!(
         events_of(&app, AuditKind::RegistrationAbandoned)
             .await

@@ -63,15 +63,20 @@ impl AuthApi {
             401 => return Err(Problem::unauthorized("the session has ended")),
             status => return Err(unavailable(format!("auth export answered {status}"))),
         }
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_AUTH_EXPORT_BYTES as u64)
-        {
-            return Err(unavailable("auth export too large".into()));
-        }
-        response
-            .json()
+        // Read under a bound, whether or not the length was announced.
+        let mut response = response;
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
+            .map_err(|err| unavailable(format!("auth export unreadable: {err}")))?
+        {
+            if body.len() + chunk.len() > MAX_AUTH_EXPORT_BYTES {
+                return Err(unavailable("auth export too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body)
             .map_err(|err| unavailable(format!("auth export unreadable: {err}")))
     }
 }

@@ -60,6 +60,9 @@ async fn authorize(
     Ok(caller)
 }
 
+/// The problem type (after `urn:portico:problem:`) of an unknown id.
+pub const NO_SUCH_USER: &str = "no-such-user";
+
 /// A profile by id, whatever its status: whether a registration auth
 /// could not finish created it.
 #[utoipa::path(
@@ -73,7 +76,7 @@ async fn authorize(
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid service token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a service token, without the internal API's scope, or from a service not allowed here", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No profile with this id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No profile with this id (problem type `urn:portico:problem:no-such-user`)", body = Problem, content_type = "application/problem+json"),
         Unavailable,
     )
 )]
@@ -88,7 +91,15 @@ pub async fn get_user(
         .accounts
         .get(id)
         .await?
-        .ok_or_else(|| Problem::not_found("no profile with this id"))?;
+        // Its own problem type: a caller tells "no such profile" from a
+        // 404 of anything else (a route an older replica lacks).
+        .ok_or_else(|| {
+            Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                NO_SUCH_USER,
+                "no profile with this id",
+            )
+        })?;
     Ok(ApiJson(ProfileBody::from(profile)))
 }
 

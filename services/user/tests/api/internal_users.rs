@@ -228,7 +228,8 @@ async fn service_reads_a_profile_by_id_and_a_missing_one_is_404(backend: Backend
     let body: Value = found.json().await.unwrap();
     assert_eq!(body["id"], profile.id.to_string());
     assert_eq!(body["status"], "active");
-    assert_problem(missing, StatusCode::NOT_FOUND).await;
+    let problem = assert_problem(missing, StatusCode::NOT_FOUND).await;
+    assert_eq!(problem["type"], "urn:portico:problem:no-such-user");
 }
 
 async fn internal_read_refuses_users_and_foreign_services_and_bad_ids(backend: Backend) {
