@@ -127,6 +127,12 @@ impl Service for AuthService {
                         .clone()
                         .map(|client| (client, format!("{}mail:", config.redis.key_prefix))),
                 ),
+                mfa_throttle: ThrottleStore::new(
+                    Throttle::new(config.mfa_throttle.clone()),
+                    redis
+                        .clone()
+                        .map(|client| (client, format!("{}mfa:", config.redis.key_prefix))),
+                ),
                 mail_tokens: crate::accounts::MailTokenSettings {
                     verification_ttl: seconds(config.email_verification.token_ttl_secs),
                     reset_ttl: seconds(config.password_reset.token_ttl_secs),

@@ -53,6 +53,10 @@ pub struct Config {
     /// Mails asked for, per address and client (same shape as
     /// `login_throttle`; each mail asked for counts as one).
     pub mail_throttle: ThrottleConfig,
+    /// Wrong second-factor codes (same shape as `login_throttle`, its own
+    /// counters, stricter: a six-digit code is guessed far sooner than a
+    /// password).
+    pub mfa_throttle: ThrottleConfig,
     pub email_verification: EmailVerificationConfig,
     pub password_reset: PasswordResetConfig,
 }

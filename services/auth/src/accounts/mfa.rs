@@ -3,7 +3,7 @@
 //! once), disabled with a code or a recovery code; and the sign-in that,
 //! with MFA on, stops after the password at a short-lived challenge that a
 //! code completes. Codes are single-use within their window, and wrong
-//! ones are throttled like passwords.
+//! ones are throttled like passwords, under stricter limits of their own.
 
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -206,7 +206,7 @@ impl Accounts {
             // Re-enrolled or confirmed meanwhile, or the step was used.
             return Err(AuthError::WrongMfaCode);
         }
-        self.throttle.succeeded(&attempt).await;
+        self.mfa_throttle.succeeded(&attempt).await;
         tracing::info!(%user_id, "mfa on");
         Ok(codes)
     }
@@ -350,7 +350,7 @@ impl Accounts {
                 .await?;
             return Err(AuthError::InvalidMfaCode);
         }
-        self.throttle.succeeded(&attempt).await;
+        self.mfa_throttle.succeeded(&attempt).await;
         if matches!(proof, SecondFactor::RecoveryCode(_)) {
             let mut event = AuditEvent::new(AuditKind::RecoveryCodeUsed, now, client).user(user_id);
             event.session_id = session_id;
@@ -366,7 +366,7 @@ impl Accounts {
         user_id: Uuid,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        if let Err(retry_after_secs) = self.throttle.check(attempt, self.clock.now()).await {
+        if let Err(retry_after_secs) = self.mfa_throttle.check(attempt, self.clock.now()).await {
             let event = AuditEvent::new(AuditKind::LoginThrottled, self.clock.now(), client)
                 .user(user_id)
                 .detail("second factor");
@@ -384,7 +384,7 @@ impl Accounts {
         client: &ClientInfo,
         what: &'static str,
     ) -> Result<(), AuthError> {
-        self.throttle.failed(attempt, self.clock.now()).await;
+        self.mfa_throttle.failed(attempt, self.clock.now()).await;
         let mut event = AuditEvent::new(AuditKind::MfaFailed, self.clock.now(), client)
             .user(user_id)
             .detail(what);
@@ -405,8 +405,8 @@ impl Accounts {
     }
 }
 
-/// The throttle's account key for second-factor guesses: apart from the
-/// password's, so a right password does not reset the count of wrong codes.
+/// The account key of second-factor guesses in `mfa_throttle` (its own
+/// counters and stricter limits: a right password resets nothing there).
 fn mfa_throttle_key(user_id: Uuid) -> String {
     format!("mfa:{user_id}")
 }

@@ -124,6 +124,8 @@ pub struct Accounts {
     mailer: Arc<Mailer>,
     /// Counts mails asked for, per address and client.
     mail_throttle: Arc<ThrottleStore>,
+    /// Counts wrong second-factor codes (`mfa_throttle`).
+    mfa_throttle: Arc<ThrottleStore>,
     /// `email_verification` and `password_reset` settings.
     mail_tokens: MailTokenSettings,
     /// Unverified accounts cannot sign in (`email_verification.required`).
@@ -154,6 +156,8 @@ pub struct AccountsParts {
     pub mailer: Mailer,
     /// Limits mails asked for (`mail_throttle`).
     pub mail_throttle: ThrottleStore,
+    /// Limits wrong second-factor codes (`mfa_throttle`).
+    pub mfa_throttle: ThrottleStore,
     pub mail_tokens: MailTokenSettings,
     /// `email_verification.required`.
     pub require_verified_email: bool,
@@ -178,6 +182,7 @@ impl Accounts {
             mfa_challenge_ttl: parts.mfa_challenge_ttl,
             mailer: Arc::new(parts.mailer),
             mail_throttle: Arc::new(parts.mail_throttle),
+            mfa_throttle: Arc::new(parts.mfa_throttle),
             mail_tokens: parts.mail_tokens,
             require_verified_email: parts.require_verified_email,
         }
