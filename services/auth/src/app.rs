@@ -153,6 +153,7 @@ impl Service for AuthService {
         };
 
         state.accounts.ensure_bootstrap_admin().await?;
+        state.accounts.reseal_totp_secrets().await?;
 
         let readiness = Readiness::new()
             .with(db.readiness_check())

@@ -393,6 +393,44 @@ impl Accounts {
         Ok(())
     }
 
+    /// Re-seals every TOTP secret sealed under an older KEK with the
+    /// current one (at startup, as the signing keys are), so the old KEK
+    /// can be dropped; how many. One no configured KEK opens is left with
+    /// a warning (its user signs in with a recovery code).
+    pub async fn reseal_totp_secrets(&self) -> Result<u64, AuthError> {
+        let current = self.sealing.current_id().to_owned();
+        let mut resealed = 0;
+        for (user_id, sealed, kek_id) in self.store.totp_secrets_not_under(&current).await? {
+            let context = sealing_context(user_id);
+            let secret = match self.sealing.open(&kek_id, &context, &sealed) {
+                Ok(secret) => secret,
+                Err(err) => {
+                    tracing::warn!(%user_id, kek_id, error = %err, "a TOTP secret no configured KEK opens; left as is");
+                    continue;
+                }
+            };
+            let resealed_secret = self
+                .sealing
+                .seal(&context, &secret)
+                .map_err(sealing_failed)?;
+            if self
+                .store
+                .reseal_totp(user_id, &kek_id, &resealed_secret, &current)
+                .await?
+            {
+                resealed += 1;
+            }
+        }
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                kek_id = current,
+                "TOTP secrets re-sealed under the current KEK"
+            );
+        }
+        Ok(resealed)
+    }
+
     fn open_secret(&self, user_id: Uuid, factor: &TotpFactor) -> Result<TotpSecret, AuthError> {
         self.sealing
             .open(

@@ -83,6 +83,50 @@ impl AuthStore {
         })
     }
 
+    /// Authenticators sealed under a KEK other than `current_kek`:
+    /// `(user_id, sealed_secret, kek_id)`.
+    pub async fn totp_secrets_not_under(
+        &self,
+        current_kek: &str,
+    ) -> Result<Vec<(Uuid, Vec<u8>, String)>, sqlx::Error> {
+        on_conn!((self.db()).into(), exec => {
+            sqlx::query("SELECT user_id, sealed_secret, kek_id FROM totp_factors WHERE kek_id <> $1")
+                .bind(current_kek)
+                .fetch_all(exec)
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get("user_id")?, row.try_get("sealed_secret")?, row.try_get("kek_id")?)))
+                .collect()
+        })
+    }
+
+    /// Replaces a secret sealed under `old_kek` by its re-sealing under
+    /// `new_kek`; false when another replica did it first (or it changed).
+    pub async fn reseal_totp(
+        &self,
+        user_id: Uuid,
+        old_kek: &str,
+        sealed_secret: &[u8],
+        new_kek: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let mut work = self.db().begin().await?;
+        let updated = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
+                "UPDATE totp_factors SET sealed_secret = $3, kek_id = $4 WHERE user_id = $1 AND kek_id = $2",
+            )
+            .bind(user_id)
+            .bind(old_kek)
+            .bind(sealed_secret)
+            .bind(new_kek)
+            .execute(exec)
+            .await?
+            .rows_affected()
+                == 1
+        });
+        work.commit().await?;
+        Ok(updated)
+    }
+
     /// Whether MFA is on for the user.
     pub async fn mfa_enabled(&self, user_id: Uuid) -> Result<bool, sqlx::Error> {
         Ok(self

@@ -440,6 +440,7 @@ async fn mfa_requests_out_of_order_or_malformed_are_refused_and_change_nothing(b
 }
 
 on_both_backends!(
+    a_kek_rotation_reseals_totp_secrets_so_the_old_kek_can_go,
     an_authenticator_enrolled_and_confirmed_makes_sign_in_need_its_code,
     a_code_signs_in_once_and_a_replay_is_refused,
     wrong_codes_end_the_challenge_after_five_and_are_throttled,
@@ -448,3 +449,55 @@ on_both_backends!(
     the_secret_is_sealed_at_rest,
     mfa_requests_out_of_order_or_malformed_are_refused_and_change_nothing,
 );
+
+/// Another key-encryption key (32 bytes, base64), for a KEK rotation.
+const OTHER_KEK: &str = "YW5vdGhlciBrZWssIGFsc28gdGhpcnR5LXR3byEhISE=";
+
+async fn a_kek_rotation_reseals_totp_secrets_so_the_old_kek_can_go(backend: Backend) {
+    // Arrange: an authenticator enrolled under the first KEK.
+    let app = TestApp::spawn(backend).await;
+    let access = app.register_account("ann@example.com").await.access_token;
+    let enrolled = app
+        .send_as(
+            Method::POST,
+            "/v1/auth/mfa/totp",
+            Some(&access),
+            Some(&json!({"password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(enrolled.status(), StatusCode::CREATED);
+    let secret = enrolled.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Act: the rotation's rollouts — a replica with the new KEK naming the
+    // old one (it re-seals as it starts), then one with the new KEK alone.
+    app.spawn_replica(|config| {
+        config.signing_keys.encryption_key = Some(secrecy::SecretString::from(OTHER_KEK));
+        config.signing_keys.previous_encryption_keys =
+            vec![secrecy::SecretString::from(portico_testkit::TEST_KEK)];
+    })
+    .await;
+    let only_new = app
+        .spawn_replica(|config| {
+            config.signing_keys.encryption_key = Some(secrecy::SecretString::from(OTHER_KEK));
+            config.signing_keys.previous_encryption_keys = Vec::new();
+        })
+        .await;
+
+    // Assert: the replica without the old KEK opens the secret.
+    let key = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    let code = totp_lite::totp_custom::<totp_lite::Sha1>(30, 6, &key, now);
+    let confirmed = reqwest::Client::new()
+        .post(format!("{only_new}/v1/auth/mfa/totp/confirm"))
+        .bearer_auth(&access)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::OK);
+}
