@@ -66,6 +66,9 @@ pub enum AuthError {
     /// `email_verification.required` and the address is not verified.
     #[error("email not verified")]
     EmailNotVerified,
+    /// Other changes to the account's roles kept landing first.
+    #[error("roles kept changing under a role change")]
+    RolesContended,
     /// Too many failed attempts for this account or address: wait.
     #[error("throttled for {retry_after_secs} s")]
     Throttled { retry_after_secs: i64 },

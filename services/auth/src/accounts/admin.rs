@@ -68,6 +68,7 @@ impl Accounts {
             .await?;
         match change {
             RoleChange::NoSuchUser => Err(AuthError::UserNotFound),
+            RoleChange::Contended => Err(AuthError::RolesContended),
             RoleChange::Unchanged => Ok(()),
             RoleChange::Changed => {
                 tracing::info!(%admin, %user_id, role = %role, ?action, "role changed; the user's sessions ended");
@@ -101,8 +102,12 @@ impl Accounts {
             .store
             .change_roles(user_id, |roles| roles.with(&role), self.clock.now(), &event)
             .await?;
-        if change == RoleChange::Changed {
-            tracing::info!(%user_id, "bootstrap admin granted the admin role");
+        match change {
+            RoleChange::Changed => {
+                tracing::info!(%user_id, "bootstrap admin granted the admin role");
+            }
+            RoleChange::Contended => return Err(AuthError::RolesContended),
+            RoleChange::Unchanged | RoleChange::NoSuchUser => {}
         }
         Ok(())
     }

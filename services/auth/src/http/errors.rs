@@ -41,6 +41,10 @@ impl From<AuthError> for Problem {
                 Problem::conflict("no authenticator is enrolled; enrol one first")
             }
             AuthError::MfaOff => Problem::conflict("MFA is not on"),
+            AuthError::RolesContended => Problem::service_unavailable(
+                "the account's roles kept changing under this change; retry shortly",
+            )
+            .retry_after(1),
             AuthError::EmailAlreadyVerified => Problem::conflict("the email is verified already"),
             AuthError::InvalidMailToken => Problem::new(
                 axum::http::StatusCode::BAD_REQUEST,

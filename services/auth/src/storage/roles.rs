@@ -17,6 +17,9 @@ pub enum RoleChange {
     Unchanged,
     /// No active account has this id.
     NoSuchUser,
+    /// Other changes to the same account's roles kept landing first:
+    /// nothing written; retrying soon will likely work.
+    Contended,
 }
 
 /// Tries a compare-and-swap this many times before giving up: each retry
@@ -80,9 +83,7 @@ impl AuthStore {
                 return Ok(RoleChange::Changed);
             }
         }
-        Err(sqlx::Error::Protocol(
-            "roles kept changing under a role change; retry".to_owned(),
-        ))
+        Ok(RoleChange::Contended)
     }
 
     /// The user id of the active account with this email, if any.

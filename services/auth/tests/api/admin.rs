@@ -204,3 +204,37 @@ on_both_backends!(
     only_admins_change_roles_and_bad_targets_are_404,
     the_audit_log_is_for_admins_only,
 );
+
+/// A role change that keeps losing its compare-and-swap (here a trigger
+/// swallows every role update, as endless concurrent changes would) gives
+/// up with a 503 problem, writing nothing.
+#[tokio::test]
+async fn a_role_change_that_keeps_losing_its_swap_is_503_and_changes_nothing() {
+    // Arrange
+    let (app, admin) = app_with_admin(Backend::Postgres).await;
+    let ann = app.register_account("ann@example.com").await;
+    let ann_id = user_id_of(&ann.access_token);
+    portico_common::on_db!(app.store.db(), pool => {
+        sqlx::raw_sql(
+            "CREATE FUNCTION swallow_role_updates() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.roles <> OLD.roles THEN RETURN NULL; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER swallow_role_updates BEFORE UPDATE ON credentials \
+             FOR EACH ROW EXECUTE FUNCTION swallow_role_updates();",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    });
+
+    // Act
+    let response = set_role(&app, Method::PUT, Some(&admin), &ann_id, "admin").await;
+
+    // Assert
+    assert!(response.headers().contains_key("retry-after"));
+    let problem = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("roles"),
+        "{problem}"
+    );
+    assert_tokens(app.refresh(&ann.refresh_token).await, StatusCode::OK).await;
+}
