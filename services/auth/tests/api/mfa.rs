@@ -440,6 +440,7 @@ async fn mfa_requests_out_of_order_or_malformed_are_refused_and_change_nothing(b
 }
 
 on_both_backends!(
+    wrong_codes_from_many_addresses_still_lock_the_accounts_code_entry,
     a_kek_rotation_reseals_totp_secrets_so_the_old_kek_can_go,
     an_authenticator_enrolled_and_confirmed_makes_sign_in_need_its_code,
     a_code_signs_in_once_and_a_replay_is_refused,
@@ -500,4 +501,46 @@ async fn a_kek_rotation_reseals_totp_secrets_so_the_old_kek_can_go(backend: Back
         .await
         .unwrap();
     assert_eq!(confirmed.status(), StatusCode::OK);
+}
+
+async fn wrong_codes_from_many_addresses_still_lock_the_accounts_code_entry(backend: Backend) {
+    // Arrange: MFA on; a guesser who knows the password moves to a new
+    // address for every guess (so no per-address counter fills).
+    let account = account(backend).await;
+    let (secret, _) = account.turn_on().await;
+    let right = code(&secret, &account.clock);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let from = |n: usize| format!("203.0.113.{n}");
+    let guess = async |n: usize, code: &str| {
+        let login = account
+            .app
+            .login_via("ann@example.com", PASSWORD, &from(n))
+            .await;
+        let body: Value = login.json().await.unwrap();
+        let token = body["mfa_token"].as_str().unwrap().to_owned();
+        account
+            .app
+            .client
+            .post(format!("{}/v1/auth/login/mfa", account.app.api))
+            .header("x-forwarded-for", from(n))
+            .json(&json!({"mfa_token": token, "code": code}))
+            .send()
+            .await
+            .unwrap()
+    };
+
+    // Act: eleven wrong codes (one past the account's daily ten), each from
+    // its own address; then the right code from yet another.
+    for n in 1..=11 {
+        assert_problem(guess(n, wrong).await, StatusCode::UNAUTHORIZED).await;
+    }
+    let locked = guess(12, &right).await;
+
+    // Assert
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.headers().contains_key("retry-after"));
 }
