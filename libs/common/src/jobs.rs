@@ -31,7 +31,7 @@ pub struct Ran {
 
 /// A job's work: one run.
 pub trait Job: Send + Sync + 'static {
-    /// The `job` label of its metrics and log lines.
+    /// The `task` label of its metrics, and `job` in its log lines.
     const NAME: &'static str;
 
     fn run(&self) -> impl Future<Output = anyhow::Result<Ran>> + Send;
@@ -61,10 +61,12 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 
 /// Runs `job` every `interval` (or when woken) until the service stops.
 pub async fn run_every<J: Job>(job: J, interval: Duration, wake: Wake) {
-    let runs_ok = metrics::counter!("job_runs_total", "job" => J::NAME, "outcome" => "ok");
-    let runs_failed = metrics::counter!("job_runs_total", "job" => J::NAME, "outcome" => "failed");
-    let handled = metrics::counter!("job_items_total", "job" => J::NAME);
-    let duration = metrics::histogram!("job_run_duration_seconds", "job" => J::NAME);
+    // `task`, not `job`: Prometheus gives every series the `job` of its
+    // scrape target, and would rename ours out of the way.
+    let runs_ok = metrics::counter!("job_runs_total", "task" => J::NAME, "outcome" => "ok");
+    let runs_failed = metrics::counter!("job_runs_total", "task" => J::NAME, "outcome" => "failed");
+    let handled = metrics::counter!("job_items_total", "task" => J::NAME);
+    let duration = metrics::histogram!("job_run_duration_seconds", "task" => J::NAME);
     loop {
         let started = Instant::now();
         let outcome = job.run().await;
