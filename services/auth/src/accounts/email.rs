@@ -59,31 +59,8 @@ impl Accounts {
         email_lower: String,
         client: ClientInfo,
     ) -> Result<(), AuthError> {
-        self.count_mail_request(&email_lower, &client).await?;
-        let accounts = self.clone();
-        tokio::spawn(async move {
-            let outcome = async {
-                let Some(user_id) = accounts.store.active_account_by_email(&email_lower).await?
-                else {
-                    return Ok::<_, AuthError>(false);
-                };
-                if matches!(
-                    accounts.store.account_email(user_id).await?,
-                    Some((_, true))
-                ) {
-                    return Ok(false);
-                }
-                accounts
-                    .mail_token(user_id, &email_lower, TokenPurpose::VerifyEmail)
-                    .await?;
-                Ok(true)
-            }
-            .await;
-            if let Err(err) = outcome {
-                tracing::warn!(error = %err, "verification mail not sent");
-            }
-        });
-        Ok(())
+        self.mail_by_address(email_lower, TokenPurpose::VerifyEmail, client)
+            .await
     }
 
     /// After a registration: the first verification mail, sent without
@@ -126,36 +103,67 @@ impl Accounts {
         email_lower: String,
         client: ClientInfo,
     ) -> Result<(), AuthError> {
+        self.mail_by_address(email_lower, TokenPurpose::ResetPassword, client)
+            .await
+    }
+
+    /// Counts the request against `mail_throttle` (every address alike),
+    /// then — after the answer, so nothing in it depends on the address —
+    /// mails a `purpose` link if the address has an account that wants one.
+    async fn mail_by_address(
+        &self,
+        email_lower: String,
+        purpose: TokenPurpose,
+        client: ClientInfo,
+    ) -> Result<(), AuthError> {
         self.count_mail_request(&email_lower, &client).await?;
         let accounts = self.clone();
         tokio::spawn(async move {
-            let outcome = async {
-                let Some(user_id) = accounts.store.active_account_by_email(&email_lower).await?
-                else {
-                    return Ok::<_, AuthError>(None);
-                };
-                let event = AuditEvent::new(
-                    AuditKind::PasswordResetRequested,
-                    accounts.clock.now(),
-                    &client,
-                )
-                .user(user_id);
-                accounts.store.record(&event).await?;
-                accounts
-                    .mail_token(user_id, &email_lower, TokenPurpose::ResetPassword)
-                    .await?;
-                Ok(Some(user_id))
-            }
-            .await;
-            match outcome {
-                Ok(Some(user_id)) => tracing::info!(%user_id, "password reset link mailed"),
-                Ok(None) => {
-                    tracing::info!("password reset asked for an address without an account")
+            let purpose_name = purpose.as_str();
+            match accounts
+                .mail_if_account(&email_lower, purpose, &client)
+                .await
+            {
+                Ok(Some(user_id)) => {
+                    tracing::info!(%user_id, purpose = purpose_name, "link mailed")
                 }
-                Err(err) => tracing::warn!(error = %err, "password reset link not sent"),
+                Ok(None) => tracing::info!(
+                    purpose = purpose_name,
+                    "link asked for; no account wants one"
+                ),
+                Err(err) => tracing::warn!(purpose = purpose_name, error = %err, "link not sent"),
             }
         });
         Ok(())
+    }
+
+    /// The user mailed, if the address has an active account that wants a
+    /// `purpose` link (a verification only while unverified); a reset
+    /// request is audited.
+    async fn mail_if_account(
+        &self,
+        email_lower: &str,
+        purpose: TokenPurpose,
+        client: &ClientInfo,
+    ) -> Result<Option<Uuid>, AuthError> {
+        let Some(user_id) = self.store.active_account_by_email(email_lower).await? else {
+            return Ok(None);
+        };
+        match purpose {
+            TokenPurpose::VerifyEmail => {
+                if matches!(self.store.account_email(user_id).await?, Some((_, true))) {
+                    return Ok(None);
+                }
+            }
+            TokenPurpose::ResetPassword => {
+                let event =
+                    AuditEvent::new(AuditKind::PasswordResetRequested, self.clock.now(), client)
+                        .user(user_id);
+                self.store.record(&event).await?;
+            }
+        }
+        self.mail_token(user_id, email_lower, purpose).await?;
+        Ok(Some(user_id))
     }
 
     /// Sets a new password with a reset token: every session ends, and the

@@ -171,8 +171,7 @@ impl Accounts {
             Some(factor) if factor.confirmed => return Err(AuthError::MfaAlreadyOn),
             Some(factor) => factor,
         };
-        let attempt_key = mfa_throttle_key(user_id);
-        let address = client.ip.as_deref().map(super::throttle_address);
+        let (attempt_key, address) = mfa_attempt_keys(user_id, &client);
         let attempt = Attempt {
             account: &attempt_key,
             address: address.as_deref(),
@@ -322,8 +321,7 @@ impl Accounts {
         proof: &SecondFactor,
         client: &ClientInfo,
     ) -> Result<(), AuthError> {
-        let attempt_key = mfa_throttle_key(user_id);
-        let address = client.ip.as_deref().map(super::throttle_address);
+        let (attempt_key, address) = mfa_attempt_keys(user_id, client);
         let attempt = Attempt {
             account: &attempt_key,
             address: address.as_deref(),
@@ -443,8 +441,12 @@ impl Accounts {
     }
 }
 
-/// The account key of second-factor guesses in `mfa_throttle` (its own
-/// counters and stricter limits: a right password resets nothing there).
-fn mfa_throttle_key(user_id: Uuid) -> String {
-    format!("mfa:{user_id}")
+/// The keys of a second-factor guess in `mfa_throttle` (its own counters
+/// and stricter limits: a right password resets nothing there): the
+/// account's, and the client's address as the sign-in throttle groups it.
+fn mfa_attempt_keys(user_id: Uuid, client: &ClientInfo) -> (String, Option<String>) {
+    (
+        format!("mfa:{user_id}"),
+        client.ip.as_deref().map(super::throttle_address),
+    )
 }
