@@ -154,7 +154,64 @@ async fn with_redis_down_reads_and_writes_use_the_database(backend: Backend) {
     );
 }
 
+/// Redis lost mid-life and back: a change made while it was away must not
+/// be hidden, once it returns, by the entry cached before.
+async fn a_write_while_redis_is_away_is_not_hidden_by_the_old_entry_when_it_returns(
+    backend: Backend,
+) {
+    // Arrange: Redis behind a relay the test can cut; the profile cached.
+    let relay = portico_testkit::tcp::TcpRelay::in_front_of(&portico_testkit::redis_url()).await;
+    let through = relay.url_through(&portico_testkit::redis_url());
+    let prefix = unique_prefix();
+    let app = TestApp::spawn_with(backend, |config| {
+        config.redis.url = Some(SecretString::from(through));
+        config.redis.key_prefix = prefix;
+    })
+    .await;
+    let profile = app.seed_profile().await;
+    let token = app.issuer.user_token(profile.id);
+    assert_eq!(display_name(&app, &token).await, "Ann");
+    assert_eq!(
+        display_name(&app, &token).await,
+        "Ann",
+        "now from the cache"
+    );
+
+    // Act: Redis goes away; a change lands in the database alone.
+    relay.cut();
+    let patched = app
+        .patch_me(Some(&token), &json!({"display_name": "While Away"}))
+        .await;
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(display_name(&app, &token).await, "While Away");
+    relay.restore();
+
+    // Assert: with Redis back, every read has the change — until reads come
+    // from the cache again (the service reconnects in its own time), and
+    // then too: never the entry from before.
+    let hits = "user_profile_cache_lookups_total{outcome=\"hit\"}";
+    let hits_before = metric(&app, hits).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        assert_eq!(display_name(&app, &token).await, "While Away");
+        if metric(&app, hits).await > hits_before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cache never served again after Redis returned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        display_name(&app, &token).await,
+        "While Away",
+        "from the cache"
+    );
+}
+
 on_both_backends!(
+    a_write_while_redis_is_away_is_not_hidden_by_the_old_entry_when_it_returns,
     reads_come_from_the_cache_and_a_write_reaches_every_replica,
     a_cold_profile_is_loaded_once_however_many_ask,
     with_redis_down_reads_and_writes_use_the_database,
