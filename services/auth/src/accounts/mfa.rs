@@ -266,12 +266,11 @@ impl Accounts {
         client: ClientInfo,
     ) -> Result<IssuedTokens, AuthError> {
         let token_hash = RefreshToken::from_client(mfa_token).hash();
-        let challenge = self
+        let user_id = self
             .store
             .mfa_challenge(&token_hash, self.clock.now())
             .await?
             .ok_or(AuthError::InvalidMfaToken)?;
-        let user_id = challenge.user_id;
         let factor = match self.store.totp_factor(user_id).await? {
             Some(factor) if factor.confirmed => factor,
             _ => return Err(AuthError::InvalidMfaToken),

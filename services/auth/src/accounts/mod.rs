@@ -9,7 +9,7 @@ pub use deletion::Scrubber;
 mod email;
 pub use email::MailTokenSettings;
 mod export;
-pub use export::{AccountExport, MAX_EXPORTED_EVENTS};
+pub use export::AccountExport;
 mod mfa;
 pub use mfa::{LoginOutcome, MfaState, SecondFactor, TotpEnrolment};
 mod own_sessions;

@@ -226,7 +226,7 @@ impl AuthStore {
         now: OffsetDateTime,
     ) -> Result<Option<(Uuid, String)>, sqlx::Error> {
         on_conn!((self.db()).into(), exec => {
-            let row = sqlx::query(
+            sqlx::query_as(
                 "SELECT user_id, email_lower FROM account_tokens \
                  WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
             )
@@ -234,11 +234,7 @@ impl AuthStore {
             .bind(purpose.as_str())
             .bind(now)
             .fetch_optional(exec)
-            .await?;
-            row.map(|row| -> Result<(Uuid, String), sqlx::Error> {
-                Ok((row.try_get("user_id")?, row.try_get("email_lower")?))
-            })
-            .transpose()
+            .await
         })
     }
 }
@@ -252,7 +248,7 @@ async fn use_token(
     now: OffsetDateTime,
 ) -> Result<Option<(Uuid, String)>, sqlx::Error> {
     on_conn!(work.into(), exec => {
-        let row = sqlx::query(
+        sqlx::query_as(
             "UPDATE account_tokens SET used_at = $3 \
              WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3 \
              RETURNING user_id, email_lower",
@@ -261,10 +257,6 @@ async fn use_token(
         .bind(purpose.as_str())
         .bind(now)
         .fetch_optional(exec)
-        .await?;
-        row.map(|row| -> Result<(Uuid, String), sqlx::Error> {
-            Ok((row.try_get("user_id")?, row.try_get("email_lower")?))
-        })
-        .transpose()
+        .await
     })
 }

@@ -21,13 +21,6 @@ pub struct TotpFactor {
     pub recovery_codes_left: i64,
 }
 
-/// A sign-in waiting for its second factor.
-#[derive(Debug, Clone, Copy)]
-pub struct MfaChallenge {
-    pub user_id: Uuid,
-    pub failures: i32,
-}
-
 impl AuthStore {
     /// Enrols (or re-enrols) an unconfirmed authenticator; false when the
     /// user's is confirmed already (MFA is on: disable it first).
@@ -38,8 +31,8 @@ impl AuthStore {
         kek_id: &str,
         now: OffsetDateTime,
     ) -> Result<bool, sqlx::Error> {
-        let mut work = self.db().begin().await?;
-        let stored = on_conn!((&mut work).into(), exec => {
+        let _turn = self.db().write_turn().await;
+        let stored = on_conn!((self.db()).into(), exec => {
             sqlx::query(
                 "INSERT INTO totp_factors (user_id, sealed_secret, kek_id, last_step, created_at) \
                  VALUES ($1, $2, $3, 0, $4) \
@@ -56,7 +49,6 @@ impl AuthStore {
             .rows_affected()
                 == 1
         });
-        work.commit().await?;
         Ok(stored)
     }
 
@@ -109,8 +101,8 @@ impl AuthStore {
         sealed_secret: &[u8],
         new_kek: &str,
     ) -> Result<bool, sqlx::Error> {
-        let mut work = self.db().begin().await?;
-        let updated = on_conn!((&mut work).into(), exec => {
+        let _turn = self.db().write_turn().await;
+        let updated = on_conn!((self.db()).into(), exec => {
             sqlx::query(
                 "UPDATE totp_factors SET sealed_secret = $3, kek_id = $4 WHERE user_id = $1 AND kek_id = $2",
             )
@@ -123,16 +115,19 @@ impl AuthStore {
             .rows_affected()
                 == 1
         });
-        work.commit().await?;
         Ok(updated)
     }
 
     /// Whether MFA is on for the user.
     pub async fn mfa_enabled(&self, user_id: Uuid) -> Result<bool, sqlx::Error> {
-        Ok(self
-            .totp_factor(user_id)
-            .await?
-            .is_some_and(|factor| factor.confirmed))
+        on_conn!((self.db()).into(), exec => {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM totp_factors WHERE user_id = $1 AND confirmed_at IS NOT NULL)",
+            )
+            .bind(user_id)
+            .fetch_one(exec)
+            .await
+        })
     }
 
     /// Turns MFA on: the enrolled authenticator (still `sealed_secret`) is
@@ -196,8 +191,8 @@ impl AuthStore {
     /// Uses time step `step` of the user's confirmed authenticator: true
     /// once, false for a step at or before one used already.
     pub async fn use_totp_step(&self, user_id: Uuid, step: i64) -> Result<bool, sqlx::Error> {
-        let mut work = self.db().begin().await?;
-        let used = on_conn!((&mut work).into(), exec => {
+        let _turn = self.db().write_turn().await;
+        let used = on_conn!((self.db()).into(), exec => {
             sqlx::query(
                 "UPDATE totp_factors SET last_step = $2 \
                  WHERE user_id = $1 AND confirmed_at IS NOT NULL AND last_step < $2",
@@ -209,7 +204,6 @@ impl AuthStore {
             .rows_affected()
                 == 1
         });
-        work.commit().await?;
         Ok(used)
     }
 
@@ -220,8 +214,8 @@ impl AuthStore {
         code_hash: &[u8],
         now: OffsetDateTime,
     ) -> Result<bool, sqlx::Error> {
-        let mut work = self.db().begin().await?;
-        let used = on_conn!((&mut work).into(), exec => {
+        let _turn = self.db().write_turn().await;
+        let used = on_conn!((self.db()).into(), exec => {
             sqlx::query(
                 "UPDATE recovery_codes SET used_at = $3 \
                  WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
@@ -234,7 +228,6 @@ impl AuthStore {
             .rows_affected()
                 == 1
         });
-        work.commit().await?;
         Ok(used)
     }
 
@@ -307,27 +300,20 @@ impl AuthStore {
         work.commit().await
     }
 
-    /// The live challenge with this token hash.
+    /// The user of the live challenge with this token hash.
     pub async fn mfa_challenge(
         &self,
         token_hash: &[u8],
         now: OffsetDateTime,
-    ) -> Result<Option<MfaChallenge>, sqlx::Error> {
+    ) -> Result<Option<Uuid>, sqlx::Error> {
         on_conn!((self.db()).into(), exec => {
-            let row = sqlx::query(
-                "SELECT user_id, failures FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2",
+            sqlx::query_scalar(
+                "SELECT user_id FROM mfa_challenges WHERE token_hash = $1 AND expires_at > $2",
             )
             .bind(token_hash)
             .bind(now)
             .fetch_optional(exec)
-            .await?;
-            row.map(|row| -> Result<MfaChallenge, sqlx::Error> {
-                Ok(MfaChallenge {
-                    user_id: row.try_get("user_id")?,
-                    failures: row.try_get("failures")?,
-                })
-            })
-            .transpose()
+            .await
         })
     }
 
@@ -359,8 +345,8 @@ impl AuthStore {
 
     /// Uses the challenge up: true once.
     pub async fn consume_mfa_challenge(&self, token_hash: &[u8]) -> Result<bool, sqlx::Error> {
-        let mut work = self.db().begin().await?;
-        let consumed = on_conn!((&mut work).into(), exec => {
+        let _turn = self.db().write_turn().await;
+        let consumed = on_conn!((self.db()).into(), exec => {
             sqlx::query("DELETE FROM mfa_challenges WHERE token_hash = $1")
                 .bind(token_hash)
                 .execute(exec)
@@ -368,7 +354,6 @@ impl AuthStore {
                 .rows_affected()
                 == 1
         });
-        work.commit().await?;
         Ok(consumed)
     }
 }

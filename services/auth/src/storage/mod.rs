@@ -13,7 +13,7 @@ mod signing_keys;
 
 pub use account_tokens::{MailedToken, TokenPurpose};
 pub use audit::AuditQuery;
-pub use mfa::{MfaChallenge, TotpFactor};
+pub use mfa::TotpFactor;
 pub use registrations::PendingCredential;
 pub use roles::RoleChange;
 pub use sessions::{NewSession, SessionRecord, StoredPassword};
@@ -359,15 +359,7 @@ impl AuthStore {
         if !activated {
             return Ok(false);
         }
-        on_conn!((&mut work).into(), exec => {
-            sessions::insert_session!(session).execute(exec).await.map(|_| ())
-        })?;
-        on_conn!((&mut work).into(), exec => {
-            audit::insert_audit!(event).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        event.recorded();
-        Ok(true)
+        open_session(work, session, event).await
     }
 
     pub async fn active_credential(
@@ -442,15 +434,7 @@ impl AuthStore {
         if !active {
             return Ok(false);
         }
-        on_conn!((&mut work).into(), exec => {
-            sessions::insert_session!(session).execute(exec).await.map(|_| ())
-        })?;
-        on_conn!((&mut work).into(), exec => {
-            audit::insert_audit!(event).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        event.recorded();
-        Ok(true)
+        open_session(work, session, event).await
     }
 
     /// Rotates a session's refresh token: swaps the hash `old` for `new` if
@@ -592,4 +576,22 @@ impl AuthStore {
             Ok((row.try_get::<i64, _>("c")?, row.try_get::<i64, _>("s")?))
         })
     }
+}
+
+/// The end of opening a session: `session` and its audit `event` are
+/// written and `work` (which checked the credential) commits.
+async fn open_session(
+    mut work: db::UnitOfWork,
+    session: &NewSession<'_>,
+    event: &AuditEvent,
+) -> Result<bool, sqlx::Error> {
+    on_conn!((&mut work).into(), exec => {
+        sessions::insert_session!(session).execute(exec).await.map(|_| ())
+    })?;
+    on_conn!((&mut work).into(), exec => {
+        audit::insert_audit!(event).execute(exec).await.map(|_| ())
+    })?;
+    work.commit().await?;
+    event.recorded();
+    Ok(true)
 }

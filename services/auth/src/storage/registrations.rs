@@ -18,8 +18,6 @@ pub struct PendingCredential {
     pub user_id: Uuid,
     pub email_lower: String,
     pub password_hash: String,
-    /// Last touched (stored or taken over).
-    pub since: OffsetDateTime,
 }
 
 impl AuthStore {
@@ -30,7 +28,7 @@ impl AuthStore {
     ) -> Result<Option<PendingCredential>, sqlx::Error> {
         on_conn!((self.db()).into(), exec => {
             sqlx::query(
-                "SELECT user_id, email_lower, password_hash, updated_at FROM credentials \
+                "SELECT user_id, email_lower, password_hash FROM credentials \
                  WHERE email_lower = $1 AND status = 'pending'",
             )
             .bind(email_lower)
@@ -49,8 +47,8 @@ impl AuthStore {
         password_hash: &str,
         now: OffsetDateTime,
     ) -> Result<bool, sqlx::Error> {
-        let mut work = self.db().begin().await?;
-        let touched = on_conn!((&mut work).into(), exec => {
+        let _turn = self.db().write_turn().await;
+        let touched = on_conn!((self.db()).into(), exec => {
             sqlx::query(
                 "UPDATE credentials SET updated_at = $3 \
                  WHERE user_id = $1 AND status = 'pending' AND password_hash = $2",
@@ -63,7 +61,6 @@ impl AuthStore {
             .rows_affected()
                 == 1
         });
-        work.commit().await?;
         Ok(touched)
     }
 
@@ -76,7 +73,7 @@ impl AuthStore {
     ) -> Result<Vec<PendingCredential>, sqlx::Error> {
         on_conn!((self.db()).into(), exec => {
             sqlx::query(
-                "SELECT user_id, email_lower, password_hash, updated_at FROM credentials \
+                "SELECT user_id, email_lower, password_hash FROM credentials \
                  WHERE status = 'pending' AND updated_at < $1 ORDER BY updated_at LIMIT $2",
             )
             .bind(stale_before)
@@ -165,12 +162,10 @@ where
     for<'c> &'c str: sqlx::ColumnIndex<R>,
     for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> OffsetDateTime: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(PendingCredential {
         user_id: row.try_get("user_id")?,
         email_lower: row.try_get("email_lower")?,
         password_hash: row.try_get("password_hash")?,
-        since: row.try_get("updated_at")?,
     })
 }
