@@ -476,7 +476,7 @@ impl Accounts {
         if self.require_verified_email && !credential.facts.email_verified {
             return Err(AuthError::EmailNotVerified);
         }
-        if self.store.mfa_enabled(credential.user_id).await? {
+        if credential.mfa_enabled {
             tracing::info!(user_id = %credential.user_id, "password right; waiting for the second factor");
             return self.mfa_challenge(credential.user_id).await;
         }

@@ -151,6 +151,8 @@ pub struct Credential {
     pub user_id: Uuid,
     pub password_hash: String,
     pub facts: TokenFacts,
+    /// A confirmed second factor: sign-in stops at a challenge.
+    pub mfa_enabled: bool,
 }
 
 /// `credentials.status`: every value the column may hold (a database CHECK
@@ -368,7 +370,9 @@ impl AuthStore {
     ) -> Result<Option<Credential>, sqlx::Error> {
         on_db!(&self.db, pool => {
             let row = sqlx::query(
-                "SELECT user_id, password_hash, roles, email_verified_at IS NOT NULL AS verified \
+                "SELECT user_id, password_hash, roles, email_verified_at IS NOT NULL AS verified, \
+                 EXISTS (SELECT 1 FROM totp_factors t \
+                         WHERE t.user_id = credentials.user_id AND t.confirmed_at IS NOT NULL) AS mfa \
                  FROM credentials WHERE email_lower = $1 AND status = 'active'",
             )
             .bind(email_lower)
@@ -382,6 +386,7 @@ impl AuthStore {
                         roles: roles_from_stored(row.try_get::<&str, _>("roles")?)?,
                         email_verified: row.try_get("verified")?,
                     },
+                    mfa_enabled: row.try_get("mfa")?,
                 })
             })
             .transpose()
