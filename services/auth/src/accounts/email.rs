@@ -127,10 +127,13 @@ impl Accounts {
                 Ok(Some(user_id)) => {
                     tracing::info!(%user_id, purpose = purpose_name, "link mailed")
                 }
-                Ok(None) => tracing::info!(
-                    purpose = purpose_name,
-                    "link asked for; no account wants one"
-                ),
+                Ok(None) => {
+                    count_link(purpose, "not_wanted");
+                    tracing::info!(
+                        purpose = purpose_name,
+                        "link asked for; no account wants one"
+                    );
+                }
                 Err(err) => tracing::warn!(purpose = purpose_name, error = %err, "link not sent"),
             }
         });
@@ -260,9 +263,16 @@ impl Accounts {
                 token: token.expose(),
             },
         };
-        self.mailer
-            .send(email_lower, mail)
-            .await
-            .map_err(|err| AuthError::MailUnavailable(err.to_string()))
+        let sent = self.mailer.send(email_lower, mail).await;
+        count_link(purpose, if sent.is_ok() { "sent" } else { "failed" });
+        sent.map_err(|err| AuthError::MailUnavailable(err.to_string()))
     }
+}
+
+/// `auth_mail_links_total{purpose, outcome}`: links mailed (`sent`), not
+/// sent (`failed`), and asked for by an address with no account wanting
+/// one (`not_wanted`).
+fn count_link(purpose: TokenPurpose, outcome: &'static str) {
+    metrics::counter!("auth_mail_links_total", "purpose" => purpose.as_str(), "outcome" => outcome)
+        .increment(1);
 }
