@@ -51,6 +51,23 @@ impl HttpClient {
     }
 }
 
+/// The JSON body of `response`, read no further than `max_bytes` whether
+/// or not its length was announced: a peer's answer never grows memory
+/// without bound. The error says why it could not be read.
+pub async fn json_within<T: serde::de::DeserializeOwned>(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<T, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|err| err.to_string())? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(format!("longer than {max_bytes} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|err| err.to_string())
+}
+
 /// `traceparent` of the current span and `x-request-id` of the current request.
 pub fn propagation_headers() -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();

@@ -11,7 +11,7 @@ use axum::{
 use portico_common::{
     Problem,
     error::ApiJson,
-    http::client::HttpClient,
+    http::client::{self, HttpClient},
     openapi::{BearerRejections, Unavailable},
 };
 use serde::Serialize;
@@ -63,20 +63,8 @@ impl AuthApi {
             401 => return Err(Problem::unauthorized("the session has ended")),
             status => return Err(unavailable(format!("auth export answered {status}"))),
         }
-        // Read under a bound, whether or not the length was announced.
-        let mut response = response;
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
+        client::json_within(response, MAX_AUTH_EXPORT_BYTES)
             .await
-            .map_err(|err| unavailable(format!("auth export unreadable: {err}")))?
-        {
-            if body.len() + chunk.len() > MAX_AUTH_EXPORT_BYTES {
-                return Err(unavailable("auth export too large".into()));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&body)
             .map_err(|err| unavailable(format!("auth export unreadable: {err}")))
     }
 }
