@@ -68,6 +68,8 @@ impl SwitchableFront {
             routing::{get, post},
         };
 
+        /// Forwards the call as the front's mode says; `LoseAnswers`
+        /// applies to creations only (a lost read would only delay).
         async fn pass(
             mode: &AtomicU8,
             method: Method,
@@ -82,6 +84,7 @@ impl SwitchableFront {
                 m if m == Front::BareNotFound as u8 => return (StatusCode::NOT_FOUND, Vec::new()),
                 _ => {}
             }
+            let creation = method == Method::POST;
             let forwarded = reqwest::Client::new()
                 .request(method, url)
                 .header("authorization", headers["authorization"].clone())
@@ -90,7 +93,7 @@ impl SwitchableFront {
                 .send()
                 .await
                 .unwrap();
-            if mode.load(Ordering::SeqCst) == Front::LoseAnswers as u8 {
+            if creation && mode.load(Ordering::SeqCst) == Front::LoseAnswers as u8 {
                 return (StatusCode::BAD_GATEWAY, Vec::new());
             }
             let status = StatusCode::from_u16(forwarded.status().as_u16()).unwrap();
@@ -114,15 +117,6 @@ impl SwitchableFront {
                     let url = format!("{user_api}/internal/users/{id}");
                     async move {
                         reads.fetch_add(1, Ordering::SeqCst);
-                        // Reads are never lost: losing one only delays.
-                        let current = mode.load(Ordering::SeqCst);
-                        let mode = if current == Front::Refuse as u8
-                            || current == Front::BareNotFound as u8
-                        {
-                            mode
-                        } else {
-                            Arc::new(AtomicU8::new(Front::Forward as u8))
-                        };
                         pass(&mode, Method::GET, url, headers, Bytes::new()).await
                     }
                 }),
