@@ -36,7 +36,7 @@ pub struct MfaRequired {
 }
 
 /// The caller's second factor.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MfaStatus {
     /// `off`, `pending` (enrolled, not confirmed) or `on`.
     #[schema(example = "on")]
