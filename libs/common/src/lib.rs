@@ -43,6 +43,8 @@ pub mod jobs;
 pub mod jwt;
 pub mod net;
 pub mod openapi;
+#[cfg(feature = "db")]
+pub mod outbox;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "jwt")]

@@ -4,7 +4,7 @@
 
 use portico_common::{
     db::{self, Db, UnitOfWork},
-    jobs::Wake,
+    outbox::{self, Delivery, Event, Outbox},
     types::Email,
 };
 use time::OffsetDateTime;
@@ -14,18 +14,15 @@ use crate::{
     cache::{Lookup, ProfileCache},
     domain::{Created, NewProfile, Precondition, Profile, ProfileChange},
     error::UserError,
-    events::Event,
-    relay::Subscribers,
-    storage::{deliveries, events, profiles},
+    events,
+    storage::profiles,
 };
 
 /// Profiles and their events.
 #[derive(Debug, Clone)]
 pub struct Accounts {
     db: Db,
-    subscribers: Subscribers,
-    /// Wakes the relay when a commit added deliveries.
-    relay: Wake,
+    outbox: Outbox,
     cache: ProfileCache,
 }
 
@@ -33,47 +30,24 @@ impl Accounts {
     /// Accounts whose events nobody receives, without a cache (tests of
     /// the flows alone).
     pub fn new(db: Db) -> Self {
-        Self::assemble(
-            db,
-            Subscribers::default(),
-            Wake::default(),
-            ProfileCache::disabled(),
-        )
+        let outbox = Outbox::unsubscribed(db.clone());
+        Self::assemble(db, outbox, ProfileCache::disabled())
     }
 
-    pub fn assemble(db: Db, subscribers: Subscribers, relay: Wake, cache: ProfileCache) -> Self {
-        Self {
-            db,
-            subscribers,
-            relay,
-            cache,
-        }
+    pub fn assemble(db: Db, outbox: Outbox, cache: ProfileCache) -> Self {
+        Self { db, outbox, cache }
     }
 
-    /// Appends `event` in `work` with a delivery to each subscriber that
-    /// wants it; whether any was added (the relay is woken after commit).
-    async fn record(
+    /// Appends `event` in `work` and commits, waking the relay if a
+    /// subscriber wants it.
+    async fn commit_with(
         &self,
-        work: &mut UnitOfWork,
+        mut work: UnitOfWork,
         event: &Event,
         now: OffsetDateTime,
-    ) -> Result<bool, UserError> {
-        events::append(work.into(), event).await?;
-        let mut added = false;
-        for subscriber in self.subscribers.of(event.event_type) {
-            deliveries::add(work.into(), event.id, &subscriber.name, now).await?;
-            added = true;
-        }
-        Ok(added)
-    }
-
-    /// Commits `work`, then wakes the relay if it added deliveries.
-    async fn commit(&self, work: UnitOfWork, deliveries_added: bool) -> Result<(), UserError> {
-        work.commit().await?;
-        if deliveries_added {
-            self.relay.now();
-        }
-        Ok(())
+    ) -> Result<(), UserError> {
+        let added = self.outbox.record(&mut work, event, now).await?;
+        Ok(self.outbox.commit(work, added).await?)
     }
 
     pub fn db(&self) -> &Db {
@@ -106,10 +80,8 @@ impl Accounts {
                 Err(UserError::IdTaken)
             };
         };
-        let added = self
-            .record(&mut work, &Event::created(&profile), now)
+        self.commit_with(work, &events::created(&profile), now)
             .await?;
-        self.commit(work, added).await?;
         self.cache.written(&profile).await;
         Ok(Created::New(profile))
     }
@@ -171,10 +143,8 @@ impl Accounts {
                 .await?
                 // Another writer changed it between our read and write.
                 .ok_or(UserError::PreconditionFailed)?;
-        let added = self
-            .record(&mut work, &Event::updated(&updated, &applied.changed), now)
+        self.commit_with(work, &events::updated(&updated, &applied.changed), now)
             .await?;
-        self.commit(work, added).await?;
         self.cache.written(&updated).await;
         Ok(updated)
     }
@@ -194,10 +164,8 @@ impl Accounts {
             profiles::mark_deleted_at_version((&mut work).into(), id, current.version, now)
                 .await?
                 .ok_or(UserError::PreconditionFailed)?;
-        let added = self
-            .record(&mut work, &Event::deleted(&deleted), now)
+        self.commit_with(work, &events::deleted(&deleted), now)
             .await?;
-        self.commit(work, added).await?;
         self.cache.written(&deleted).await;
         Ok(deleted)
     }
@@ -225,18 +193,14 @@ impl Accounts {
         &self,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Vec<deliveries::Delivery>, UserError> {
-        Ok(deliveries::dead(&self.db, before, limit).await?)
+    ) -> Result<Vec<Delivery>, UserError> {
+        Ok(self.outbox.dead(before, limit).await?)
     }
 
     /// Queues a dead-lettered delivery again; `false` if there is none
     /// with that id.
     pub async fn redeliver(&self, id: i64, now: OffsetDateTime) -> Result<bool, UserError> {
-        let queued = deliveries::redeliver(&self.db, id, now).await?;
-        if queued {
-            self.relay.now();
-        }
-        Ok(queued)
+        Ok(self.outbox.redeliver(id, now).await?)
     }
 
     /// A page of the directory (admins).
@@ -264,7 +228,7 @@ impl Accounts {
             let Some(profile) = profiles::scrub((&mut work).into(), id, now).await? else {
                 continue;
             };
-            events::scrub_subject((&mut work).into(), id).await?;
+            outbox::store::scrub_subject((&mut work).into(), id).await?;
             work.commit().await?;
             self.cache.written(&profile).await;
             scrubbed += 1;
@@ -279,6 +243,6 @@ impl Accounts {
 
     /// The events recorded for `id`, oldest first.
     pub async fn events_of(&self, id: Uuid) -> Result<Vec<Event>, UserError> {
-        Ok(events::for_subject((&self.db).into(), id).await?)
+        Ok(outbox::store::for_subject((&self.db).into(), id).await?)
     }
 }

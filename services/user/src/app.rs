@@ -11,14 +11,15 @@ use portico_common::{
     http::client::HttpClient,
     jobs::{self, Wake},
     jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
+    outbox::{Outbox, Relay, Subscribers},
 };
 
 use crate::{
     accounts::Accounts,
     cache::ProfileCache,
     config::Config,
+    events::EventType,
     http::{self, AppState},
-    relay::{Relay, Subscribers},
     scrubber::Scrubber,
     storage::MIGRATIONS,
 };
@@ -42,7 +43,7 @@ impl Service for UserService {
     }
 
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<Accounts>> {
-        let subscribers = Subscribers::from_config(&config.events)
+        let subscribers = Subscribers::from_config(&config.events, "events", &EventType::names())
             .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
@@ -62,8 +63,7 @@ impl Service for UserService {
         let scrub_clock = context.clock.clone();
         let accounts = Accounts::assemble(
             db.clone(),
-            subscribers.clone(),
-            wake_relay.clone(),
+            Outbox::new(db.clone(), subscribers.clone(), wake_relay.clone()),
             cache.clone(),
         );
         let relay = Relay::new(

@@ -6,10 +6,10 @@ use portico_common::{
     db::DatabaseConfig,
     http::client::HttpClientConfig,
     jwt::{ServiceIdentity, TokenConfig},
+    outbox::OutboxConfig,
     redis::RedisConfig,
     telemetry::TelemetryConfig,
 };
-use secrecy::SecretString;
 use serde::Deserialize;
 
 pub const ENV_PREFIX: &str = "PORTICO_USER_";
@@ -29,7 +29,7 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub connections: ConnectionsConfig,
     /// The outbox relay and the webhooks it sends.
-    pub events: EventsConfig,
+    pub events: OutboxConfig,
     /// The profile cache in Redis (used when `redis.url` is set).
     pub cache: CacheConfig,
     /// Removing deleted accounts' personal data.
@@ -68,47 +68,6 @@ pub struct CacheConfig {
     pub timeout_ms: u64,
 }
 
-/// The outbox relay: who receives events, and how hard it tries.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsConfig {
-    /// How often the relay looks for due deliveries when nothing woke it
-    /// (a commit that adds deliveries wakes it at once).
-    pub relay_interval_ms: u64,
-    /// Deliveries claimed per run.
-    pub batch_size: u32,
-    /// Deliveries in flight at once.
-    pub concurrency: usize,
-    /// How long a claimed delivery is this replica's: one that dies
-    /// mid-delivery leaves it to the others after this.
-    pub lease_ms: u64,
-    /// One attempt's bound (connect, send, answer).
-    pub timeout_ms: u64,
-    /// Attempts before a delivery is dead-lettered.
-    pub max_attempts: u32,
-    /// The wait after the first failure; doubled per failure up to
-    /// `backoff_max_ms`, with jitter.
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    /// The endpoints events are posted to.
-    pub subscribers: Vec<SubscriberConfig>,
-}
-
-/// One webhook subscriber.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubscriberConfig {
-    /// Its name in metrics and the admin API: lower-case letters, digits, `-`.
-    pub name: String,
-    /// Where events are POSTed.
-    pub url: String,
-    /// The Standard Webhooks signing secret shared with it (`whsec_…`).
-    pub secret: SecretString,
-    /// The event types it receives (`user.deleted`…); empty: all.
-    #[serde(default)]
-    pub types: Vec<String>,
-}
-
 /// The internal API (`/internal/*`, never routed by the gateway).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,14 +102,21 @@ impl ServiceConfig for Config {
                 "must be an http(s) URL",
             ));
         }
-        crate::relay::Subscribers::from_config(&self.events)
-            .map(|_| ())
-            .map_err(|(key, message)| ConfigError::key(ENV_PREFIX, &key, message))
+        portico_common::outbox::Subscribers::from_config(
+            &self.events,
+            "events",
+            &crate::events::EventType::names(),
+        )
+        .map(|_| ())
+        .map_err(|(key, message)| ConfigError::key(ENV_PREFIX, &key, message))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use portico_common::outbox::SubscriberConfig;
+    use secrecy::SecretString;
+
     use super::*;
 
     #[test]

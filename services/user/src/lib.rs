@@ -16,7 +16,6 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod http;
-pub mod relay;
 pub mod scrubber;
 pub mod storage;
 

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod client;
 pub mod pipeline;
+pub mod query;
 pub mod server;
 pub mod shutdown;
 pub mod tls;

@@ -10,8 +10,10 @@ use axum::{
 use portico_common::{
     FieldError, Problem,
     error::ApiJson,
+    http::query,
     identity::Role,
     openapi::{BearerRejections, Unavailable},
+    outbox::admin::{DeadDeliveries, DeadQuery, no_such_dead_delivery},
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -20,13 +22,9 @@ use base64::Engine as _;
 use uuid::Uuid;
 
 use super::AppState;
-use crate::{
-    domain::ProfileBody,
-    storage::{deliveries::Delivery, profiles::DirectoryQuery},
-};
+use crate::{domain::ProfileBody, storage::profiles::DirectoryQuery};
 
-/// Most deliveries on one page.
-pub const MAX_PAGE: i64 = 100;
+/// A directory page when `limit` is not given.
 const DEFAULT_PAGE: i64 = 50;
 
 pub(super) async fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
@@ -35,74 +33,6 @@ pub(super) async fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), P
         return Err(Problem::forbidden("this needs the admin role"));
     }
     Ok(())
-}
-
-/// A query string that does not parse (a parameter given twice).
-fn query_problem(rejection: QueryRejection) -> Problem {
-    Problem::bad_request("the query string could not be read: each parameter at most once")
-        .with_cause(rejection.body_text())
-}
-
-/// Paging through dead-lettered deliveries, newest first.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DeadQuery {
-    /// At most this many (1–100, default 50).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<String>,
-    /// Only deliveries older than this one (the previous page's `next_before`).
-    #[param(minimum = 1)]
-    pub before: Option<String>,
-}
-
-/// One dead-lettered delivery.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeadDelivery {
-    /// What `redeliver` takes.
-    pub id: i64,
-    pub subscriber: String,
-    pub attempts: i32,
-    /// Why the last attempt failed (a status or a connection failure).
-    pub last_error: Option<String>,
-    /// The event as the subscriber receives it.
-    #[schema(value_type = Object)]
-    pub event: serde_json::Value,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeadDeliveries {
-    pub items: Vec<DeadDelivery>,
-    /// Pass as `before` for the next page; absent on the last.
-    pub next_before: Option<i64>,
-}
-
-impl From<Delivery> for DeadDelivery {
-    fn from(delivery: Delivery) -> Self {
-        Self {
-            id: delivery.id,
-            subscriber: delivery.subscriber,
-            attempts: delivery.attempts,
-            last_error: delivery.last_error,
-            event: delivery.event.envelope(),
-        }
-    }
-}
-
-fn parse_bounded(
-    field: &str,
-    raw: Option<&str>,
-    min: i64,
-    max: i64,
-) -> Result<Option<i64>, FieldError> {
-    raw.map(|raw| {
-        raw.parse::<i64>()
-            .ok()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                FieldError::new(field, format!("must be a whole number from {min} to {max}"))
-            })
-    })
-    .transpose()
 }
 
 /// Deliveries that ran out of attempts, newest first.
@@ -127,26 +57,10 @@ pub async fn dead_deliveries(
     query: Result<Query<DeadQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     admin(&state, &headers).await?;
-    let Query(query) = query.map_err(query_problem)?;
-    let limit = parse_bounded("limit", query.limit.as_deref(), 1, MAX_PAGE);
-    let before = parse_bounded("before", query.before.as_deref(), 1, i64::MAX);
-    let (limit, before) = match (limit, before) {
-        (Ok(limit), Ok(before)) => (limit.unwrap_or(DEFAULT_PAGE), before),
-        (limit, before) => {
-            return Err(Problem::validation(
-                [limit.err(), before.err()].into_iter().flatten().collect(),
-            ));
-        }
-    };
+    let Query(query) = query.map_err(query::rejected)?;
+    let (limit, before) = query.page()?;
     let page = state.accounts.dead_deliveries(before, limit).await?;
-    let next_before = (page.len() as i64 == limit)
-        .then(|| page.last().map(|delivery| delivery.id))
-        .flatten();
-    Ok(ApiJson(DeadDeliveries {
-        items: page.into_iter().map(DeadDelivery::from).collect(),
-        next_before,
-    })
-    .into_response())
+    Ok(ApiJson(DeadDeliveries::new(page, limit)).into_response())
 }
 
 /// Sends a dead-lettered delivery again, from its first attempt.
@@ -170,10 +84,9 @@ pub async fn redeliver(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     admin(&state, &headers).await?;
-    let not_found = || Problem::not_found("no dead-lettered delivery with this id");
-    let id: i64 = id.parse().map_err(|_| not_found())?;
+    let id: i64 = id.parse().map_err(|_| no_such_dead_delivery())?;
     if !state.accounts.redeliver(id, state.clock.now()).await? {
-        return Err(not_found());
+        return Err(no_such_dead_delivery());
     }
     tracing::info!(
         delivery = id,
@@ -256,9 +169,9 @@ pub async fn directory(
     params: Result<Query<DirectoryParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     admin(&state, &headers).await?;
-    let Query(params) = params.map_err(query_problem)?;
+    let Query(params) = params.map_err(query::rejected)?;
     let mut errors = Vec::new();
-    let limit = parse_bounded("limit", params.limit.as_deref(), 1, MAX_DIRECTORY_PAGE)
+    let limit = query::bounded_integer("limit", params.limit.as_deref(), 1, MAX_DIRECTORY_PAGE)
         .unwrap_or_else(|err| {
             errors.push(err);
             None

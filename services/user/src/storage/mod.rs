@@ -3,8 +3,6 @@
 //! SQL written once for PostgreSQL and SQLite. The flows that combine them
 //! in one transaction are in `accounts`.
 
-pub mod deliveries;
-pub mod events;
 pub mod profiles;
 
 use portico_common::db;

@@ -17,9 +17,9 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
+use portico_common::outbox::SubscriberConfig;
 use portico_common::webhooks::{self, SigningSecret};
 use portico_testkit::{Backend, eventually};
-use portico_user::config::SubscriberConfig;
 use reqwest::header;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -183,7 +183,7 @@ async fn a_failed_delivery_is_retried_and_holds_back_the_users_later_events(back
     // been answered (a delivery is marked after its answer): the count is
     // final, so a late duplicate would show here.
     eventually(Duration::from_secs(10), "an empty backlog", || async {
-        portico_user::storage::deliveries::backlog(app.store.db())
+        portico_common::outbox::store::backlog(app.store.db())
             .await
             .unwrap()
             .is_empty()
@@ -371,9 +371,8 @@ async fn deleting_the_account_hides_the_profile_and_announces_it(backend: Backen
 /// another relay takes them over, and the first relay's late outcome is
 /// not recorded over the second's. Only known subscribers are claimed.
 async fn a_claim_is_a_lease_and_a_late_outcome_is_ignored(backend: Backend) {
-    use portico_user::{
-        accounts::Accounts, cache::ProfileCache, relay::Subscribers, storage::deliveries,
-    };
+    use portico_common::outbox::{Outbox, Subscribers, store as deliveries};
+    use portico_user::{accounts::Accounts, cache::ProfileCache, events::EventType};
     // Arrange: a profile whose creation added one delivery to "customer".
     let (plain, _db) = crate::helpers::store_on(backend).await;
     let db = plain.db().clone();
@@ -385,10 +384,14 @@ async fn a_claim_is_a_lease_and_a_late_outcome_is_ignored(backend: Backend) {
         secret: SecretString::from(SECRET.to_owned()),
         types: Vec::new(),
     }];
+    let subscribers = Subscribers::from_config(&config, "events", &EventType::names()).unwrap();
     let accounts = Accounts::assemble(
         db.clone(),
-        Subscribers::from_config(&config).unwrap(),
-        portico_common::jobs::Wake::default(),
+        Outbox::new(
+            db.clone(),
+            subscribers,
+            portico_common::jobs::Wake::default(),
+        ),
         ProfileCache::disabled(),
     );
     accounts

@@ -169,10 +169,16 @@ async fn each_change_is_recorded_by_its_event_in_order(backend: Backend) {
 
     // Assert
     let events = store.events_of(id).await.unwrap();
-    let kinds: Vec<(EventType, i64)> = events.iter().map(|e| (e.event_type, e.version)).collect();
+    let kinds: Vec<(&str, i64)> = events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.version))
+        .collect();
     assert_eq!(
         kinds,
-        [(EventType::UserCreated, 1), (EventType::UserUpdated, 2)]
+        [
+            (EventType::UserCreated.as_str(), 1),
+            (EventType::UserUpdated.as_str(), 2)
+        ]
     );
     assert_eq!(
         events[1].data["changed"],

@@ -8,19 +8,18 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt as _;
-use portico_common::{
+use time::OffsetDateTime;
+
+use super::{
+    OutboxConfig,
+    store::{self as deliveries, Delivery},
+};
+use crate::{
     clock::SharedClock,
     db::Db,
     http::client::HttpClient,
     jobs::{self, Job, Ran},
     webhooks::{self, SigningSecret},
-};
-use time::OffsetDateTime;
-
-use crate::{
-    config::EventsConfig,
-    events::EventType,
-    storage::deliveries::{self, Delivery},
 };
 
 /// A subscriber, resolved from config: where to send and how to sign.
@@ -30,12 +29,12 @@ pub struct Subscriber {
     pub url: String,
     pub secret: SigningSecret,
     /// The event types it receives; empty: all.
-    pub types: Vec<EventType>,
+    pub types: Vec<String>,
 }
 
 impl Subscriber {
-    pub fn wants(&self, event_type: EventType) -> bool {
-        self.types.is_empty() || self.types.contains(&event_type)
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.types.is_empty() || self.types.iter().any(|wanted| wanted == event_type)
     }
 }
 
@@ -44,16 +43,21 @@ impl Subscriber {
 pub struct Subscribers(Arc<Vec<Subscriber>>);
 
 impl Subscribers {
-    /// Resolves the configured subscribers; `Err` is the bad key and why.
-    /// Also checks that a claimed batch is sent well within its lease (a
-    /// lease that ran out mid-batch would let another relay send a later
-    /// event of a user first).
-    pub fn from_config(config: &EventsConfig) -> Result<Self, (String, String)> {
+    /// Resolves the subscribers configured in `section` (the config key of
+    /// `config`) for a service that emits `known_types`; `Err` is the bad
+    /// key and why. Also checks that a claimed batch is sent well within
+    /// its lease (a lease that ran out mid-batch would let another relay
+    /// send a later event of a subject first).
+    pub fn from_config(
+        config: &OutboxConfig,
+        section: &str,
+        known_types: &[&str],
+    ) -> Result<Self, (String, String)> {
         let rounds = u64::from(config.batch_size).div_ceil(config.concurrency.max(1) as u64);
         let batch_ms = (rounds + 1).saturating_mul(config.timeout_ms);
         if config.lease_ms < batch_ms {
             return Err((
-                "events.lease_ms".to_owned(),
+                format!("{section}.lease_ms"),
                 format!(
                     "must be at least {batch_ms}: (batch_size / concurrency + 1) × timeout_ms, the longest a claimed batch can take"
                 ),
@@ -61,7 +65,7 @@ impl Subscribers {
         }
         let mut resolved = Vec::new();
         for (index, subscriber) in config.subscribers.iter().enumerate() {
-            let at = |key: &str| format!("events.subscribers[{index}].{key}");
+            let at = |key: &str| format!("{section}.subscribers[{index}].{key}");
             let name_ok = !subscriber.name.is_empty()
                 && subscriber.name.len() <= 64
                 && subscriber
@@ -83,12 +87,14 @@ impl Subscribers {
                 .ok_or_else(|| (at("url"), "an http(s) URL".to_owned()))?;
             let secret =
                 SigningSecret::parse(&subscriber.secret).map_err(|err| (at("secret"), err))?;
-            let types = subscriber
+            if let Some(unknown) = subscriber
                 .types
                 .iter()
-                .map(|raw| raw.parse::<EventType>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| (at("types"), err))?;
+                .find(|raw| !known_types.contains(&raw.as_str()))
+            {
+                return Err((at("types"), format!("unknown event type `{unknown}`")));
+            }
+            let types = subscriber.types.clone();
             resolved.push(Subscriber {
                 name: subscriber.name.clone(),
                 url: url.to_string(),
@@ -100,7 +106,7 @@ impl Subscribers {
     }
 
     /// The subscribers that receive `event_type`.
-    pub fn of(&self, event_type: EventType) -> impl Iterator<Item = &Subscriber> {
+    pub fn of<'a>(&'a self, event_type: &'a str) -> impl Iterator<Item = &'a Subscriber> {
         self.0.iter().filter(move |s| s.wants(event_type))
     }
 
@@ -115,7 +121,7 @@ pub struct Relay {
     clock: SharedClock,
     client: HttpClient,
     subscribers: Subscribers,
-    config: EventsConfig,
+    config: OutboxConfig,
 }
 
 impl Relay {
@@ -124,7 +130,7 @@ impl Relay {
         clock: SharedClock,
         client: HttpClient,
         subscribers: Subscribers,
-        config: EventsConfig,
+        config: OutboxConfig,
     ) -> Self {
         Self {
             db,
