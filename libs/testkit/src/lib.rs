@@ -17,6 +17,7 @@ pub mod issuer;
 pub mod smtp;
 pub mod tcp;
 pub mod tls;
+pub mod webhooks;
 
 pub const POSTGRES_URL_VAR: &str = "PORTICO_TEST_POSTGRES_URL";
 pub const REDIS_URL_VAR: &str = "PORTICO_TEST_REDIS_URL";

@@ -8,7 +8,10 @@ use portico_common::{
     admin::Readiness,
     app::{self, Assembly, Context, Service},
     db::Db,
+    http::client::{HttpClient, HttpClientConfig},
+    jobs::Wake,
     jwt::{KeySource, TokenVerifier},
+    outbox::{Outbox, Relay, Subscribers},
 };
 
 use crate::{
@@ -50,9 +53,31 @@ impl Service for AuthService {
     async fn assemble(config: Config, context: Context) -> anyhow::Result<Assembly<AuthStore>> {
         let clock = context.clock;
         let clock_for_inbox = clock.clone();
+        let subscribers = Subscribers::from_config(
+            &config.outbox,
+            "outbox",
+            &crate::domain::events::AuthEventType::names(),
+        )
+        .map_err(|(key, message)| anyhow::anyhow!("{key}: {message}"))?;
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
-        let store = AuthStore::new(db.clone());
+        let wake_relay = Wake::default();
+        let store = AuthStore::with_outbox(
+            db.clone(),
+            Outbox::new(db.clone(), subscribers.clone(), wake_relay.clone()),
+        );
+        // The relay's own client: each attempt is bounded by the outbox's
+        // timeout, connecting included.
+        let relay = Relay::new(
+            db.clone(),
+            clock.clone(),
+            HttpClient::new(&HttpClientConfig {
+                connect_timeout_ms: config.outbox.timeout_ms,
+                request_timeout_ms: config.outbox.timeout_ms,
+            })?,
+            subscribers,
+            config.outbox.clone(),
+        );
         // With Redis, revocations are also published there (as long as an
         // access token lives, and the verifiers' leeway and skew).
         let broadcast = redis.clone().map(|client| {
@@ -198,6 +223,13 @@ impl Service for AuthService {
                 key_maintenance,
                 every,
                 portico_common::jobs::Wake::default(),
+            )));
+        assembly
+            .background
+            .push(Box::pin(portico_common::jobs::run_every(
+                relay,
+                std::time::Duration::from_millis(config.outbox.relay_interval_ms),
+                wake_relay,
             )));
         if let Some(broadcast) = broadcast {
             assembly.background.push(Box::pin(broadcast));

@@ -42,6 +42,9 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     /// Events other services send here (`POST /internal/events`).
     pub events: EventsInboxConfig,
+    /// Events this service sends: the outbox relay and its webhook
+    /// subscribers.
+    pub outbox: portico_common::outbox::OutboxConfig,
     /// Removing deleted accounts' credentials.
     pub scrubber: ScrubberConfig,
     /// Registrations that died half-way.
@@ -231,6 +234,13 @@ impl ServiceConfig for Config {
             ));
         }
         if let Err((key, message)) = crate::mailer::Mailer::from_config(&self.mail) {
+            return Err(ConfigError::key(ENV_PREFIX, &key, message));
+        }
+        if let Err((key, message)) = portico_common::outbox::Subscribers::from_config(
+            &self.outbox,
+            "outbox",
+            &crate::domain::events::AuthEventType::names(),
+        ) {
             return Err(ConfigError::key(ENV_PREFIX, &key, message));
         }
         for (key, value, most) in [

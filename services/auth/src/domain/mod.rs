@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod clients;
+pub mod events;
 pub mod keys;
 pub mod password;
 pub mod password_policy;

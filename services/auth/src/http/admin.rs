@@ -1,4 +1,5 @@
-//! `/v1/auth/admin/*`: role grants and the audit log, for admins.
+//! `/v1/auth/admin/*`: role grants, the audit log, key rotation and the
+//! webhook deliveries that ran out of attempts, for admins.
 
 use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
@@ -8,7 +9,9 @@ use axum::{
 use portico_common::{
     FieldError, Problem,
     error::ApiJson,
+    http::query,
     openapi::{BearerRejections, Unavailable},
+    outbox::admin::{DeadDeliveries, DeadQuery, no_such_dead_delivery},
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -285,4 +288,61 @@ pub async fn rotate_keys(
         }),
     )
         .into_response())
+}
+
+/// Webhook deliveries that ran out of attempts, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/admin/deliveries",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(DeadQuery),
+    responses(
+        (status = 200, description = "A page of dead-lettered deliveries", body = DeadDeliveries),
+        (status = 400, description = "A query parameter given twice", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`limit` or `before` out of range", body = Problem, content_type = "application/problem+json"),
+        BearerRejections,
+        Unavailable,
+    )
+)]
+pub async fn dead_deliveries(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<DeadQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    super::admin_caller(&state, &headers).await?;
+    let Query(params) = params.map_err(query::rejected)?;
+    let (limit, before) = params.page()?;
+    let page = state.accounts.dead_deliveries(before, limit).await?;
+    Ok(ApiJson(DeadDeliveries::new(page, limit)).into_response())
+}
+
+/// Sends a dead-lettered delivery again, from its first attempt.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/admin/deliveries/{id}/redeliver",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "A dead-lettered delivery's id")),
+    responses(
+        (status = 202, description = "Queued for delivery"),
+        (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No dead-lettered delivery with this id", body = Problem, content_type = "application/problem+json"),
+        BearerRejections,
+        Unavailable,
+    )
+)]
+pub async fn redeliver(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let admin = super::admin_caller(&state, &headers).await?;
+    let id: i64 = id.parse().map_err(|_| no_such_dead_delivery())?;
+    if !state.accounts.redeliver(id).await? {
+        return Err(no_such_dead_delivery());
+    }
+    tracing::info!(delivery = id, %admin, "dead-lettered delivery queued again by an admin");
+    Ok(StatusCode::ACCEPTED.into_response())
 }

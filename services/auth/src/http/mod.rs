@@ -145,6 +145,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::grant_role, admin::revoke_role))
         .routes(routes!(admin::audit_log))
         .routes(routes!(admin::rotate_keys))
+        .routes(routes!(admin::dead_deliveries))
+        .routes(routes!(admin::redeliver))
         .routes(routes!(revocations::feed))
         .routes(routes!(events::receive))
         .routes(routes!(well_known::jwks))

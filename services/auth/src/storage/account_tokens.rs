@@ -7,7 +7,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthStore, audit::insert_audit};
+use super::AuthStore;
 use crate::domain::audit::AuditEvent;
 
 /// What a mailed token is for (`account_tokens.purpose`).
@@ -105,11 +105,7 @@ impl AuthStore {
             return Ok(None);
         }
         let audit = audit.clone().user(user_id);
-        on_conn!((&mut work).into(), exec => {
-            insert_audit!(audit).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        audit.recorded();
+        self.commit_audited(work, &audit).await?;
         Ok(Some(user_id))
     }
 
@@ -172,11 +168,7 @@ impl AuthStore {
             .clone()
             .user(user_id)
             .detail(format!("password reset; {ended} sessions ended"));
-        on_conn!((&mut work).into(), exec => {
-            insert_audit!(audit).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        audit.recorded();
+        self.commit_audited(work, &audit).await?;
         Ok(Some(user_id))
     }
 

@@ -1,13 +1,16 @@
 //! The audit log: inserted beside the change it records, read by admins
 //! newest first with keyset pagination.
 
-use portico_common::on_db;
+use portico_common::{db::UnitOfWork, on_conn, on_db, outbox::Event};
 use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{AuthStore, decode_error};
-use crate::domain::audit::{AuditEvent, AuditKind, ClientInfo};
+use crate::domain::{
+    audit::{AuditEvent, AuditKind, ClientInfo},
+    events::announcement,
+};
 
 /// The insert of an [`AuditEvent`], for a pool or a transaction.
 macro_rules! insert_audit {
@@ -29,7 +32,6 @@ macro_rules! insert_audit {
         .bind($event.detail.as_deref())
     };
 }
-pub(crate) use insert_audit;
 
 /// Which events an admin asks for.
 #[derive(Debug, Clone, Default)]
@@ -49,12 +51,59 @@ impl AuthStore {
     /// Records an event that changes nothing else (a failed or throttled
     /// sign-in, a client token).
     pub async fn record(&self, event: &AuditEvent) -> Result<(), sqlx::Error> {
+        if announcement(event).is_some() {
+            // Announced kinds carry an outbox event: one transaction.
+            let work = self.db().begin().await?;
+            return self.commit_audited(work, event).await;
+        }
         let _turn = self.db().write_turn().await;
         on_db!(self.db(), pool => {
             insert_audit!(event).execute(pool).await?;
             event.recorded();
             Ok(())
         })
+    }
+
+    /// Ends a change: writes its `audit` row in `work` — and, when
+    /// subscribers hear of its kind, its event in the outbox with a
+    /// delivery each — then commits, counts the audit event and wakes the
+    /// relay. The change and its event commit together or not at all.
+    pub(super) async fn commit_audited(
+        &self,
+        mut work: UnitOfWork,
+        audit: &AuditEvent,
+    ) -> Result<(), sqlx::Error> {
+        on_conn!((&mut work).into(), exec => {
+            insert_audit!(audit).execute(exec).await.map(|_| ())
+        })?;
+        let mut deliveries_added = false;
+        if let Some((event_type, subject, data)) = announcement(audit) {
+            // The credential's event counter: its row lock also orders
+            // this change's event after every earlier one of the user.
+            let version: i64 = on_conn!((&mut work).into(), exec => {
+                sqlx::query_scalar(
+                    "UPDATE credentials SET event_version = event_version + 1 \
+                     WHERE user_id = $1 RETURNING event_version",
+                )
+                .bind(subject)
+                .fetch_one(exec)
+                .await?
+            });
+            let event = Event::new(
+                event_type.as_str(),
+                subject,
+                version,
+                audit.occurred_at,
+                data,
+            );
+            deliveries_added = self
+                .outbox
+                .record(&mut work, &event, audit.occurred_at)
+                .await?;
+        }
+        self.outbox.commit(work, deliveries_added).await?;
+        audit.recorded();
+        Ok(())
     }
 
     /// Events matching `query`, newest first.

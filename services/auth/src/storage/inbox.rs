@@ -6,7 +6,7 @@ use portico_common::on_conn;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthStore, audit::insert_audit};
+use super::AuthStore;
 use crate::domain::audit::AuditEvent;
 
 /// What applying a received event did.
@@ -72,11 +72,7 @@ impl AuthStore {
             .rows_affected()
         });
         let audit = audit.clone().detail(format!("{sessions_ended} sessions"));
-        on_conn!((&mut work).into(), exec => {
-            insert_audit!(audit).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        audit.recorded();
+        self.commit_audited(work, &audit).await?;
         Ok(Applied::Now { sessions_ended })
     }
 }

@@ -7,7 +7,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthStore, audit::insert_audit};
+use super::AuthStore;
 use crate::domain::audit::AuditEvent;
 
 /// A user's TOTP authenticator as stored.
@@ -180,11 +180,7 @@ impl AuthStore {
                     .map(|_| ())
             })?;
         }
-        on_conn!((&mut work).into(), exec => {
-            insert_audit!(audit).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        audit.recorded();
+        self.commit_audited(work, audit).await?;
         Ok(true)
     }
 
@@ -257,13 +253,9 @@ impl AuthStore {
             })?;
         }
         if removed {
-            on_conn!((&mut work).into(), exec => {
-                insert_audit!(audit).execute(exec).await.map(|_| ())
-            })?;
-        }
-        work.commit().await?;
-        if removed {
-            audit.recorded();
+            self.commit_audited(work, audit).await?;
+        } else {
+            work.commit().await?;
         }
         Ok(removed)
     }

@@ -23,6 +23,7 @@ use portico_common::{
     db::{self, Db},
     jwt::RoleSet,
     on_conn, on_db,
+    outbox::Outbox,
 };
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -82,6 +83,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             "email tokens",
             include_str!("../../migrations/postgres/0010_email_tokens.sql"),
         ),
+        (
+            11,
+            "outbox",
+            include_str!("../../migrations/postgres/0011_outbox.sql"),
+        ),
     ],
     sqlite: &[
         (
@@ -133,6 +139,11 @@ pub const MIGRATIONS: db::Migrations = db::Migrations {
             10,
             "email tokens",
             include_str!("../../migrations/sqlite/0010_email_tokens.sql"),
+        ),
+        (
+            11,
+            "outbox",
+            include_str!("../../migrations/sqlite/0011_outbox.sql"),
         ),
     ],
 };
@@ -229,11 +240,24 @@ pub struct SessionRef {
 #[derive(Debug, Clone)]
 pub struct AuthStore {
     db: Db,
+    /// Where announced changes put their events.
+    outbox: Outbox,
 }
 
 impl AuthStore {
+    /// A store whose events nobody receives (they are still recorded).
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let outbox = Outbox::unsubscribed(db.clone());
+        Self { db, outbox }
+    }
+
+    /// A store whose events go out through `outbox`.
+    pub fn with_outbox(db: Db, outbox: Outbox) -> Self {
+        Self { db, outbox }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub fn db(&self) -> &Db {
@@ -361,7 +385,7 @@ impl AuthStore {
         if !activated {
             return Ok(false);
         }
-        open_session(work, session, event).await
+        self.open_session(work, session, event).await
     }
 
     pub async fn active_credential(
@@ -439,7 +463,7 @@ impl AuthStore {
         if !active {
             return Ok(false);
         }
-        open_session(work, session, event).await
+        self.open_session(work, session, event).await
     }
 
     /// Rotates a session's refresh token: swaps the hash `old` for `new` if
@@ -561,13 +585,24 @@ impl AuthStore {
                 > 0
         });
         if revoked {
-            on_conn!((&mut work).into(), exec => {
-                audit::insert_audit!(event).execute(exec).await.map(|_| ())
-            })?;
-            work.commit().await?;
-            event.recorded();
+            self.commit_audited(work, event).await?;
         }
         Ok(revoked)
+    }
+
+    /// The end of opening a session: `session` and its audit `event` are
+    /// written and `work` (which checked the credential) commits.
+    async fn open_session(
+        &self,
+        mut work: db::UnitOfWork,
+        session: &NewSession<'_>,
+        event: &AuditEvent,
+    ) -> Result<bool, sqlx::Error> {
+        on_conn!((&mut work).into(), exec => {
+            sessions::insert_session!(session).execute(exec).await.map(|_| ())
+        })?;
+        self.commit_audited(work, event).await?;
+        Ok(true)
     }
 
     /// Row counts of (credentials, sessions), for tests proving nothing was written.
@@ -581,22 +616,4 @@ impl AuthStore {
             Ok((row.try_get::<i64, _>("c")?, row.try_get::<i64, _>("s")?))
         })
     }
-}
-
-/// The end of opening a session: `session` and its audit `event` are
-/// written and `work` (which checked the credential) commits.
-async fn open_session(
-    mut work: db::UnitOfWork,
-    session: &NewSession<'_>,
-    event: &AuditEvent,
-) -> Result<bool, sqlx::Error> {
-    on_conn!((&mut work).into(), exec => {
-        sessions::insert_session!(session).execute(exec).await.map(|_| ())
-    })?;
-    on_conn!((&mut work).into(), exec => {
-        audit::insert_audit!(event).execute(exec).await.map(|_| ())
-    })?;
-    work.commit().await?;
-    event.recorded();
-    Ok(true)
 }

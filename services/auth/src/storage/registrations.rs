@@ -9,7 +9,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthStore, audit::insert_audit};
+use super::AuthStore;
 use crate::domain::audit::AuditEvent;
 
 /// A pending credential, as a registration retry checks it.
@@ -115,11 +115,7 @@ impl AuthStore {
         if !finished {
             return Ok(false);
         }
-        on_conn!((&mut work).into(), exec => {
-            insert_audit!(audit).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        audit.recorded();
+        self.commit_audited(work, audit).await?;
         Ok(true)
     }
 
@@ -147,11 +143,7 @@ impl AuthStore {
         if !removed {
             return Ok(false);
         }
-        on_conn!((&mut work).into(), exec => {
-            insert_audit!(audit).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        audit.recorded();
+        self.commit_audited(work, audit).await?;
         Ok(true)
     }
 }

@@ -5,7 +5,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{AuthStore, audit::insert_audit, roles_from_stored};
+use super::{AuthStore, roles_from_stored};
 use crate::domain::audit::AuditEvent;
 
 /// What a role change did.
@@ -73,11 +73,7 @@ impl AuthStore {
                     .await
                     .map(|_| ())
                 })?;
-                on_conn!((&mut work).into(), exec => {
-                    insert_audit!(event).execute(exec).await.map(|_| ())
-                })?;
-                work.commit().await?;
-                event.recorded();
+                self.commit_audited(work, event).await?;
             }
             if swapped {
                 return Ok(RoleChange::Changed);

@@ -145,11 +145,7 @@ impl AuthStore {
         });
         if ended > 0 {
             let event = event.clone().detail(format!("{ended} sessions"));
-            on_conn!((&mut work).into(), exec => {
-                super::audit::insert_audit!(event).execute(exec).await.map(|_| ())
-            })?;
-            work.commit().await?;
-            event.recorded();
+            self.commit_audited(work, &event).await?;
         }
         Ok(ended)
     }
@@ -245,11 +241,7 @@ impl AuthStore {
                 .await
                 .map(|_| ())
         })?;
-        on_conn!((&mut work).into(), exec => {
-            super::audit::insert_audit!(event).execute(exec).await.map(|_| ())
-        })?;
-        work.commit().await?;
-        event.recorded();
+        self.commit_audited(work, event).await?;
         Ok(true)
     }
 }

@@ -5,7 +5,7 @@ use portico_common::{on_conn, on_db};
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{AuthStore, audit::insert_audit};
+use super::AuthStore;
 use crate::domain::audit::AuditEvent;
 
 /// A signing-key row.
@@ -84,16 +84,11 @@ impl AuthStore {
             .rows_affected()
                 == 1
         });
-        if inserted {
-            if let Some(event) = event {
-                on_conn!((&mut work).into(), exec => {
-                    insert_audit!(event).execute(exec).await.map(|_| ())
-                })?;
-            }
-            work.commit().await?;
-            if let Some(event) = event {
-                event.recorded();
-            }
+        match event {
+            Some(event) if inserted => self.commit_audited(work, event).await?,
+            _ if inserted => work.commit().await?,
+            // Nothing written: the transaction just ends.
+            _ => {}
         }
         Ok(inserted)
     }

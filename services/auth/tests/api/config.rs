@@ -128,3 +128,23 @@ fn a_bad_user_service_upstream_is_refused_naming_the_key() {
         assert!(error.contains(key), "{key}: {error}");
     }
 }
+
+#[test]
+fn an_outbox_subscriber_with_an_unknown_type_or_bad_secret_is_refused_naming_the_key() {
+    let mut config = built_in_with_kek();
+    config.outbox.subscribers = vec![crate::outbox::subscriber(
+        "http://127.0.0.1:9/hooks".to_owned(),
+        &["user.created"],
+    )];
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("outbox.subscribers[0].types"), "{error}");
+    config.outbox.subscribers[0].types = vec!["auth.mfa_enabled".to_owned()];
+    assert!(config.validate().is_ok());
+    config.outbox.subscribers[0].secret = secrecy::SecretString::from("whsec_short");
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("outbox.subscribers[0].secret"), "{error}");
+    assert!(
+        !error.contains("whsec_short"),
+        "the secret is not echoed: {error}"
+    );
+}

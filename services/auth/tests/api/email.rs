@@ -460,7 +460,61 @@ async fn the_file_transport_writes_owner_only_messages(backend: Backend) {
     assert!(text.contains("/verify-email#token="), "{text}");
 }
 
+async fn a_verified_address_and_a_reset_password_are_announced(backend: Backend) {
+    // Arrange
+    let endpoint = portico_testkit::webhooks::WebhookEndpoint::default();
+    let url = endpoint.start().await;
+    let mailing = mailing(backend, |config| {
+        config.outbox.subscribers = vec![crate::outbox::subscriber(url, &[])];
+    })
+    .await;
+    let registered = mailing.app.register_account("ann@example.com").await;
+    let verification = token_of(&mailing.mail(1).await);
+
+    // Act
+    let verified = mailing
+        .post(
+            "/v1/auth/email/verify/confirm",
+            json!({"token": verification}),
+        )
+        .await;
+    assert_eq!(verified.status(), StatusCode::NO_CONTENT);
+    mailing
+        .post(
+            "/v1/auth/password/reset/request",
+            json!({"email": "ann@example.com"}),
+        )
+        .await;
+    let reset = token_of(&mailing.mail(2).await);
+    let done = mailing
+        .post(
+            "/v1/auth/password/reset/confirm",
+            json!({"token": reset, "new_password": NEW_PASSWORD}),
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+
+    // Assert
+    let received = endpoint.received_at_least(2).await;
+    let user_id = claims_of(&registered.access_token)["sub"].clone();
+    let seen: Vec<(&str, i64)> = received
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["version"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("user.email_verified", 1), ("auth.password_changed", 2)]
+    );
+    assert_eq!(received[0]["data"], json!({"user_id": user_id}));
+    assert_eq!(
+        received[1]["data"],
+        json!({"user_id": user_id, "method": "reset"})
+    );
+    assert!(received.iter().all(|e| e["subject"] == user_id));
+}
+
 on_both_backends!(
+    a_verified_address_and_a_reset_password_are_announced,
     registration_mails_a_verification_link_that_works_once,
     a_new_verification_mail_replaces_the_old_and_links_expire,
     a_reset_link_sets_the_password_once_and_ends_every_session,

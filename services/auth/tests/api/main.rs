@@ -18,6 +18,7 @@ mod inbox;
 mod keys;
 mod login;
 mod mfa;
+mod outbox;
 mod own_sessions;
 mod register;
 mod rejections;

@@ -23,13 +23,20 @@ struct Account {
 }
 
 async fn account(backend: Backend) -> Account {
+    account_with(backend, |_| {}).await
+}
+
+async fn account_with(
+    backend: Backend,
+    customise: impl FnOnce(&mut portico_auth::Config),
+) -> Account {
     // Mid-step, so codes of the current step stay current for a while.
     let start = OffsetDateTime::from_unix_timestamp(
         OffsetDateTime::now_utc().unix_timestamp() / 30 * 30 + 5,
     )
     .unwrap();
     let clock = Arc::new(ManualClock::new(start));
-    let app = TestApp::spawn_with_clock(backend, clock.clone()).await;
+    let app = TestApp::spawn_with_clock_and_config(backend, clock.clone(), customise).await;
     let access = app.register_account("ann@example.com").await.access_token;
     Account { app, clock, access }
 }
@@ -439,7 +446,41 @@ async fn mfa_requests_out_of_order_or_malformed_are_refused_and_change_nothing(b
     );
 }
 
+async fn turning_mfa_on_and_off_is_announced_to_subscribers(backend: Backend) {
+    // Arrange
+    let endpoint = portico_testkit::webhooks::WebhookEndpoint::default();
+    let url = endpoint.start().await;
+    let account = account_with(backend, |config| {
+        config.outbox.subscribers = vec![crate::outbox::subscriber(url, &[])];
+    })
+    .await;
+
+    // Act
+    let (_, codes) = account.turn_on().await;
+    let disabled = account
+        .call(
+            Method::POST,
+            "/v1/auth/mfa/totp/disable",
+            Some(json!({"recovery_code": codes[0]})),
+        )
+        .await;
+    assert_eq!(disabled.status(), StatusCode::NO_CONTENT);
+
+    // Assert: the enrolment alone (not confirmed) announced nothing.
+    let received = endpoint.received_at_least(2).await;
+    let seen: Vec<(&str, i64)> = received
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["version"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(seen, [("auth.mfa_enabled", 1), ("auth.mfa_disabled", 2)]);
+    assert_eq!(received[0]["data"]["factor"], "totp");
+    assert_eq!(received[1]["data"]["proof"], "recovery_code");
+    let body = serde_json::to_string(&received).unwrap();
+    assert!(!body.contains(&codes[0]), "no recovery code in events");
+}
+
 on_both_backends!(
+    turning_mfa_on_and_off_is_announced_to_subscribers,
     wrong_codes_from_many_addresses_still_lock_the_accounts_code_entry,
     a_kek_rotation_reseals_totp_secrets_so_the_old_kek_can_go,
     an_authenticator_enrolled_and_confirmed_makes_sign_in_need_its_code,

@@ -4,22 +4,14 @@
 //! a stand-in for a customer's endpoint (a third party), recording what it
 //! receives and answering with the statuses it is told.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use axum::{
-    Router,
-    body::Bytes,
-    extract::State,
-    http::{HeaderMap, StatusCode},
-    routing::post,
-};
+use axum::http::StatusCode;
 use portico_common::outbox::SubscriberConfig;
-use portico_common::webhooks::{self, SigningSecret};
-use portico_testkit::{Backend, eventually};
+use portico_testkit::{
+    Backend, eventually,
+    webhooks::{SECRET, WebhookEndpoint as Endpoint},
+};
 use reqwest::header;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -27,62 +19,9 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, assert_problem, error_fields, on_both_backends};
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// A customer's webhook endpoint: verifies each delivery as a receiver
-/// must, records the verified events, answers the queued statuses (then
-/// 204).
-#[derive(Clone, Default)]
-struct Endpoint {
-    received: Arc<Mutex<Vec<Value>>>,
-    answers: Arc<Mutex<VecDeque<StatusCode>>>,
-}
-
-impl Endpoint {
-    async fn start(self) -> String {
-        async fn deliver(
-            State(endpoint): State<Endpoint>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> StatusCode {
-            let secret = SigningSecret::parse(&SecretString::from(SECRET.to_owned())).unwrap();
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let verified = webhooks::verify(&[secret], &headers, &body, now, 300)
-                .expect("every delivery is signed");
-            let answer = endpoint
-                .answers
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or(StatusCode::NO_CONTENT);
-            let event: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(event["id"], verified.id.as_str());
-            if answer.is_success() {
-                endpoint.received.lock().unwrap().push(event);
-            }
-            answer
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-        let app = Router::new()
-            .route("/hooks", post(deliver))
-            .with_state(self);
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        url
-    }
-
-    fn received(&self) -> Vec<Value> {
-        self.received.lock().unwrap().clone()
-    }
-
-    fn answer_next(&self, statuses: &[StatusCode]) {
-        self.answers.lock().unwrap().extend(statuses);
-    }
-}
-
 /// A user service whose events go to `endpoint`, retrying fast.
 async fn app_with_subscriber(backend: Backend, endpoint: &Endpoint, max_attempts: u32) -> TestApp {
-    let url = endpoint.clone().start().await;
+    let url = endpoint.start().await;
     TestApp::spawn_with(backend, |config| {
         config.events.backoff_base_ms = 20;
         config.events.backoff_max_ms = 40;
@@ -104,11 +43,13 @@ fn admin_token(app: &TestApp) -> String {
 }
 
 async fn received_within(endpoint: &Endpoint, count: usize) -> Vec<Value> {
-    eventually(Duration::from_secs(10), "the deliveries", || {
-        let received = endpoint.received();
-        async move { (received.len() >= count).then_some(received) }
-    })
-    .await
+    let received = endpoint.received_at_least(count).await;
+    assert!(
+        endpoint.unverified().is_empty(),
+        "{:?}",
+        endpoint.unverified()
+    );
+    received
 }
 
 async fn each_change_reaches_the_subscriber_signed_and_in_order(backend: Backend) {
