@@ -224,7 +224,50 @@ async fn past_the_grace_the_deleted_credential_is_removed(backend: Backend) {
     );
 }
 
+async fn an_applied_deletion_is_announced_once_however_often_it_arrives(backend: Backend) {
+    // Arrange: a subscriber of auth's own events.
+    let endpoint = portico_testkit::webhooks::WebhookEndpoint::default();
+    let url = endpoint.start().await;
+    let app = TestApp::spawn_with_config(backend, |config| {
+        config.events.secrets = vec![SecretString::from(SECRET.to_owned())];
+        config.outbox.subscribers = vec![crate::outbox::subscriber(url, &[])];
+    })
+    .await;
+    let user_id = app
+        .register_account("gone@example.com")
+        .await
+        .user_id
+        .unwrap();
+    let event = deletion_of(user_id, &Uuid::now_v7().to_string());
+
+    // Act: delivered twice, as at-least-once delivery may.
+    assert_eq!(
+        deliver(&app, &event, SECRET, 0).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        deliver(&app, &event, SECRET, 0).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // Assert: one auth.account_deleted, once nothing is pending.
+    endpoint.received_at_least(1).await;
+    eventually(Duration::from_secs(10), "an empty backlog", || async {
+        portico_common::outbox::store::backlog(app.store.db())
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let received = endpoint.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["type"], "auth.account_deleted");
+    assert_eq!(received[0]["data"], json!({"user_id": user_id}));
+}
+
 on_both_backends!(
+    an_applied_deletion_is_announced_once_however_often_it_arrives,
     past_the_grace_the_deleted_credential_is_removed,
     a_deletion_ends_every_session_and_sign_in_once_per_event,
     forged_stale_or_malformed_deliveries_change_nothing,
