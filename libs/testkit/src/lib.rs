@@ -14,6 +14,7 @@ pub mod dns;
 pub mod fields;
 pub mod http;
 pub mod issuer;
+pub mod schema;
 pub mod smtp;
 pub mod tcp;
 pub mod tls;

@@ -149,3 +149,30 @@ async fn deliver(
     }
     answer
 }
+
+/// Panics unless `event` is what `document` (a service's OpenAPI document)
+/// says its type's webhook carries.
+pub fn assert_documented(document: &Value, event: &Value) {
+    let event_type = event["type"].as_str().expect("an event type");
+    let schema = document
+        .pointer(&format!(
+            "/webhooks/{}/post/requestBody/content/application~1json/schema",
+            event_type.replace('~', "~0").replace('/', "~1")
+        ))
+        .unwrap_or_else(|| panic!("the document has no webhook `{event_type}`"));
+    crate::schema::assert_conforms(document, schema, event);
+}
+
+/// [`assert_documented`] for each of `events`, against the document the
+/// service serves at `openapi_url`.
+pub async fn assert_each_documented(openapi_url: &str, events: &[Value]) {
+    let document: Value = reqwest::get(openapi_url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for event in events {
+        assert_documented(&document, event);
+    }
+}

@@ -3,8 +3,12 @@
 //! transaction. Consumers dedupe by `id` and order per subject by
 //! `version` (the profile's).
 
-use portico_common::outbox::{Event, rfc3339};
-use serde_json::{Value, json};
+use portico_common::outbox::{Event, document::DocumentedEvent};
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::domain::{Profile, ProfileBody};
 
@@ -37,13 +41,58 @@ impl EventType {
     }
 }
 
-fn about(event_type: EventType, profile: &Profile, data: Value) -> Event {
+/// `user.created`'s data.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCreatedData {
+    /// The new profile, as `GET /v1/users/me` shows it.
+    pub profile: ProfileBody,
+}
+
+/// `user.updated`'s data.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserUpdatedData {
+    /// The profile after the change.
+    pub profile: ProfileBody,
+    /// The fields that moved (`display_name`, `locale`, `time_zone`).
+    pub changed: Vec<String>,
+}
+
+/// `user.deleted`'s data: no personal data (it is about to be scrubbed,
+/// and a subscriber has no need of it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserDeletedData {
+    pub user_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub deleted_at: OffsetDateTime,
+}
+
+/// Every event type as the OpenAPI document's `webhooks` describe it.
+pub fn documented() -> Vec<DocumentedEvent> {
+    vec![
+        DocumentedEvent::of::<UserCreatedData>(
+            EventType::UserCreated.as_str(),
+            "A profile was created (registration).",
+        ),
+        DocumentedEvent::of::<UserUpdatedData>(
+            EventType::UserUpdated.as_str(),
+            "`PATCH /v1/users/me` moved at least one field.",
+        ),
+        DocumentedEvent::of::<UserDeletedData>(
+            EventType::UserDeleted.as_str(),
+            "`DELETE /v1/users/me`: auth ends the sessions; personal data goes after the grace period.",
+        ),
+    ]
+}
+
+fn about(event_type: EventType, profile: &Profile, data: impl Serialize) -> Event {
     Event::new(
         event_type.as_str(),
         profile.id,
         profile.version,
         profile.updated_at,
-        data,
+        // Plain structs of strings and numbers: serialising cannot fail.
+        serde_json::to_value(data).unwrap_or(Value::Null),
     )
 }
 
@@ -52,7 +101,9 @@ pub fn created(profile: &Profile) -> Event {
     about(
         EventType::UserCreated,
         profile,
-        json!({ "profile": ProfileBody::from(profile.clone()) }),
+        UserCreatedData {
+            profile: ProfileBody::from(profile.clone()),
+        },
     )
 }
 
@@ -61,24 +112,28 @@ pub fn updated(profile: &Profile, changed: &[&str]) -> Event {
     about(
         EventType::UserUpdated,
         profile,
-        json!({ "profile": ProfileBody::from(profile.clone()), "changed": changed }),
+        UserUpdatedData {
+            profile: ProfileBody::from(profile.clone()),
+            changed: changed.iter().map(|field| (*field).to_owned()).collect(),
+        },
     )
 }
 
-/// `user.deleted`: only the id and when (no personal data: it is about to
-/// be scrubbed, and a subscriber has no need of it).
+/// `user.deleted`: only the id and when.
 pub fn deleted(profile: &Profile) -> Event {
     about(
         EventType::UserDeleted,
         profile,
-        json!({ "user_id": profile.id, "deleted_at": rfc3339(profile.updated_at) }),
+        UserDeletedData {
+            user_id: profile.id,
+            deleted_at: profile.updated_at,
+        },
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use time::OffsetDateTime;
-    use uuid::Uuid;
+    use serde_json::json;
 
     use super::*;
 

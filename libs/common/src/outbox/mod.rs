@@ -7,6 +7,7 @@
 //! carries their migrations (the same schema on PostgreSQL and SQLite).
 
 pub mod admin;
+pub mod document;
 mod relay;
 pub mod store;
 

@@ -83,7 +83,7 @@ impl SecondFactor {
     fn method(&self) -> &'static str {
         match self {
             Self::Code(_) => "totp",
-            Self::RecoveryCode(_) => "recovery_code",
+            Self::RecoveryCode(_) => crate::domain::events::RECOVERY_CODE_PROOF,
         }
     }
 }

@@ -51,10 +51,14 @@ pub struct AppState {
         description = "Registration, login, token refresh and logout; the public keys that verify access tokens."
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&BearerSecurity, &ClientBasicSecurity),
-    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "mfa", description = "The caller's second factor (TOTP)"), (name = "keys", description = "Token verification keys and discovery"), (name = "admin", description = "Roles and the audit log (admin role)"), (name = "internal", description = "Service-to-service API"))
+    modifiers(&BearerSecurity, &ClientBasicSecurity, &WEBHOOKS),
+    tags((name = "auth", description = "Accounts and sign-in"), (name = "sessions", description = "The caller's own sessions and password"), (name = "mfa", description = "The caller's second factor (TOTP)"), (name = "keys", description = "Token verification keys and discovery"), (name = "admin", description = "Roles, the audit log, key rotation and webhook deliveries (admin role)"), (name = "internal", description = "Service-to-service API"), (name = "events", description = "Webhooks this service sends to its subscribers (`outbox.subscribers`)"))
 )]
 struct ApiDoc;
+
+/// The events this service sends, in the document's `webhooks`.
+const WEBHOOKS: portico_common::outbox::document::Webhooks =
+    portico_common::outbox::document::Webhooks(crate::domain::events::documented);
 
 /// HTTP Basic client authentication of the token endpoint.
 struct ClientBasicSecurity;

@@ -511,6 +511,11 @@ async fn a_verified_address_and_a_reset_password_are_announced(backend: Backend)
         json!({"user_id": user_id, "method": "reset"})
     );
     assert!(received.iter().all(|e| e["subject"] == user_id));
+    portico_testkit::webhooks::assert_each_documented(
+        &format!("{}/openapi.json", mailing.app.api),
+        &received,
+    )
+    .await;
 }
 
 on_both_backends!(

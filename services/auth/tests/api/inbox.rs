@@ -264,6 +264,11 @@ async fn an_applied_deletion_is_announced_once_however_often_it_arrives(backend:
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0]["type"], "auth.account_deleted");
     assert_eq!(received[0]["data"], json!({"user_id": user_id}));
+    portico_testkit::webhooks::assert_each_documented(
+        &format!("{}/openapi.json", app.api),
+        &received,
+    )
+    .await;
 }
 
 on_both_backends!(

@@ -477,6 +477,11 @@ async fn turning_mfa_on_and_off_is_announced_to_subscribers(backend: Backend) {
     assert_eq!(received[1]["data"]["proof"], "recovery_code");
     let body = serde_json::to_string(&received).unwrap();
     assert!(!body.contains(&codes[0]), "no recovery code in events");
+    portico_testkit::webhooks::assert_each_documented(
+        &format!("{}/openapi.json", account.app.api),
+        &received,
+    )
+    .await;
 }
 
 on_both_backends!(

@@ -11,7 +11,7 @@ use portico_common::outbox::{SubscriberConfig, store};
 use portico_testkit::{
     Backend, eventually,
     issuer::claims_of,
-    webhooks::{SECRET, WebhookEndpoint},
+    webhooks::{SECRET, WebhookEndpoint, assert_each_documented},
 };
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
@@ -173,6 +173,7 @@ async fn announced_changes_reach_the_subscriber_signed_and_in_order(backend: Bac
         json!({"user_id": ann_id, "role": "admin", "by": admin_actor})
     );
     assert_eq!(received[2]["data"]["role"], "admin");
+    assert_each_documented(&format!("{}/openapi.json", app.api), &received).await;
     let body = serde_json::to_string(&received).unwrap();
     for secret in [PASSWORD, NEW_PASSWORD, "ann@example.com"] {
         assert!(!body.contains(secret), "no password or address in events");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use portico_common::{
     FieldError, Problem, clock::SharedClock, http::pipeline, jwt::TokenVerifier,
-    openapi::BearerSecurity,
+    openapi::BearerSecurity, outbox::document::Webhooks,
 };
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -44,10 +44,13 @@ pub struct AppState {
         description = "Profiles. `/v1/users/*` is public through the gateway; `/internal/*` is for other services only."
     ),
     components(schemas(Problem, FieldError)),
-    modifiers(&BearerSecurity),
-    tags((name = "users", description = "The caller's profile"), (name = "admin", description = "The user directory and webhook deliveries (admin role)"), (name = "internal", description = "Service-to-service API"))
+    modifiers(&BearerSecurity, &WEBHOOKS),
+    tags((name = "users", description = "The caller's profile"), (name = "admin", description = "The user directory and webhook deliveries (admin role)"), (name = "internal", description = "Service-to-service API"), (name = "events", description = "Webhooks this service sends to its subscribers (`events.subscribers`)"))
 )]
 struct ApiDoc;
+
+/// The events this service sends, in the document's `webhooks`.
+const WEBHOOKS: Webhooks = Webhooks(crate::events::documented);
 
 /// The API router, pipeline and `/openapi.json` included.
 pub fn router(state: AppState) -> Router {

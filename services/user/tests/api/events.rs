@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use portico_common::outbox::SubscriberConfig;
 use portico_testkit::{
     Backend, eventually,
-    webhooks::{SECRET, WebhookEndpoint as Endpoint},
+    webhooks::{SECRET, WebhookEndpoint as Endpoint, assert_each_documented},
 };
 use reqwest::header;
 use secrecy::SecretString;
@@ -97,6 +97,7 @@ async fn each_change_reaches_the_subscriber_signed_and_in_order(backend: Backend
             .all(|event| event["subject"] == profile.id.to_string())
     );
     assert_eq!(received[3]["data"]["profile"]["display_name"], "Four");
+    assert_each_documented(&format!("{}/openapi.json", app.api), &received).await;
 }
 
 async fn a_failed_delivery_is_retried_and_holds_back_the_users_later_events(backend: Backend) {
@@ -306,6 +307,7 @@ async fn deleting_the_account_hides_the_profile_and_announces_it(backend: Backen
         received[1]["data"].get("email").is_none(),
         "no personal data in the deletion event"
     );
+    assert_each_documented(&format!("{}/openapi.json", app.api), &received).await;
 }
 
 /// A claim is a lease: claimed rows are skipped until it runs out, then
