@@ -54,7 +54,7 @@ impl DocumentedEvent {
                 "parameters": [
                     header("webhook-id", "string", "The event's `id`: the same on every retry and resend."),
                     header("webhook-timestamp", "integer", "When this attempt was signed (Unix seconds): refuse one far from now."),
-                    header("webhook-signature", "string", "`v1,<base64 HMAC-SHA256 of \"{webhook-id}.{webhook-timestamp}.{body}\">` under the subscriber's secret (Standard Webhooks); several, space-separated, while a secret rotates."),
+                    header("webhook-signature", "string", "`v1,<base64 HMAC-SHA256 of \"{webhook-id}.{webhook-timestamp}.{body}\">` under the subscriber's secret (Standard Webhooks). Verify in constant time against each secret you accept (while rotating, the old and the new); the header may hold several space-separated signatures: one matching is enough."),
                 ],
                 "requestBody": {
                     "required": true,

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AuthStore;
-use crate::domain::audit::AuditEvent;
+use crate::domain::audit::{AuditEvent, AuditKind};
 
 /// What a mailed token is for (`account_tokens.purpose`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,10 +127,25 @@ impl AuthStore {
         else {
             return Ok(None);
         };
+        // The link reached the address: an unverified one is verified now
+        // (its own audited fact and event).
+        let newly_verified = on_conn!((&mut work).into(), exec => {
+            sqlx::query(
+                "UPDATE credentials SET email_verified_at = $3 \
+                 WHERE user_id = $1 AND email_lower = $2 AND status = 'active' \
+                 AND email_verified_at IS NULL",
+            )
+            .bind(user_id)
+            .bind(&email_lower)
+            .bind(now)
+            .execute(exec)
+            .await?
+            .rows_affected()
+                == 1
+        });
         let changed = on_conn!((&mut work).into(), exec => {
             sqlx::query(
-                "UPDATE credentials SET password_hash = $3, updated_at = $4, \
-                 email_verified_at = COALESCE(email_verified_at, $4) \
+                "UPDATE credentials SET password_hash = $3, updated_at = $4 \
                  WHERE user_id = $1 AND email_lower = $2 AND status = 'active'",
             )
             .bind(user_id)
@@ -168,7 +183,17 @@ impl AuthStore {
             .clone()
             .user(user_id)
             .detail(format!("password reset; {ended} sessions ended"));
-        self.commit_audited(work, &audit).await?;
+        if newly_verified {
+            // Two facts, in this order (UUIDv7 ids and event versions).
+            let mut verified = audit.clone().detail("by a password reset link");
+            verified.id = Uuid::now_v7();
+            verified.kind = AuditKind::EmailVerified;
+            let mut reset = audit.clone();
+            reset.id = Uuid::now_v7();
+            self.commit_all_audited(work, &[&verified, &reset]).await?;
+        } else {
+            self.commit_audited(work, &audit).await?;
+        }
         Ok(Some(user_id))
     }
 

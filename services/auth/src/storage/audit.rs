@@ -70,39 +70,49 @@ impl AuthStore {
     /// relay. The change and its event commit together or not at all.
     pub(super) async fn commit_audited(
         &self,
-        mut work: UnitOfWork,
+        work: UnitOfWork,
         audit: &AuditEvent,
     ) -> Result<(), sqlx::Error> {
-        on_conn!((&mut work).into(), exec => {
-            insert_audit!(audit).execute(exec).await.map(|_| ())
-        })?;
+        self.commit_all_audited(work, &[audit]).await
+    }
+
+    /// [`Self::commit_audited`] for a change that is several audited
+    /// facts at once (a reset that also verifies the address).
+    pub(super) async fn commit_all_audited(
+        &self,
+        mut work: UnitOfWork,
+        audits: &[&AuditEvent],
+    ) -> Result<(), sqlx::Error> {
         let mut deliveries_added = false;
-        if let Some((event_type, subject, data)) = announcement(audit) {
-            // The credential's event counter: its row lock also orders
-            // this change's event after every earlier one of the user.
-            let version: i64 = on_conn!((&mut work).into(), exec => {
-                sqlx::query_scalar(
-                    "UPDATE credentials SET event_version = event_version + 1 \
-                     WHERE user_id = $1 RETURNING event_version",
-                )
-                .bind(subject)
-                .fetch_one(exec)
-                .await?
-            });
-            let event = Event::new(
-                event_type.as_str(),
-                subject,
-                version,
-                audit.occurred_at,
-                data,
-            );
-            deliveries_added = self
-                .outbox
-                .record(&mut work, &event, audit.occurred_at)
-                .await?;
+        for audit in audits {
+            on_conn!((&mut work).into(), exec => {
+                insert_audit!(audit).execute(exec).await.map(|_| ())
+            })?;
+            if let Some((event_type, subject, data)) = announcement(audit) {
+                let Some(version) = next_event_version(&mut work, subject).await? else {
+                    // No credential: nothing of an account changed here
+                    // (a deletion of a registration already abandoned).
+                    tracing::warn!(user_id = %subject, kind = audit.kind.as_str(),
+                        "no credential to announce the change of; no event");
+                    continue;
+                };
+                let event = Event::new(
+                    event_type.as_str(),
+                    subject,
+                    version,
+                    audit.occurred_at,
+                    data,
+                );
+                deliveries_added |= self
+                    .outbox
+                    .record(&mut work, &event, audit.occurred_at)
+                    .await?;
+            }
         }
         self.outbox.commit(work, deliveries_added).await?;
-        audit.recorded();
+        for audit in audits {
+            audit.recorded();
+        }
         Ok(())
     }
 
@@ -144,4 +154,23 @@ impl AuthStore {
                 .collect()
         })
     }
+}
+
+/// Takes the credential's row lock and the version of its next event (its
+/// event count after this one); `None` without a credential. Every
+/// announced change takes this lock, so a user's events are numbered in
+/// the order their transactions commit.
+pub(super) async fn next_event_version(
+    work: &mut UnitOfWork,
+    user_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    on_conn!(work.into(), exec => {
+        sqlx::query_scalar(
+            "UPDATE credentials SET event_version = event_version + 1 \
+             WHERE user_id = $1 RETURNING event_version",
+        )
+        .bind(user_id)
+        .fetch_optional(exec)
+        .await
+    })
 }

@@ -235,8 +235,20 @@ impl AuthStore {
         audit: &AuditEvent,
     ) -> Result<bool, sqlx::Error> {
         let mut work = self.db().begin().await?;
+        // The credential's lock first, as every change that ends in an
+        // event takes it (a password change holds it while it clears the
+        // challenges this clears too): no lock-order deadlock.
+        on_conn!((&mut work).into(), exec => {
+            sqlx::query("UPDATE credentials SET event_version = event_version WHERE user_id = $1")
+                .bind(user_id)
+                .execute(exec)
+                .await
+                .map(|_| ())
+        })?;
+        // Only a confirmed authenticator: a second request racing a new
+        // enrolment must not take the new one away (nor announce twice).
         let removed = on_conn!((&mut work).into(), exec => {
-            sqlx::query("DELETE FROM totp_factors WHERE user_id = $1")
+            sqlx::query("DELETE FROM totp_factors WHERE user_id = $1 AND confirmed_at IS NOT NULL")
                 .bind(user_id)
                 .execute(exec)
                 .await?

@@ -518,7 +518,49 @@ async fn a_verified_address_and_a_reset_password_are_announced(backend: Backend)
     .await;
 }
 
+async fn a_reset_of_an_unverified_address_announces_the_verification_first(backend: Backend) {
+    // Arrange: the verification mail is never opened.
+    let endpoint = portico_testkit::webhooks::WebhookEndpoint::default();
+    let url = endpoint.start().await;
+    let mailing = mailing(backend, |config| {
+        config.outbox.subscribers = vec![crate::outbox::subscriber(url, &[])];
+    })
+    .await;
+    mailing.app.register_account("ann@example.com").await;
+    mailing.mail(1).await;
+    mailing
+        .post(
+            "/v1/auth/password/reset/request",
+            json!({"email": "ann@example.com"}),
+        )
+        .await;
+    let reset = token_of(&mailing.mail(2).await);
+
+    // Act
+    let done = mailing
+        .post(
+            "/v1/auth/password/reset/confirm",
+            json!({"token": reset, "new_password": NEW_PASSWORD}),
+        )
+        .await;
+
+    // Assert: two facts, two events, in order.
+    assert_eq!(done.status(), StatusCode::NO_CONTENT);
+    let received = endpoint.received_at_least(2).await;
+    let seen: Vec<(&str, i64)> = received
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["version"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("user.email_verified", 1), ("auth.password_changed", 2)]
+    );
+    assert_eq!(mailing.audited(AuditKind::EmailVerified).await, 1);
+    assert_eq!(mailing.audited(AuditKind::PasswordReset).await, 1);
+}
+
 on_both_backends!(
+    a_reset_of_an_unverified_address_announces_the_verification_first,
     a_verified_address_and_a_reset_password_are_announced,
     registration_mails_a_verification_link_that_works_once,
     a_new_verification_mail_replaces_the_old_and_links_expire,

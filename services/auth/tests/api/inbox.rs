@@ -239,6 +239,13 @@ async fn an_applied_deletion_is_announced_once_however_often_it_arrives(backend:
         .user_id
         .unwrap();
     let event = deletion_of(user_id, &Uuid::now_v7().to_string());
+    // A deletion of an account auth never had (a registration abandoned
+    // before) changes nothing and announces nothing.
+    let stranger = deletion_of(Uuid::now_v7(), &Uuid::now_v7().to_string());
+    assert_eq!(
+        deliver(&app, &stranger, SECRET, 0).await.status(),
+        StatusCode::NO_CONTENT
+    );
 
     // Act: delivered twice, as at-least-once delivery may.
     assert_eq!(
