@@ -40,6 +40,8 @@ cd "$(dirname -- "${BASH_SOURCE[0]}")/../.."
 # policy-rc.d so packages start no services) and _portico_free_port.
 # shellcheck source=scripts/lib/test-services.sh
 source scripts/lib/test-services.sh
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 
 # Thousands of idle connections need as many descriptors (the proxies
 # started below inherit the limit).
@@ -54,11 +56,6 @@ TIMEOUT=${PORTICO_BENCH_TIMEOUT:-2s}
 SCRAPE_SECS=${PORTICO_BENCH_SCRAPE_SECS:-5}
 BENCH_PATH=/v1/bench/item.json
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf '\n!!! bench: %s\n\n' "$*" >&2
-    exit 1
-}
 
 # ---------------------------------------------------------------------------
 # Tools
@@ -439,18 +436,6 @@ forged_status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 \
 process_tree() {
     printf '%s\n' "$1"
     pgrep -P "$1" || true
-}
-
-# user+system CPU ticks of the given pids (fields 14 and 15 of /proc/PID/stat,
-# counted after the command name, which ends with ") ").
-cpu_ticks() {
-    local total=0 pid stat fields
-    for pid in "$@"; do
-        stat=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        read -r -a fields <<<"$stat"
-        total=$((total + fields[11] + fields[12]))
-    done
-    printf '%s\n' "$total"
 }
 
 # Busy ticks of the whole machine, steal included (time we did not get).

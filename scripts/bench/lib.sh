@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Shared by the whole-system benchmarks (auth.sh, user.sh): logging, the
-# release system started with scripts/dev.sh on a free port block, and
-# reading wrk's summary. Source it after scripts/lib/test-services.sh.
+# Shared by the benchmarks (gateway.sh, auth.sh, user.sh): logging, CPU
+# ticks of processes, the release system started with scripts/dev.sh on a
+# free port block (auth.sh, user.sh), and reading wrk's summary. Source it after scripts/lib/test-services.sh.
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -36,6 +36,23 @@ start_release_system() {
         sleep 0.1
     done
     die "the system was not up after 60 s"
+}
+
+# user+system CPU ticks of the given pids (fields 14 and 15 of /proc/PID/stat,
+# counted after the command name, which ends with ") ").
+cpu_ticks() {
+    local total=0 pid stat fields
+    for pid in "$@"; do
+        stat=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        read -r -a fields <<<"$stat"
+        total=$((total + fields[11] + fields[12]))
+    done
+    printf '%s\n' "$total"
+}
+
+# Microseconds of CPU per request from a tick delta and a request count.
+us_per_request() {
+    python3 -c "import os,sys; print(f'{int(sys.argv[1]) * 1e6 / os.sysconf(\"SC_CLK_TCK\") / max(int(sys.argv[2]), 1):.1f}')" "$1" "$2"
 }
 
 # Stops what start_release_system started.

@@ -84,13 +84,23 @@ TOKEN=$(curl -fsS -X POST "$GATEWAY/v1/auth/register" -H 'content-type: applicat
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])') || die "registration failed"
 curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$USER1/v1/users/me" || die "the profile cannot be read"
 
+# CPU per request, per process (the figure of record on shared cores).
+GATEWAY_PID=$(pgrep -f "target/release/portico-gateway" | head -1)
+mapfile -t USER_PIDS < <(pgrep -f "target/release/portico-user")
+[[ -n $GATEWAY_PID && ${#USER_PIDS[@]} -gt 0 ]] || die "the release processes were not found"
+declare -A GATEWAY_US USER_US
 for target in gateway direct; do
     url=$GATEWAY
     [[ $target == direct ]] && url=$USER1
     log "cached GET /v1/users/me, $target: warm-up, then $DURATION"
     wrk -t 2 -c "$CONNECTIONS" -d 2s -H "authorization: Bearer $TOKEN" "$url/v1/users/me" >/dev/null
+    gateway0=$(cpu_ticks "$GATEWAY_PID")
+    user0=$(cpu_ticks "${USER_PIDS[@]}")
     wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -H "authorization: Bearer $TOKEN" \
         "$url/v1/users/me" >"$WORK/$target.txt"
+    served=$(wrk_field "$WORK/$target.txt" requests)
+    GATEWAY_US[$target]=$(us_per_request $(($(cpu_ticks "$GATEWAY_PID") - gateway0)) "$served")
+    USER_US[$target]=$(us_per_request $(($(cpu_ticks "${USER_PIDS[@]}") - user0)) "$served")
 done
 HITS=$(curl -fsS "http://127.0.0.1:$((BASE + 1001))/metrics" |
     awk '/^user_profile_cache_lookups_total\{outcome="hit"\}/ { print $2 }')
@@ -190,6 +200,13 @@ cat <<EOF
 | the same, straight to one user replica | $DIRECT_RPS/s, p99 $(wrk_field "$WORK/direct.txt" 99) ms, $(wrk_field "$WORK/direct.txt" bad) failed | |
 | \`redis-benchmark\` GET, same Redis ($CONNECTIONS connections) | $REDIS_RPS/s | the ceiling of a cache hit |
 | cache hits counted by replica 1 | $HITS | every read after the first |
+
+CPU per request (user + system, from /proc), the figure of record on shared cores:
+
+| path | gateway | user replicas | together |
+|---|---|---|---|
+| through the gateway | ${GATEWAY_US[gateway]} µs | ${USER_US[gateway]} µs | $(python3 -c "print(round(${GATEWAY_US[gateway]} + ${USER_US[gateway]}, 1))") µs |
+| straight to one replica | – | ${USER_US[direct]} µs | ${USER_US[direct]} µs |
 
 Outbox: $WRITERS users changing their profiles through the gateway for $DURATION (wrk, 16 connections): $(wrk_field "$WORK/patch.txt" rps) changes/s; every change an event for a local webhook subscriber, delivered by the two replicas' relays.
 
