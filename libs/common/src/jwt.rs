@@ -337,7 +337,7 @@ impl JwksCache {
         if !response.status().is_success() {
             return Err(format!("JWKS endpoint answered {}", response.status()));
         }
-        let set: JwkSet = response.json().await.map_err(|err| err.to_string())?;
+        let set: JwkSet = crate::http::client::json_within(response, MAX_JWKS_BYTES).await?;
         Ok(decoding_keys(&set))
     }
 }
@@ -393,6 +393,10 @@ pub enum KeySource {
     /// Keys held in-process (the auth service verifying its own tokens).
     Local(KeyLookup),
 }
+
+/// The most of a JWKS answer read: a few keys take a few KiB, so a larger
+/// answer is a fault (or a hostile endpoint), not keys.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: i64 = 30;
@@ -682,6 +686,46 @@ mod tests {
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
             value.to_string(),
         )
+    }
+
+    /// A JWKS answer past the bound is refused whole (the keys in it are
+    /// not believed) rather than read into memory without end.
+    #[tokio::test]
+    async fn a_jwks_answer_past_its_bound_is_refused() {
+        use axum::{Router, routing::get};
+        use portico_testkit::issuer::TestIssuer;
+
+        let issuer = TestIssuer::start().await;
+        let jwks = reqwest::get(&issuer.jwks_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // The real keys, then padding the JSON allows (whitespace).
+        let oversized = format!("{jwks}{}", " ".repeat(MAX_JWKS_BYTES));
+        let app = Router::new().route("/jwks", get(move || async move { oversized }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let client = HttpClient::new(&crate::http::client::HttpClientConfig {
+            connect_timeout_ms: 1_000,
+            request_timeout_ms: 5_000,
+        })
+        .unwrap();
+        let cache = JwksCache::new(
+            JwksConfig {
+                url,
+                cache_ttl_secs: 60,
+                min_refresh_interval_secs: 0,
+            },
+            client,
+        );
+
+        let loaded = cache.ensure_loaded().await;
+
+        let err = loaded.unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
     }
 
     #[tokio::test]

@@ -39,6 +39,11 @@ use crate::{
     http::client::HttpClient,
 };
 
+/// The most of one feed page read: auth pages 1,000 revocations of about
+/// 100 bytes each, so 4 MiB leaves room and still bounds what a faulty
+/// peer can make this process hold.
+const MAX_FEED_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// How long startup waits for the first catch-up before going on unready.
 const STARTUP_CATCH_UP: Duration = Duration::from_secs(2);
 
@@ -208,7 +213,8 @@ impl Revocations {
             if !response.status().is_success() {
                 return Err(format!("revocation feed answered {}", response.status()));
             }
-            let feed: RevocationFeed = response.json().await.map_err(|err| err.to_string())?;
+            let feed: RevocationFeed =
+                crate::http::client::json_within(response, MAX_FEED_PAGE_BYTES).await?;
             if let Ok(mut revoked) = self.revoked.write() {
                 let now = Instant::now();
                 revoked.retain(|_, until| *until > now);
