@@ -89,6 +89,15 @@ impl ThrottleStore {
         }
     }
 
+    /// Counts one use of a rate-limited action (a mail asked for) and
+    /// answers as [`Self::check`] does after it: the use past the limit is
+    /// already refused. The same counters and lock-outs as failures, so a
+    /// limit reads like the sign-in throttle's configuration.
+    pub async fn take(&self, attempt: &Attempt<'_>, now: OffsetDateTime) -> Result<(), i64> {
+        self.failed(attempt, now).await;
+        self.check(attempt, now).await
+    }
+
     /// Clears the owner's account+address counter after a success.
     pub async fn succeeded(&self, attempt: &Attempt<'_>) {
         match self {

@@ -220,12 +220,8 @@ impl Accounts {
             account: email_lower,
             address: address.as_deref(),
         };
-        let now = self.clock.now();
-        // Counted first, so `failures` mails go out per window and the one
-        // past the limit is already refused.
-        self.mail_throttle.failed(&attempt, now).await;
         self.mail_throttle
-            .check(&attempt, now)
+            .take(&attempt, self.clock.now())
             .await
             .map_err(|retry_after_secs| AuthError::Throttled { retry_after_secs })
     }
