@@ -4,7 +4,7 @@
 
 use portico_common::{
     db::{self, Db, UnitOfWork},
-    outbox::{self, Delivery, Event, Outbox},
+    outbox::{self, Event, Outbox},
     types::Email,
 };
 use time::OffsetDateTime;
@@ -188,19 +188,9 @@ impl Accounts {
         Ok(current)
     }
 
-    /// Dead-lettered deliveries, newest first, older than `before`.
-    pub async fn dead_deliveries(
-        &self,
-        before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<Delivery>, UserError> {
-        Ok(self.outbox.dead(before, limit).await?)
-    }
-
-    /// Queues a dead-lettered delivery again; `false` if there is none
-    /// with that id.
-    pub async fn redeliver(&self, id: i64, now: OffsetDateTime) -> Result<bool, UserError> {
-        Ok(self.outbox.redeliver(id, now).await?)
+    /// The outbox (its dead letters, for admins).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// A page of the directory (admins).

@@ -3,11 +3,17 @@
 //! `GET …/admin/deliveries` and `POST …/admin/deliveries/{id}/redeliver`
 //! (each service routes them under its own prefix and admin check).
 
+use axum::{
+    extract::{Query, rejection::QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
-use super::Delivery;
-use crate::{Problem, http::query::bounded_integer};
+use super::{Delivery, Outbox};
+use crate::{Problem, error::ApiJson, http::query::bounded_integer};
 
 /// Most deliveries on one page.
 pub const MAX_PAGE: i64 = 100;
@@ -89,4 +95,74 @@ impl From<Delivery> for DeadDelivery {
 /// an id that is not a number).
 pub fn no_such_dead_delivery() -> Problem {
     Problem::not_found("no dead-lettered delivery with this id")
+}
+
+/// The answers of `GET …/admin/deliveries` (besides 401 and 503).
+#[derive(Debug, IntoResponses)]
+pub enum DeadPageResponses {
+    /// A page of dead-lettered deliveries
+    #[response(status = 200)]
+    Page(DeadDeliveries),
+    /// A query parameter given twice
+    #[response(status = 400, content_type = "application/problem+json")]
+    Unreadable(Problem),
+    /// The caller is not an admin
+    #[response(status = 403, content_type = "application/problem+json")]
+    NotAdmin(Problem),
+    /// `limit` or `before` out of range
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+}
+
+/// The answers of `POST …/admin/deliveries/{id}/redeliver` (besides 401
+/// and 503).
+#[derive(Debug, IntoResponses)]
+pub enum RedeliverResponses {
+    /// Queued for delivery
+    #[response(status = 202)]
+    Queued,
+    /// The caller is not an admin
+    #[response(status = 403, content_type = "application/problem+json")]
+    NotAdmin(Problem),
+    /// No dead-lettered delivery with this id
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}
+
+/// `GET …/admin/deliveries` once the caller is known to be an admin.
+pub async fn dead_page(
+    outbox: &Outbox,
+    query: Result<Query<DeadQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(crate::http::query::rejected)?;
+    let (limit, before) = query.page()?;
+    let page = outbox
+        .dead(before, limit)
+        .await
+        .map_err(|err| crate::db::problem_for(&err))?;
+    Ok(ApiJson(DeadDeliveries::new(page, limit)).into_response())
+}
+
+/// `POST …/admin/deliveries/{id}/redeliver` once the caller is known to be
+/// an admin (`admin` names them in the log line).
+pub async fn redeliver(
+    outbox: &Outbox,
+    id: &str,
+    now: OffsetDateTime,
+    admin: &str,
+) -> Result<Response, Problem> {
+    let id: i64 = id.parse().map_err(|_| no_such_dead_delivery())?;
+    if !outbox
+        .redeliver(id, now)
+        .await
+        .map_err(|err| crate::db::problem_for(&err))?
+    {
+        return Err(no_such_dead_delivery());
+    }
+    tracing::info!(
+        delivery = id,
+        admin,
+        "dead-lettered delivery queued again by an admin"
+    );
+    Ok(StatusCode::ACCEPTED.into_response())
 }

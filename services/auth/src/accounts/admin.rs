@@ -2,7 +2,6 @@
 //! bootstrap admin named in config.
 
 use portico_common::identity::Role;
-use portico_common::outbox::Delivery;
 use uuid::Uuid;
 
 use super::{Accounts, ClientInfo};
@@ -133,19 +132,8 @@ impl Accounts {
         Ok((events, next))
     }
 
-    /// Webhook deliveries that ran out of attempts, newest first, older
-    /// than `before`.
-    pub async fn dead_deliveries(
-        &self,
-        before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<Delivery>, AuthError> {
-        Ok(self.store.outbox().dead(before, limit).await?)
-    }
-
-    /// Queues a dead-lettered delivery again; `false` if there is none
-    /// with that id.
-    pub async fn redeliver(&self, id: i64) -> Result<bool, AuthError> {
-        Ok(self.store.outbox().redeliver(id, self.clock.now()).await?)
+    /// The outbox (its dead letters, for admins).
+    pub fn outbox(&self) -> &portico_common::outbox::Outbox {
+        self.store.outbox()
     }
 }

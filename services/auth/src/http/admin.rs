@@ -9,9 +9,11 @@ use axum::{
 use portico_common::{
     FieldError, Problem,
     error::ApiJson,
-    http::query,
     openapi::{BearerRejections, Unavailable},
-    outbox::admin::{DeadDeliveries, DeadQuery, no_such_dead_delivery},
+    outbox::{
+        self,
+        admin::{DeadPageResponses, DeadQuery, RedeliverResponses},
+    },
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -297,14 +299,7 @@ pub async fn rotate_keys(
     tag = "admin",
     security(("bearer" = [])),
     params(DeadQuery),
-    responses(
-        (status = 200, description = "A page of dead-lettered deliveries", body = DeadDeliveries),
-        (status = 400, description = "A query parameter given twice", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` or `before` out of range", body = Problem, content_type = "application/problem+json"),
-        BearerRejections,
-        Unavailable,
-    )
+    responses(DeadPageResponses, BearerRejections, Unavailable)
 )]
 pub async fn dead_deliveries(
     State(state): State<AppState>,
@@ -312,10 +307,7 @@ pub async fn dead_deliveries(
     params: Result<Query<DeadQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     super::admin_caller(&state, &headers).await?;
-    let Query(params) = params.map_err(query::rejected)?;
-    let (limit, before) = params.page()?;
-    let page = state.accounts.dead_deliveries(before, limit).await?;
-    Ok(ApiJson(DeadDeliveries::new(page, limit)).into_response())
+    outbox::admin::dead_page(state.accounts.outbox(), params).await
 }
 
 /// Sends a dead-lettered delivery again, from its first attempt.
@@ -325,13 +317,7 @@ pub async fn dead_deliveries(
     tag = "admin",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "A dead-lettered delivery's id")),
-    responses(
-        (status = 202, description = "Queued for delivery"),
-        (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No dead-lettered delivery with this id", body = Problem, content_type = "application/problem+json"),
-        BearerRejections,
-        Unavailable,
-    )
+    responses(RedeliverResponses, BearerRejections, Unavailable)
 )]
 pub async fn redeliver(
     State(state): State<AppState>,
@@ -339,10 +325,11 @@ pub async fn redeliver(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let admin = super::admin_caller(&state, &headers).await?;
-    let id: i64 = id.parse().map_err(|_| no_such_dead_delivery())?;
-    if !state.accounts.redeliver(id).await? {
-        return Err(no_such_dead_delivery());
-    }
-    tracing::info!(delivery = id, %admin, "dead-lettered delivery queued again by an admin");
-    Ok(StatusCode::ACCEPTED.into_response())
+    outbox::admin::redeliver(
+        state.accounts.outbox(),
+        &id,
+        state.accounts.now(),
+        &admin.to_string(),
+    )
+    .await
 }

@@ -4,7 +4,7 @@
 
 use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use portico_common::{
@@ -13,7 +13,10 @@ use portico_common::{
     http::query,
     identity::Role,
     openapi::{BearerRejections, Unavailable},
-    outbox::admin::{DeadDeliveries, DeadQuery, no_such_dead_delivery},
+    outbox::{
+        self,
+        admin::{DeadPageResponses, DeadQuery, RedeliverResponses},
+    },
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -27,12 +30,13 @@ use crate::{domain::ProfileBody, storage::profiles::DirectoryQuery};
 /// A directory page when `limit` is not given.
 const DEFAULT_PAGE: i64 = 50;
 
-pub(super) async fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
-    let (_, claims) = super::profile::caller(state, headers).await?;
+/// The admin making the request (their user id), or the problem.
+pub(super) async fn admin(state: &AppState, headers: &HeaderMap) -> Result<Uuid, Problem> {
+    let (id, claims) = super::profile::caller(state, headers).await?;
     if !claims.roles.contains(Role::ADMIN) {
         return Err(Problem::forbidden("this needs the admin role"));
     }
-    Ok(())
+    Ok(id)
 }
 
 /// Deliveries that ran out of attempts, newest first.
@@ -42,14 +46,7 @@ pub(super) async fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), P
     tag = "admin",
     security(("bearer" = [])),
     params(DeadQuery),
-    responses(
-        (status = 200, description = "A page of dead-lettered deliveries", body = DeadDeliveries),
-        (status = 400, description = "A query parameter given twice", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`limit` or `before` out of range", body = Problem, content_type = "application/problem+json"),
-        BearerRejections,
-        Unavailable,
-    )
+    responses(DeadPageResponses, BearerRejections, Unavailable)
 )]
 pub async fn dead_deliveries(
     State(state): State<AppState>,
@@ -57,10 +54,7 @@ pub async fn dead_deliveries(
     query: Result<Query<DeadQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
     admin(&state, &headers).await?;
-    let Query(query) = query.map_err(query::rejected)?;
-    let (limit, before) = query.page()?;
-    let page = state.accounts.dead_deliveries(before, limit).await?;
-    Ok(ApiJson(DeadDeliveries::new(page, limit)).into_response())
+    outbox::admin::dead_page(state.accounts.outbox(), query).await
 }
 
 /// Sends a dead-lettered delivery again, from its first attempt.
@@ -70,29 +64,21 @@ pub async fn dead_deliveries(
     tag = "admin",
     security(("bearer" = [])),
     params(("id" = i64, Path, description = "A dead-lettered delivery's id")),
-    responses(
-        (status = 202, description = "Queued for delivery"),
-        (status = 403, description = "The caller is not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No dead-lettered delivery with this id", body = Problem, content_type = "application/problem+json"),
-        BearerRejections,
-        Unavailable,
-    )
+    responses(RedeliverResponses, BearerRejections, Unavailable)
 )]
 pub async fn redeliver(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    admin(&state, &headers).await?;
-    let id: i64 = id.parse().map_err(|_| no_such_dead_delivery())?;
-    if !state.accounts.redeliver(id, state.clock.now()).await? {
-        return Err(no_such_dead_delivery());
-    }
-    tracing::info!(
-        delivery = id,
-        "dead-lettered delivery queued again by an admin"
-    );
-    Ok(StatusCode::ACCEPTED.into_response())
+    let admin_id = admin(&state, &headers).await?;
+    outbox::admin::redeliver(
+        state.accounts.outbox(),
+        &id,
+        state.clock.now(),
+        &admin_id.to_string(),
+    )
+    .await
 }
 
 /// Most profiles on one directory page.
