@@ -1,13 +1,18 @@
 //! Accounts across the services, with real processes: a deletion in the
 //! user service reaches auth as a signed webhook, and the account's tokens
 //! stop working at the gateway; with auth down, deletions wait in the
-//! outbox and are applied, in order, once it is back.
+//! outbox and are applied, in order, once it is back; auth's own events
+//! survive auth dying before their delivery.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use portico_e2e::{PASSWORD, System};
-use portico_testkit::{Backend, eventually};
+use portico_testkit::{
+    Backend, eventually,
+    tcp::TcpRelay,
+    webhooks::{SECRET, WebhookEndpoint},
+};
 use serde_json::{Value, json};
 
 /// Deletes the caller's account through the gateway, based on the profile
@@ -253,6 +258,85 @@ async fn a_deletion_survives_the_user_service_dying_before_delivery(backend: Bac
     assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
 }
 
+/// auth dies (SIGKILL) after committing a password change and before its
+/// event reached the subscriber (the way there is cut): after it returns,
+/// the event is delivered, signed, once.
+async fn an_auth_event_survives_auth_dying_before_delivery(backend: Backend) {
+    // Arrange: a customer endpoint behind a relay the test cuts.
+    let endpoint = WebhookEndpoint::default();
+    let url = endpoint.start().await;
+    let relay = TcpRelay::in_front_of(&url).await;
+    let through = relay.url_through(&url);
+    relay.cut();
+    let subscribers = format!(
+        "[{{name = \"crm\", url = \"{through}\", secret = \"{SECRET}\", types = [\"auth.password_changed\"]}}]"
+    );
+    let mut system = System::start_with(
+        backend,
+        &[
+            ("auth", "OUTBOX__SUBSCRIBERS", &subscribers),
+            ("auth", "OUTBOX__TIMEOUT_MS", "1000"),
+            ("auth", "OUTBOX__LEASE_MS", "5000"),
+            ("auth", "OUTBOX__BACKOFF_BASE_MS", "100"),
+            ("auth", "OUTBOX__BACKOFF_MAX_MS", "200"),
+        ],
+    )
+    .await;
+    let account = system.register("moving@example.com").await;
+    let access = account["access_token"].as_str().unwrap().to_owned();
+    let user_id = account["user_id"].as_str().unwrap().to_owned();
+
+    // Act: the change commits, its delivery fails; auth dies; the way to
+    // the endpoint comes back, then auth.
+    let changed = status_of(
+        &system,
+        reqwest::Method::POST,
+        "/v1/auth/password",
+        Some(json!({"current_password": PASSWORD, "new_password": "a new and longer passphrase"})),
+        Some(&access),
+    )
+    .await;
+    assert_eq!(changed, 204, "{}", system.logs());
+    system.auth.kill_hard();
+    assert!(
+        endpoint.received().is_empty(),
+        "nothing got through the cut"
+    );
+    relay.restore();
+    let client = system.client.clone();
+    system.auth.restart(&client).await;
+
+    // Assert: delivered; once auth reports it delivered with nothing
+    // pending, every attempt there will be has been answered — once.
+    let metrics = format!("http://127.0.0.1:{}/metrics", system.auth.admin_port);
+    eventually(Duration::from_secs(30), "the delivery recorded", || async {
+        let text = system
+            .client
+            .get(&metrics)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let has = |line: &str| text.lines().any(|l| l == line);
+        (has("events_delivered_total{subscriber=\"crm\"} 1")
+            && has("events_backlog{subscriber=\"crm\"} 0"))
+        .then_some(())
+    })
+    .await;
+    let received = endpoint.received();
+    assert_eq!(received.len(), 1, "delivered once: {received:?}");
+    assert_eq!(received[0]["type"], "auth.password_changed");
+    assert_eq!(received[0]["subject"], user_id.as_str());
+    assert_eq!(received[0]["data"]["method"], "change");
+    assert!(
+        endpoint.unverified().is_empty(),
+        "{:?}",
+        endpoint.unverified()
+    );
+}
+
 async fn export(system: &System, access: &str) -> reqwest::Response {
     system
         .client
@@ -311,6 +395,16 @@ async fn the_export_holds_both_services_data_and_is_a_clear_503_while_auth_is_do
 async fn the_export_holds_both_services_data_and_is_a_clear_503_while_auth_is_down_on_postgres() {
     the_export_holds_both_services_data_and_is_a_clear_503_while_auth_is_down(Backend::Postgres)
         .await;
+}
+
+#[tokio::test]
+async fn an_auth_event_survives_auth_dying_before_delivery_on_postgres() {
+    an_auth_event_survives_auth_dying_before_delivery(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn an_auth_event_survives_auth_dying_before_delivery_on_sqlite() {
+    an_auth_event_survives_auth_dying_before_delivery(Backend::Sqlite).await;
 }
 
 #[tokio::test]
