@@ -11,7 +11,7 @@ use portico_common::{
     http::client::{HttpClient, HttpClientConfig},
     jobs::Wake,
     jwt::{KeySource, TokenVerifier},
-    outbox::{Outbox, Relay, Subscribers},
+    outbox::{DeliveryPurge, Outbox, Relay, Subscribers},
 };
 
 use crate::{
@@ -62,6 +62,7 @@ impl Service for AuthService {
         let db = Db::open(&config.database, &MIGRATIONS).await?;
         let redis = config.redis.client().context("invalid redis.url")?;
         let wake_relay = Wake::default();
+        let (db_for_purge, purge_clock) = (db.clone(), clock.clone());
         let store = AuthStore::with_outbox(
             db.clone(),
             Outbox::new(db.clone(), subscribers.clone(), wake_relay.clone()),
@@ -223,6 +224,13 @@ impl Service for AuthService {
                 key_maintenance,
                 every,
                 portico_common::jobs::Wake::default(),
+            )));
+        assembly
+            .background
+            .push(Box::pin(portico_common::jobs::run_every(
+                DeliveryPurge::new(db_for_purge, purge_clock, &config.outbox),
+                DeliveryPurge::INTERVAL,
+                Wake::default(),
             )));
         assembly
             .background

@@ -11,7 +11,7 @@ use portico_common::{
     http::client::HttpClient,
     jobs::{self, Wake},
     jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
-    outbox::{Outbox, Relay, Subscribers},
+    outbox::{DeliveryPurge, Outbox, Relay, Subscribers},
 };
 
 use crate::{
@@ -61,6 +61,7 @@ impl Service for UserService {
             std::time::Duration::from_millis(config.cache.timeout_ms),
         );
         let scrub_clock = context.clock.clone();
+        let purge = DeliveryPurge::new(db.clone(), context.clock.clone(), &config.events);
         let accounts = Accounts::assemble(
             db.clone(),
             Outbox::new(db.clone(), subscribers.clone(), wake_relay.clone()),
@@ -118,6 +119,11 @@ impl Service for UserService {
         assembly.background.push(Box::pin(jobs::run_every(
             scrubber,
             std::time::Duration::from_millis(config.scrubber.interval_ms),
+            Wake::default(),
+        )));
+        assembly.background.push(Box::pin(jobs::run_every(
+            purge,
+            DeliveryPurge::INTERVAL,
             Wake::default(),
         )));
         assembly.background.push(Box::pin(jobs::run_every(

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-pub use relay::{Relay, Subscriber, Subscribers};
+pub use relay::{DeliveryPurge, Relay, Subscriber, Subscribers};
 pub use store::Delivery;
 
 use crate::{
@@ -102,6 +102,9 @@ pub struct OutboxConfig {
     /// `backoff_max_ms`, with jitter.
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
+    /// How long a delivered delivery's row is kept (then purged; the
+    /// event stays). Dead-lettered ones stay until sent again.
+    pub delivered_retention_secs: u64,
     /// The endpoints events are posted to.
     pub subscribers: Vec<SubscriberConfig>,
 }

@@ -122,7 +122,13 @@ pub struct Relay {
     client: HttpClient,
     subscribers: Subscribers,
     config: OutboxConfig,
+    /// When the backlog gauges were last set (they cost two aggregate
+    /// reads: at most once a second while work flows).
+    reported_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the backlog gauges are refreshed while deliveries flow.
+const BACKLOG_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 impl Relay {
     pub fn new(
@@ -138,6 +144,7 @@ impl Relay {
             client,
             subscribers,
             config,
+            reported_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -145,13 +152,18 @@ impl Relay {
         now + time::Duration::try_from(wait).unwrap_or(time::Duration::MAX)
     }
 
-    /// One attempt at one delivery (claimed until `lease`), and its
-    /// outcome recorded.
-    async fn deliver(&self, delivery: Delivery, lease: OffsetDateTime) -> anyhow::Result<()> {
+    /// One attempt at one delivery (claimed until `lease`): `Some(id)`
+    /// when it was delivered (recorded with the batch's others); a failure
+    /// is recorded here.
+    async fn deliver(
+        &self,
+        delivery: Delivery,
+        lease: OffsetDateTime,
+    ) -> anyhow::Result<Option<i64>> {
         let subscriber_label = delivery.subscriber.clone();
         // Claimed only for subscribers this replica knows.
         let Some(subscriber) = self.subscribers.named(&delivery.subscriber) else {
-            return Ok(());
+            return Ok(None);
         };
         let body = serde_json::to_vec(&delivery.event.envelope())?;
         let webhook_id = delivery.event.id.to_string();
@@ -180,7 +192,7 @@ impl Relay {
             None => {
                 metrics::counter!("events_delivered_total", "subscriber" => subscriber_label)
                     .increment(1);
-                deliveries::delivered(&self.db, delivery.id, lease, now).await?
+                return Ok(Some(delivery.id));
             }
             Some(error) => {
                 let attempts = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
@@ -213,6 +225,26 @@ impl Relay {
                 delivery = delivery.id,
                 "delivery taken over by another relay after this one's lease ran out"
             );
+        }
+        Ok(None)
+    }
+
+    /// Sets the backlog gauges if a second has passed since the last time,
+    /// or always when `drained` (so they read zero once work stops).
+    async fn report_backlog_now_and_then(&self, drained: bool) -> anyhow::Result<()> {
+        let due = {
+            let mut reported_at = self
+                .reported_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = drained || reported_at.is_none_or(|at| at.elapsed() >= BACKLOG_REPORT_EVERY);
+            if due {
+                *reported_at = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            self.report_backlog().await?;
         }
         Ok(())
     }
@@ -253,14 +285,34 @@ impl Job for Relay {
         let handled = claimed.len() as u64;
         // One delivery per subject is claimed at a time, so these may go
         // out together without reordering any subject's events.
-        let failures: Vec<anyhow::Error> = futures::stream::iter(claimed)
+        let outcomes: Vec<anyhow::Result<Option<i64>>> = futures::stream::iter(claimed)
             .map(|delivery| self.deliver(delivery, lease_until))
             .buffer_unordered(self.config.concurrency.max(1))
-            .filter_map(|outcome| async move { outcome.err() })
             .collect()
             .await;
-        self.report_backlog().await?;
-        if let Some(first) = failures.into_iter().next() {
+        let mut delivered = Vec::with_capacity(outcomes.len());
+        let mut failure = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(Some(id)) => delivered.push(id),
+                Ok(None) => {}
+                Err(err) => failure = failure.or(Some(err)),
+            }
+        }
+        // The batch's successes in one write (on SQLite one write turn,
+        // not one per delivery); a row whose lease passed meanwhile is
+        // another relay's now and is left to it.
+        let recorded =
+            deliveries::delivered_all(&self.db, &delivered, lease_until, self.clock.now()).await?;
+        if recorded < delivered.len() as u64 {
+            tracing::warn!(
+                delivered = delivered.len(),
+                recorded,
+                "deliveries taken over by another relay after this one's lease ran out"
+            );
+        }
+        self.report_backlog_now_and_then(handled == 0).await?;
+        if let Some(first) = failure {
             return Err(first.context("recording a delivery's outcome"));
         }
         Ok(Ran {
@@ -268,6 +320,49 @@ impl Job for Relay {
             // Delivering one event of a subject makes its next one due:
             // look again until a run finds nothing.
             more: handled > 0,
+        })
+    }
+}
+
+/// Removes delivered deliveries after `delivered_retention_secs` (a
+/// delivery's row is what an admin or a consumer's support case looks at
+/// for a while, not for years: the events themselves stay). Replicas may
+/// run it at once: a row goes once.
+pub struct DeliveryPurge {
+    db: Db,
+    clock: SharedClock,
+    retention: Duration,
+}
+
+impl DeliveryPurge {
+    /// How often it looks (while a run finds a full batch, at once again).
+    pub const INTERVAL: Duration = Duration::from_secs(600);
+    /// Rows removed per run: one short write at a time.
+    const BATCH: i64 = 1_000;
+
+    pub fn new(db: Db, clock: SharedClock, config: &OutboxConfig) -> Self {
+        Self {
+            db,
+            clock,
+            retention: Duration::from_secs(config.delivered_retention_secs),
+        }
+    }
+}
+
+impl Job for DeliveryPurge {
+    const NAME: &'static str = "delivery_purge";
+
+    async fn run(&self) -> anyhow::Result<Ran> {
+        let Some(before) = time::Duration::try_from(self.retention)
+            .ok()
+            .and_then(|retention| self.clock.now().checked_sub(retention))
+        else {
+            return Ok(Ran::default());
+        };
+        let removed = deliveries::purge_delivered(&self.db, before, Self::BATCH).await?;
+        Ok(Ran {
+            handled: removed,
+            more: removed == Self::BATCH as u64,
         })
     }
 }

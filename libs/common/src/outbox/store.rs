@@ -221,6 +221,36 @@ pub async fn claim_due(
     })
 }
 
+/// Records the successful deliveries `ids`, those whose caller's claim
+/// (`lease`) still holds; how many were recorded (a delivery another
+/// relay took over meanwhile is not).
+pub async fn delivered_all(
+    db: &Db,
+    ids: &[i64],
+    lease: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<u64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    // $1 lease, $2 now, then the ids.
+    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
+         delivered_at = $2, leased_until = NULL, last_error = NULL \
+         WHERE id IN ({}) AND leased_until = $1 AND status = 'pending'",
+        placeholders.join(", ")
+    ));
+    let _turn = db.write_turn().await;
+    on_db!(db, pool => {
+        let mut query = sqlx::query(sql).bind(lease).bind(now);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.execute(pool).await.map(|done| done.rows_affected())
+    })
+}
+
 /// Records a successful delivery, if the caller's claim (`lease`) still
 /// holds; `false` if another relay took the delivery over meanwhile.
 pub async fn delivered(
@@ -229,19 +259,29 @@ pub async fn delivered(
     lease: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
+    delivered_all(db, &[id], lease, now).await.map(|n| n == 1)
+}
+
+/// Removes up to `limit` deliveries delivered before `before`, oldest
+/// first (dead-lettered and pending ones stay); how many went. Walks the
+/// primary key from the start, where the old rows are, so it needs no
+/// index of its own.
+pub async fn purge_delivered(
+    db: &Db,
+    before: OffsetDateTime,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
     let _turn = db.write_turn().await;
     on_db!(db, pool => {
         sqlx::query(
-            "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, \
-             delivered_at = $3, leased_until = NULL, last_error = NULL \
-             WHERE id = $1 AND leased_until = $2 AND status = 'pending'",
+            "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+             WHERE status = 'delivered' AND delivered_at < $1 ORDER BY id LIMIT $2)",
         )
-        .bind(id)
-        .bind(lease)
-        .bind(now)
+        .bind(before)
+        .bind(limit)
         .execute(pool)
         .await
-        .map(|done| done.rows_affected() == 1)
+        .map(|done| done.rows_affected())
     })
 }
 

@@ -386,7 +386,96 @@ async fn a_claim_is_a_lease_and_a_late_outcome_is_ignored(backend: Backend) {
     );
 }
 
+/// The purge removes delivered rows past the retention, oldest first, and
+/// leaves pending and dead-lettered ones (and every event).
+async fn the_purge_removes_only_old_delivered_rows(backend: Backend) {
+    use portico_common::outbox::{Outbox, Subscribers, store as deliveries};
+    use portico_user::{accounts::Accounts, cache::ProfileCache, events::EventType};
+    // Arrange: three profiles, one delivery each to "customer".
+    let (plain, _db) = crate::helpers::store_on(backend).await;
+    let db = plain.db().clone();
+    use portico_common::config::ServiceConfig as _;
+    let mut config = portico_user::Config::built_in().events;
+    config.subscribers = vec![SubscriberConfig {
+        name: "customer".to_owned(),
+        url: "http://127.0.0.1:9/hooks".to_owned(),
+        secret: SecretString::from(SECRET.to_owned()),
+        types: Vec::new(),
+    }];
+    let subscribers = Subscribers::from_config(&config, "events", &EventType::names()).unwrap();
+    let accounts = Accounts::assemble(
+        db.clone(),
+        Outbox::new(
+            db.clone(),
+            subscribers,
+            portico_common::jobs::Wake::default(),
+        ),
+        ProfileCache::disabled(),
+    );
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = Uuid::now_v7();
+        accounts
+            .create(
+                &crate::helpers::new_profile(id, &format!("p{n}@example.com"), "P"),
+                crate::helpers::now(),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let now = crate::helpers::now() + time::Duration::seconds(1);
+    let lease = now + time::Duration::seconds(30);
+    let claimed = deliveries::claim_due(&db, &["customer"], now, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    // The first delivered long ago, the second dead-lettered, the third
+    // delivered just now.
+    let long_ago = now - time::Duration::days(30);
+    assert!(
+        deliveries::delivered(&db, claimed[0].id, lease, long_ago)
+            .await
+            .unwrap()
+    );
+    assert!(
+        deliveries::failed(&db, claimed[1].id, lease, "answered 500", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        deliveries::delivered(&db, claimed[2].id, lease, now)
+            .await
+            .unwrap()
+    );
+
+    // Act
+    let removed = deliveries::purge_delivered(&db, now - time::Duration::days(7), 100)
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(removed, 1);
+    let dead = deliveries::dead(&db, None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "the dead letter stays");
+    assert_eq!(
+        deliveries::purge_delivered(&db, now - time::Duration::days(7), 100)
+            .await
+            .unwrap(),
+        0,
+        "the recent one stays"
+    );
+    for id in ids {
+        assert_eq!(
+            accounts.events_of(id).await.unwrap().len(),
+            1,
+            "events stay"
+        );
+    }
+}
+
 on_both_backends!(
+    the_purge_removes_only_old_delivered_rows,
     a_claim_is_a_lease_and_a_late_outcome_is_ignored,
     each_change_reaches_the_subscriber_signed_and_in_order,
     a_failed_delivery_is_retried_and_holds_back_the_users_later_events,
