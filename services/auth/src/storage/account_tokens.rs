@@ -2,7 +2,7 @@
 //! reset. Stored as SHA-256 only, short-lived, used once (a conditional
 //! write: of two requests racing with one token, one gets it).
 
-use portico_common::on_conn;
+use portico_common::{db::UnitOfWork, on_conn};
 use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -88,24 +88,16 @@ impl AuthStore {
         else {
             return Ok(None);
         };
-        let verified = on_conn!((&mut work).into(), exec => {
-            sqlx::query(
-                "UPDATE credentials SET email_verified_at = COALESCE(email_verified_at, $3) \
-                 WHERE user_id = $1 AND email_lower = $2 AND status = 'active'",
-            )
-            .bind(user_id)
-            .bind(&email_lower)
-            .bind(now)
-            .execute(exec)
-            .await?
-            .rows_affected()
-                == 1
-        });
-        if !verified {
-            return Ok(None);
+        match verify_address(&mut work, user_id, &email_lower, now).await? {
+            None => return Ok(None),
+            Some(Verification::New) => {
+                self.commit_audited(work, &audit.clone().user(user_id))
+                    .await?;
+            }
+            // Verified before (by a reset link): the token is used, and
+            // nothing else changed to audit or announce.
+            Some(Verification::Already) => work.commit().await?,
         }
-        let audit = audit.clone().user(user_id);
-        self.commit_audited(work, &audit).await?;
         Ok(Some(user_id))
     }
 
@@ -129,20 +121,8 @@ impl AuthStore {
         };
         // The link reached the address: an unverified one is verified now
         // (its own audited fact and event).
-        let newly_verified = on_conn!((&mut work).into(), exec => {
-            sqlx::query(
-                "UPDATE credentials SET email_verified_at = $3 \
-                 WHERE user_id = $1 AND email_lower = $2 AND status = 'active' \
-                 AND email_verified_at IS NULL",
-            )
-            .bind(user_id)
-            .bind(&email_lower)
-            .bind(now)
-            .execute(exec)
-            .await?
-            .rows_affected()
-                == 1
-        });
+        let newly_verified =
+            verify_address(&mut work, user_id, &email_lower, now).await? == Some(Verification::New);
         let changed = on_conn!((&mut work).into(), exec => {
             sqlx::query(
                 "UPDATE credentials SET password_hash = $3, updated_at = $4 \
@@ -259,7 +239,7 @@ impl AuthStore {
 /// Uses up a live token of `purpose`: its user and the address it was
 /// sent to, once.
 async fn use_token(
-    work: &mut portico_common::db::UnitOfWork,
+    work: &mut UnitOfWork,
     token_hash: &[u8],
     purpose: TokenPurpose,
     now: OffsetDateTime,
@@ -276,4 +256,50 @@ async fn use_token(
         .fetch_optional(exec)
         .await
     })
+}
+
+/// What marking an address verified did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verification {
+    /// It was unverified until now.
+    New,
+    /// It was verified before.
+    Already,
+}
+
+/// Marks the address of the active credential `user_id` verified at `now`
+/// unless it was; `None` when no active credential has that address.
+async fn verify_address(
+    work: &mut UnitOfWork,
+    user_id: Uuid,
+    email_lower: &str,
+    now: OffsetDateTime,
+) -> Result<Option<Verification>, sqlx::Error> {
+    let newly = on_conn!(work.into(), exec => {
+        sqlx::query(
+            "UPDATE credentials SET email_verified_at = $3 \
+             WHERE user_id = $1 AND email_lower = $2 AND status = 'active' \
+             AND email_verified_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(email_lower)
+        .bind(now)
+        .execute(exec)
+        .await?
+        .rows_affected()
+            == 1
+    });
+    if newly {
+        return Ok(Some(Verification::New));
+    }
+    let active: Option<i32> = on_conn!(work.into(), exec => {
+        sqlx::query_scalar(
+            "SELECT 1 FROM credentials WHERE user_id = $1 AND email_lower = $2 AND status = 'active'",
+        )
+        .bind(user_id)
+        .bind(email_lower)
+        .fetch_optional(exec)
+        .await?
+    });
+    Ok(active.map(|_| Verification::Already))
 }

@@ -519,7 +519,7 @@ async fn a_verified_address_and_a_reset_password_are_announced(backend: Backend)
 }
 
 async fn a_reset_of_an_unverified_address_announces_the_verification_first(backend: Backend) {
-    // Arrange: the verification mail is never opened.
+    // Arrange: the verification mail is not opened first.
     let endpoint = portico_testkit::webhooks::WebhookEndpoint::default();
     let url = endpoint.start().await;
     let mailing = mailing(backend, |config| {
@@ -527,7 +527,7 @@ async fn a_reset_of_an_unverified_address_announces_the_verification_first(backe
     })
     .await;
     mailing.app.register_account("ann@example.com").await;
-    mailing.mail(1).await;
+    let verification = token_of(&mailing.mail(1).await);
     mailing
         .post(
             "/v1/auth/password/reset/request",
@@ -557,6 +557,21 @@ async fn a_reset_of_an_unverified_address_announces_the_verification_first(backe
     );
     assert_eq!(mailing.audited(AuditKind::EmailVerified).await, 1);
     assert_eq!(mailing.audited(AuditKind::PasswordReset).await, 1);
+
+    // The verification link opened afterwards works, and is no new fact.
+    let late = mailing
+        .post(
+            "/v1/auth/email/verify/confirm",
+            json!({"token": verification}),
+        )
+        .await;
+    assert_eq!(late.status(), StatusCode::NO_CONTENT);
+    assert_eq!(mailing.audited(AuditKind::EmailVerified).await, 1);
+    let subject = received[0]["subject"].as_str().unwrap().parse().unwrap();
+    let stored = portico_common::outbox::store::for_subject(mailing.app.store.db().into(), subject)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "no second user.email_verified");
 }
 
 on_both_backends!(
