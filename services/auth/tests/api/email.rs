@@ -68,6 +68,37 @@ impl Mailing {
     }
 }
 
+/// [`mailing`] with a subscriber of every event auth sends.
+async fn mailing_announced(
+    backend: Backend,
+) -> (Mailing, portico_testkit::webhooks::WebhookEndpoint) {
+    let endpoint = portico_testkit::webhooks::WebhookEndpoint::default();
+    let url = endpoint.start().await;
+    let mailing = mailing(backend, |config| {
+        config.outbox.subscribers = vec![crate::outbox::subscriber(url, &[])];
+    })
+    .await;
+    (mailing, endpoint)
+}
+
+/// Asks for a reset link for ann@example.com and sets `NEW_PASSWORD`
+/// with it (the `nth` mail); the confirmation's answer.
+async fn reset_by_mail(mailing: &Mailing, nth: usize) -> reqwest::Response {
+    mailing
+        .post(
+            "/v1/auth/password/reset/request",
+            json!({"email": "ann@example.com"}),
+        )
+        .await;
+    let reset = token_of(&mailing.mail(nth).await);
+    mailing
+        .post(
+            "/v1/auth/password/reset/confirm",
+            json!({"token": reset, "new_password": NEW_PASSWORD}),
+        )
+        .await
+}
+
 fn token_of(mail: &ReceivedMail) -> String {
     mail.link_token()
         .unwrap_or_else(|| panic!("no link in:\n{}", mail.raw))
@@ -462,12 +493,7 @@ async fn the_file_transport_writes_owner_only_messages(backend: Backend) {
 
 async fn a_verified_address_and_a_reset_password_are_announced(backend: Backend) {
     // Arrange
-    let endpoint = portico_testkit::webhooks::WebhookEndpoint::default();
-    let url = endpoint.start().await;
-    let mailing = mailing(backend, |config| {
-        config.outbox.subscribers = vec![crate::outbox::subscriber(url, &[])];
-    })
-    .await;
+    let (mailing, endpoint) = mailing_announced(backend).await;
     let registered = mailing.app.register_account("ann@example.com").await;
     let verification = token_of(&mailing.mail(1).await);
 
@@ -479,31 +505,18 @@ async fn a_verified_address_and_a_reset_password_are_announced(backend: Backend)
         )
         .await;
     assert_eq!(verified.status(), StatusCode::NO_CONTENT);
-    mailing
-        .post(
-            "/v1/auth/password/reset/request",
-            json!({"email": "ann@example.com"}),
-        )
-        .await;
-    let reset = token_of(&mailing.mail(2).await);
-    let done = mailing
-        .post(
-            "/v1/auth/password/reset/confirm",
-            json!({"token": reset, "new_password": NEW_PASSWORD}),
-        )
-        .await;
+    let done = reset_by_mail(&mailing, 2).await;
     assert_eq!(done.status(), StatusCode::NO_CONTENT);
 
     // Assert
     let received = endpoint.received_at_least(2).await;
     let user_id = claims_of(&registered.access_token)["sub"].clone();
-    let seen: Vec<(&str, i64)> = received
-        .iter()
-        .map(|e| (e["type"].as_str().unwrap(), e["version"].as_i64().unwrap()))
-        .collect();
     assert_eq!(
-        seen,
-        [("user.email_verified", 1), ("auth.password_changed", 2)]
+        crate::outbox::kinds(&received),
+        [
+            ("user.email_verified".to_owned(), 1),
+            ("auth.password_changed".to_owned(), 2)
+        ]
     );
     assert_eq!(received[0]["data"], json!({"user_id": user_id}));
     assert_eq!(
@@ -520,40 +533,22 @@ async fn a_verified_address_and_a_reset_password_are_announced(backend: Backend)
 
 async fn a_reset_of_an_unverified_address_announces_the_verification_first(backend: Backend) {
     // Arrange: the verification mail is not opened first.
-    let endpoint = portico_testkit::webhooks::WebhookEndpoint::default();
-    let url = endpoint.start().await;
-    let mailing = mailing(backend, |config| {
-        config.outbox.subscribers = vec![crate::outbox::subscriber(url, &[])];
-    })
-    .await;
+    let (mailing, endpoint) = mailing_announced(backend).await;
     mailing.app.register_account("ann@example.com").await;
     let verification = token_of(&mailing.mail(1).await);
-    mailing
-        .post(
-            "/v1/auth/password/reset/request",
-            json!({"email": "ann@example.com"}),
-        )
-        .await;
-    let reset = token_of(&mailing.mail(2).await);
 
     // Act
-    let done = mailing
-        .post(
-            "/v1/auth/password/reset/confirm",
-            json!({"token": reset, "new_password": NEW_PASSWORD}),
-        )
-        .await;
+    let done = reset_by_mail(&mailing, 2).await;
 
     // Assert: two facts, two events, in order.
     assert_eq!(done.status(), StatusCode::NO_CONTENT);
     let received = endpoint.received_at_least(2).await;
-    let seen: Vec<(&str, i64)> = received
-        .iter()
-        .map(|e| (e["type"].as_str().unwrap(), e["version"].as_i64().unwrap()))
-        .collect();
     assert_eq!(
-        seen,
-        [("user.email_verified", 1), ("auth.password_changed", 2)]
+        crate::outbox::kinds(&received),
+        [
+            ("user.email_verified".to_owned(), 1),
+            ("auth.password_changed".to_owned(), 2)
+        ]
     );
     assert_eq!(mailing.audited(AuditKind::EmailVerified).await, 1);
     assert_eq!(mailing.audited(AuditKind::PasswordReset).await, 1);

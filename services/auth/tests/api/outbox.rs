@@ -86,7 +86,7 @@ async fn set_role(app: &TestApp, method: Method, admin: &str, user: Uuid) -> req
 }
 
 /// The `(type, version)` of each event, in arrival order.
-fn kinds(received: &[Value]) -> Vec<(String, i64)> {
+pub fn kinds(received: &[Value]) -> Vec<(String, i64)> {
     received
         .iter()
         .map(|e| {

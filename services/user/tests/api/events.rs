@@ -310,16 +310,22 @@ async fn deleting_the_account_hides_the_profile_and_announces_it(backend: Backen
     assert_each_documented(&format!("{}/openapi.json", app.api), &received).await;
 }
 
-/// A claim is a lease: claimed rows are skipped until it runs out, then
-/// another relay takes them over, and the first relay's late outcome is
-/// not recorded over the second's. Only known subscribers are claimed.
-async fn a_claim_is_a_lease_and_a_late_outcome_is_ignored(backend: Backend) {
-    use portico_common::outbox::{Outbox, Subscribers, store as deliveries};
+/// The flows alone (no HTTP) with one subscriber, "customer", whose
+/// deliveries nobody sends (no relay runs); the database lives as long as
+/// the second value.
+async fn accounts_with_a_customer(
+    backend: Backend,
+) -> (
+    portico_user::accounts::Accounts,
+    portico_testkit::TestDatabase,
+) {
+    use portico_common::{
+        config::ServiceConfig as _,
+        outbox::{Outbox, Subscribers},
+    };
     use portico_user::{accounts::Accounts, cache::ProfileCache, events::EventType};
-    // Arrange: a profile whose creation added one delivery to "customer".
-    let (plain, _db) = crate::helpers::store_on(backend).await;
+    let (plain, database) = crate::helpers::store_on(backend).await;
     let db = plain.db().clone();
-    use portico_common::config::ServiceConfig as _;
     let mut config = portico_user::Config::built_in().events;
     config.subscribers = vec![SubscriberConfig {
         name: "customer".to_owned(),
@@ -330,13 +336,20 @@ async fn a_claim_is_a_lease_and_a_late_outcome_is_ignored(backend: Backend) {
     let subscribers = Subscribers::from_config(&config, "events", &EventType::names()).unwrap();
     let accounts = Accounts::assemble(
         db.clone(),
-        Outbox::new(
-            db.clone(),
-            subscribers,
-            portico_common::jobs::Wake::default(),
-        ),
+        Outbox::new(db, subscribers, portico_common::jobs::Wake::default()),
         ProfileCache::disabled(),
     );
+    (accounts, database)
+}
+
+/// A claim is a lease: claimed rows are skipped until it runs out, then
+/// another relay takes them over, and the first relay's late outcome is
+/// not recorded over the second's. Only known subscribers are claimed.
+async fn a_claim_is_a_lease_and_a_late_outcome_is_ignored(backend: Backend) {
+    use portico_common::outbox::store as deliveries;
+    // Arrange: a profile whose creation added one delivery to "customer".
+    let (accounts, _database) = accounts_with_a_customer(backend).await;
+    let db = accounts.db().clone();
     accounts
         .create(
             &crate::helpers::new_profile(Uuid::now_v7(), "lease@example.com", "Lease"),
@@ -389,29 +402,10 @@ async fn a_claim_is_a_lease_and_a_late_outcome_is_ignored(backend: Backend) {
 /// The purge removes delivered rows past the retention, oldest first, and
 /// leaves pending and dead-lettered ones (and every event).
 async fn the_purge_removes_only_old_delivered_rows(backend: Backend) {
-    use portico_common::outbox::{Outbox, Subscribers, store as deliveries};
-    use portico_user::{accounts::Accounts, cache::ProfileCache, events::EventType};
+    use portico_common::outbox::store as deliveries;
     // Arrange: three profiles, one delivery each to "customer".
-    let (plain, _db) = crate::helpers::store_on(backend).await;
-    let db = plain.db().clone();
-    use portico_common::config::ServiceConfig as _;
-    let mut config = portico_user::Config::built_in().events;
-    config.subscribers = vec![SubscriberConfig {
-        name: "customer".to_owned(),
-        url: "http://127.0.0.1:9/hooks".to_owned(),
-        secret: SecretString::from(SECRET.to_owned()),
-        types: Vec::new(),
-    }];
-    let subscribers = Subscribers::from_config(&config, "events", &EventType::names()).unwrap();
-    let accounts = Accounts::assemble(
-        db.clone(),
-        Outbox::new(
-            db.clone(),
-            subscribers,
-            portico_common::jobs::Wake::default(),
-        ),
-        ProfileCache::disabled(),
-    );
+    let (accounts, _database) = accounts_with_a_customer(backend).await;
+    let db = accounts.db().clone();
     let mut ids = Vec::new();
     for n in 0..3 {
         let id = Uuid::now_v7();
