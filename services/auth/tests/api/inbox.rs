@@ -259,14 +259,7 @@ async fn an_applied_deletion_is_announced_once_however_often_it_arrives(backend:
 
     // Assert: one auth.account_deleted, once nothing is pending.
     endpoint.received_at_least(1).await;
-    eventually(Duration::from_secs(10), "an empty backlog", || async {
-        portico_common::outbox::store::backlog(app.store.db())
-            .await
-            .unwrap()
-            .is_empty()
-            .then_some(())
-    })
-    .await;
+    crate::outbox::backlog_drained(&app).await;
     let received = endpoint.received();
     assert_eq!(received.len(), 1, "{received:?}");
     assert_eq!(received[0]["type"], "auth.account_deleted");
