@@ -19,7 +19,7 @@ use crate::{
     cache::ProfileCache,
     config::Config,
     events::EventType,
-    http::{self, AppState},
+    http::{self, Shared},
     scrubber::Scrubber,
     storage::MIGRATIONS,
 };
@@ -74,7 +74,7 @@ impl Service for UserService {
             subscribers,
             config.events.clone(),
         );
-        let state = AppState {
+        let state = Arc::new(Shared {
             auth_api,
             accounts: accounts.clone(),
             clock: context.clock.clone(),
@@ -94,7 +94,7 @@ impl Service for UserService {
                 context.clock,
             )),
             internal_api: Arc::new(config.internal_api.clone()),
-        };
+        });
 
         let readiness = Readiness::new()
             .with(db.readiness_check())

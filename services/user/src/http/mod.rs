@@ -20,9 +20,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::accounts::Accounts;
 
-/// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
+/// What handlers share: one `Arc`, so axum's per-request copy of the
+/// state is one reference count, not one per part.
+pub type AppState = Arc<Shared>;
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub accounts: Accounts,
     /// Timestamps of changes.
     pub clock: SharedClock,
