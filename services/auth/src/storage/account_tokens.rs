@@ -7,7 +7,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::AuthStore;
+use super::{AuthStore, sessions};
 use crate::domain::audit::{AuditEvent, AuditKind};
 
 /// What a mailed token is for (`account_tokens.purpose`).
@@ -140,25 +140,10 @@ impl AuthStore {
         if !changed {
             return Ok(None);
         }
-        let ended = on_conn!((&mut work).into(), exec => {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-            )
-            .bind(user_id)
-            .bind(now)
-            .execute(exec)
-            .await?
-            .rows_affected()
-        });
+        let ended = sessions::revoke_every_session(&mut work, user_id, now).await?;
         // Sign-ins waiting for their second factor started with the old
         // password: they end too.
-        on_conn!((&mut work).into(), exec => {
-            sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1")
-                .bind(user_id)
-                .execute(exec)
-                .await
-                .map(|_| ())
-        })?;
+        sessions::end_mfa_challenges(&mut work, user_id).await?;
         let audit = audit
             .clone()
             .user(user_id)

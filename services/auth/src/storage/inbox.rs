@@ -61,16 +61,7 @@ impl AuthStore {
             .await
             .map(|_| ())
         })?;
-        let sessions_ended = on_conn!((&mut work).into(), exec => {
-            sqlx::query(
-                "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-            )
-            .bind(user_id)
-            .bind(now)
-            .execute(exec)
-            .await?
-            .rows_affected()
-        });
+        let sessions_ended = super::sessions::revoke_every_session(&mut work, user_id, now).await?;
         let audit = audit.clone().detail(format!("{sessions_ended} sessions"));
         self.commit_audited(work, &audit).await?;
         Ok(Applied::Now { sessions_ended })

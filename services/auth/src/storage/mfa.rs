@@ -256,14 +256,14 @@ impl AuthStore {
                 == 1
         });
         // Its recovery codes and waiting sign-ins go with it.
-        for sql in [
-            "DELETE FROM recovery_codes WHERE user_id = $1",
-            "DELETE FROM mfa_challenges WHERE user_id = $1",
-        ] {
-            on_conn!((&mut work).into(), exec => {
-                sqlx::query(sql).bind(user_id).execute(exec).await.map(|_| ())
-            })?;
-        }
+        on_conn!((&mut work).into(), exec => {
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                .bind(user_id)
+                .execute(exec)
+                .await
+                .map(|_| ())
+        })?;
+        super::sessions::end_mfa_challenges(&mut work, user_id).await?;
         if removed {
             self.commit_audited(work, audit).await?;
         } else {

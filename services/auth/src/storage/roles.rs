@@ -63,19 +63,8 @@ impl AuthStore {
                     == 1
             });
             if swapped {
-                on_conn!((&mut work).into(), exec => {
-                    sqlx::query(
-                        "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
-                    )
-                    .bind(user_id)
-                    .bind(now)
-                    .execute(exec)
-                    .await
-                    .map(|_| ())
-                })?;
+                super::sessions::revoke_every_session(&mut work, user_id, now).await?;
                 self.commit_audited(work, event).await?;
-            }
-            if swapped {
                 return Ok(RoleChange::Changed);
             }
         }

@@ -2,7 +2,7 @@
 //! the live ones, ending one or all others, and changing the password
 //! (which ends all others) — each change in one statement or transaction.
 
-use portico_common::{on_conn, on_db};
+use portico_common::{db::UnitOfWork, on_conn, on_db};
 use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -234,13 +234,7 @@ impl AuthStore {
         })?;
         // Sign-ins waiting for their second factor began with the old
         // password: they end with it.
-        on_conn!((&mut work).into(), exec => {
-            sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1")
-                .bind(user_id)
-                .execute(exec)
-                .await
-                .map(|_| ())
-        })?;
+        end_mfa_challenges(&mut work, user_id).await?;
         self.commit_audited(work, event).await?;
         Ok(true)
     }
@@ -309,4 +303,36 @@ impl AuthStore {
             .map(|done| done.rows_affected())
         })
     }
+}
+
+/// Ends every live session of `user_id` in `work` (the revocation feed
+/// carries them); how many.
+pub(super) async fn revoke_every_session(
+    work: &mut UnitOfWork,
+    user_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<u64, sqlx::Error> {
+    on_conn!(work.into(), exec => {
+        sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user_id)
+            .bind(now)
+            .execute(exec)
+            .await
+            .map(|done| done.rows_affected())
+    })
+}
+
+/// Ends `user_id`'s sign-ins waiting for their second factor: they began
+/// with credentials or a factor that are changing.
+pub(super) async fn end_mfa_challenges(
+    work: &mut UnitOfWork,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    on_conn!(work.into(), exec => {
+        sqlx::query("DELETE FROM mfa_challenges WHERE user_id = $1")
+            .bind(user_id)
+            .execute(exec)
+            .await
+            .map(|_| ())
+    })
 }
