@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use portico_auth::{domain::audit::AuditKind, mailer, storage::AuditQuery};
+use portico_auth::{domain::audit::AuditKind, mailer};
 use portico_common::clock::ManualClock;
 use portico_testkit::{
     Backend,
@@ -49,17 +49,7 @@ impl Mailing {
     }
 
     async fn audited(&self, kind: AuditKind) -> usize {
-        self.app
-            .store
-            .audit_events(&AuditQuery {
-                user_id: None,
-                kind: Some(kind),
-                before: None,
-                limit: 50,
-            })
-            .await
-            .unwrap()
-            .len()
+        crate::audit::events_of_kind(&self.app, kind).await.len()
     }
 
     /// The `n`th message (from 1), once it has arrived.

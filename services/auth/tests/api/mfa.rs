@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use portico_auth::{domain::audit::AuditKind, storage::AuditQuery};
+use portico_auth::domain::audit::AuditKind;
 use portico_common::clock::{Clock, ManualClock};
 use portico_testkit::Backend;
 use reqwest::{Method, StatusCode};
@@ -39,6 +39,15 @@ async fn account_with(
     let app = TestApp::spawn_with_clock_and_config(backend, clock.clone(), customise).await;
     let access = app.register_account("ann@example.com").await.access_token;
     Account { app, clock, access }
+}
+
+/// A six-digit code that is not `right`.
+fn wrong_code(right: &str) -> &'static str {
+    if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    }
 }
 
 /// What an authenticator app shows at the service's current time.
@@ -118,17 +127,7 @@ impl Account {
     }
 
     async fn audited(&self, kind: AuditKind) -> usize {
-        self.app
-            .store
-            .audit_events(&AuditQuery {
-                user_id: None,
-                kind: Some(kind),
-                before: None,
-                limit: 50,
-            })
-            .await
-            .unwrap()
-            .len()
+        crate::audit::events_of_kind(&self.app, kind).await.len()
     }
 }
 
@@ -223,11 +222,7 @@ async fn wrong_codes_end_the_challenge_after_five_and_are_throttled(backend: Bac
     let account = account(backend).await;
     let (secret, _) = account.turn_on().await;
     let right = code(&secret, &account.clock);
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_code(&right);
     let mfa_token = account.challenge().await;
 
     // Act: five wrong codes; then the right one on the same challenge.
@@ -299,11 +294,7 @@ async fn disabling_needs_a_code_and_then_the_password_alone_signs_in(backend: Ba
     let account = account(backend).await;
     let (secret, codes) = account.turn_on().await;
     let right = code(&secret, &account.clock);
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_code(&right);
 
     // Act
     let refused = account
@@ -555,11 +546,7 @@ async fn wrong_codes_from_many_addresses_still_lock_the_accounts_code_entry(back
     let account = account(backend).await;
     let (secret, _) = account.turn_on().await;
     let right = code(&secret, &account.clock);
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_code(&right);
     let from = |n: usize| format!("203.0.113.{n}");
     let guess = async |n: usize, code: &str| {
         let login = account
