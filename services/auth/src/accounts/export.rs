@@ -7,8 +7,6 @@ use uuid::Uuid;
 use super::{Accounts, MfaState, SessionView};
 use crate::{domain::audit::AuditEvent, error::AuthError, storage::AuditQuery};
 
-/// Audit events read per page while exporting.
-const PAGE: i64 = 500;
 /// At most this many audit events go into one export (the newest).
 pub const MAX_EXPORTED_EVENTS: usize = 10_000;
 
@@ -31,26 +29,15 @@ impl Accounts {
             .account_email(user_id)
             .await?
             .ok_or(AuthError::UserNotFound)?;
-        let mut audit_events = Vec::new();
-        let mut before = None;
-        loop {
-            let page = self
-                .store
-                .audit_events(&AuditQuery {
-                    user_id: Some(user_id),
-                    kind: None,
-                    before,
-                    limit: PAGE,
-                })
-                .await?;
-            let full = page.len() as i64 == PAGE;
-            before = page.last().map(|event| event.id);
-            audit_events.extend(page);
-            if !full || audit_events.len() >= MAX_EXPORTED_EVENTS {
-                break;
-            }
-        }
-        audit_events.truncate(MAX_EXPORTED_EVENTS);
+        let audit_events = self
+            .store
+            .audit_events(&AuditQuery {
+                user_id: Some(user_id),
+                kind: None,
+                before: None,
+                limit: MAX_EXPORTED_EVENTS as i64,
+            })
+            .await?;
         Ok(AccountExport {
             email,
             email_verified,

@@ -76,6 +76,21 @@ impl AuthStore {
         self.commit_all_audited(work, &[audit]).await
     }
 
+    /// Ends a change that is audited but announces nothing, whatever its
+    /// kind (a deletion that found no credential here).
+    pub(super) async fn commit_unannounced(
+        &self,
+        mut work: UnitOfWork,
+        audit: &AuditEvent,
+    ) -> Result<(), sqlx::Error> {
+        on_conn!((&mut work).into(), exec => {
+            insert_audit!(audit).execute(exec).await.map(|_| ())
+        })?;
+        work.commit().await?;
+        audit.recorded();
+        Ok(())
+    }
+
     /// [`Self::commit_audited`] for a change that is several audited
     /// facts at once (a reset that also verifies the address).
     pub(super) async fn commit_all_audited(
@@ -89,13 +104,7 @@ impl AuthStore {
                 insert_audit!(audit).execute(exec).await.map(|_| ())
             })?;
             if let Some((event_type, subject, data)) = announcement(audit) {
-                let Some(version) = next_event_version(&mut work, subject).await? else {
-                    // No credential: nothing of an account changed here
-                    // (a deletion of a registration already abandoned).
-                    tracing::warn!(user_id = %subject, kind = audit.kind.as_str(),
-                        "no credential to announce the change of; no event");
-                    continue;
-                };
+                let version = next_event_version(&mut work, subject).await?;
                 let event = Event::new(
                     event_type.as_str(),
                     subject,
@@ -157,20 +166,20 @@ impl AuthStore {
 }
 
 /// Takes the credential's row lock and the version of its next event (its
-/// event count after this one); `None` without a credential. Every
-/// announced change takes this lock, so a user's events are numbered in
-/// the order their transactions commit.
+/// event count after this one). Every announced change takes this lock, so
+/// a user's events are numbered in the order their transactions commit; an
+/// announced change always concerns an existing credential.
 pub(super) async fn next_event_version(
     work: &mut UnitOfWork,
     user_id: Uuid,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     on_conn!(work.into(), exec => {
         sqlx::query_scalar(
             "UPDATE credentials SET event_version = event_version + 1 \
              WHERE user_id = $1 RETURNING event_version",
         )
         .bind(user_id)
-        .fetch_optional(exec)
+        .fetch_one(exec)
         .await
     })
 }

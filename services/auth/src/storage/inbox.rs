@@ -50,7 +50,7 @@ impl AuthStore {
         }
         // The credential first: its row lock orders this against a sign-in
         // (see `create_session`), so no session opened meanwhile escapes.
-        on_conn!((&mut work).into(), exec => {
+        let had_credential = on_conn!((&mut work).into(), exec => {
             sqlx::query(
                 "UPDATE credentials SET status = 'deleted', password_hash = '', \
                  updated_at = $2 WHERE user_id = $1",
@@ -58,10 +58,18 @@ impl AuthStore {
             .bind(user_id)
             .bind(now)
             .execute(exec)
-            .await
-            .map(|_| ())
-        })?;
+            .await?
+            .rows_affected()
+                == 1
+        });
         let sessions_ended = super::sessions::revoke_every_session(&mut work, user_id, now).await?;
+        if !had_credential {
+            // Nothing of an account here (a registration abandoned before
+            // its profile's deletion): audited, not announced.
+            let audit = audit.clone().detail("no credential");
+            self.commit_unannounced(work, &audit).await?;
+            return Ok(Applied::Now { sessions_ended });
+        }
         let audit = audit.clone().detail(format!("{sessions_ended} sessions"));
         self.commit_audited(work, &audit).await?;
         Ok(Applied::Now { sessions_ended })
