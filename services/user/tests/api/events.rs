@@ -448,16 +448,21 @@ async fn the_purge_removes_only_old_delivered_rows(backend: Backend) {
         .await
         .unwrap();
 
-    // Assert
+    // Assert: the old delivered row went; the dead letter stays; the
+    // recent one stays until a cutoff past its delivery.
     assert_eq!(removed, 1);
     let dead = deliveries::dead(&db, None, 10).await.unwrap();
     assert_eq!(dead.len(), 1, "the dead letter stays");
+    assert_eq!(dead[0].id, claimed[1].id);
+    let later = now + time::Duration::seconds(1);
     assert_eq!(
-        deliveries::purge_delivered(&db, now - time::Duration::days(7), 100)
-            .await
-            .unwrap(),
-        0,
-        "the recent one stays"
+        deliveries::purge_delivered(&db, later, 100).await.unwrap(),
+        1,
+        "the recent one was still there"
+    );
+    assert_eq!(
+        deliveries::purge_delivered(&db, later, 100).await.unwrap(),
+        0
     );
     for id in ids {
         assert_eq!(
