@@ -175,6 +175,7 @@ pub async fn register(
     responses(
         (status = 200, description = "Tokens for a new session; with MFA on, a challenge instead (`mfa_required`), completed at `POST /v1/auth/login/mfa`", body = LoginAnswer),
         (status = 401, description = "Unknown email or wrong password (indistinguishable)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The right password, but `email_verification.required` is on and the address is not verified yet", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed attempts for this account or address; wait `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
         JsonBodyRejections,
         Unavailable,
