@@ -249,13 +249,20 @@ pub async fn run<S: Service>() -> anyhow::Result<()> {
             std::process::exit(0);
         }
         Some("migrate") => {
-            let _telemetry = telemetry::init(S::NAME, config.telemetry())?;
-            if let Err(err) = S::migrate(&config).await {
-                tracing::error!(error = %format!("{err:#}"), "migration failed");
-                std::process::exit(1);
-            }
-            tracing::info!("migrations applied");
-            std::process::exit(0);
+            let telemetry = telemetry::init(S::NAME, config.telemetry())?;
+            let code = match S::migrate(&config).await {
+                Ok(()) => {
+                    tracing::info!("migrations applied");
+                    0
+                }
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "migration failed");
+                    1
+                }
+            };
+            // `exit` runs no destructors: write the log lines out first.
+            drop(telemetry);
+            std::process::exit(code);
         }
         Some(other) => {
             eprintln!(

@@ -1,6 +1,8 @@
 //! Tracing and OpenTelemetry, set up once by each service's `main`.
 //!
-//! Logs go to stdout as JSON (containers) or pretty text (terminals). Every
+//! Logs go to stdout as JSON (containers; formatted by [`json`]) or pretty
+//! text (terminals), written in batches by a thread of their own
+//! ([`output`]). Every
 //! request has a W3C trace context — the caller's `traceparent` continued,
 //! or a new trace — that is logged and propagated to the services it
 //! calls. Spans are exported over OTLP/HTTP when an endpoint is configured;
@@ -8,6 +10,9 @@
 //! the trace context is a small value carried with the request
 //! ([`TraceContext`]), which costs a fraction of building an OpenTelemetry
 //! span nobody exports.
+
+mod json;
+pub mod output;
 
 use std::{io::IsTerminal, sync::OnceLock};
 
@@ -38,9 +43,13 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
 }
 
-/// Flushes and stops the exporter when dropped at the end of `main`.
+/// Flushes and stops the exporter, then writes the log lines still
+/// pending, when dropped at the end of `main`.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    // Dropped after the provider (fields drop in order), so what the
+    // exporter's shutdown logs is written too.
+    _log_output: output::LogOutputGuard,
 }
 
 impl Drop for TelemetryGuard {
@@ -101,15 +110,14 @@ pub fn init(
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
+    let (log_output, log_output_guard) =
+        output::LogOutput::start(json, output::FLUSH_INTERVAL, std::io::stdout())?;
     let fmt_layer = if json {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed()
+        json::JsonLayer::new(log_output).boxed()
     } else {
-        tracing_subscriber::fmt::layer().boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(log_output)
+            .boxed()
     };
 
     // The filter applies to log output only: request spans must exist (and
@@ -121,7 +129,10 @@ pub fn init(
     if let Some(endpoint) = &config.otlp_endpoint {
         tracing::info!(%endpoint, "exporting traces over OTLP");
     }
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard {
+        provider,
+        _log_output: log_output_guard,
+    })
 }
 
 /// What becomes an OpenTelemetry span: spans at `info` and above. Log

@@ -1,0 +1,547 @@
+//! The JSON log layer: one line per event, written straight into a buffer.
+//!
+//! The lines look as `tracing_subscriber`'s JSON formatter made them
+//! (`flatten_event`, `with_current_span`): `timestamp`, `level`, the
+//! event's fields (`message` first), `target`, and `span` — the current
+//! span's fields and `name`. What differs is the cost. That formatter kept
+//! each span's fields as JSON text and, on every `span.record`, parsed the
+//! text back into a map, added the field and wrote it out again; every
+//! event went through `serde` visitors and a fresh timestamp string. With
+//! a request span recorded twice and an access line per request, that was
+//! about a quarter of the gateway's CPU per proxied request
+//! (docs/benchmarks.md). Here a span's fields are kept as the members of a
+//! JSON object, a recorded field is appended (or its value replaced in
+//! place), and an event is written once, with the date and time of day
+//! formatted once per second per thread.
+
+use std::{
+    cell::RefCell,
+    fmt::{self, Write as _},
+    io::Write as _,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tracing::{
+    Event, Level, Subscriber,
+    field::{Field, Visit},
+    span::{Attributes, Id, Record},
+};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::{
+    fmt::MakeWriter,
+    layer::{Context, Layer},
+    registry::LookupSpan,
+};
+
+/// Writes events as JSON lines to `W`.
+pub struct JsonLayer<W> {
+    make_writer: W,
+}
+
+impl<W> JsonLayer<W> {
+    pub fn new(make_writer: W) -> Self {
+        Self { make_writer }
+    }
+}
+
+/// A span's fields, as the members of a JSON object without its braces:
+/// `"method":"GET","route":"/v1/users/me"`.
+#[derive(Debug, Default)]
+struct SpanFields(String);
+
+impl<S, W> Layer<S> for JsonLayer<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut fields = SpanFields::default();
+        attrs.record(&mut SpanVisitor(&mut fields.0));
+        span.extensions_mut().insert(fields);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut SpanVisitor(&mut fields.0));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        thread_local! {
+            static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        LINE.with(|line| {
+            // An event logged while this thread is writing one (a field's
+            // Display that logs) gets a buffer of its own.
+            let mut own = String::new();
+            let mut borrowed = line.try_borrow_mut();
+            let line = match borrowed.as_deref_mut() {
+                Ok(line) => line,
+                Err(_) => &mut own,
+            };
+            line.clear();
+            let normalized = event.normalized_metadata();
+            let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+            line.push_str("{\"timestamp\":\"");
+            push_timestamp(line, SystemTime::now());
+            line.push_str("\",\"level\":\"");
+            line.push_str(level_name(meta.level()));
+            line.push('"');
+            event.record(&mut EventVisitor(line));
+            line.push_str(",\"target\":");
+            push_string(line, meta.target());
+            if let Some(span) = ctx.event_span(event) {
+                line.push_str(",\"span\":{");
+                let extensions = span.extensions();
+                if let Some(fields) = extensions.get::<SpanFields>()
+                    && !fields.0.is_empty()
+                {
+                    line.push_str(&fields.0);
+                    line.push(',');
+                }
+                line.push_str("\"name\":");
+                push_string(line, span.name());
+                line.push('}');
+            }
+            line.push_str("}\n");
+            // Nowhere to report a lost line but the output itself.
+            let _ = self
+                .make_writer
+                .make_writer_for(meta)
+                .write_all(line.as_bytes());
+            // Keep a line's worth of capacity, not a burst's.
+            line.shrink_to(4096);
+        });
+    }
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARN",
+        Level::ERROR => "ERROR",
+    }
+}
+
+/// An event's fields, each as `,"name":value` after what is written.
+struct EventVisitor<'a>(&'a mut String);
+
+impl Visit for EventVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        push_key(self.0, field.name());
+        push_debug(self.0, value);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        push_key(self.0, field.name());
+        push_string(self.0, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        push_key(self.0, field.name());
+        push_f64(self.0, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        push_key(self.0, field.name());
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        push_key(self.0, field.name());
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        push_key(self.0, field.name());
+        self.0.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        push_key(self.0, field.name());
+        push_display(self.0, value);
+    }
+}
+
+fn push_key(line: &mut String, name: &str) {
+    line.push(',');
+    push_string(line, name);
+    line.push(':');
+}
+
+/// A span's fields: a field recorded again replaces its value in place,
+/// so each name appears once, as in an object.
+struct SpanVisitor<'a>(&'a mut String);
+
+impl SpanVisitor<'_> {
+    fn set(&mut self, name: &str, write_value: impl FnOnce(&mut String)) {
+        match member_value(self.0, name) {
+            Some(range) => {
+                let mut value = String::new();
+                write_value(&mut value);
+                self.0.replace_range(range, &value);
+            }
+            None => {
+                if !self.0.is_empty() {
+                    self.0.push(',');
+                }
+                push_string(self.0, name);
+                self.0.push(':');
+                write_value(self.0);
+            }
+        }
+    }
+}
+
+impl Visit for SpanVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.set(field.name(), |out| push_debug(out, value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.set(field.name(), |out| push_string(out, value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.set(field.name(), |out| push_f64(out, value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.set(field.name(), |out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.set(field.name(), |out| {
+            let _ = write!(out, "{value}");
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.set(field.name(), |out| {
+            out.push_str(if value { "true" } else { "false" })
+        });
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.set(field.name(), |out| push_display(out, value));
+    }
+}
+
+/// Where the value of member `name` is in `members` (the text of an
+/// object's members without braces, as written here), if it is there.
+///
+/// A member starts at the beginning or after a comma with an unescaped
+/// quote; inside a string value every quote is escaped, so `,"name":`
+/// can only be a member's start. A value is a string (to its closing
+/// unescaped quote) or a scalar (to the next comma).
+fn member_value(members: &str, name: &str) -> Option<std::ops::Range<usize>> {
+    let mut key = String::with_capacity(name.len() + 3);
+    push_string(&mut key, name);
+    key.push(':');
+    let bytes = members.as_bytes();
+    let mut from = 0;
+    let start = loop {
+        let at = from + members[from..].find(&key)?;
+        if at == 0 || bytes[at - 1] == b',' {
+            break at + key.len();
+        }
+        from = at + 1;
+    };
+    let end = if bytes.get(start) == Some(&b'"') {
+        let mut i = start + 1;
+        loop {
+            match bytes.get(i)? {
+                b'\\' => i += 2,
+                b'"' => break i + 1,
+                _ => i += 1,
+            }
+        }
+    } else {
+        members[start..]
+            .find(',')
+            .map_or(members.len(), |comma| start + comma)
+    };
+    Some(start..end)
+}
+
+/// `value` as a JSON string, escaped as it is formatted.
+fn push_debug(line: &mut String, value: &dyn fmt::Debug) {
+    line.push('"');
+    let _ = write!(Escaped(line), "{value:?}");
+    line.push('"');
+}
+
+fn push_display(line: &mut String, value: &dyn fmt::Display) {
+    line.push('"');
+    let _ = write!(Escaped(line), "{value}");
+    line.push('"');
+}
+
+fn push_string(line: &mut String, value: &str) {
+    line.push('"');
+    escape_into(line, value);
+    line.push('"');
+}
+
+/// A number as JSON has it; NaN and the infinities (which JSON lacks) are
+/// `null`, as `serde_json` writes them.
+fn push_f64(line: &mut String, value: f64) {
+    if value.is_finite() {
+        let _ = write!(line, "{value}");
+        // `Display` writes a whole number without a point ("2"), which is
+        // valid JSON; keep it.
+    } else {
+        line.push_str("null");
+    }
+}
+
+/// Writes what is formatted into it as the inside of a JSON string.
+struct Escaped<'a>(&'a mut String);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
+/// The JSON escapes (RFC 8259 §7): quote, backslash and control characters.
+fn escape_into(line: &mut String, value: &str) {
+    let mut plain_from = 0;
+    for (i, byte) in value.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        line.push_str(&value[plain_from..i]);
+        if escape.is_empty() {
+            let _ = write!(line, "\\u{byte:04x}");
+        } else {
+            line.push_str(escape);
+        }
+        plain_from = i + 1;
+    }
+    line.push_str(&value[plain_from..]);
+}
+
+/// RFC 3339 in UTC with microseconds, `2026-12-04T22:21:49.408148Z`: the
+/// date and time of day are formatted when the second changes (per
+/// thread), the microseconds every time.
+fn push_timestamp(line: &mut String, now: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since_epoch.as_secs();
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != secs {
+            second.1.clear();
+            match time::OffsetDateTime::from_unix_timestamp(secs as i64) {
+                Ok(at) => {
+                    let _ = write!(
+                        second.1,
+                        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                        at.year(),
+                        u8::from(at.month()),
+                        at.day(),
+                        at.hour(),
+                        at.minute(),
+                        at.second()
+                    );
+                }
+                Err(_) => second.1.push_str("1970-01-01T00:00:00"),
+            }
+            second.0 = secs;
+        }
+        line.push_str(&second.1);
+    });
+    let _ = write!(line, ".{:06}Z", since_epoch.subsec_micros());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use serde_json::{Value, json};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    /// Collects what the layer writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<Value> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            assert!(text.ends_with('\n'), "{text:?}");
+            text.lines()
+                .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+                .collect()
+        }
+    }
+
+    fn logged(body: impl FnOnce()) -> Vec<Value> {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(captured.clone()));
+        tracing::subscriber::with_default(subscriber, body);
+        captured.lines()
+    }
+
+    #[test]
+    fn an_event_in_a_span_has_its_fields_the_target_and_the_span() {
+        let lines = logged(|| {
+            let span = tracing::info_span!(
+                "request",
+                method = %"GET",
+                request_id = "r-1",
+                status = tracing::field::Empty,
+            );
+            span.record("status", 200u64);
+            span.in_scope(|| {
+                tracing::info!(
+                    latency_ms = 2u64,
+                    ok = true,
+                    ratio = 0.5,
+                    delta = -3i64,
+                    "request completed"
+                );
+            });
+        });
+        let [line] = &lines[..] else {
+            panic!("{lines:?}")
+        };
+        let timestamp = line["timestamp"].as_str().unwrap();
+        assert!(
+            time::OffsetDateTime::parse(timestamp, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{timestamp}"
+        );
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["message"], "request completed");
+        assert_eq!(line["latency_ms"], 2);
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["ratio"], 0.5);
+        assert_eq!(line["delta"], -3);
+        assert_eq!(line["target"], module_path!());
+        assert_eq!(
+            line["span"],
+            json!({"method": "GET", "request_id": "r-1", "status": 200, "name": "request"})
+        );
+    }
+
+    #[test]
+    fn a_field_recorded_again_replaces_its_value() {
+        let lines = logged(|| {
+            let span = tracing::info_span!(
+                "request",
+                route = "unmatched",
+                note = "a \"quoted\", \\ text,\"route\":x",
+                status = tracing::field::Empty,
+            );
+            span.record("status", 200u64);
+            span.record("route", "/v1/users/me");
+            span.record("status", 404u64);
+            span.record("note", "plain");
+            span.in_scope(|| tracing::warn!("refused"));
+        });
+        assert_eq!(
+            lines[0]["span"],
+            json!({"route": "/v1/users/me", "note": "plain", "status": 404, "name": "request"})
+        );
+        assert_eq!(lines[0]["level"], "WARN");
+        let raw = serde_json::to_string(&lines[0]["span"]).unwrap();
+        assert_eq!(raw.matches("route").count(), 1, "{raw}");
+    }
+
+    #[test]
+    fn strings_are_escaped_and_an_event_outside_spans_has_no_span() {
+        let text = "quote \" backslash \\ newline \n tab \t bell \u{7} é ✓";
+        let lines = logged(|| {
+            tracing::info!(target: "access", text, shown = %text, debugged = ?"x\"y", "line");
+        });
+        let line = &lines[0];
+        assert_eq!(line["text"], text);
+        assert_eq!(line["shown"], text);
+        assert_eq!(line["debugged"], "\"x\\\"y\"");
+        assert_eq!(line["target"], "access");
+        assert!(line.get("span").is_none(), "{line}");
+    }
+
+    #[test]
+    fn numbers_json_cannot_hold_are_null() {
+        let lines =
+            logged(|| tracing::info!(nan = f64::NAN, inf = f64::INFINITY, whole = 2.0, "n"));
+        assert_eq!(lines[0]["nan"], Value::Null);
+        assert_eq!(lines[0]["inf"], Value::Null);
+        assert_eq!(lines[0]["whole"], 2);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        let mut line = String::new();
+        let at = UNIX_EPOCH + Duration::from_micros(1_796_422_870_408_148);
+        push_timestamp(&mut line, at);
+        line.push(' ');
+        // The same second again (cached), then the next one.
+        push_timestamp(&mut line, at + Duration::from_micros(1));
+        line.push(' ');
+        push_timestamp(&mut line, at + Duration::from_secs(1));
+        assert_eq!(
+            line,
+            "2026-12-04T22:21:10.408148Z 2026-12-04T22:21:10.408149Z 2026-12-04T22:21:11.408148Z"
+        );
+    }
+
+    #[test]
+    fn member_values_are_found_only_at_a_member_start() {
+        let members = r#""note":"x,\"route\":1","route":"/a","status":200"#;
+        assert_eq!(&members[member_value(members, "route").unwrap()], "\"/a\"");
+        assert_eq!(&members[member_value(members, "status").unwrap()], "200");
+        assert_eq!(
+            &members[member_value(members, "note").unwrap()],
+            r#""x,\"route\":1""#
+        );
+        assert!(member_value(members, "absent").is_none());
+    }
+}
