@@ -1,15 +1,17 @@
 //! Wiring: config → upstreams, routes, verifier → a running gateway.
 
-use std::sync::Arc;
+use std::{convert::Infallible, sync::Arc, task::Poll};
 
 use anyhow::Context as _;
 use axum::{
     Extension, Json, Router,
+    body::Body,
     extract::{Request, State},
     middleware,
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures::future::BoxFuture;
 use http::{Method, StatusCode, header};
 use portico_common::{
     admin::Readiness,
@@ -22,6 +24,7 @@ use portico_common::{
     },
     jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
 };
+use tower::ServiceExt as _;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
@@ -149,44 +152,126 @@ impl Service for Gateway {
 /// `/openapi.json` and `/docs` are the gateway's own; everything else goes
 /// through the route table of the running configuration.
 fn router(state: GatewayState, config: &Config) -> Router {
-    let access_log = &config.access_log;
-    let security = state.security_headers.clone();
     let swagger: Router<GatewayState> = Router::from(
         SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
     )
     .route_layer(middleware::map_response(mark_docs_page));
-    let router = Router::new()
+    let pages = Router::new()
         .route("/openapi.json", get(openapi_document))
         .merge(swagger)
-        .fallback(route_request)
-        .with_state(state);
-    // Inside the pipeline: the access log counts the bytes that were sent.
-    let router = match compression::layer(&config.compression) {
-        Some(layer) => router.layer(layer),
-        None => router,
-    };
-    // Bodies and time limits are per route, enforced by the proxy. The
-    // layers wrap the router whole (one concrete stack per request, not
-    // boxed layers cloned around each route).
-    let pipeline = pipeline::around(
-        router,
-        access_log.enabled.then_some(AccessLog {
-            success_sample_rate: access_log.success_sample_rate,
+        .with_state(state.clone());
+    let routes = Routes { state, pages };
+    let edge = Edge {
+        // Inside the pipeline: the access log counts the bytes that were
+        // sent.
+        compressed: compression::layer(&config.compression)
+            .map(|layer| tower::Layer::layer(&layer, routes.clone())),
+        routes,
+        access_log: config.access_log.enabled.then_some(AccessLog {
+            success_sample_rate: config.access_log.success_sample_rate,
         }),
-    );
-    let edge = tower::ServiceBuilder::new()
-        // Outermost, so every answer has them: proxied ones, the gateway's
-        // own errors and pages, and what the pipeline refuses before
-        // routing.
-        .layer(middleware::map_response_with_state(
-            security,
-            security_headers,
-        ))
-        // Outside the pipeline: its own refusals (timeouts, bad heads) are
-        // the gateway's problems too.
-        .layer(middleware::from_fn(grpc::errors_as_grpc_status))
-        .service(pipeline);
+    };
     Router::new().fallback_service(edge)
+}
+
+/// The gateway's whole answer to a request, as one future: the pipeline
+/// (observation, deadline, panics) around compression and the routes, the
+/// gRPC statuses of its own problems, the security headers. Plain calls
+/// rather than a stack of middleware layers, each of which boxed its
+/// future and cloned its inner stack per request.
+#[derive(Clone)]
+struct Edge {
+    routes: Routes,
+    compressed: Option<Compressed>,
+    access_log: Option<AccessLog>,
+}
+
+type Compressed = tower_http::compression::Compression<Routes, compression::Compressible>;
+
+impl tower::Service<Request> for Edge {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Edge {
+            routes,
+            compressed,
+            access_log,
+        } = self.clone();
+        let security = routes.state.security_headers.clone();
+        Box::pin(async move {
+            let grpc = grpc::is_grpc(request.headers());
+            let response = pipeline::around(access_log, request, |request| async move {
+                match compressed {
+                    Some(compressed) => match compressed.oneshot(request).await {
+                        Ok(response) => response.map(Body::new),
+                        Err(never) => match never {},
+                    },
+                    None => routes.route(request).await,
+                }
+            })
+            .await;
+            // gRPC statuses for gRPC clients, the pipeline's own refusals
+            // (timeouts, bad heads) included.
+            let mut response = if grpc {
+                grpc::as_grpc_status(response)
+            } else {
+                response
+            };
+            // Last, so every answer has them: proxied ones, the gateway's
+            // own errors and pages, and what the pipeline refuses.
+            let docs = response.extensions().get::<DocsPage>().is_some();
+            security.apply(response.headers_mut());
+            if docs {
+                security.apply_docs_policy(response.headers_mut());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The gateway's pages, else the route table.
+#[derive(Clone)]
+struct Routes {
+    state: GatewayState,
+    pages: Router,
+}
+
+impl Routes {
+    async fn route(self, request: Request) -> Response {
+        let path = request.uri().path();
+        if path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/") {
+            match self.pages.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        } else {
+            // Boxed: the proxying future is large, and one that is built
+            // inside the others' would be copied with them.
+            Box::pin(route_request(self.state, request)).await
+        }
+    }
+}
+
+/// What the compression layer wraps.
+impl tower::Service<Request> for Routes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let routes = self.clone();
+        Box::pin(async move { Ok(routes.route(request).await) })
+    }
 }
 
 /// Response extension: a page of `/docs`, which gets the docs policy
@@ -200,22 +285,10 @@ async fn mark_docs_page(mut response: Response) -> Response {
     response
 }
 
-async fn security_headers(
-    State(security): State<Arc<SecurityHeaders>>,
-    mut response: Response,
-) -> Response {
-    let docs = response.extensions().get::<DocsPage>().is_some();
-    security.apply(response.headers_mut());
-    if docs {
-        security.apply_docs_policy(response.headers_mut());
-    }
-    response
-}
-
 /// Match route (in the snapshot this request started with), then answer a
 /// CORS preflight here or forward; the operation's path template in the
 /// public document (else the route's prefix) labels the request's metrics.
-async fn route_request(State(state): State<GatewayState>, request: Request) -> Response {
+async fn route_request(state: GatewayState, request: Request) -> Response {
     // The snapshot lives as long as the request: its route is borrowed, not
     // copied (a route owns strings and lists).
     let snapshot = state.live.load();

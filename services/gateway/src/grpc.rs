@@ -5,7 +5,7 @@
 //! problem+json body they cannot. A gRPC upstream's own answers, trailers
 //! included, pass through untouched.
 
-use axum::{body::Body, extract::Request, middleware::Next, response::Response};
+use axum::{body::Body, response::Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use portico_common::error::Problem;
 
@@ -31,13 +31,9 @@ pub fn status_code(status: StatusCode) -> u32 {
     }
 }
 
-/// Middleware: the gateway's problems, as gRPC statuses for gRPC clients.
-pub async fn errors_as_grpc_status(request: Request, next: Next) -> Response {
-    let grpc = is_grpc(request.headers());
-    let response = next.run(request).await;
-    if !grpc {
-        return response;
-    }
+/// The answer to a gRPC request: a problem the gateway made becomes a
+/// gRPC status; anything else passes as it is.
+pub fn as_grpc_status(response: Response) -> Response {
     let Some(problem) = response.extensions().get::<Problem>().cloned() else {
         return response;
     };

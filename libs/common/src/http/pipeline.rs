@@ -14,6 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
+use futures::FutureExt as _;
 use tower_http::{
     catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
 };
@@ -112,37 +113,31 @@ where
 }
 
 /// The pipeline around a whole service, for one that routes by itself
-/// (the gateway's route table) and bounds bodies and time per route.
-/// [`apply`] puts its layers inside a router, around each route: a request
-/// then clones and boxes every layer of the route it takes. Here the layers
-/// are one concrete stack, paid once per request. The route label comes
-/// from the answer's [`RouteLabel`] (a router's matched path is not known
-/// out here).
-pub fn around<S>(
-    inner: S,
-    access_log: Option<AccessLog>,
-) -> impl tower::Service<
-    Request,
-    Response = Response,
-    Error = std::convert::Infallible,
-    Future: Send + 'static,
-> + Clone
-+ Send
-+ Sync
-+ 'static
+/// (the gateway's route table) and bounds bodies and time per route:
+/// observation, the caller's deadline and panics caught, around
+/// `handler`, as plain calls in the caller's future. [`apply`] puts its
+/// layers inside a router, around each route, where a request clones and
+/// boxes every layer of the route it takes (and `from_fn` boxes its inner
+/// service again per request); here the caller boxes one future for the
+/// whole request. The route label comes from the answer's [`RouteLabel`]
+/// (a router's matched path is not known out here).
+pub async fn around<F, Fut>(access_log: Option<AccessLog>, request: Request, handler: F) -> Response
 where
-    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
 {
-    tower::ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(access_log, observe))
-        .layer(middleware::from_fn(honour_deadline))
-        .layer(CatchPanicLayer::custom(panic_problem))
-        .service(inner)
+    observed(access_log, request, |request| {
+        within_deadline(request, |request| async move {
+            match std::panic::AssertUnwindSafe(handler(request))
+                .catch_unwind()
+                .await
+            {
+                Ok(response) => response,
+                Err(panic) => panic_problem(panic),
+            }
+        })
+    })
+    .await
 }
 
 fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -165,9 +160,19 @@ fn incoming_request_id(headers: &axum::http::HeaderMap) -> Option<String> {
 
 async fn observe(
     State(access_log): State<Option<AccessLog>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    observed(access_log, request, |request| next.run(request)).await
+}
+
+/// Observation (request id, span, trace context, RED metrics, the access
+/// line or the request's log line, problems rendered) around `next`.
+async fn observed<F, Fut>(access_log: Option<AccessLog>, mut request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let started = Instant::now();
     let request_id =
         incoming_request_id(request.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
@@ -217,7 +222,7 @@ async fn observe(
         Some(problem) => problem.into_response(),
         None => {
             trace
-                .scope(CURRENT_REQUEST_ID.scope(RequestId(request_id.clone()), next.run(request)))
+                .scope(CURRENT_REQUEST_ID.scope(RequestId(request_id.clone()), next(request)))
                 .instrument(span.clone())
                 .await
         }
@@ -444,6 +449,14 @@ pub const DEADLINE_HEADER: &str = "x-portico-deadline-ms";
 
 /// Cuts a request short at the caller's deadline ([`DEADLINE_HEADER`]).
 async fn honour_deadline(request: Request, next: Next) -> Response {
+    within_deadline(request, |request| next.run(request)).await
+}
+
+async fn within_deadline<F, Fut>(request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let deadline = request
         .headers()
         .get(DEADLINE_HEADER)
@@ -451,8 +464,8 @@ async fn honour_deadline(request: Request, next: Next) -> Response {
         .and_then(|value| value.parse::<u64>().ok())
         .map(std::time::Duration::from_millis);
     match deadline {
-        None => next.run(request).await,
-        Some(deadline) => match tokio::time::timeout(deadline, next.run(request)).await {
+        None => next(request).await,
+        Some(deadline) => match tokio::time::timeout(deadline, next(request)).await {
             Ok(response) => response,
             Err(_) => Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,
