@@ -510,7 +510,10 @@ impl TokenVerifier {
         let claims = match cached {
             Some(claims) => claims,
             None => {
-                let claims = self.verify_signature(token).await?;
+                // Boxed: fetching keys makes this future large, and it
+                // would otherwise be part of every caller's future (the
+                // gateway's per request) even when the cache answers.
+                let claims = Box::pin(self.verify_signature(token)).await?;
                 if let Some(verified) = &self.verified {
                     verified.put(token, &claims);
                 }

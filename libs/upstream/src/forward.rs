@@ -459,13 +459,19 @@ impl Transport {
             let (mut sender, reused) = match upstream.connector.protocol {
                 Protocol::Http1 => match endpoint.pool.checkout_http1(idle).await {
                     Some(sender) => (Sender::Http1(sender), true),
-                    None => (self.dial(upstream, endpoint, series).await?, false),
+                    // Boxed: connecting (TLS included) makes a future of
+                    // several KiB that a pooled connection never needs, and
+                    // unboxed it would be part of every request's future.
+                    None => (
+                        Box::pin(self.dial(upstream, endpoint, series)).await?,
+                        false,
+                    ),
                 },
                 Protocol::Http2 => {
                     let (sender, reused) = endpoint
                         .pool
                         .shared_http2(|| async {
-                            match self.dial(upstream, endpoint, series).await? {
+                            match Box::pin(self.dial(upstream, endpoint, series)).await? {
                                 Sender::Http2(sender) => Ok(sender),
                                 Sender::Http1(_) => Err(AttemptError::Connect(
                                     "dialed HTTP/1.1 for an HTTP/2 upstream".into(),
@@ -549,10 +555,12 @@ async fn answer_within<F: Future>(
     body_sent: Option<Arc<tokio::sync::Notify>>,
     timeout: Duration,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
+    // Pinned once, here: moved into a timeout on one path and kept on the
+    // other, the future would be held twice in this one.
+    tokio::pin!(exchange);
     let Some(body_sent) = body_sent else {
         return tokio::time::timeout(timeout, exchange).await;
     };
-    tokio::pin!(exchange);
     tokio::select! {
         outcome = &mut exchange => Ok(outcome),
         () = body_sent.notified() => tokio::time::timeout(timeout, exchange).await,

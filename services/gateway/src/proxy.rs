@@ -142,11 +142,18 @@ impl Proxy {
             client_ip,
             headers: &parts.headers,
         };
+        // The stages that may wait on something (Redis, the client's body)
+        // are boxed where they run, so that routes without them do not
+        // carry their futures in every request's.
         let rate_headers = match &route.rate_limit {
-            Some(limit) => self.rate_limit(limit, &facts).await?,
+            Some(limit) => Box::pin(self.rate_limit(limit, &facts)).await?,
             None => None,
         };
-        let body = self.request_body(&parts.headers, body, route).await?;
+        let body = if http_body::Body::is_end_stream(&body) {
+            RequestBody::Buffered(Bytes::new())
+        } else {
+            Box::pin(self.request_body(&parts.headers, body, route)).await?
+        };
         let over_tls = parts.extensions.get::<OverTls>().is_some();
         let mut headers = upstream_headers(&parts.headers, client_ip, over_tls);
         let path_and_query =
@@ -296,7 +303,7 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// The body as the attempts send it: held whole when it is small
+    /// The body (not an empty one) as the attempts send it: held whole when it is small
     /// enough to replay (`proxy.retry_buffer_bytes`), else streamed
     /// through as it arrives. Either way bounded by the route's
     /// `max_body_bytes` (413).
@@ -316,9 +323,6 @@ impl Proxy {
             return Err(GatewayError::BodyTooLarge);
         }
         let declared = declared.and_then(|len| usize::try_from(len).ok());
-        if http_body::Body::is_end_stream(&body) {
-            return Ok(RequestBody::Buffered(Bytes::new()));
-        }
         match declared {
             Some(len) if len <= self.retry_buffer_bytes => {
                 // A client that sends its body slowly holds memory; it gets

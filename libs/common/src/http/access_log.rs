@@ -70,7 +70,6 @@ pub(crate) struct Record {
 impl Record {
     fn write(&self, bytes_out: u64, complete: bool) {
         let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let client_ip = self.client_ip.map_or_else(String::new, |ip| ip.to_string());
         let cause = self.cause.as_deref().unwrap_or_default();
         match &self.proxied {
             Some(proxied) => tracing::info!(
@@ -88,7 +87,7 @@ impl Record {
                 attempts = proxied.attempts,
                 request_id = %self.request_id,
                 trace_id = %self.trace_id,
-                client_ip = %proxied.client_ip.map_or(client_ip, |ip| ip.to_string()),
+                client_ip = %OrEmpty(proxied.client_ip.or(self.client_ip)),
                 complete,
                 cause,
                 "request"
@@ -104,11 +103,23 @@ impl Record {
                 bytes_out,
                 request_id = %self.request_id,
                 trace_id = %self.trace_id,
-                client_ip,
+                client_ip = %OrEmpty(self.client_ip),
                 complete,
                 cause,
                 "request"
             ),
+        }
+    }
+}
+
+/// A value's text, or nothing (an empty string in the line).
+struct OrEmpty<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => Ok(()),
         }
     }
 }

@@ -197,8 +197,9 @@ where
         status = Empty,
     );
     let trace = telemetry::start_request_trace(&span, request.headers());
+    let mut trace_id = None;
     if !span.is_disabled() {
-        span.record("trace_id", trace.trace_id_hex());
+        span.record("trace_id", &*trace_id.insert(trace.trace_id_hex()));
     }
     // What the access line needs of the request, taken before it is gone.
     let access = access_log.map(|log| {
@@ -207,7 +208,7 @@ where
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|info| info.0.ip());
-        let trace_id = trace.trace_id_hex();
+        let trace_id = trace_id.unwrap_or_else(|| trace.trace_id_hex());
         (
             log,
             request.uri().path().to_owned(),
@@ -255,16 +256,24 @@ where
 
     // A handler that routes by itself (the gateway's route table) names the
     // route it chose; that is the metric label, as bounded as axum's paths.
+    let status = response.status().as_u16();
+    // The span's last fields are read by the line logged in it below (an
+    // error, or every request without an access log) and by an exporter;
+    // with neither, recording them would format them for nobody.
+    let read_later = status >= 500 || access.is_none() || telemetry::exporting();
     let route = match response.extensions().get::<RouteLabel>() {
         Some(label) => {
-            span.record("route", &*label.0);
+            if read_later {
+                span.record("route", &*label.0);
+            }
             label.0.clone()
         }
         None => route,
     };
-    let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.record("status", status);
+    if read_later {
+        span.record("status", status);
+    }
     RED_SERIES.with(|series| {
         series
             .borrow_mut()

@@ -533,6 +533,62 @@ mod tests {
         );
     }
 
+    /// The pipeline records a span's last fields only when something reads
+    /// them: the line of a failed request does, beside an access log.
+    #[tokio::test]
+    async fn a_failed_request_is_logged_with_its_route_and_status_beside_an_access_log() {
+        use crate::http::{access_log::AccessLog, pipeline};
+        use axum::response::IntoResponse as _;
+
+        let captured = Captured::default();
+        let _default = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(JsonLayer::new(captured.clone())),
+        );
+        let access_log = Some(AccessLog {
+            success_sample_rate: 1.0,
+        });
+        for status in [200, 502] {
+            let request = http::Request::get("/v1/things/7")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = pipeline::around(access_log, request, |_| async move {
+                let mut response = http::StatusCode::from_u16(status).unwrap().into_response();
+                response
+                    .extensions_mut()
+                    .insert(pipeline::RouteLabel("/v1/things/{id}".into()));
+                response
+            })
+            .await;
+            assert_eq!(response.status().as_u16(), status);
+            // The access line is written as the answer's body goes.
+            drop(response);
+        }
+        let lines = captured.lines();
+        let failed: Vec<_> = lines
+            .iter()
+            .filter(|line| line["message"] == "request failed")
+            .collect();
+        let [failed] = failed[..] else {
+            panic!("{lines:?}")
+        };
+        assert_eq!(failed["level"], "WARN");
+        assert_eq!(failed["span"]["route"], "/v1/things/{id}");
+        assert_eq!(failed["span"]["status"], 502);
+        assert_eq!(failed["span"]["method"], "GET");
+        let access: Vec<_> = lines
+            .iter()
+            .filter(|line| line["target"] == "access")
+            .map(|line| (line["status"].clone(), line["route"].clone()))
+            .collect();
+        assert_eq!(
+            access,
+            [
+                (json!(200), json!("/v1/things/{id}")),
+                (json!(502), json!("/v1/things/{id}"))
+            ]
+        );
+    }
+
     #[test]
     fn member_values_are_found_only_at_a_member_start() {
         let members = r#""note":"x,\"route\":1","route":"/a","status":200"#;

@@ -66,7 +66,7 @@ impl Drop for TelemetryGuard {
 /// by [`init`]; without `init`, as in unit tests, they do not).
 static EXPORTING: OnceLock<bool> = OnceLock::new();
 
-fn exporting() -> bool {
+pub(crate) fn exporting() -> bool {
     EXPORTING.get().copied().unwrap_or(false)
 }
 
