@@ -87,8 +87,11 @@ curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$USER1/v1/users/me" ||
 # CPU per request, per process (the figure of record on shared cores).
 GATEWAY_PID=$(pgrep -f "target/release/portico-gateway" | head -1)
 mapfile -t USER_PIDS < <(pgrep -f "target/release/portico-user")
-[[ -n $GATEWAY_PID && ${#USER_PIDS[@]} -gt 0 ]] || die "the release processes were not found"
-declare -A GATEWAY_US USER_US
+REDIS_PID=$(pgrep -f "redis-server.*:${PORTICO_TEST_REDIS_URL##*:}" | head -1)
+[[ -n $GATEWAY_PID && ${#USER_PIDS[@]} -gt 0 && -n $REDIS_PID ]] || die "the processes were not found"
+# Idle time of all cores (idle + iowait ticks, the first line of /proc/stat).
+idle_ticks() { awk '/^cpu / { print $5 + $6 }' /proc/stat; }
+declare -A GATEWAY_US USER_US REDIS_US IDLE_US
 for target in gateway direct; do
     url=$GATEWAY
     [[ $target == direct ]] && url=$USER1
@@ -96,11 +99,15 @@ for target in gateway direct; do
     wrk -t 2 -c "$CONNECTIONS" -d 2s -H "authorization: Bearer $TOKEN" "$url/v1/users/me" >/dev/null
     gateway0=$(cpu_ticks "$GATEWAY_PID")
     user0=$(cpu_ticks "${USER_PIDS[@]}")
+    redis0=$(cpu_ticks "$REDIS_PID")
+    idle0=$(idle_ticks)
     wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -H "authorization: Bearer $TOKEN" \
         "$url/v1/users/me" >"$WORK/$target.txt"
     served=$(wrk_field "$WORK/$target.txt" requests)
     GATEWAY_US[$target]=$(us_per_request $(($(cpu_ticks "$GATEWAY_PID") - gateway0)) "$served")
     USER_US[$target]=$(us_per_request $(($(cpu_ticks "${USER_PIDS[@]}") - user0)) "$served")
+    REDIS_US[$target]=$(us_per_request $(($(cpu_ticks "$REDIS_PID") - redis0)) "$served")
+    IDLE_US[$target]=$(us_per_request $(($(idle_ticks) - idle0)) "$served")
 done
 HITS=$(curl -fsS "http://127.0.0.1:$((BASE + 1001))/metrics" |
     awk '/^user_profile_cache_lookups_total\{outcome="hit"\}/ { print $2 }')
@@ -203,10 +210,13 @@ cat <<EOF
 
 CPU per request (user + system, from /proc), the figure of record on shared cores:
 
-| path | gateway | user replicas | together |
-|---|---|---|---|
-| through the gateway | ${GATEWAY_US[gateway]} µs | ${USER_US[gateway]} µs | $(python3 -c "print(round(${GATEWAY_US[gateway]} + ${USER_US[gateway]}, 1))") µs |
-| straight to one replica | – | ${USER_US[direct]} µs | ${USER_US[direct]} µs |
+| path | gateway | user replicas | together | Redis | cores idle |
+|---|---|---|---|---|---|
+| through the gateway | ${GATEWAY_US[gateway]} µs | ${USER_US[gateway]} µs | $(python3 -c "print(round(${GATEWAY_US[gateway]} + ${USER_US[gateway]}, 1))") µs | ${REDIS_US[gateway]} µs | ${IDLE_US[gateway]} µs |
+| straight to one replica | – | ${USER_US[direct]} µs | ${USER_US[direct]} µs | ${REDIS_US[direct]} µs | ${IDLE_US[direct]} µs |
+
+(Redis: the server's CPU per request; cores idle: the time both cores
+sat idle during the run, per request — what neither side used.)
 
 Outbox: $WRITERS users changing their profiles through the gateway for $DURATION (wrk, 16 connections): $(wrk_field "$WORK/patch.txt" rps) changes/s; every change an event for a local webhook subscriber, delivered by the two replicas' relays.
 

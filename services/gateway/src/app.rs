@@ -160,8 +160,8 @@ fn router(state: GatewayState, config: &Config) -> Router {
         .route("/openapi.json", get(openapi_document))
         .merge(swagger)
         .with_state(state.clone());
-    let routes = Routes { state, pages };
-    let edge = Edge {
+    let routes = Routes(Arc::new(RoutesParts { state, pages }));
+    let edge = Edge(Arc::new(EdgeParts {
         // Inside the pipeline: the access log counts the bytes that were
         // sent.
         compressed: compression::layer(&config.compression)
@@ -170,7 +170,7 @@ fn router(state: GatewayState, config: &Config) -> Router {
         access_log: config.access_log.enabled.then_some(AccessLog {
             success_sample_rate: config.access_log.success_sample_rate,
         }),
-    };
+    }));
     Router::new().fallback_service(edge)
 }
 
@@ -178,9 +178,12 @@ fn router(state: GatewayState, config: &Config) -> Router {
 /// (observation, deadline, panics) around compression and the routes, the
 /// gRPC statuses of its own problems, the security headers. Plain calls
 /// rather than a stack of middleware layers, each of which boxed its
-/// future and cloned its inner stack per request.
+/// future and cloned its inner stack per request. One `Arc` (a request
+/// copies it: one count both cores touch, not one per part).
 #[derive(Clone)]
-struct Edge {
+struct Edge(Arc<EdgeParts>);
+
+struct EdgeParts {
     routes: Routes,
     compressed: Option<Compressed>,
     access_log: Option<AccessLog>,
@@ -198,21 +201,16 @@ impl tower::Service<Request> for Edge {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let Edge {
-            routes,
-            compressed,
-            access_log,
-        } = self.clone();
-        let security = routes.state.security_headers.clone();
+        let edge = self.0.clone();
         Box::pin(async move {
             let grpc = grpc::is_grpc(request.headers());
-            let response = pipeline::around(access_log, request, |request| async move {
-                match compressed {
-                    Some(compressed) => match compressed.oneshot(request).await {
+            let response = pipeline::around(edge.access_log, request, |request| async {
+                match &edge.compressed {
+                    Some(compressed) => match compressed.clone().oneshot(request).await {
                         Ok(response) => response.map(Body::new),
                         Err(never) => match never {},
                     },
-                    None => routes.route(request).await,
+                    None => edge.routes.route(request).await,
                 }
             })
             .await;
@@ -225,6 +223,7 @@ impl tower::Service<Request> for Edge {
             };
             // Last, so every answer has them: proxied ones, the gateway's
             // own errors and pages, and what the pipeline refuses.
+            let security = &edge.routes.0.state.security_headers;
             let docs = response.extensions().get::<DocsPage>().is_some();
             security.apply(response.headers_mut());
             if docs {
@@ -237,23 +236,23 @@ impl tower::Service<Request> for Edge {
 
 /// The gateway's pages, else the route table.
 #[derive(Clone)]
-struct Routes {
+struct Routes(Arc<RoutesParts>);
+
+struct RoutesParts {
     state: GatewayState,
     pages: Router,
 }
 
 impl Routes {
-    async fn route(self, request: Request) -> Response {
+    async fn route(&self, request: Request) -> Response {
         let path = request.uri().path();
         if path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/") {
-            match self.pages.oneshot(request).await {
+            match self.0.pages.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             }
         } else {
-            // Boxed: the proxying future is large, and one that is built
-            // inside the others' would be copied with them.
-            Box::pin(route_request(self.state, request)).await
+            route_request(&self.0.state, request).await
         }
     }
 }
@@ -288,7 +287,7 @@ async fn mark_docs_page(mut response: Response) -> Response {
 /// Match route (in the snapshot this request started with), then answer a
 /// CORS preflight here or forward; the operation's path template in the
 /// public document (else the route's prefix) labels the request's metrics.
-async fn route_request(state: GatewayState, request: Request) -> Response {
+async fn route_request(state: &GatewayState, request: Request) -> Response {
     // The snapshot lives as long as the request: its route is borrowed, not
     // copied (a route owns strings and lists).
     let snapshot = state.live.load();
