@@ -261,3 +261,73 @@ async fn the_previous_release_starts_on_a_database_a_newer_release_migrated_but_
     let refused = changed.expect_err("an edited migration must stop the service");
     assert!(format!("{refused:#}").contains("migration"), "{refused:#}");
 }
+
+/// Two replicas share the embedded file (each its own pool and write
+/// turn). A unit of work that reads and then writes must wait for the
+/// other's write lock, not fail: a transaction begun as a reader whose
+/// snapshot another process's commit made stale is refused at its first
+/// write without any wait (`SQLITE_BUSY_SNAPSHOT`), which reached clients
+/// as 503 "the database is busy" under concurrent profile changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_then_write_units_of_work_from_two_replicas_on_one_file_all_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let first = Db::connect(&config(&path, true)).await.unwrap();
+    let second = Db::connect(&config(&path, false)).await.unwrap();
+    portico_common::on_db!(&first, pool => {
+        sqlx::query("CREATE TABLE counter (id INTEGER PRIMARY KEY, value INTEGER NOT NULL)")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO counter (id, value) VALUES (1, 0)")
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+
+    async fn increment(db: Db) -> Result<(), sqlx::Error> {
+        use sqlx::Row as _;
+        let mut work = db.begin().await?;
+        let db::Tx::Sqlite(tx) = work.tx() else {
+            unreachable!("an SQLite database")
+        };
+        let value: i64 = sqlx::query("SELECT value FROM counter WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+        // Let the other replica commit in between, as a request would.
+        tokio::task::yield_now().await;
+        sqlx::query("UPDATE counter SET value = $1 WHERE id = 1")
+            .bind(value + 1)
+            .execute(&mut **tx)
+            .await?;
+        work.commit().await
+    }
+
+    const EACH: usize = 40;
+    let mut tasks = tokio::task::JoinSet::new();
+    for db in [&first, &second] {
+        for _ in 0..EACH {
+            tasks.spawn(increment(db.clone()));
+        }
+    }
+    let mut failures = Vec::new();
+    while let Some(outcome) = tasks.join_next().await {
+        if let Err(err) = outcome.unwrap() {
+            failures.push(err.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    let value: i64 = portico_common::on_db!(&first, pool => {
+        sqlx::query_scalar("SELECT value FROM counter WHERE id = 1")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    });
+    // Every increment counted: no lost update either.
+    assert_eq!(value, (2 * EACH) as i64);
+}

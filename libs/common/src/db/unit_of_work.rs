@@ -31,11 +31,20 @@ pub struct UnitOfWork {
 
 impl Db {
     /// Opens a unit of work that may write.
+    ///
+    /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
+    /// waiting for it up to the busy timeout. A plain `BEGIN` starts as a
+    /// reader, and a reader that then writes is refused on the spot —
+    /// without the busy handler's wait — when another process (a second
+    /// replica on the same file) holds the write lock or has committed
+    /// since the read (`SQLITE_BUSY`, `SQLITE_BUSY_SNAPSHOT`): every
+    /// read-then-write flow (a profile change checks its version first)
+    /// failed as "busy" under concurrent writes from two replicas.
     pub async fn begin(&self) -> Result<UnitOfWork, sqlx::Error> {
         let turn = self.write_turn().await;
         let tx = match self.pool() {
             Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Pool::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
         };
         Ok(UnitOfWork { tx, _turn: turn })
     }
