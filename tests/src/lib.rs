@@ -323,16 +323,22 @@ impl Process {
         .await as u64
     }
 
-    /// Sum of the values of the metric lines `select` picks.
-    pub async fn metric_sum(&self, client: &reqwest::Client, select: impl Fn(&str) -> bool) -> f64 {
-        let text = client
+    /// The process's `/metrics` text; `None` while it cannot be read (the
+    /// process down or restarting).
+    pub async fn metrics(&self, client: &reqwest::Client) -> Option<String> {
+        client
             .get(format!("{}/metrics", self.admin_url()))
             .send()
             .await
-            .expect("metrics")
+            .ok()?
             .text()
             .await
-            .expect("metrics body");
+            .ok()
+    }
+
+    /// Sum of the values of the metric lines `select` picks.
+    pub async fn metric_sum(&self, client: &reqwest::Client, select: impl Fn(&str) -> bool) -> f64 {
+        let text = self.metrics(client).await.expect("metrics");
         text.lines()
             .filter(|line| select(line))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())

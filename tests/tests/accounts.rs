@@ -298,17 +298,8 @@ async fn an_auth_event_survives_auth_dying_before_delivery(backend: Backend) {
     .await;
     assert_eq!(changed, 204, "{}", system.logs());
     // The relay has tried and failed: the event is committed and pending.
-    let metrics = format!("http://127.0.0.1:{}/metrics", system.auth.admin_port);
     eventually(Duration::from_secs(30), "a failed attempt", || async {
-        let text = system
-            .client
-            .get(&metrics)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = system.auth.metrics(&system.client).await?;
         text.lines()
             .any(|l| l.starts_with("events_delivery_failures_total{subscriber=\"crm\"}"))
             .then_some(())
@@ -322,15 +313,7 @@ async fn an_auth_event_survives_auth_dying_before_delivery(backend: Backend) {
     // Assert: delivered; once auth reports it delivered with nothing
     // pending, every attempt there will be has been answered — once.
     eventually(Duration::from_secs(30), "the delivery recorded", || async {
-        let text = system
-            .client
-            .get(&metrics)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = system.auth.metrics(&system.client).await?;
         let has = |line: &str| text.lines().any(|l| l == line);
         (has("events_delivered_total{subscriber=\"crm\"} 1")
             && has("events_backlog{subscriber=\"crm\"} 0"))

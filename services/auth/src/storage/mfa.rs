@@ -2,7 +2,7 @@
 //! and the sign-in challenges waiting for a code. Every "use once" is a
 //! conditional write, so two requests racing with one code get one yes.
 
-use portico_common::on_conn;
+use portico_common::{db::UnitOfWork, on_conn};
 use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -163,13 +163,7 @@ impl AuthStore {
         if !confirmed {
             return Ok(false);
         }
-        on_conn!((&mut work).into(), exec => {
-            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-                .bind(user_id)
-                .execute(exec)
-                .await
-                .map(|_| ())
-        })?;
+        delete_recovery_codes(&mut work, user_id).await?;
         for hash in recovery_code_hashes {
             on_conn!((&mut work).into(), exec => {
                 sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
@@ -256,13 +250,7 @@ impl AuthStore {
                 == 1
         });
         // Its recovery codes and waiting sign-ins go with it.
-        on_conn!((&mut work).into(), exec => {
-            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-                .bind(user_id)
-                .execute(exec)
-                .await
-                .map(|_| ())
-        })?;
+        delete_recovery_codes(&mut work, user_id).await?;
         super::sessions::end_mfa_challenges(&mut work, user_id).await?;
         if removed {
             self.commit_audited(work, audit).await?;
@@ -360,4 +348,16 @@ impl AuthStore {
         });
         Ok(consumed)
     }
+}
+
+/// The user's recovery codes, all of them (a new set replaces them; turning
+/// MFA off ends them).
+async fn delete_recovery_codes(work: &mut UnitOfWork, user_id: Uuid) -> Result<(), sqlx::Error> {
+    on_conn!(work.into(), exec => {
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(user_id)
+            .execute(exec)
+            .await
+            .map(|_| ())
+    })
 }
