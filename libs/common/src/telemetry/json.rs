@@ -379,53 +379,19 @@ fn push_timestamp(line: &mut String, now: SystemTime) {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io,
-        sync::{Arc, Mutex},
-        time::Duration,
-    };
+    use std::time::Duration;
 
     use serde_json::{Value, json};
     use tracing_subscriber::layer::SubscriberExt as _;
 
     use super::*;
-
-    /// Collects what the layer writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Self;
-        fn make_writer(&'a self) -> Self {
-            self.clone()
-        }
-    }
-
-    impl Captured {
-        fn lines(&self) -> Vec<Value> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            assert!(text.ends_with('\n'), "{text:?}");
-            text.lines()
-                .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-                .collect()
-        }
-    }
+    use crate::telemetry::captured::Captured;
 
     fn logged(body: impl FnOnce()) -> Vec<Value> {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::registry().with(JsonLayer::new(captured.clone()));
         tracing::subscriber::with_default(subscriber, body);
-        captured.lines()
+        captured.json_lines()
     }
 
     #[test]
@@ -563,7 +529,7 @@ mod tests {
             // The access line is written as the answer's body goes.
             drop(response);
         }
-        let lines = captured.lines();
+        let lines = captured.json_lines();
         let failed: Vec<_> = lines
             .iter()
             .filter(|line| line["message"] == "request failed")

@@ -11,6 +11,8 @@
 //! ([`TraceContext`]), which costs a fraction of building an OpenTelemetry
 //! span nobody exports.
 
+#[cfg(test)]
+mod captured;
 mod json;
 pub mod output;
 
