@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use futures::future::BoxFuture;
+use futures::{FutureExt as _, future::BoxFuture};
 use http::{Method, StatusCode, header};
 use portico_common::{
     admin::Readiness,
@@ -171,7 +171,9 @@ fn router(state: GatewayState, config: &Config) -> Router {
             success_sample_rate: config.access_log.success_sample_rate,
         }),
     }));
-    Router::new().fallback_service(edge)
+    Router::new().fallback_service(tower::service_fn(move |request| {
+        edge.clone().answer(request).map(Ok::<_, Infallible>)
+    }))
 }
 
 /// The gateway's whole answer to a request, as one future: the pipeline
@@ -191,46 +193,36 @@ struct EdgeParts {
 
 type Compressed = tower_http::compression::Compression<Routes, compression::Compressible>;
 
-impl tower::Service<Request> for Edge {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let edge = self.0.clone();
-        Box::pin(async move {
-            let grpc = grpc::is_grpc(request.headers());
-            let response = pipeline::around(edge.access_log, request, |request| async {
-                match &edge.compressed {
-                    Some(compressed) => match compressed.clone().oneshot(request).await {
-                        Ok(response) => response.map(Body::new),
-                        Err(never) => match never {},
-                    },
-                    None => edge.routes.route(request).await,
-                }
-            })
-            .await;
-            // gRPC statuses for gRPC clients, the pipeline's own refusals
-            // (timeouts, bad heads) included.
-            let mut response = if grpc {
-                grpc::as_grpc_status(response)
-            } else {
-                response
-            };
-            // Last, so every answer has them: proxied ones, the gateway's
-            // own errors and pages, and what the pipeline refuses.
-            let security = &edge.routes.0.state.security_headers;
-            let docs = response.extensions().get::<DocsPage>().is_some();
-            security.apply(response.headers_mut());
-            if docs {
-                security.apply_docs_policy(response.headers_mut());
+impl Edge {
+    async fn answer(self, request: Request) -> Response {
+        let edge = self.0;
+        let grpc = grpc::is_grpc(request.headers());
+        let response = pipeline::around(edge.access_log, request, |request| async {
+            match &edge.compressed {
+                Some(compressed) => match compressed.clone().oneshot(request).await {
+                    Ok(response) => response.map(Body::new),
+                    Err(never) => match never {},
+                },
+                None => edge.routes.route(request).await,
             }
-            Ok(response)
         })
+        .await;
+        // gRPC statuses for gRPC clients, the pipeline's own refusals
+        // (timeouts, bad heads) included.
+        let mut response = if grpc {
+            grpc::as_grpc_status(response)
+        } else {
+            response
+        };
+        // Last, so every answer has them: proxied ones, the gateway's own
+        // errors and pages, and what the pipeline refuses.
+        let security = &edge.routes.0.state.security_headers;
+        let docs = response.extensions().get::<DocsPage>().is_some();
+        security.apply(response.headers_mut());
+        if docs {
+            security.apply_docs_policy(response.headers_mut());
+        }
+        response
     }
 }
 
