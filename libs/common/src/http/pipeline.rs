@@ -254,13 +254,13 @@ where
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
-    // A handler that routes by itself (the gateway's route table) names the
-    // route it chose; that is the metric label, as bounded as axum's paths.
     let status = response.status().as_u16();
     // The span's last fields are read by the line logged in it below (an
     // error, or every request without an access log) and by an exporter;
     // with neither, recording them would format them for nobody.
     let read_later = status >= 500 || access.is_none() || telemetry::exporting();
+    // A handler that routes by itself (the gateway's route table) names the
+    // route it chose; that is the metric label, as bounded as axum's paths.
     let route = match response.extensions().get::<RouteLabel>() {
         Some(label) => {
             if read_later {
