@@ -46,23 +46,27 @@ def login(gateway, account):
                 {"email": account["email"], "password": account["password"]})
 
 
+def register(gateway, account):
+    """Registers `account`. A 503 with Retry-After is "try again shortly"
+    (the stack has only just come up on a loaded machine, and an auth
+    replica may not reach a user replica yet): a real client retries the
+    same registration, so do we, a few times."""
+    for attempt in range(4):
+        try:
+            return call(gateway, "POST", "/v1/auth/register", account, expect=201)
+        except SystemExit as refused:
+            if attempt == 3 or "got 503" not in str(refused):
+                raise
+            time.sleep(1)
+
+
 def journey(gateway, account_file):
     account = {
         "email": f"compose-{uuid.uuid4().hex[:12]}@example.com",
         "password": "violet staircase marmalade 42",
         "display_name": "Compose Journey",
     }
-    # A 503 with Retry-After is "try again shortly" (the stack has only
-    # just come up on a loaded machine): a real client retries, so do we,
-    # a few times.
-    for attempt in range(4):
-        try:
-            registered = call(gateway, "POST", "/v1/auth/register", account, expect=201)
-            break
-        except SystemExit as refused:
-            if attempt == 3 or "got 503" not in str(refused):
-                raise
-            time.sleep(1)
+    registered = register(gateway, account)
     tokens = login(gateway, account)
     profile = call(gateway, "GET", "/v1/users/me", token=tokens["access_token"])
     assert profile["email"] == account["email"], profile
@@ -91,7 +95,7 @@ def deletion(gateway):
         "password": "violet staircase marmalade 42",
         "display_name": "Compose Leaver",
     }
-    tokens = call(gateway, "POST", "/v1/auth/register", account, expect=201)
+    tokens = register(gateway, account)
     profile = call(gateway, "GET", "/v1/users/me", token=tokens["access_token"])
     call(gateway, "DELETE", "/v1/users/me", token=tokens["access_token"], expect=204,
          if_match=f'"{profile["version"]}"')
