@@ -272,6 +272,14 @@ pub struct ConnectionsConfig {
     pub max_uri_bytes: usize,
     /// Most header bytes in a request (names and values); more: 431.
     pub max_header_bytes: usize,
+    /// Serve the API on one event loop per core (a thread with its own
+    /// single-threaded runtime each, accepting from the same listener)
+    /// instead of on the service's shared work-stealing runtime. A
+    /// connection, and every task it starts, then stays on the thread that
+    /// accepted it: nothing crosses cores within a request (nginx's worker
+    /// model). The gateway's default; off for the services.
+    #[serde(default)]
+    pub per_core_event_loops: bool,
 }
 
 /// How long a stopping service waits for in-flight requests.

@@ -94,6 +94,9 @@ pub struct ConnectionLimits {
     pub first_byte_timeout: Duration,
     pub header_read_timeout: Duration,
     pub request: RequestLimits,
+    /// Threads that each run an event loop of their own (a single-threaded
+    /// runtime) accepting from the listener; 0: the caller's runtime serves.
+    pub event_loops: usize,
 }
 
 /// Bounds on one request's head, checked by the pipeline (which answers
@@ -114,6 +117,12 @@ impl From<&crate::config::ConnectionsConfig> for ConnectionLimits {
             request: RequestLimits {
                 max_uri_bytes: config.max_uri_bytes,
                 max_header_bytes: config.max_header_bytes,
+            },
+            event_loops: if config.per_core_event_loops {
+                // Honours CPU affinity and a cgroup's CPU quota.
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            } else {
+                0
             },
         }
     }
@@ -169,19 +178,36 @@ impl Server {
         let admin_addr = self.admin_addr();
 
         let tls = self.tls.as_ref().map(|tls| tls.acceptor());
-        let api = serve_api(
-            self.listeners.api,
-            self.api,
-            self.limits,
-            tls,
-            stop_rx.clone(),
-        );
+        let admission = std::sync::Arc::new(Admission::new(self.limits.max));
+        let mut api_task = if self.limits.event_loops == 0 {
+            tokio::spawn(serve_api(
+                self.listeners.api,
+                self.api,
+                self.limits,
+                tls,
+                stop_rx.clone(),
+                admission,
+            ))
+        } else {
+            tokio::spawn(serve_on_event_loops(
+                self.listeners.api,
+                self.api,
+                self.limits,
+                tls,
+                stop_rx.clone(),
+                admission,
+            ))
+        };
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
         let admin = axum::serve(self.listeners.admin, self.admin)
             .with_graceful_shutdown(stopped(admin_stop_rx));
-        let mut api_task = tokio::spawn(api);
         let admin_task = tokio::spawn(async move { admin.await });
-        tracing::info!(%api_addr, %admin_addr, "listening");
+        tracing::info!(
+            %api_addr,
+            %admin_addr,
+            event_loops = self.limits.event_loops,
+            "listening"
+        );
 
         tokio::select! {
             () = stop => {}
@@ -283,6 +309,106 @@ impl Drop for Admitted {
     }
 }
 
+/// What admits a connection, shared by every event loop: the bound on
+/// open connections in all and per client address.
+struct Admission {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    per_address: std::sync::Arc<PerAddress>,
+    open: metrics::Gauge,
+}
+
+impl Admission {
+    fn new(max: usize) -> Self {
+        Self {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max)),
+            per_address: std::sync::Arc::new(PerAddress::default()),
+            open: metrics::gauge!("http_connections_open"),
+        }
+    }
+}
+
+thread_local! {
+    /// The index of the event loop this thread runs, if it runs one.
+    static EVENT_LOOP: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The index of the API event loop the calling thread runs (see
+/// [`ConnectionLimits::event_loops`]); `None` on any other thread. Per-thread
+/// state (an upstream's idle connections) is kept by it, so that what a
+/// loop's tasks made is used by that loop.
+pub fn event_loop_index() -> Option<usize> {
+    EVENT_LOOP.with(std::cell::Cell::get)
+}
+
+/// Serves the API on `limits.event_loops` threads, each a single-threaded
+/// runtime running [`serve_api`] on the same listening socket (the kernel
+/// hands each new connection to one of them), with one admission bound for
+/// all. A connection and every task it spawns (an upstream connection the
+/// gateway dials) stay on the thread that accepted it, so a request wakes
+/// no other thread. Returns when every loop has drained; dropped (the
+/// drain timeout), it ends the loops and their connections at once.
+async fn serve_on_event_loops(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+    admission: std::sync::Arc<Admission>,
+) -> std::io::Result<()> {
+    use futures::StreamExt;
+
+    /// Ends the loops when the caller stops waiting for them.
+    struct EndOnDrop(watch::Sender<bool>);
+    impl Drop for EndOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.send(true);
+        }
+    }
+
+    let listener = listener.into_std()?;
+    let (end_tx, end_rx) = watch::channel(false);
+    let end = EndOnDrop(end_tx);
+    let mut loops = futures::stream::FuturesUnordered::new();
+    for index in 0..limits.event_loops {
+        let listener = listener.try_clone()?;
+        let (router, tls, stop, end) = (router.clone(), tls.clone(), stop.clone(), end_rx.clone());
+        let admission = admission.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("event-loop-{index}"))
+            .spawn(move || {
+                EVENT_LOOP.with(|cell| cell.set(Some(index)));
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = TcpListener::from_std(listener)?;
+                            tokio::select! {
+                                served = serve_api(listener, router, limits, tls, stop, admission) => served,
+                                () = stopped(end) => Ok(()),
+                            }
+                        })
+                    });
+                // The runtime is gone here: its connections with it.
+                let _ = done_tx.send(served);
+            })?;
+        loops.push(done_rx);
+    }
+    drop(listener);
+    while let Some(ended) = loops.next().await {
+        // A loop that failed (or panicked) ends the others: the service
+        // stops rather than serve on part of its cores.
+        let served = ended.unwrap_or_else(|_| Err(std::io::Error::other("an event loop panicked")));
+        if served.is_err() {
+            drop(end);
+            return served;
+        }
+    }
+    drop(end);
+    Ok(())
+}
+
 /// Serves the API router like `axum::serve`, plus what that lacks: a bound
 /// on open connections (in all and per client address), a timeout for a
 /// connection's first byte and for each request's headers (which also
@@ -294,6 +420,7 @@ async fn serve_api(
     limits: ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<bool>,
+    admission: std::sync::Arc<Admission>,
 ) -> std::io::Result<()> {
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -313,9 +440,11 @@ async fn serve_api(
     // Shared by every connection's task.
     let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max));
-    let per_address = std::sync::Arc::new(PerAddress::default());
-    let open = metrics::gauge!("http_connections_open");
+    let Admission {
+        slots,
+        per_address,
+        open,
+    } = &*admission;
     let stop_rx = stop.clone();
     let stop = stopped(stop);
     tokio::pin!(stop);
@@ -440,6 +569,7 @@ mod tests {
                 max_uri_bytes: 8192,
                 max_header_bytes: 64 * 1024,
             },
+            event_loops: 0,
         }
     }
 
@@ -455,7 +585,10 @@ mod tests {
         let router = Router::new().route(
             "/who",
             get(|axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>| async move {
-                remote.ip().to_string()
+                match event_loop_index() {
+                    Some(_) => format!("{} on event loop", remote.ip()),
+                    None => remote.ip().to_string(),
+                }
             }),
         );
         serving(router, limits).await
@@ -692,5 +825,92 @@ mod tests {
             "a third connection from one address was kept"
         );
         assert!(who_from([127, 0, 0, 4], addr).await.ends_with("127.0.0.4"));
+    }
+
+    #[tokio::test]
+    async fn event_loops_serve_on_threads_of_their_own_under_one_connection_bound() {
+        // Arrange: two event loops sharing four slots, all four taken by
+        // silent connections (whichever loop accepted each).
+        let (addr, _stop) = running_server_with(ConnectionLimits {
+            max: 4,
+            first_byte_timeout: Duration::from_millis(500),
+            event_loops: 2,
+            ..roomy()
+        })
+        .await;
+        let mut silent = Vec::new();
+        for last in 2..6 {
+            silent.push(silent_from([127, 0, 0, last], addr).await);
+        }
+
+        // Act: a real client comes after them.
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(5), who_from([127, 0, 0, 9], addr))
+            .await
+            .expect("the client was never served");
+
+        // Assert: the bound held across the loops, and the handler ran on
+        // an event loop's thread, not on the test's runtime.
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("127.0.0.9 on event loop"), "{answer}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "served before any slot was free: the bound did not hold across loops"
+        );
+    }
+
+    #[tokio::test]
+    async fn event_loops_finish_in_flight_requests_on_stop_and_then_return() {
+        let started = std::sync::Arc::new(tokio::sync::Notify::new());
+        let handler_started = started.clone();
+        let router = Router::new().route(
+            "/slow",
+            get(move || async move {
+                handler_started.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "done"
+            }),
+        );
+        let listeners = Listeners::bind(&ListenConfig {
+            api: ([127, 0, 0, 1], 0).into(),
+            admin: ([127, 0, 0, 1], 0).into(),
+        })
+        .await
+        .unwrap();
+        let server = Server::new(
+            listeners,
+            router,
+            Readiness::new(),
+            &ShutdownConfig {
+                drain_timeout_secs: 5,
+            },
+            ConnectionLimits {
+                event_loops: 2,
+                ..roomy()
+            },
+        );
+        let addr = server.api_addr();
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let running = tokio::spawn(server.run(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }));
+        let request = tokio::spawn(reqwest::get(format!("http://{addr}/slow")));
+        tokio::time::timeout(Duration::from_secs(5), started.notified())
+            .await
+            .expect("the request never reached its handler");
+
+        stop_tx.send(true).unwrap();
+
+        let answer = request.await.unwrap().unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.text().await.unwrap(), "done");
+        let ran = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("the server did not return after its loops drained");
+        ran.unwrap().unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the listener still accepts after the stop"
+        );
     }
 }

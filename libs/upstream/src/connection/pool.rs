@@ -1,7 +1,11 @@
 //! One endpoint's connections. HTTP/1.1: a stack of idle connections, the
 //! most recently used on top (warm, and the cold ones at the bottom age
 //! out); a connection goes back when its response body has been read to
-//! the end, which is when it can carry the next request. HTTP/2: one
+//! the end, which is when it can carry the next request. Idle HTTP/1.1
+//! connections are kept per API event loop (`event_loop_index`): a
+//! connection's task runs on the loop that dialed it, so a request that
+//! reuses one of its own loop's wakes no other thread (threads outside the
+//! event loops share one stack). HTTP/2: one
 //! connection shared by every request (streams multiplex on it), dialed by
 //! the first request that finds none while the others wait for it.
 
@@ -28,9 +32,18 @@ pub struct Pool {
     shared: tokio::sync::Mutex<Option<http2::SendRequest<OutgoingBody>>>,
 }
 
+/// Stacks of idle connections: one for threads outside the API's event
+/// loops, the rest for the loops (more loops than this share stacks).
+const STACKS: usize = 16;
+
+/// The stack the calling thread takes idle connections from.
+fn own_stack() -> usize {
+    portico_common::http::server::event_loop_index().map_or(0, |index| 1 + index % (STACKS - 1))
+}
+
 #[derive(Debug, Default)]
 struct PoolInner {
-    idle: Mutex<Vec<Idle>>,
+    idle: [Mutex<Vec<Idle>>; STACKS],
     /// `<prefix>_upstream_pool_idle_connections{upstream, endpoint}`.
     idle_gauge: OnceLock<metrics::Gauge>,
 }
@@ -41,7 +54,8 @@ struct Idle {
     since: Instant,
 }
 
-/// How long and how many idle connections an endpoint keeps.
+/// How long and how many idle connections an endpoint keeps (`max` per
+/// stack: per event loop).
 #[derive(Debug, Clone, Copy)]
 pub struct IdlePolicy {
     pub timeout: Duration,
@@ -54,15 +68,16 @@ impl Pool {
         let _ = self.inner.idle_gauge.set(gauge);
     }
 
-    /// An idle HTTP/1.1 connection ready for a request, the most recently
-    /// used first; `None` when none is left. Closed and aged ones are
-    /// dropped on the way.
+    /// An idle HTTP/1.1 connection of the calling thread's stack ready for
+    /// a request, the most recently used first; `None` when none is left.
+    /// Closed and aged ones are dropped on the way.
     pub(crate) async fn checkout_http1(
         &self,
         policy: IdlePolicy,
     ) -> Option<http1::SendRequest<OutgoingBody>> {
+        let stack = own_stack();
         loop {
-            let idle = self.inner.lock().pop()?;
+            let idle = self.inner.lock(stack).pop()?;
             self.inner.gauge_add(-1.0);
             if idle.since.elapsed() > policy.timeout || idle.sender.is_closed() {
                 continue;
@@ -97,7 +112,8 @@ impl Pool {
         Ok((sender, false))
     }
 
-    /// A body that gives `sender` back to this pool once read to its end.
+    /// A body that gives `sender` back to this pool (the calling thread's
+    /// stack: the one whose loop drives the connection) once read to its end.
     pub(crate) fn returning(
         &self,
         body: Incoming,
@@ -106,6 +122,7 @@ impl Pool {
     ) -> UpstreamBody {
         let returner = Returner {
             pool: self.inner.clone(),
+            stack: own_stack(),
             sender,
             policy,
         };
@@ -120,16 +137,18 @@ impl Pool {
         }
     }
 
-    /// Idle HTTP/1.1 connections now.
+    /// Idle HTTP/1.1 connections now, of every stack.
     pub fn idle_connections(&self) -> usize {
-        self.inner.lock().len()
+        (0..STACKS).map(|stack| self.inner.lock(stack).len()).sum()
     }
 }
 
 impl PoolInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock(&self, stack: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // A poisoned stack still holds working connections.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        self.idle[stack]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn gauge_add(&self, delta: f64) {
@@ -142,6 +161,7 @@ impl PoolInner {
 /// A connection on its way back to its pool.
 struct Returner {
     pool: Arc<PoolInner>,
+    stack: usize,
     sender: http1::SendRequest<OutgoingBody>,
     policy: IdlePolicy,
 }
@@ -151,7 +171,7 @@ impl Returner {
         if self.sender.is_closed() {
             return;
         }
-        let mut idle = self.pool.lock();
+        let mut idle = self.pool.lock(self.stack);
         // The oldest are at the bottom: past their time, they go.
         let now = Instant::now();
         let aged = idle
