@@ -15,9 +15,7 @@ use axum::{
 };
 use bytes::Bytes;
 use futures::FutureExt as _;
-use tower_http::{
-    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
-};
+use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer};
 use tracing::{Instrument, field::Empty};
 
 use super::{
@@ -95,12 +93,6 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let mut router = router;
-    if let Some(timeout) = options.handler_timeout {
-        router = router.layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ));
-    }
     if let Some(limit) = options.body_limit {
         router = router
             .layer(RequestBodyLimitLayer::new(limit))
@@ -108,7 +100,11 @@ where
     }
     router
         .layer(CatchPanicLayer::custom(panic_problem))
-        .layer(middleware::from_fn(honour_deadline))
+        // The handler timeout and the caller's deadline share one timer.
+        .layer(middleware::from_fn_with_state(
+            options.handler_timeout,
+            within_time,
+        ))
         .layer(middleware::from_fn_with_state(options.access_log, observe))
 }
 
@@ -127,7 +123,7 @@ where
     Fut: Future<Output = Response>,
 {
     observed(access_log, request, |request| {
-        within_deadline(request, |request| async move {
+        within_deadline(request, None, |request| async move {
             match std::panic::AssertUnwindSafe(handler(request))
                 .catch_unwind()
                 .await
@@ -456,12 +452,26 @@ pub struct OwnErrorFormat;
 /// it instead of finishing work nobody waits for.
 pub const DEADLINE_HEADER: &str = "x-portico-deadline-ms";
 
-/// Cuts a request short at the caller's deadline ([`DEADLINE_HEADER`]).
-async fn honour_deadline(request: Request, next: Next) -> Response {
-    within_deadline(request, |request| next.run(request)).await
+/// Cuts a request short at the caller's deadline ([`DEADLINE_HEADER`]) or
+/// at the handler timeout, whichever comes first.
+async fn within_time(
+    State(handler_timeout): State<Option<Duration>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    within_deadline(request, handler_timeout, |request| next.run(request)).await
 }
 
-async fn within_deadline<F, Fut>(request: Request, next: F) -> Response
+/// Runs `next` for at most the caller's deadline ([`DEADLINE_HEADER`]: 504
+/// past it) and `handler_timeout` (a bare 503 past it, made a problem
+/// like any bare error), on one timer: a request from the gateway carries
+/// a deadline, and two timers per request would each cost a registration
+/// in the runtime's timer wheel.
+async fn within_deadline<F, Fut>(
+    request: Request,
+    handler_timeout: Option<Duration>,
+    next: F,
+) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -471,18 +481,22 @@ where
         .get(DEADLINE_HEADER)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok())
-        .map(std::time::Duration::from_millis);
-    match deadline {
-        None => next(request).await,
-        Some(deadline) => match tokio::time::timeout(deadline, next(request)).await {
-            Ok(response) => response,
-            Err(_) => Problem::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "deadline-exceeded",
-                "the request's deadline passed before it was done",
-            )
-            .into_response(),
-        },
+        .map(Duration::from_millis);
+    let (limit, past_deadline) = match (deadline, handler_timeout) {
+        (Some(deadline), Some(timeout)) if timeout < deadline => (timeout, false),
+        (Some(deadline), _) => (deadline, true),
+        (None, Some(timeout)) => (timeout, false),
+        (None, None) => return next(request).await,
+    };
+    match tokio::time::timeout(limit, next(request)).await {
+        Ok(response) => response,
+        Err(_) if past_deadline => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline-exceeded",
+            "the request's deadline passed before it was done",
+        )
+        .into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 
@@ -825,5 +839,66 @@ mod tests {
         let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(problem["type"], "urn:portico:problem:deadline-exceeded");
         assert!(problem["request_id"].is_string());
+    }
+
+    #[tokio::test]
+    async fn the_earlier_of_the_handler_timeout_and_the_deadline_ends_a_request() {
+        // (handler timeout, deadline header, the status when it ends)
+        let cases = [
+            (
+                Duration::from_millis(50),
+                None,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Duration::from_millis(50),
+                Some("5000"),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Duration::from_secs(5),
+                Some("50"),
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+        ];
+        for (handler_timeout, deadline, expected) in cases {
+            let router = apply(
+                Router::new().route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        "late"
+                    }),
+                ),
+                &PipelineOptions {
+                    body_limit: None,
+                    handler_timeout: Some(handler_timeout),
+                    access_log: None,
+                },
+            );
+            let mut request = axum::http::Request::builder().uri("/slow");
+            if let Some(deadline) = deadline {
+                request = request.header(DEADLINE_HEADER, deadline);
+            }
+            let started = Instant::now();
+            let response = tower::ServiceExt::oneshot(
+                router,
+                request.body(axum::body::Body::empty()).unwrap(),
+            )
+            .await
+            .unwrap();
+
+            let case = format!("timeout {handler_timeout:?}, deadline {deadline:?}");
+            assert_eq!(response.status(), expected, "{case}");
+            assert!(started.elapsed() < Duration::from_secs(2), "{case}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                PROBLEM_JSON,
+                "{case}"
+            );
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(problem["request_id"].is_string(), "{case}");
+        }
     }
 }
