@@ -778,13 +778,17 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn silent_connections_filling_every_slot_hold_a_client_only_until_their_timeout() {
-        // Arrange: four slots, all taken by silent connections from four
-        // addresses (the per-address bound is not what is tested here).
+    /// Four slots (over `event_loops` loops, 0: the caller's runtime), all
+    /// taken by silent connections from four addresses (the per-address
+    /// bound is not what is tested here), then a real client: its answer,
+    /// and how long it waited for it.
+    async fn a_client_after_silent_connections_fill_every_slot(
+        event_loops: usize,
+    ) -> (String, Duration) {
         let (addr, _stop) = running_server_with(ConnectionLimits {
             max: 4,
             first_byte_timeout: Duration::from_millis(500),
+            event_loops,
             ..roomy()
         })
         .await;
@@ -792,18 +796,22 @@ mod tests {
         for last in 2..6 {
             silent.push(silent_from([127, 0, 0, last], addr).await);
         }
-
-        // Act: a real client comes after them.
         let started = std::time::Instant::now();
         let answer = tokio::time::timeout(Duration::from_secs(5), who_from([127, 0, 0, 9], addr))
             .await
             .expect("the client was never served");
+        (answer, started.elapsed())
+    }
 
-        // Assert: served once the silent ones were closed, not before.
+    #[tokio::test]
+    async fn silent_connections_filling_every_slot_hold_a_client_only_until_their_timeout() {
+        let (answer, waited) = a_client_after_silent_connections_fill_every_slot(0).await;
+
+        // Served once the silent ones were closed, not before.
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("127.0.0.9"), "{answer}");
         assert!(
-            started.elapsed() >= Duration::from_millis(300),
+            waited >= Duration::from_millis(300),
             "served before any slot was free: the bound did not hold"
         );
     }
@@ -829,32 +837,16 @@ mod tests {
 
     #[tokio::test]
     async fn event_loops_serve_on_threads_of_their_own_under_one_connection_bound() {
-        // Arrange: two event loops sharing four slots, all four taken by
-        // silent connections (whichever loop accepted each).
-        let (addr, _stop) = running_server_with(ConnectionLimits {
-            max: 4,
-            first_byte_timeout: Duration::from_millis(500),
-            event_loops: 2,
-            ..roomy()
-        })
-        .await;
-        let mut silent = Vec::new();
-        for last in 2..6 {
-            silent.push(silent_from([127, 0, 0, last], addr).await);
-        }
+        // Two loops share the four slots (whichever loop accepted each
+        // silent connection).
+        let (answer, waited) = a_client_after_silent_connections_fill_every_slot(2).await;
 
-        // Act: a real client comes after them.
-        let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(Duration::from_secs(5), who_from([127, 0, 0, 9], addr))
-            .await
-            .expect("the client was never served");
-
-        // Assert: the bound held across the loops, and the handler ran on
-        // an event loop's thread, not on the test's runtime.
+        // The bound held across the loops, and the handler ran on an event
+        // loop's thread, not on the test's runtime.
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("127.0.0.9 on event loop"), "{answer}");
         assert!(
-            started.elapsed() >= Duration::from_millis(300),
+            waited >= Duration::from_millis(300),
             "served before any slot was free: the bound did not hold across loops"
         );
     }
