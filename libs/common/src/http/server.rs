@@ -341,9 +341,10 @@ pub fn event_loop_index() -> Option<usize> {
 }
 
 /// Serves the API on `limits.event_loops` threads, each a single-threaded
-/// runtime running [`serve_api`] on the same listening socket (the kernel
-/// hands each new connection to one of them), with one admission bound for
-/// all. A connection and every task it spawns (an upstream connection the
+/// runtime running [`serve_api`] on the same listening socket (a new
+/// connection wakes the loops waiting to accept, and the first to accept
+/// takes it: a busy loop leaves new clients to an idle one), with one
+/// admission bound for all. A connection and every task it spawns (an upstream connection the
 /// gateway dials) stay on the thread that accepted it, so a request wakes
 /// no other thread. Returns when every loop has drained; dropped (the
 /// drain timeout), it ends the loops and their connections at once.
