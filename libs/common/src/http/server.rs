@@ -295,18 +295,29 @@ impl Drop for AddressSlot {
     }
 }
 
-/// One admitted connection: its slot in all and for its address, and its
-/// place in `http_connections_open`, all given back when dropped.
+/// One admitted connection: its slot in all and for its address, its
+/// place in `http_connections_open` and, on an event loop, in its loop's
+/// count, all given back when dropped.
 struct Admitted {
     _slot: tokio::sync::OwnedSemaphorePermit,
     _address: AddressSlot,
     open: metrics::Gauge,
+    on_loop: Option<OnLoop>,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.open.decrement(1.0);
+        if let Some(on_loop) = &self.on_loop {
+            on_loop.loads[on_loop.index].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
+}
+
+/// A connection's place in its event loop's count of open connections.
+struct OnLoop {
+    loads: std::sync::Arc<[std::sync::atomic::AtomicUsize]>,
+    index: usize,
 }
 
 /// What admits a connection, shared by every event loop: the bound on
@@ -327,132 +338,22 @@ impl Admission {
     }
 }
 
-thread_local! {
-    /// The index of the event loop this thread runs, if it runs one.
-    static EVENT_LOOP: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-}
-
-/// The index of the API event loop the calling thread runs (see
-/// [`ConnectionLimits::event_loops`]); `None` on any other thread. Per-thread
-/// state (an upstream's idle connections) is kept by it, so that what a
-/// loop's tasks made is used by that loop.
-pub fn event_loop_index() -> Option<usize> {
-    EVENT_LOOP.with(std::cell::Cell::get)
-}
-
-/// Serves the API on `limits.event_loops` threads, each a single-threaded
-/// runtime running [`serve_api`] on the same listening socket (a new
-/// connection wakes the loops waiting to accept, and the first to accept
-/// takes it: a busy loop leaves new clients to an idle one), with one
-/// admission bound for all. A connection and every task it spawns (an upstream connection the
-/// gateway dials) stay on the thread that accepted it, so a request wakes
-/// no other thread. Returns when every loop has drained; dropped (the
-/// drain timeout), it ends the loops and their connections at once.
-async fn serve_on_event_loops(
-    listener: TcpListener,
-    router: Router,
+/// Accepts connections until stop, each within the bounds (at the bound on
+/// open connections it stops accepting; over its address's bound a
+/// connection is closed at once), and hands each admitted one to `serve`.
+async fn accept_until_stopped(
+    listener: &TcpListener,
     limits: ConnectionLimits,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    admission: &Admission,
     stop: watch::Receiver<bool>,
-    admission: std::sync::Arc<Admission>,
+    mut serve: impl FnMut(tokio::net::TcpStream, SocketAddr, Admitted),
 ) -> std::io::Result<()> {
-    use futures::StreamExt;
-
-    /// Ends the loops when the caller stops waiting for them.
-    struct EndOnDrop(watch::Sender<bool>);
-    impl Drop for EndOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.send(true);
-        }
-    }
-
-    let listener = listener.into_std()?;
-    let (end_tx, end_rx) = watch::channel(false);
-    let end = EndOnDrop(end_tx);
-    let mut loops = futures::stream::FuturesUnordered::new();
-    for index in 0..limits.event_loops {
-        let listener = listener.try_clone()?;
-        let (router, tls, stop, end) = (router.clone(), tls.clone(), stop.clone(), end_rx.clone());
-        let admission = admission.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name(format!("event-loop-{index}"))
-            .spawn(move || {
-                EVENT_LOOP.with(|cell| cell.set(Some(index)));
-                let served = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .and_then(|runtime| {
-                        runtime.block_on(async move {
-                            let listener = TcpListener::from_std(listener)?;
-                            tokio::select! {
-                                served = serve_api(listener, router, limits, tls, stop, admission) => served,
-                                () = stopped(end) => Ok(()),
-                            }
-                        })
-                    });
-                // The runtime is gone here: its connections with it.
-                let _ = done_tx.send(served);
-            })?;
-        loops.push(done_rx);
-    }
-    drop(listener);
-    while let Some(ended) = loops.next().await {
-        // A loop that failed (or panicked) ends the others: the service
-        // stops rather than serve on part of its cores.
-        let served = ended.unwrap_or_else(|_| Err(std::io::Error::other("an event loop panicked")));
-        if served.is_err() {
-            drop(end);
-            return served;
-        }
-    }
-    drop(end);
-    Ok(())
-}
-
-/// Serves the API router like `axum::serve`, plus what that lacks: a bound
-/// on open connections (in all and per client address), a timeout for a
-/// connection's first byte and for each request's headers (which also
-/// closes idle keep-alive connections), and `ConnectInfo`. On stop it stops
-/// accepting and lets open connections finish.
-async fn serve_api(
-    listener: TcpListener,
-    router: Router,
-    limits: ConnectionLimits,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    stop: watch::Receiver<bool>,
-    admission: std::sync::Arc<Admission>,
-) -> std::io::Result<()> {
-    use hyper_util::{
-        rt::{TokioExecutor, TokioIo, TokioTimer},
-        server::{conn::auto::Builder, graceful::GracefulShutdown},
-    };
-    use tower::ServiceExt;
-
-    use super::unparseable::ProblemsForUnparseable;
-
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    // RFC 8441: WebSockets over HTTP/2 streams (the gateway passes them on).
-    builder.http2().enable_connect_protocol();
-    // Shared by every connection's task.
-    let builder = std::sync::Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    let Admission {
-        slots,
-        per_address,
-        open,
-    } = &*admission;
-    let stop_rx = stop.clone();
     let stop = stopped(stop);
     tokio::pin!(stop);
     loop {
         let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
-            () = &mut stop => break,
+            slot = admission.slots.clone().acquire_owned() => slot.map_err(std::io::Error::other)?,
+            () = &mut stop => return Ok(()),
         };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -464,24 +365,77 @@ async fn serve_api(
                     continue;
                 }
             },
-            () = &mut stop => break,
+            () = &mut stop => return Ok(()),
         };
         // Over its address's bound: closed at once, the slot free again.
-        let Some(address_slot) = per_address.admit(remote.ip(), limits.max_per_client_ip) else {
+        let Some(address_slot) = admission
+            .per_address
+            .admit(remote.ip(), limits.max_per_client_ip)
+        else {
             metrics::counter!("http_connections_refused_total", "reason" => "per_client_ip")
                 .increment(1);
             drop(stream);
             continue;
         };
-        open.increment(1.0);
+        admission.open.increment(1.0);
         let admitted = Admitted {
             _slot: slot,
             _address: address_slot,
-            open: open.clone(),
+            open: admission.open.clone(),
+            on_loop: None,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let over_tls = tls.is_some();
+        serve(stream, remote, admitted);
+    }
+}
+
+/// Serves admitted connections on the runtime it is used on: each its own
+/// task, hyper-util's server with a first-byte timeout, `ConnectInfo`, TLS
+/// when configured; `drain` lets them finish after a stop.
+struct Connections {
+    router: Router,
+    limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builder: std::sync::Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connections {
+    fn new(
+        router: Router,
+        limits: ConnectionLimits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioTimer};
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        // RFC 8441: WebSockets over HTTP/2 streams (the gateway passes them on).
+        builder.http2().enable_connect_protocol();
+        Self {
+            router,
+            limits,
+            tls,
+            // Shared by every connection's task.
+            builder: std::sync::Arc::new(builder),
+            graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+            stop,
+        }
+    }
+
+    fn spawn(&self, stream: tokio::net::TcpStream, remote: SocketAddr, admitted: Admitted) {
+        use hyper_util::rt::TokioIo;
+        use tower::ServiceExt;
+
+        use super::unparseable::ProblemsForUnparseable;
+
+        let router = self.router.clone();
+        let limits = self.limits;
+        let over_tls = self.tls.is_some();
         let service =
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let extensions = request.extensions_mut();
@@ -492,19 +446,18 @@ async fn serve_api(
                 }
                 router.clone().oneshot(request)
             });
-        let tls = tls.clone();
-        let first_byte = limits.first_byte_timeout;
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let stop_rx = stop_rx.clone();
+        let tls = self.tls.clone();
+        let builder = self.builder.clone();
+        let watcher = self.graceful.watcher();
+        let stop = self.stop.clone();
         tokio::spawn(async move {
             // hyper's header timer starts with the first byte: a connection
             // that never sends one would hold its slot for ever. (A stop
             // does not wait for one either.)
             let mut peeked = [0u8; 1];
             let first = tokio::select! {
-                first = tokio::time::timeout(first_byte, stream.peek(&mut peeked)) => first,
-                () = stopped(stop_rx) => return,
+                first = tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut peeked)) => first,
+                () = stopped(stop) => return,
             };
             // A byte, or the client's end (hyper then ends it at once).
             if !matches!(first, Ok(Ok(_))) {
@@ -542,10 +495,170 @@ async fn serve_api(
             drop(admitted);
         });
     }
+
+    /// Idle keep-alive connections close now; busy ones after their response.
+    async fn drain(self) {
+        self.graceful.shutdown().await;
+    }
+}
+
+thread_local! {
+    /// The index of the event loop this thread runs, if it runs one.
+    static EVENT_LOOP: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The index of the API event loop the calling thread runs (see
+/// [`ConnectionLimits::event_loops`]); `None` on any other thread. Per-thread
+/// state (an upstream's idle connections) is kept by it, so that what a
+/// loop's tasks made is used by that loop.
+pub fn event_loop_index() -> Option<usize> {
+    EVENT_LOOP.with(std::cell::Cell::get)
+}
+
+/// Serves the API on `limits.event_loops` threads, each a single-threaded
+/// runtime serving the connections it is handed: the listener is accepted
+/// from here, under one admission bound for all, and each new connection
+/// goes to the loop with the fewest open (a shared listening socket would
+/// let one busy burst of connects land on one loop and leave a core idle).
+/// A connection and every task it spawns (an upstream connection the
+/// gateway dials) then stay on that loop's thread, so a request wakes no
+/// other thread. Returns when every loop has drained; dropped (the drain
+/// timeout), it ends the loops and their connections at once.
+async fn serve_on_event_loops(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+    admission: std::sync::Arc<Admission>,
+) -> std::io::Result<()> {
+    use futures::StreamExt;
+
+    /// Ends the loops when the caller stops waiting for them.
+    struct EndOnDrop(watch::Sender<bool>);
+    impl Drop for EndOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.send(true);
+        }
+    }
+    type Handed = (std::net::TcpStream, SocketAddr, Admitted);
+
+    let (end_tx, end_rx) = watch::channel(false);
+    let end = EndOnDrop(end_tx);
+    let loads: std::sync::Arc<[std::sync::atomic::AtomicUsize]> = (0..limits.event_loops)
+        .map(|_| std::sync::atomic::AtomicUsize::new(0))
+        .collect();
+    let mut loops = futures::stream::FuturesUnordered::new();
+    let mut hand_to = Vec::with_capacity(limits.event_loops);
+    for index in 0..limits.event_loops {
+        let (router, tls, stop, end) = (router.clone(), tls.clone(), stop.clone(), end_rx.clone());
+        let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("event-loop-{index}"))
+            .spawn(move || {
+                EVENT_LOOP.with(|cell| cell.set(Some(index)));
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|runtime| {
+                        runtime.block_on(async move {
+                            let connections = Connections::new(router, limits, tls, stop);
+                            let serving = async {
+                                // Until the acceptor stops handing any.
+                                while let Some((stream, remote, admitted)) = handed.recv().await {
+                                    let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                                        tracing::warn!("connection lost joining its event loop");
+                                        continue;
+                                    };
+                                    connections.spawn(stream, remote, admitted);
+                                }
+                            };
+                            tokio::select! {
+                                () = serving => {}
+                                () = stopped(end.clone()) => return,
+                            }
+                            tokio::select! {
+                                () = connections.drain() => {}
+                                () = stopped(end) => {}
+                            }
+                        });
+                    });
+                // The runtime is gone here: its connections with it.
+                let _ = done_tx.send(served);
+            })?;
+        hand_to.push(handed_tx);
+        loops.push(done_rx);
+    }
+    let accepted = accept_until_stopped(
+        &listener,
+        limits,
+        &admission,
+        stop,
+        |stream, remote, mut admitted| {
+            let index = (0..loads.len())
+                .min_by_key(|&index| loads[index].load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(0);
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::warn!(%err, "connection lost leaving the acceptor");
+                    return;
+                }
+            };
+            loads[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            admitted.on_loop = Some(OnLoop {
+                loads: loads.clone(),
+                index,
+            });
+            // A loop that is gone drops the connection (and its slot) with it.
+            let _ = hand_to[index].send((stream, remote, admitted));
+        },
+    )
+    .await;
     drop(listener);
-    // Idle keep-alive connections close now; busy ones after their response.
-    graceful.shutdown().await;
-    Ok(())
+    // No more connections: each loop drains the ones it has.
+    drop(hand_to);
+    while let Some(ended) = loops.next().await {
+        // A loop that failed (or panicked) ends the others: the service
+        // stops rather than serve on part of its cores.
+        let served = ended.unwrap_or_else(|_| Err(std::io::Error::other("an event loop panicked")));
+        if served.is_err() {
+            drop(end);
+            return served;
+        }
+    }
+    drop(end);
+    accepted
+}
+
+/// Serves the API router like `axum::serve`, plus what that lacks: a bound
+/// on open connections (in all and per client address), a timeout for a
+/// connection's first byte and for each request's headers (which also
+/// closes idle keep-alive connections), and `ConnectInfo`. On stop it stops
+/// accepting and lets open connections finish.
+async fn serve_api(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+    admission: std::sync::Arc<Admission>,
+) -> std::io::Result<()> {
+    let connections = Connections::new(router, limits, tls, stop.clone());
+    let accepted = accept_until_stopped(
+        &listener,
+        limits,
+        &admission,
+        stop,
+        |stream, remote, admitted| {
+            connections.spawn(stream, remote, admitted);
+        },
+    )
+    .await;
+    drop(listener);
+    connections.drain().await;
+    accepted
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -583,15 +696,25 @@ mod tests {
     }
 
     async fn running_server_with(limits: ConnectionLimits) -> (SocketAddr, watch::Sender<bool>) {
-        let router = Router::new().route(
-            "/who",
-            get(|axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>| async move {
-                match event_loop_index() {
-                    Some(_) => format!("{} on event loop", remote.ip()),
-                    None => remote.ip().to_string(),
-                }
-            }),
-        );
+        let router =
+            Router::new()
+                .route(
+                    "/who",
+                    get(
+                        |axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<
+                            SocketAddr,
+                        >| async move {
+                            match event_loop_index() {
+                                Some(_) => format!("{} on event loop", remote.ip()),
+                                None => remote.ip().to_string(),
+                            }
+                        },
+                    ),
+                )
+                .route(
+                    "/loop",
+                    get(|| async { format!("{:?}", event_loop_index()) }),
+                );
         serving(router, limits).await
     }
 
@@ -849,6 +972,63 @@ mod tests {
         assert!(
             waited >= Duration::from_millis(300),
             "served before any slot was free: the bound did not hold across loops"
+        );
+    }
+
+    /// The body of one `GET path` on a kept-alive `stream`.
+    async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .expect("no answer within 5 s")
+                .unwrap();
+            assert!(read > 0, "closed before the answer was whole");
+            answer.extend_from_slice(&chunk[..read]);
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .expect("a content-length")
+                    .parse()
+                    .unwrap();
+                if body.len() >= length {
+                    return body.to_owned();
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn new_connections_go_to_the_event_loop_with_the_fewest_open() {
+        let (addr, _stop) = running_server_with(ConnectionLimits {
+            event_loops: 2,
+            ..roomy()
+        })
+        .await;
+
+        // Eight connections opened at once and kept open.
+        let mut connections = Vec::new();
+        for _ in 0..8 {
+            connections.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut served_by = std::collections::BTreeMap::<String, usize>::new();
+        for connection in &mut connections {
+            *served_by
+                .entry(keep_alive_get(connection, "/loop").await)
+                .or_default() += 1;
+        }
+
+        // Four on each loop, not a burst on one.
+        assert_eq!(
+            served_by,
+            [("Some(0)".to_owned(), 4), ("Some(1)".to_owned(), 4)].into(),
         );
     }
 
