@@ -178,7 +178,6 @@ impl Server {
         let admin_addr = self.admin_addr();
 
         let tls = self.tls.as_ref().map(|tls| tls.acceptor());
-        let admission = std::sync::Arc::new(Admission::new(self.limits.max));
         let mut api_task = if self.limits.event_loops == 0 {
             tokio::spawn(serve_api(
                 self.listeners.api,
@@ -186,7 +185,6 @@ impl Server {
                 self.limits,
                 tls,
                 stop_rx.clone(),
-                admission,
             ))
         } else {
             tokio::spawn(serve_on_event_loops(
@@ -195,7 +193,6 @@ impl Server {
                 self.limits,
                 tls,
                 stop_rx.clone(),
-                admission,
             ))
         };
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -320,8 +317,8 @@ struct OnLoop {
     index: usize,
 }
 
-/// What admits a connection, shared by every event loop: the bound on
-/// open connections in all and per client address.
+/// What admits a connection (the one acceptor's, for every event loop):
+/// the bound on open connections in all and per client address.
 struct Admission {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
     per_address: std::sync::Arc<PerAddress>,
@@ -530,7 +527,6 @@ async fn serve_on_event_loops(
     limits: ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<bool>,
-    admission: std::sync::Arc<Admission>,
 ) -> std::io::Result<()> {
     use futures::StreamExt;
 
@@ -542,6 +538,8 @@ async fn serve_on_event_loops(
         }
     }
     type Handed = (std::net::TcpStream, SocketAddr, Admitted);
+
+    let admission = Admission::new(limits.max);
 
     let (end_tx, end_rx) = watch::channel(false);
     let end = EndOnDrop(end_tx);
@@ -643,8 +641,8 @@ async fn serve_api(
     limits: ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<bool>,
-    admission: std::sync::Arc<Admission>,
 ) -> std::io::Result<()> {
+    let admission = Admission::new(limits.max);
     let connections = Connections::new(router, limits, tls, stop.clone());
     let accepted = accept_until_stopped(
         &listener,
