@@ -238,7 +238,7 @@ struct RoutesParts {
 impl Routes {
     async fn route(&self, request: Request) -> Response {
         let path = request.uri().path();
-        if path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/") {
+        if crate::config::is_reserved(path) {
             match self.0.pages.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},

@@ -28,6 +28,15 @@ pub const DENIED_PREFIX: &str = "/internal";
 /// Paths the gateway answers itself; routes may not shadow them.
 pub const RESERVED_PATHS: [&str; 2] = ["/docs", "/openapi.json"];
 
+/// Whether `path` is one of [`RESERVED_PATHS`] or below one (checked per
+/// request: no allocation).
+pub fn is_reserved(path: &str) -> bool {
+    RESERVED_PATHS.iter().any(|reserved| {
+        path.strip_prefix(reserved)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
 /// One route. Only `path_prefix`, `upstream`, `timeout_ms` and the auth
 /// policy are required; the conditions narrow what it matches.
 #[derive(Debug, Clone, Deserialize)]

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use portico_common::config::ConfigError;
 
 use crate::{
-    config::{Config, DENIED_PREFIX, ENV_PREFIX, RESERVED_PATHS, RouteConfig},
+    config::{Config, DENIED_PREFIX, ENV_PREFIX, RouteConfig, is_reserved},
     upstream::Upstream,
 };
 
@@ -261,10 +261,7 @@ fn resolve_route(
     if prefix == DENIED_PREFIX || prefix.starts_with(&format!("{DENIED_PREFIX}/")) {
         return Err(key(i, "path_prefix", "internal APIs are never routed"));
     }
-    if RESERVED_PATHS
-        .iter()
-        .any(|reserved| prefix == *reserved || prefix.starts_with(&format!("{reserved}/")))
-    {
+    if is_reserved(prefix) {
         return Err(key(i, "path_prefix", "is served by the gateway itself"));
     }
     if prefix.contains(['{', '}', '*', '?', '#']) || crate::proxy::is_ambiguous(prefix) {
