@@ -973,20 +973,23 @@ mod tests {
         );
     }
 
-    /// The body of one `GET path` on a kept-alive `stream`.
-    async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+    /// The body of one `GET path` on a kept-alive `stream`; `None` when the
+    /// server closed the connection instead of answering (a refused one).
+    async fn try_keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> Option<String> {
         stream
             .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .await
-            .unwrap();
+            .ok()?;
         let mut answer = Vec::new();
         let mut chunk = [0u8; 1024];
         loop {
             let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
                 .await
                 .expect("no answer within 5 s")
-                .unwrap();
-            assert!(read > 0, "closed before the answer was whole");
+                .ok()?;
+            if read == 0 {
+                return None;
+            }
             answer.extend_from_slice(&chunk[..read]);
             let text = String::from_utf8_lossy(&answer).into_owned();
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
@@ -997,14 +1000,62 @@ mod tests {
                     .parse()
                     .unwrap();
                 if body.len() >= length {
-                    return body.to_owned();
+                    return Some(body.to_owned());
                 }
             }
         }
     }
 
+    async fn keep_alive_get(stream: &mut tokio::net::TcpStream, path: &str) -> String {
+        try_keep_alive_get(stream, path)
+            .await
+            .expect("closed before the answer was whole")
+    }
+
     #[tokio::test]
-    async fn new_connections_go_to_the_event_loop_with_the_fewest_open() {
+    async fn a_new_connection_goes_to_the_event_loop_with_the_fewest_open() {
+        // Arrange: A and C (from one address, its bound of two) on loop 0,
+        // B (another address) on loop 1; then A and C close.
+        let (addr, _stop) = running_server_with(ConnectionLimits {
+            event_loops: 2,
+            max_per_client_ip: 2,
+            ..roomy()
+        })
+        .await;
+        let mut opened = Vec::new();
+        for local in [[127, 0, 0, 2], [127, 0, 0, 3], [127, 0, 0, 2]] {
+            let mut stream = silent_from(local, addr).await;
+            let served_by = keep_alive_get(&mut stream, "/loop").await;
+            opened.push((stream, served_by));
+        }
+        let served_by: Vec<_> = opened.iter().map(|(_, loop_)| loop_.as_str()).collect();
+        assert_eq!(served_by, ["Some(0)", "Some(1)", "Some(0)"]);
+        let (_, b, _) = (opened.remove(0), opened.remove(0), opened.remove(0));
+
+        // Act: a new connection from A's address, admitted once the server
+        // has let go of A or C (refused until then: the address's bound).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let served_by = loop {
+            let mut probe = silent_from([127, 0, 0, 2], addr).await;
+            if let Some(served_by) = try_keep_alive_get(&mut probe, "/loop").await {
+                break served_by;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "A and C were never let go"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+
+        // Assert: loop 0 holds at most one (C) against loop 1's one (B): the
+        // new one goes to loop 0, the first of the fewest (taking turns
+        // would have sent the fourth connection to loop 1).
+        assert_eq!(served_by, "Some(0)");
+        drop(b);
+    }
+
+    #[tokio::test]
+    async fn connections_opened_at_once_are_spread_evenly_over_the_event_loops() {
         let (addr, _stop) = running_server_with(ConnectionLimits {
             event_loops: 2,
             ..roomy()
