@@ -380,6 +380,24 @@ pub struct TokenConfig {
     pub jwks: JwksConfig,
     /// Where revoked sessions come from.
     pub revocations: RevocationsConfig,
+    /// Tokens whose signature was verified lately, kept by their exact
+    /// text (at most 30 s, never past `exp`) so the same token sent again
+    /// costs a lookup rather than a signature check; expiry and revocation
+    /// are still checked on every request. 0: every request verified in
+    /// full.
+    pub verified_cache_entries: usize,
+}
+
+impl TokenConfig {
+    /// A verifier of user access tokens by these settings, keys from `keys`.
+    pub fn verifier(&self, keys: KeySource, clock: SharedClock) -> TokenVerifier {
+        let verifier = TokenVerifier::new(keys, &self.issuer, &self.audience, clock);
+        if self.verified_cache_entries > 0 {
+            verifier.with_verified_cache(self.verified_cache_entries)
+        } else {
+            verifier
+        }
+    }
 }
 
 /// Looks up an in-process public key by key id.

@@ -4,12 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 
-use crate::admin::{CheckFuture, ReadinessCheck};
+use crate::{
+    admin::{CheckFuture, ReadinessCheck},
+    http::server::PerEventLoop,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,11 +40,15 @@ const REST_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// A Redis connection for a hot path: made on first use and reconnected by
 /// redis' connection manager, every command bounded by `timeout`, and after
 /// a failure left alone for a second ([`REST_AFTER_FAILURE`]) — the caller
-/// falls back (to the database, to an in-process limit) meanwhile.
+/// falls back (to the database, to an in-process limit) meanwhile. One
+/// connection per API event loop, made on that loop: a multiplexed
+/// connection's task runs where it was made, and a command sent to it from
+/// another loop's thread would wake that thread to send it and again to
+/// answer (measured: ≈ 1.2 such wakes per cached profile read).
 #[derive(Debug)]
 pub struct Resilient {
     client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    connections: PerEventLoop<OnceCell<ConnectionManager>>,
     resting_until: std::sync::Mutex<Option<Instant>>,
     timeout: Duration,
 }
@@ -50,7 +57,7 @@ impl Resilient {
     pub fn new(client: redis::Client, timeout: Duration) -> Self {
         Self {
             client,
-            connection: OnceCell::new(),
+            connections: PerEventLoop::default(),
             resting_until: std::sync::Mutex::new(None),
             timeout,
         }
@@ -67,8 +74,16 @@ impl Resilient {
         }
         let run = async {
             let connection = self
-                .connection
-                .get_or_try_init(|| async { ConnectionManager::new(self.client.clone()).await })
+                .connections
+                .own()
+                .get_or_try_init(|| async {
+                    // The one timer is ours, around the whole query: a
+                    // second per command (redis' own response timeout)
+                    // would cost a wake-up of the event loop each time it
+                    // is armed as the loop's earliest.
+                    let config = ConnectionManagerConfig::new().set_response_timeout(None);
+                    ConnectionManager::new_with_config(self.client.clone(), config).await
+                })
                 .await
                 .map_err(|err| err.to_string())?;
             let mut connection = connection.clone();

@@ -22,7 +22,7 @@ use portico_common::{
         pipeline::{self, RouteLabel},
         tls::ServerTls,
     },
-    jwt::{JwksCache, KeySource, Revocations, TokenVerifier},
+    jwt::{JwksCache, KeySource, Revocations},
 };
 use tower::ServiceExt as _;
 use utoipa_swagger_ui::SwaggerUi;
@@ -80,17 +80,12 @@ impl Service for Gateway {
         let client = HttpClient::new(&config.http_client)?;
         let jwks = Arc::new(JwksCache::new(config.tokens.jwks.clone(), client.clone()));
         let revocations = Revocations::new(config.tokens.revocations.clone(), client.clone());
-        let mut verifier = TokenVerifier::new(
-            KeySource::Remote(jwks.clone()),
-            &config.tokens.issuer,
-            &config.tokens.audience,
-            context.clock,
-        )
-        .with_revocations(revocations.clone());
-        if config.proxy.verified_token_cache_entries > 0 {
-            verifier = verifier.with_verified_cache(config.proxy.verified_token_cache_entries);
-        }
-        let verifier = Arc::new(verifier);
+        let verifier = Arc::new(
+            config
+                .tokens
+                .verifier(KeySource::Remote(jwks.clone()), context.clock)
+                .with_revocations(revocations.clone()),
+        );
         let redis = config.redis.client().context("invalid redis.url")?;
         let limiter = Limiter::new(
             redis

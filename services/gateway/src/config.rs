@@ -93,9 +93,6 @@ pub struct ProxyConfig {
     /// An upgraded connection (WebSocket) with no traffic either way for
     /// this long is closed.
     pub websocket_idle_timeout_secs: u64,
-    /// Bearer tokens verified lately, kept so the same token is not
-    /// verified again for up to 30 s (0: every request verified in full).
-    pub verified_token_cache_entries: usize,
     /// TCP connect timeout to an upstream replica.
     pub connect_timeout_ms: u64,
     /// Idle pooled connections are closed after this long.

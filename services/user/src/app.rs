@@ -79,13 +79,10 @@ impl Service for UserService {
             accounts: accounts.clone(),
             clock: context.clock.clone(),
             user_tokens: Arc::new(
-                TokenVerifier::new(
-                    keys.clone(),
-                    &config.tokens.issuer,
-                    &config.tokens.audience,
-                    context.clock.clone(),
-                )
-                .with_revocations(revocations.clone()),
+                config
+                    .tokens
+                    .verifier(keys.clone(), context.clock.clone())
+                    .with_revocations(revocations.clone()),
             ),
             service_tokens: Arc::new(TokenVerifier::new(
                 keys,

@@ -512,6 +512,51 @@ pub fn event_loop_index() -> Option<usize> {
     EVENT_LOOP.with(std::cell::Cell::get)
 }
 
+/// One `T` per API event loop, and one shared by every other thread: for
+/// what a loop's tasks should not share with another loop's — an idle
+/// upstream connection, a Redis connection — because the task that drives
+/// it runs on the loop that made it, and using it from another loop wakes
+/// that loop's thread (an eventfd write, a context switch) twice per use.
+/// More loops than slots share slots.
+#[derive(Debug)]
+pub struct PerEventLoop<T> {
+    slots: [T; PER_EVENT_LOOP_SLOTS],
+}
+
+const PER_EVENT_LOOP_SLOTS: usize = 16;
+
+/// Which slot of a [`PerEventLoop`] is the calling thread's (to give
+/// something back to it later, from wherever).
+pub fn event_loop_slot() -> usize {
+    event_loop_index().map_or(0, |index| 1 + index % (PER_EVENT_LOOP_SLOTS - 1))
+}
+
+impl<T: Default> Default for PerEventLoop<T> {
+    fn default() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| T::default()),
+        }
+    }
+}
+
+impl<T> PerEventLoop<T> {
+    /// The calling thread's: its loop's, or the one threads outside the
+    /// loops share.
+    pub fn own(&self) -> &T {
+        &self.slots[event_loop_slot()]
+    }
+
+    /// The slot at `index` (from [`event_loop_slot`]).
+    pub fn at(&self, index: usize) -> &T {
+        &self.slots[index % PER_EVENT_LOOP_SLOTS]
+    }
+
+    /// Every slot.
+    pub fn all(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter()
+    }
+}
+
 /// Serves the API on `limits.event_loops` threads, each a single-threaded
 /// runtime serving the connections it is handed: the listener is accepted
 /// from here, under one admission bound for all, and each new connection
@@ -669,6 +714,40 @@ mod tests {
     use super::*;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn each_event_loop_has_its_own_slot_and_other_threads_share_one() {
+        use std::sync::Mutex;
+        let per_loop: std::sync::Arc<PerEventLoop<Mutex<Vec<&'static str>>>> = Default::default();
+        // What a thread puts in its own slot, as the loops' threads do.
+        let put = |index: Option<usize>, what: &'static str| {
+            let per_loop = per_loop.clone();
+            std::thread::spawn(move || {
+                EVENT_LOOP.with(|cell| cell.set(index));
+                per_loop.own().lock().unwrap().push(what);
+                event_loop_slot()
+            })
+            .join()
+            .unwrap()
+        };
+        let loop_0 = put(Some(0), "loop 0");
+        let loop_1 = put(Some(1), "loop 1");
+        let outside = put(None, "outside");
+        let outside_too = put(None, "outside too");
+        assert_ne!(loop_0, loop_1);
+        assert_ne!(loop_0, outside);
+        assert_eq!(outside, outside_too);
+        assert_eq!(*per_loop.at(loop_0).lock().unwrap(), ["loop 0"]);
+        assert_eq!(*per_loop.at(loop_1).lock().unwrap(), ["loop 1"]);
+        assert_eq!(*per_loop.own().lock().unwrap(), ["outside", "outside too"]);
+        assert_eq!(
+            per_loop
+                .all()
+                .map(|slot| slot.lock().unwrap().len())
+                .sum::<usize>(),
+            4
+        );
+    }
 
     /// Limits no test here reaches unless it lowers one.
     fn roomy() -> ConnectionLimits {

@@ -2,7 +2,7 @@
 //! most recently used on top (warm, and the cold ones at the bottom age
 //! out); a connection goes back when its response body has been read to
 //! the end, which is when it can carry the next request. Idle HTTP/1.1
-//! connections are kept per API event loop (`event_loop_index`): a
+//! connections are kept per API event loop (`PerEventLoop`): a
 //! connection's task runs on the loop that dialed it, so a request that
 //! reuses one of its own loop's wakes no other thread (threads outside the
 //! event loops share one stack). HTTP/2: one
@@ -23,6 +23,8 @@ use hyper::{
     client::conn::{http1, http2},
 };
 
+use portico_common::http::server::{PerEventLoop, event_loop_slot};
+
 use super::OutgoingBody;
 
 #[derive(Debug, Default)]
@@ -32,18 +34,11 @@ pub struct Pool {
     shared: tokio::sync::Mutex<Option<http2::SendRequest<OutgoingBody>>>,
 }
 
-/// Stacks of idle connections: one for threads outside the API's event
-/// loops, the rest for the loops (more loops than this share stacks).
-const STACKS: usize = 16;
-
-/// The stack the calling thread takes idle connections from.
-fn own_stack() -> usize {
-    portico_common::http::server::event_loop_index().map_or(0, |index| 1 + index % (STACKS - 1))
-}
-
 #[derive(Debug, Default)]
 struct PoolInner {
-    idle: [Mutex<Vec<Idle>>; STACKS],
+    /// Stacks of idle connections: one per API event loop, one for threads
+    /// outside the loops.
+    idle: PerEventLoop<Mutex<Vec<Idle>>>,
     /// `<prefix>_upstream_pool_idle_connections{upstream, endpoint}`.
     idle_gauge: OnceLock<metrics::Gauge>,
 }
@@ -75,9 +70,8 @@ impl Pool {
         &self,
         policy: IdlePolicy,
     ) -> Option<http1::SendRequest<OutgoingBody>> {
-        let stack = own_stack();
         loop {
-            let idle = self.inner.lock(stack).pop()?;
+            let idle = self.inner.lock(event_loop_slot()).pop()?;
             self.inner.gauge_add(-1.0);
             if idle.since.elapsed() > policy.timeout || idle.sender.is_closed() {
                 continue;
@@ -122,7 +116,7 @@ impl Pool {
     ) -> UpstreamBody {
         let returner = Returner {
             pool: self.inner.clone(),
-            stack: own_stack(),
+            stack: event_loop_slot(),
             sender,
             policy,
         };
@@ -139,14 +133,19 @@ impl Pool {
 
     /// Idle HTTP/1.1 connections now, of every stack.
     pub fn idle_connections(&self) -> usize {
-        (0..STACKS).map(|stack| self.inner.lock(stack).len()).sum()
+        self.inner
+            .idle
+            .all()
+            .map(|stack| stack.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 }
 
 impl PoolInner {
     fn lock(&self, stack: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // A poisoned stack still holds working connections.
-        self.idle[stack]
+        self.idle
+            .at(stack)
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
