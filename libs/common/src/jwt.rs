@@ -843,6 +843,29 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn the_configured_verifier_keeps_verified_tokens_unless_told_not_to() {
+        let config = |entries: usize| -> TokenConfig {
+            serde_json::from_value(serde_json::json!({
+                "issuer": "iss",
+                "audience": "aud",
+                "jwks": {"url": "http://127.0.0.1:1/jwks", "cache_ttl_secs": 300,
+                         "min_refresh_interval_secs": 5},
+                "revocations": {"poll_interval_ms": 250, "retain_secs": 960},
+                "verified_cache_entries": entries,
+            }))
+            .unwrap()
+        };
+        let keys = || KeySource::Local(Arc::new(|_: &str| None));
+        let clock = || -> SharedClock { Arc::new(crate::clock::SystemClock) };
+        let kept = config(5).verifier(keys(), clock());
+        assert_eq!(
+            kept.verified.as_ref().map(|cache| cache.max_entries),
+            Some(5)
+        );
+        assert!(config(0).verifier(keys(), clock()).verified.is_none());
+    }
+
     #[tokio::test]
     async fn the_cache_stays_within_its_bound() {
         let (verifier, signing) = known_key();

@@ -160,6 +160,40 @@ mod tests {
         assert_eq!(checks["redis"], "unavailable");
     }
 
+    /// The ids of the Redis connections two queries from a thread that
+    /// counts as event loop `index` go over, on a runtime of that thread's
+    /// own (a loop's connection lives as long as its loop).
+    fn connections_used_on(
+        resilient: &std::sync::Arc<Resilient>,
+        index: Option<usize>,
+    ) -> [i64; 2] {
+        let resilient = resilient.clone();
+        std::thread::spawn(move || {
+            crate::http::server::pretend_event_loop(index);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let id = || runtime.block_on(resilient.query(&redis::cmd("CLIENT").arg("ID")));
+            [id().unwrap(), id().unwrap()]
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn each_event_loop_queries_over_its_own_connection() {
+        let client = redis::Client::open(portico_testkit::redis_url()).unwrap();
+        let resilient = std::sync::Arc::new(Resilient::new(client, Duration::from_secs(5)));
+        let [loop_0, again] = connections_used_on(&resilient, Some(0));
+        assert_eq!(loop_0, again, "a loop keeps its connection");
+        let [loop_1, _] = connections_used_on(&resilient, Some(1));
+        let [outside, _] = connections_used_on(&resilient, None);
+        assert_ne!(loop_0, loop_1, "two loops shared a connection");
+        assert_ne!(loop_0, outside);
+        assert_ne!(loop_1, outside);
+    }
+
     #[tokio::test]
     async fn a_reachable_redis_is_reported_ok() {
         let client = redis::Client::open(portico_testkit::redis_url()).unwrap();

@@ -512,6 +512,13 @@ pub fn event_loop_index() -> Option<usize> {
     EVENT_LOOP.with(std::cell::Cell::get)
 }
 
+/// Makes the calling thread count as event loop `index` (or as none), as
+/// the loops' own threads do: for tests of what is kept per loop.
+#[cfg(test)]
+pub(crate) fn pretend_event_loop(index: Option<usize>) {
+    EVENT_LOOP.with(|cell| cell.set(index));
+}
+
 /// One `T` per API event loop, and one shared by every other thread: for
 /// what a loop's tasks should not share with another loop's — an idle
 /// upstream connection, a Redis connection — because the task that drives
@@ -723,7 +730,7 @@ mod tests {
         let put = |index: Option<usize>, what: &'static str| {
             let per_loop = per_loop.clone();
             std::thread::spawn(move || {
-                EVENT_LOOP.with(|cell| cell.set(index));
+                pretend_event_loop(index);
                 per_loop.own().lock().unwrap().push(what);
                 event_loop_slot()
             })
