@@ -174,7 +174,7 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap();
-            let id = || runtime.block_on(resilient.query(&redis::cmd("CLIENT").arg("ID")));
+            let id = || runtime.block_on(resilient.query(redis::cmd("CLIENT").arg("ID")));
             [id().unwrap(), id().unwrap()]
         })
         .join()
