@@ -15,7 +15,7 @@ use crate::{
     clock::{SharedClock, SystemClock},
     config::ServiceConfig,
     http::{
-        server::{Listeners, Server},
+        server::{Api, Listeners, Server},
         shutdown,
     },
     telemetry,
@@ -41,8 +41,9 @@ impl Default for Context {
 
 /// A service assembled from its config, not yet serving.
 pub struct Assembly<H> {
-    /// The API router, pipeline included.
-    pub router: Router,
+    /// What answers the API: a router, pipeline included, or a handler
+    /// taking every request whole.
+    pub api: Api,
     /// What `/readyz` checks.
     pub readiness: Readiness,
     /// What the embedder (tests) may reach into, e.g. the service's store.
@@ -61,9 +62,9 @@ pub struct Assembly<H> {
 
 impl<H> Assembly<H> {
     /// An assembly with no background work and nothing to do on stop.
-    pub fn new(router: Router, readiness: Readiness, handle: H) -> Self {
+    pub fn new(api: impl Into<Api>, readiness: Readiness, handle: H) -> Self {
         Self {
-            router,
+            api: api.into(),
             readiness,
             handle,
             background: Vec::new(),
@@ -180,7 +181,7 @@ impl<S: Service> Application<S> {
         let assembly = S::assemble(config, context).await?;
         let mut server = Server::new(
             listeners,
-            assembly.router,
+            assembly.api,
             assembly.readiness,
             &shutdown,
             limits,

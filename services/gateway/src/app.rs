@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use futures::{FutureExt as _, future::BoxFuture};
+use futures::future::BoxFuture;
 use http::{Method, StatusCode, header};
 use portico_common::{
     admin::Readiness,
@@ -20,6 +20,7 @@ use portico_common::{
         access_log::AccessLog,
         client::HttpClient,
         pipeline::{self, RouteLabel},
+        server::Api,
         tls::ServerTls,
     },
     jwt::{JwksCache, KeySource, Revocations},
@@ -120,7 +121,7 @@ impl Service for Gateway {
             tracing::info!(prefix = %route.path_prefix, upstream = %route.upstream.name,
                 replicas = route.upstream.endpoints().len(), auth = ?route.auth, "route");
         }
-        let mut assembly = Assembly::new(router(state, &config), readiness, ());
+        let mut assembly = Assembly::new(edge(state, &config), readiness, ());
         if config.tls.enabled {
             let tls = ServerTls::load(&config.tls)
                 .map(Arc::new)
@@ -145,8 +146,9 @@ impl Service for Gateway {
 }
 
 /// `/openapi.json` and `/docs` are the gateway's own; everything else goes
-/// through the route table of the running configuration.
-fn router(state: GatewayState, config: &Config) -> Router {
+/// through the route table of the running configuration. The edge takes
+/// every request whole: no router in front of it (its pages have one).
+fn edge(state: GatewayState, config: &Config) -> Api {
     let swagger: Router<GatewayState> = Router::from(
         SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
     )
@@ -166,8 +168,8 @@ fn router(state: GatewayState, config: &Config) -> Router {
             success_sample_rate: config.access_log.success_sample_rate,
         }),
     }));
-    Router::new().fallback_service(tower::service_fn(move |request| {
-        edge.clone().answer(request).map(Ok::<_, Infallible>)
+    Api::Handler(Arc::new(move |request| {
+        Box::pin(edge.clone().answer(request))
     }))
 }
 

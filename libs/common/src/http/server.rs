@@ -68,11 +68,52 @@ impl Listeners {
     }
 }
 
+/// What answers the API's requests: an axum router (the services', with
+/// the pipeline in it), or one handler that takes every request whole —
+/// the gateway's edge, which routes by itself, so no router's matching,
+/// clone and boxed layers sit in front of it on every request.
+#[derive(Clone)]
+pub enum Api {
+    Router(Router),
+    Handler(ApiHandler),
+}
+
+/// A whole-request handler (see [`Api::Handler`]).
+pub type ApiHandler = std::sync::Arc<
+    dyn Fn(axum::extract::Request) -> futures::future::BoxFuture<'static, axum::response::Response>
+        + Send
+        + Sync,
+>;
+
+impl From<Router> for Api {
+    fn from(router: Router) -> Self {
+        Self::Router(router)
+    }
+}
+
+impl Api {
+    /// The answer to `request`, as hyper serves it.
+    fn call(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send + use<>
+    {
+        use futures::FutureExt as _;
+        use tower::ServiceExt as _;
+        match self {
+            Self::Router(router) => router.clone().oneshot(request).left_future(),
+            Self::Handler(handler) => handler(request.map(axum::body::Body::new))
+                .map(Ok)
+                .right_future(),
+        }
+    }
+}
+
 /// A service ready to run: its API router plus the standard admin router
 /// (`/healthz`, `/readyz`, `/metrics`) on the admin listener.
 pub struct Server {
     listeners: Listeners,
-    api: Router,
+    api: Api,
     admin: Router,
     readiness: Readiness,
     drain_timeout: Duration,
@@ -145,14 +186,14 @@ impl Server {
 
     pub fn new(
         listeners: Listeners,
-        api: Router,
+        api: impl Into<Api>,
         readiness: Readiness,
         shutdown: &ShutdownConfig,
         limits: ConnectionLimits,
     ) -> Self {
         Self {
             listeners,
-            api,
+            api: api.into(),
             admin: admin::router(readiness.clone()),
             readiness,
             drain_timeout: Duration::from_secs(shutdown.drain_timeout_secs),
@@ -390,7 +431,7 @@ async fn accept_until_stopped(
 /// task, hyper-util's server with a first-byte timeout, `ConnectInfo`, TLS
 /// when configured; `drain` lets them finish after a stop.
 struct Connections {
-    router: Router,
+    api: Api,
     limits: ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: std::sync::Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
@@ -400,7 +441,7 @@ struct Connections {
 
 impl Connections {
     fn new(
-        router: Router,
+        api: Api,
         limits: ConnectionLimits,
         tls: Option<tokio_rustls::TlsAcceptor>,
         stop: watch::Receiver<bool>,
@@ -414,7 +455,7 @@ impl Connections {
         // RFC 8441: WebSockets over HTTP/2 streams (the gateway passes them on).
         builder.http2().enable_connect_protocol();
         Self {
-            router,
+            api,
             limits,
             tls,
             // Shared by every connection's task.
@@ -426,11 +467,10 @@ impl Connections {
 
     fn spawn(&self, stream: tokio::net::TcpStream, remote: SocketAddr, admitted: Admitted) {
         use hyper_util::rt::TokioIo;
-        use tower::ServiceExt;
 
         use super::unparseable::ProblemsForUnparseable;
 
-        let router = self.router.clone();
+        let api = self.api.clone();
         let limits = self.limits;
         let over_tls = self.tls.is_some();
         let service =
@@ -441,7 +481,7 @@ impl Connections {
                 if over_tls {
                     extensions.insert(OverTls);
                 }
-                router.clone().oneshot(request)
+                api.call(request)
             });
         let tls = self.tls.clone();
         let builder = self.builder.clone();
@@ -575,7 +615,7 @@ impl<T> PerEventLoop<T> {
 /// timeout), it ends the loops and their connections at once.
 async fn serve_on_event_loops(
     listener: TcpListener,
-    router: Router,
+    api: Api,
     limits: ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<bool>,
@@ -601,7 +641,7 @@ async fn serve_on_event_loops(
     let mut loops = futures::stream::FuturesUnordered::new();
     let mut hand_to = Vec::with_capacity(limits.event_loops);
     for index in 0..limits.event_loops {
-        let (router, tls, stop, end) = (router.clone(), tls.clone(), stop.clone(), end_rx.clone());
+        let (api, tls, stop, end) = (api.clone(), tls.clone(), stop.clone(), end_rx.clone());
         let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -613,7 +653,7 @@ async fn serve_on_event_loops(
                     .build()
                     .map(|runtime| {
                         runtime.block_on(async move {
-                            let connections = Connections::new(router, limits, tls, stop);
+                            let connections = Connections::new(api, limits, tls, stop);
                             let serving = async {
                                 // Until the acceptor stops handing any.
                                 while let Some((stream, remote, admitted)) = handed.recv().await {
@@ -682,20 +722,20 @@ async fn serve_on_event_loops(
     accepted
 }
 
-/// Serves the API router like `axum::serve`, plus what that lacks: a bound
+/// Serves the API like `axum::serve`, plus what that lacks: a bound
 /// on open connections (in all and per client address), a timeout for a
 /// connection's first byte and for each request's headers (which also
 /// closes idle keep-alive connections), and `ConnectInfo`. On stop it stops
 /// accepting and lets open connections finish.
 async fn serve_api(
     listener: TcpListener,
-    router: Router,
+    api: Api,
     limits: ConnectionLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let admission = Admission::new(limits.max);
-    let connections = Connections::new(router, limits, tls, stop.clone());
+    let connections = Connections::new(api, limits, tls, stop.clone());
     let accepted = accept_until_stopped(
         &listener,
         limits,
