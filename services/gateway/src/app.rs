@@ -194,13 +194,17 @@ impl Edge {
     async fn answer(self, request: Request) -> Response {
         let edge = self.0;
         let grpc = grpc::is_grpc(request.headers());
+        // The routes' future (the proxying, several KiB) is boxed where it
+        // starts — here, or in `Routes::call` under compression — so that
+        // the pipeline's wrappers around it, and the box this whole answer
+        // is served in, move a pointer rather than copy it each.
         let response = pipeline::around(edge.access_log, request, |request| async {
             match &edge.compressed {
                 Some(compressed) => match compressed.clone().oneshot(request).await {
                     Ok(response) => response.map(Body::new),
                     Err(never) => match never {},
                 },
-                None => edge.routes.route(request).await,
+                None => Box::pin(edge.routes.route(request)).await,
             }
         })
         .await;
