@@ -68,25 +68,27 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// Text fields go as `&str`, not `%` (Display): the line takes them
+    /// as they are instead of through the formatting machinery.
     fn write(&self, bytes_out: u64, complete: bool) {
         let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let cause = self.cause.as_deref().unwrap_or_default();
         match &self.proxied {
             Some(proxied) => tracing::info!(
                 target: "access",
-                method = %self.method,
-                route = %self.route,
-                path = %self.path,
+                method = self.method.as_str(),
+                route = &*self.route,
+                path = self.path.as_str(),
                 status = self.status,
                 duration_ms,
                 upstream_ms = proxied.upstream_duration.as_secs_f64() * 1000.0,
                 bytes_in = self.bytes_in,
                 bytes_out,
-                upstream = %proxied.upstream,
-                endpoint = %proxied.endpoint,
+                upstream = proxied.upstream.as_str(),
+                endpoint = proxied.endpoint.as_str(),
                 attempts = proxied.attempts,
-                request_id = %self.request_id,
-                trace_id = %self.trace_id,
+                request_id = self.request_id.as_str(),
+                trace_id = self.trace_id.as_str(),
                 client_ip = %OrEmpty(proxied.client_ip.or(self.client_ip)),
                 complete,
                 cause,
@@ -94,15 +96,15 @@ impl Record {
             ),
             None => tracing::info!(
                 target: "access",
-                method = %self.method,
-                route = %self.route,
-                path = %self.path,
+                method = self.method.as_str(),
+                route = &*self.route,
+                path = self.path.as_str(),
                 status = self.status,
                 duration_ms,
                 bytes_in = self.bytes_in,
                 bytes_out,
-                request_id = %self.request_id,
-                trace_id = %self.trace_id,
+                request_id = self.request_id.as_str(),
+                trace_id = self.trace_id.as_str(),
                 client_ip = %OrEmpty(self.client_ip),
                 complete,
                 cause,

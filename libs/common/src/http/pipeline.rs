@@ -186,9 +186,9 @@ where
         .map_or_else(|| UNMATCHED.with(Clone::clone), |p| p.as_str().into());
     let span = tracing::info_span!(
         "request",
-        method = %method,
-        route = %route,
-        request_id = %request_id,
+        method = method.as_str(),
+        route = &*route,
+        request_id = request_id.as_str(),
         trace_id = Empty,
         status = Empty,
     );
