@@ -273,11 +273,12 @@ pub struct ConnectionsConfig {
     /// Most header bytes in a request (names and values); more: 431.
     pub max_header_bytes: usize,
     /// Serve the API on one event loop per core (a thread with its own
-    /// single-threaded runtime each, accepting from the same listener)
-    /// instead of on the service's shared work-stealing runtime. A
-    /// connection, and every task it starts, then stays on the thread that
-    /// accepted it: nothing crosses cores within a request (nginx's worker
-    /// model). The gateway's default; off for the services.
+    /// single-threaded runtime each; one acceptor hands each new connection
+    /// to the loop with the fewest open) instead of on the service's shared
+    /// work-stealing runtime. A connection, and every task it starts, then
+    /// stays on its loop's thread: nothing crosses cores within a request
+    /// (nginx's worker model). On in the gateway's and the user service's
+    /// defaults, off in auth's (its password hashing would hold a loop).
     #[serde(default)]
     pub per_core_event_loops: bool,
 }

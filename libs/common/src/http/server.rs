@@ -136,7 +136,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub request: RequestLimits,
     /// Threads that each run an event loop of their own (a single-threaded
-    /// runtime) accepting from the listener; 0: the caller's runtime serves.
+    /// runtime) serving the connections the acceptor hands them; 0: the
+    /// caller's runtime serves.
     pub event_loops: usize,
 }
 
