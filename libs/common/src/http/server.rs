@@ -860,18 +860,15 @@ mod tests {
         serving(router, roomy()).await
     }
 
-    /// `router` served on a free loopback port until the sender says stop.
-    async fn serving(
-        router: Router,
-        limits: ConnectionLimits,
-    ) -> (SocketAddr, watch::Sender<bool>) {
+    /// A server for `router` on free loopback ports, not yet running.
+    async fn loopback_server(router: Router, limits: ConnectionLimits) -> Server {
         let listeners = Listeners::bind(&ListenConfig {
             api: ([127, 0, 0, 1], 0).into(),
             admin: ([127, 0, 0, 1], 0).into(),
         })
         .await
         .unwrap();
-        let server = Server::new(
+        Server::new(
             listeners,
             router,
             Readiness::new(),
@@ -879,7 +876,15 @@ mod tests {
                 drain_timeout_secs: 5,
             },
             limits,
-        );
+        )
+    }
+
+    /// `router` served on a free loopback port until the sender says stop.
+    async fn serving(
+        router: Router,
+        limits: ConnectionLimits,
+    ) -> (SocketAddr, watch::Sender<bool>) {
+        let server = loopback_server(router, limits).await;
         let addr = server.api_addr();
         let (tx, mut rx) = watch::channel(false);
         tokio::spawn(server.run(async move {
@@ -1052,17 +1057,23 @@ mod tests {
         (answer, started.elapsed())
     }
 
+    /// The client after the silent connections was answered `ending`, and
+    /// only once their first-byte timeout had freed a slot.
+    fn assert_served_only_once_a_slot_was_free(answer: &str, waited: Duration, ending: &str) {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with(ending), "{answer}");
+        assert!(
+            waited >= Duration::from_millis(300),
+            "served before any slot was free: the bound did not hold"
+        );
+    }
+
     #[tokio::test]
     async fn silent_connections_filling_every_slot_hold_a_client_only_until_their_timeout() {
         let (answer, waited) = a_client_after_silent_connections_fill_every_slot(0).await;
 
         // Served once the silent ones were closed, not before.
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.ends_with("127.0.0.9"), "{answer}");
-        assert!(
-            waited >= Duration::from_millis(300),
-            "served before any slot was free: the bound did not hold"
-        );
+        assert_served_only_once_a_slot_was_free(&answer, waited, "127.0.0.9");
     }
 
     #[tokio::test]
@@ -1092,12 +1103,7 @@ mod tests {
 
         // The bound held across the loops, and the handler ran on an event
         // loop's thread, not on the test's runtime.
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.ends_with("127.0.0.9 on event loop"), "{answer}");
-        assert!(
-            waited >= Duration::from_millis(300),
-            "served before any slot was free: the bound did not hold across loops"
-        );
+        assert_served_only_once_a_slot_was_free(&answer, waited, "127.0.0.9 on event loop");
     }
 
     /// The body of one `GET path` on a kept-alive `stream`; `None` when the
@@ -1220,24 +1226,14 @@ mod tests {
                 "done"
             }),
         );
-        let listeners = Listeners::bind(&ListenConfig {
-            api: ([127, 0, 0, 1], 0).into(),
-            admin: ([127, 0, 0, 1], 0).into(),
-        })
-        .await
-        .unwrap();
-        let server = Server::new(
-            listeners,
+        let server = loopback_server(
             router,
-            Readiness::new(),
-            &ShutdownConfig {
-                drain_timeout_secs: 5,
-            },
             ConnectionLimits {
                 event_loops: 2,
                 ..roomy()
             },
-        );
+        )
+        .await;
         let addr = server.api_addr();
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let running = tokio::spawn(server.run(async move {
