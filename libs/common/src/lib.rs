@@ -50,6 +50,7 @@ pub mod redis;
 #[cfg(feature = "jwt")]
 pub mod revocations;
 pub mod telemetry;
+pub mod timer;
 pub mod types;
 pub mod webhooks;
 

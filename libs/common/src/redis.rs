@@ -92,7 +92,7 @@ impl Resilient {
                 .await
                 .map_err(|err| err.to_string())
         };
-        let outcome = tokio::time::timeout(self.timeout, run)
+        let outcome = crate::timer::timeout(self.timeout, run)
             .await
             .unwrap_or_else(|_| Err("Redis did not answer in time".to_owned()));
         if outcome.is_err()

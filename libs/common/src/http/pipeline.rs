@@ -488,7 +488,7 @@ where
         (None, Some(timeout)) => (timeout, false),
         (None, None) => return next(request).await,
     };
-    match tokio::time::timeout(limit, next(request)).await {
+    match crate::timer::timeout(limit, next(request)).await {
         Ok(response) => response,
         Err(_) if past_deadline => Problem::new(
             StatusCode::GATEWAY_TIMEOUT,
