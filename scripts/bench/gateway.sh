@@ -61,12 +61,6 @@ BENCH_PATH=/v1/bench/item.json
 # Tools
 # ---------------------------------------------------------------------------
 
-# nginx and haproxy live in /usr/sbin, which a non-root PATH may lack.
-find_tool() {
-    command -v "$1" 2>/dev/null && return 0
-    [[ -x /usr/sbin/$1 ]] && printf '%s\n' "/usr/sbin/$1"
-}
-
 missing=()
 for pair in nginx:nginx haproxy:haproxy wrk:wrk curl:curl pgrep:procps; do
     find_tool "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")

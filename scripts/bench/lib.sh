@@ -9,6 +9,13 @@ die() {
     exit 1
 }
 
+# The path of tool $1; nginx and haproxy live in /usr/sbin, which a
+# non-root PATH may lack.
+find_tool() {
+    command -v "$1" 2>/dev/null && return 0
+    [[ -x /usr/sbin/$1 ]] && printf '%s\n' "/usr/sbin/$1"
+}
+
 # Installs each tool from Debian's packages if it is missing.
 bench_tools() {
     local tool

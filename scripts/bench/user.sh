@@ -7,7 +7,10 @@
 #                        (the VM's speed drifts between minutes: each pair's
 #                        two runs are back to back, the report takes the
 #                        median pair), beside redis-benchmark GET on the
-#                        same Redis as the ceiling of the cache-hit path
+#                        same Redis as the ceiling of the cache-hit path,
+#                        and through nginx in front of the same replicas
+#                        as the reference proxy (its share of direct on
+#                        this machine beside the gateway's)
 #   outbox               PORTICO_BENCH_WRITERS users PATCH their profiles
 #                        (wrk, PORTICO_BENCH_DURATION); every change is an
 #                        event the relays deliver to a local webhook
@@ -45,6 +48,8 @@ PASSWORD="vellum otter quarry 42"
 
 
 bench_tools wrk curl python3
+find_tool nginx >/dev/null || _portico_apt_install nginx || die "could not install nginx"
+NGINX=$(find_tool nginx) || die "nginx not found after install"
 
 log "cargo build --release (services)"
 cargo build --release --locked --bins >&2 || die "release build failed"
@@ -55,6 +60,7 @@ cleanup() {
     trap - EXIT INT TERM
     stop_release_system
     [[ -n ${SINK_PID:-} ]] && kill "$SINK_PID" 2>/dev/null
+    [[ -n ${NGINX_PID:-} ]] && kill "$NGINX_PID" 2>/dev/null
     portico_stop_test_services
     rm -rf -- "$WORK"
     exit "$rc"
@@ -88,6 +94,58 @@ TOKEN=$(curl -fsS -X POST "$GATEWAY/v1/auth/register" -H 'content-type: applicat
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])') || die "registration failed"
 curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$USER1/v1/users/me" || die "the profile cannot be read"
 
+# The reference proxy: nginx in front of the same two replicas, as the
+# gateway is (HTTP/1.1 keep-alive pool, one worker per core, an access log
+# buffered as the gateway's is). It only forwards: no token checked, no
+# rate limit, no request id or trace context added.
+mkdir -p "$WORK/nginx"
+NGINX_PORT=$(portico_free_port_block)
+[[ -n $NGINX_PORT ]] || die "no free port for nginx"
+# Workers run as nobody by default and could not read the 0700 work dir.
+NGINX_USER=""
+[[ $(id -u) -eq 0 ]] && NGINX_USER="user root;"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+$NGINX_USER
+worker_processes auto;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log $WORK/nginx/access.log combined buffer=32k flush=100ms;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream user {
+        server 127.0.0.1:$((BASE + 1));
+        server 127.0.0.1:$((BASE + 3));
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://user;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+"$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' \
+    >"$WORK/nginx/stdout.log" 2>&1 &
+NGINX_PID=$!
+NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$NGINX_URL/v1/users/me" 2>/dev/null && break
+    kill -0 "$NGINX_PID" 2>/dev/null || die "nginx did not start: $(cat "$WORK/nginx/stdout.log")"
+    sleep 0.1
+done
+curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$NGINX_URL/v1/users/me" || die "nginx does not answer"
+mapfile -t NGINX_PIDS < <(pgrep -P "$NGINX_PID")
+NGINX_PIDS+=("$NGINX_PID")
+
 # CPU per request, per process (the figure of record on shared cores).
 GATEWAY_PID=$(pgrep -f "target/release/portico-gateway" | head -1)
 mapfile -t USER_PIDS < <(pgrep -f "target/release/portico-user")
@@ -95,32 +153,39 @@ REDIS_PID=$(pgrep -f "redis-server.*:${PORTICO_TEST_REDIS_URL##*:}" | head -1)
 [[ -n $GATEWAY_PID && ${#USER_PIDS[@]} -gt 0 && -n $REDIS_PID ]] || die "the processes were not found"
 # Idle time of all cores (idle + iowait ticks, the first line of /proc/stat).
 idle_ticks() { awk '/^cpu / { print $5 + $6 }' /proc/stat; }
-declare -A GATEWAY_US USER_US REDIS_US IDLE_US SHARES
+declare -A PROXY_US USER_US REDIS_US IDLE_US SHARES NGINX_SHARES
 for pair in $(seq 1 "$PAIRS"); do
-    for target in gateway direct; do
-        url=$GATEWAY
-        [[ $target == direct ]] && url=$USER1
+    for target in gateway direct nginx; do
+        case $target in
+            gateway) url=$GATEWAY proxy_pids=("$GATEWAY_PID") ;;
+            direct) url=$USER1 proxy_pids=() ;;
+            nginx) url=$NGINX_URL proxy_pids=("${NGINX_PIDS[@]}") ;;
+        esac
         run="$target-$pair"
         log "cached GET /v1/users/me, $target (pair $pair of $PAIRS): warm-up, then $DURATION"
         wrk -t 2 -c "$CONNECTIONS" -d 2s -H "authorization: Bearer $TOKEN" "$url/v1/users/me" >/dev/null
-        gateway0=$(cpu_ticks "$GATEWAY_PID")
+        proxy0=$(cpu_ticks "${proxy_pids[@]}")
         user0=$(cpu_ticks "${USER_PIDS[@]}")
         redis0=$(cpu_ticks "$REDIS_PID")
         idle0=$(idle_ticks)
         wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -H "authorization: Bearer $TOKEN" \
             "$url/v1/users/me" >"$WORK/$run.txt"
         served=$(wrk_field "$WORK/$run.txt" requests)
-        GATEWAY_US[$run]=$(us_per_request $(($(cpu_ticks "$GATEWAY_PID") - gateway0)) "$served")
+        PROXY_US[$run]=$(us_per_request $(($(cpu_ticks "${proxy_pids[@]}") - proxy0)) "$served")
         USER_US[$run]=$(us_per_request $(($(cpu_ticks "${USER_PIDS[@]}") - user0)) "$served")
         REDIS_US[$run]=$(us_per_request $(($(cpu_ticks "$REDIS_PID") - redis0)) "$served")
         IDLE_US[$run]=$(us_per_request $(($(idle_ticks) - idle0)) "$served")
     done
-    SHARES[$pair]=$(python3 -c "print(round(100 * $(wrk_field "$WORK/gateway-$pair.txt" rps) / $(wrk_field "$WORK/direct-$pair.txt" rps), 1))")
+    for target in gateway nginx; do
+        share=$(python3 -c "print(round(100 * $(wrk_field "$WORK/$target-$pair.txt" rps) / $(wrk_field "$WORK/direct-$pair.txt" rps), 1))")
+        if [[ $target == gateway ]]; then SHARES[$pair]=$share; else NGINX_SHARES[$pair]=$share; fi
+    done
 done
 # The median pair (by share) is the one reported in full.
 MEDIAN=$(for pair in "${!SHARES[@]}"; do echo "${SHARES[$pair]} $pair"; done | sort -n |
     awk '{ line[NR] = $2 } END { print line[int((NR + 1) / 2)] }')
 ALL_SHARES=$(for pair in $(seq 1 "$PAIRS"); do printf '%s%% ' "${SHARES[$pair]}"; done)
+ALL_NGINX_SHARES=$(for pair in $(seq 1 "$PAIRS"); do printf '%s%% ' "${NGINX_SHARES[$pair]}"; done)
 HITS=$(curl -fsS "http://127.0.0.1:$((BASE + 1001))/metrics" |
     awk '/^user_profile_cache_lookups_total\{outcome="hit"\}/ { print $2 }')
 log "redis-benchmark GET (the cache-hit ceiling)"
@@ -206,7 +271,7 @@ for depth in 0 10000 500000; do
         "SELECT $COLUMNS FROM users ORDER BY id OFFSET $depth LIMIT 50;")
 done
 
-GATEWAY_RUN="gateway-$MEDIAN" DIRECT_RUN="direct-$MEDIAN"
+GATEWAY_RUN="gateway-$MEDIAN" DIRECT_RUN="direct-$MEDIAN" NGINX_RUN="nginx-$MEDIAN"
 GATEWAY_RPS=$(wrk_field "$WORK/$GATEWAY_RUN.txt" rps)
 DIRECT_RPS=$(wrk_field "$WORK/$DIRECT_RUN.txt" rps)
 SHARE=${SHARES[$MEDIAN]}
@@ -218,15 +283,17 @@ cat <<EOF
 |---|---|---|
 | cached \`GET /v1/users/me\` through the gateway (median of $PAIRS pairs) | $GATEWAY_RPS/s, p99 $(wrk_field "$WORK/$GATEWAY_RUN.txt" 99) ms, $(wrk_field "$WORK/$GATEWAY_RUN.txt" bad) failed | ≥ 60% of direct: **${SHARE}%** (pairs: ${ALL_SHARES% }) |
 | the same, straight to one user replica (that pair) | $DIRECT_RPS/s, p99 $(wrk_field "$WORK/$DIRECT_RUN.txt" 99) ms, $(wrk_field "$WORK/$DIRECT_RUN.txt" bad) failed | |
+| the same, through nginx in front of the two replicas (that pair; the reference) | $(wrk_field "$WORK/$NGINX_RUN.txt" rps)/s, p99 $(wrk_field "$WORK/$NGINX_RUN.txt" 99) ms, $(wrk_field "$WORK/$NGINX_RUN.txt" bad) failed | nginx's share: **${NGINX_SHARES[$MEDIAN]}%** (pairs: ${ALL_NGINX_SHARES% }) |
 | \`redis-benchmark\` GET, same Redis ($CONNECTIONS connections) | $REDIS_RPS/s | the ceiling of a cache hit |
 | cache hits counted by replica 1 | $HITS | every read after the first |
 
 CPU per request in the median pair (user + system, from /proc), the figure of record on shared cores:
 
-| path | gateway | user replicas | together | Redis | cores idle |
+| path | proxy | user replicas | together | Redis | cores idle |
 |---|---|---|---|---|---|
-| through the gateway | ${GATEWAY_US[$GATEWAY_RUN]} µs | ${USER_US[$GATEWAY_RUN]} µs | $(python3 -c "print(round(${GATEWAY_US[$GATEWAY_RUN]} + ${USER_US[$GATEWAY_RUN]}, 1))") µs | ${REDIS_US[$GATEWAY_RUN]} µs | ${IDLE_US[$GATEWAY_RUN]} µs |
+| through the gateway | ${PROXY_US[$GATEWAY_RUN]} µs | ${USER_US[$GATEWAY_RUN]} µs | $(python3 -c "print(round(${PROXY_US[$GATEWAY_RUN]} + ${USER_US[$GATEWAY_RUN]}, 1))") µs | ${REDIS_US[$GATEWAY_RUN]} µs | ${IDLE_US[$GATEWAY_RUN]} µs |
 | straight to one replica | – | ${USER_US[$DIRECT_RUN]} µs | ${USER_US[$DIRECT_RUN]} µs | ${REDIS_US[$DIRECT_RUN]} µs | ${IDLE_US[$DIRECT_RUN]} µs |
+| through nginx (master and workers) | ${PROXY_US[$NGINX_RUN]} µs | ${USER_US[$NGINX_RUN]} µs | $(python3 -c "print(round(${PROXY_US[$NGINX_RUN]} + ${USER_US[$NGINX_RUN]}, 1))") µs | ${REDIS_US[$NGINX_RUN]} µs | ${IDLE_US[$NGINX_RUN]} µs |
 
 (Redis: the server's CPU per request; cores idle: the time both cores
 sat idle during the run, per request — what neither side used.)
@@ -247,5 +314,5 @@ Directory page (50 profiles) on PostgreSQL with $USERS profiles, p99 over ${PGBE
 | 10,000 | ${KEYSET[10000]} | ${OFFSET[10000]} |
 | 500,000 | ${KEYSET[500000]} | ${OFFSET[500000]} |
 
-Command: \`scripts/bench/user.sh\` (wrk $CONNECTIONS connections, $DURATION per run, $PAIRS pairs; gateway, auth and two user replicas on SQLite with the Redis profile cache; loopback).
+Command: \`scripts/bench/user.sh\` (wrk $CONNECTIONS connections, $DURATION per run, $PAIRS pairs; gateway, auth and two user replicas on SQLite with the Redis profile cache; $("$NGINX" -v 2>&1 | sed 's/^nginx version: //') as the reference proxy; loopback).
 EOF
