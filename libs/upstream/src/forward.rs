@@ -470,7 +470,7 @@ impl Transport {
                 Protocol::Http2 => {
                     let (sender, reused) = endpoint
                         .pool
-                        .shared_http2(|| async {
+                        .loop_http2(|| async {
                             match Box::pin(self.dial(upstream, endpoint, series)).await? {
                                 Sender::Http2(sender) => Ok(sender),
                                 Sender::Http1(_) => Err(AttemptError::Connect(

@@ -5,9 +5,11 @@
 //! connections are kept per API event loop (`PerEventLoop`): a
 //! connection's task runs on the loop that dialed it, so a request that
 //! reuses one of its own loop's wakes no other thread (threads outside the
-//! event loops share one stack). HTTP/2: one
-//! connection shared by every request (streams multiplex on it), dialed by
-//! the first request that finds none while the others wait for it.
+//! event loops share one stack). HTTP/2: one connection per API event
+//! loop, for the same reason (Envoy keeps one pool per worker), shared by
+//! that loop's requests (streams multiplex on it), dialed by the first
+//! request that finds none while the others wait for it. (One connection
+//! for all would also put every request on one of the endpoint's loops.)
 
 use std::{
     pin::Pin,
@@ -30,8 +32,9 @@ use super::OutgoingBody;
 #[derive(Debug, Default)]
 pub struct Pool {
     inner: Arc<PoolInner>,
-    /// The shared HTTP/2 connection; an async lock, held while dialing.
-    shared: tokio::sync::Mutex<Option<http2::SendRequest<OutgoingBody>>>,
+    /// Each event loop's HTTP/2 connection; an async lock, held while
+    /// dialing.
+    http2: PerEventLoop<tokio::sync::Mutex<Option<http2::SendRequest<OutgoingBody>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -85,17 +88,17 @@ impl Pool {
         }
     }
 
-    /// The shared HTTP/2 connection and whether it was there already,
-    /// dialed by `dial` when there is none (or it closed); concurrent
-    /// callers wait for the one dial.
-    pub(crate) async fn shared_http2<F, E>(
+    /// The calling loop's HTTP/2 connection and whether it was there
+    /// already, dialed by `dial` when there is none (or it closed);
+    /// concurrent callers on the loop wait for the one dial.
+    pub(crate) async fn loop_http2<F, E>(
         &self,
         dial: impl FnOnce() -> F,
     ) -> Result<(http2::SendRequest<OutgoingBody>, bool), E>
     where
         F: Future<Output = Result<http2::SendRequest<OutgoingBody>, E>>,
     {
-        let mut shared = self.shared.lock().await;
+        let mut shared = self.http2.own().lock().await;
         if let Some(sender) = shared.as_ref()
             && !sender.is_closed()
         {

@@ -179,21 +179,42 @@ async fn concurrent_requests_open_no_more_http1_connections_than_are_busy_at_onc
 }
 
 #[tokio::test]
-async fn an_http2_upstream_gets_every_request_on_one_h2c_connection() {
+async fn an_http2_upstream_gets_requests_on_one_h2c_connection_per_gateway_event_loop() {
     let upstream = ProtocolUpstream::plain().await;
     let gateway = gateway_to(&upstream.url, |spec| {
         spec.protocol = Some(Protocol::Http2);
     })
     .await;
+    let event_loops = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
 
+    // Two client connections open at once are served by two event loops
+    // (the acceptor hands each to the loop with the fewest open); each
+    // loop dials its own HTTP/2 connection and keeps it for what follows.
+    let first = reqwest::Client::builder().no_proxy().build().unwrap();
+    let second = reqwest::Client::builder().no_proxy().build().unwrap();
+    for client in [&first, &second, &first, &second, &first, &second] {
+        let response = client
+            .get(gateway.url("/v1/things/1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(upstream.connections(), event_loops.min(2));
+
+    // Many at once, over many client connections: still at most one
+    // upstream connection per loop, every request over HTTP/2.
     let statuses = futures::future::join_all((0..20).map(|_| get_ok(&gateway))).await;
-
     assert!(
         statuses.iter().all(|s| *s == StatusCode::OK),
         "{statuses:?}"
     );
-    assert_eq!(upstream.versions(), vec![Version::HTTP_2; 20]);
-    assert_eq!(upstream.connections(), 1);
+    assert_eq!(upstream.versions(), vec![Version::HTTP_2; 26]);
+    assert!(
+        upstream.connections() <= event_loops,
+        "{} HTTP/2 connections for {event_loops} event loops",
+        upstream.connections()
+    );
 }
 
 #[tokio::test]
