@@ -5,7 +5,7 @@
 #                        replica (target: the gateway keeps >= 60% of the
 #                        direct rate), in PORTICO_BENCH_PAIRS pairs of runs
 #                        (the VM's speed drifts between minutes: each pair's
-#                        two runs are back to back, the report takes the
+#                        runs are back to back, the report takes the
 #                        median pair), beside redis-benchmark GET on the
 #                        same Redis as the ceiling of the cache-hit path,
 #                        and through nginx in front of the same replicas

@@ -98,14 +98,14 @@ impl Pool {
     where
         F: Future<Output = Result<http2::SendRequest<OutgoingBody>, E>>,
     {
-        let mut shared = self.http2.own().lock().await;
-        if let Some(sender) = shared.as_ref()
+        let mut connection = self.http2.own().lock().await;
+        if let Some(sender) = connection.as_ref()
             && !sender.is_closed()
         {
             return Ok((sender.clone(), true));
         }
         let sender = dial().await?;
-        *shared = Some(sender.clone());
+        *connection = Some(sender.clone());
         Ok((sender, false))
     }
 
