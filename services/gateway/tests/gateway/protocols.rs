@@ -123,7 +123,13 @@ async fn gateway_to(
 }
 
 async fn get_ok(gateway: &Gateway) -> StatusCode {
-    gateway.get("/v1/things/1").await.status()
+    get_ok_over(&gateway.client, gateway).await
+}
+
+/// The status of a GET through the gateway over `client`'s connections.
+async fn get_ok_over(client: &reqwest::Client, gateway: &Gateway) -> StatusCode {
+    let response = client.get(gateway.url("/v1/things/1")).send().await;
+    response.unwrap().status()
 }
 
 #[tokio::test]
@@ -193,12 +199,7 @@ async fn an_http2_upstream_gets_requests_on_one_h2c_connection_per_gateway_event
     let first = reqwest::Client::builder().no_proxy().build().unwrap();
     let second = reqwest::Client::builder().no_proxy().build().unwrap();
     for client in [&first, &second, &first, &second, &first, &second] {
-        let response = client
-            .get(gateway.url("/v1/things/1"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(get_ok_over(client, &gateway).await, StatusCode::OK);
     }
     assert_eq!(upstream.connections(), event_loops.min(2));
 
