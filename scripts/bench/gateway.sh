@@ -165,38 +165,6 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null ||
     die "openssl cannot make a certificate"
 
-# nginx workers run as `nobody` by default and could not read the 0700 temp
-# dir; as root, keep them root (loopback-only, throwaway). As another user
-# the directive is meaningless and nginx would warn.
-NGINX_USER=""
-if [[ $(id -u) -eq 0 ]]; then NGINX_USER="user root;"; fi
-
-# Everything nginx writes (pid, logs, temp files) stays in $1.
-nginx_common() {
-    local dir=$1
-    cat <<EOF
-$NGINX_USER
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-worker_rlimit_nofile 65536;
-events { worker_connections 16384; }
-EOF
-}
-nginx_http_common() {
-    local dir=$1
-    # No access log (none of the others log per request either); a huge
-    # keepalive_requests so no target pays for reconnects the others don't.
-    cat <<EOF
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-EOF
-}
-
 # The upstream: one worker is plenty for a cached static file and leaves the
 # second core to wrk and the proxy under test.
 mkdir -p "$WORK/upstream"
@@ -204,7 +172,8 @@ mkdir -p "$WORK/upstream"
     printf 'worker_processes 1;\n'
     nginx_common "$WORK/upstream"
     printf 'http {\n'
-    nginx_http_common "$WORK/upstream"
+    # No access log: none of the others log per request here.
+    nginx_http_common "$WORK/upstream" off
     cat <<EOF
     default_type application/json;
     open_file_cache max=64;
@@ -224,7 +193,7 @@ mkdir -p "$WORK/nginx"
     printf 'worker_processes auto;\n'
     nginx_common "$WORK/nginx"
     printf 'http {\n'
-    nginx_http_common "$WORK/nginx"
+    nginx_http_common "$WORK/nginx" off
     cat <<EOF
     upstream bench {
         server 127.0.0.1:$UP_PORT;

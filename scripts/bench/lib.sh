@@ -16,6 +16,36 @@ find_tool() {
     [[ -x /usr/sbin/$1 ]] && printf '%s\n' "/usr/sbin/$1"
 }
 
+# nginx config for a throwaway nginx whose files (pid, logs, temp files)
+# all stay in $1: the top of nginx.conf, then (nginx_http_common $1 LOG,
+# LOG being `off` or an access_log target) the start of its http block. A
+# huge keepalive_requests so no target pays for reconnects the others
+# don't. Workers run as `nobody` by default and could not read a 0700 temp
+# dir; as root they stay root (loopback-only, throwaway); as another user
+# the directive is meaningless and nginx would warn.
+nginx_common() {
+    local dir=$1
+    [[ $(id -u) -eq 0 ]] && echo "user root;"
+    cat <<EOF
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+EOF
+}
+nginx_http_common() {
+    local dir=$1 access_log=$2
+    cat <<EOF
+    access_log $access_log;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+EOF
+}
+
 # Installs each tool from Debian's packages if it is missing.
 bench_tools() {
     local tool

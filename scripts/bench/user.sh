@@ -101,22 +101,12 @@ curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$USER1/v1/users/me" ||
 mkdir -p "$WORK/nginx"
 NGINX_PORT=$(portico_free_port_block)
 [[ -n $NGINX_PORT ]] || die "no free port for nginx"
-# Workers run as nobody by default and could not read the 0700 work dir.
-NGINX_USER=""
-[[ $(id -u) -eq 0 ]] && NGINX_USER="user root;"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-$NGINX_USER
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log $WORK/nginx/access.log combined buffer=32k flush=100ms;
-    keepalive_requests 1000000;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
+{
+    printf 'worker_processes auto;\n'
+    nginx_common "$WORK/nginx"
+    printf 'http {\n'
+    nginx_http_common "$WORK/nginx" "$WORK/nginx/access.log combined buffer=32k flush=100ms"
+    cat <<EOF
     upstream user {
         server 127.0.0.1:$((BASE + 1));
         server 127.0.0.1:$((BASE + 3));
@@ -133,6 +123,7 @@ http {
     }
 }
 EOF
+} >"$WORK/nginx/nginx.conf"
 "$NGINX" -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' \
     >"$WORK/nginx/stdout.log" 2>&1 &
 NGINX_PID=$!
