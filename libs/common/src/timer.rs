@@ -48,9 +48,10 @@ fn slot_width(duration: Duration) -> Duration {
 pub fn sleep(duration: Duration) -> Sleep {
     let deadline = Instant::now() + duration;
     if event_loop_index().is_none() {
-        return Sleep::Own(Box::pin(tokio::time::sleep_until(deadline)));
+        return Sleep(Kind::Own(Box::pin(tokio::time::sleep_until(deadline))));
     }
-    Sleep::Slot(SLOTS.with(|slots| slots.borrow_mut().slot(deadline, slot_width(duration))))
+    let slot = SLOTS.with(|slots| slots.borrow_mut().slot(deadline, slot_width(duration)));
+    Sleep(Kind::Slot(slot))
 }
 
 /// `future`'s output, or `Err(Elapsed)` once `duration` has passed first.
@@ -69,7 +70,10 @@ pub struct Elapsed;
 
 /// A timer from [`sleep`].
 #[derive(Debug)]
-pub enum Sleep {
+pub struct Sleep(Kind);
+
+#[derive(Debug)]
+enum Kind {
     /// A slot shared with this loop's other timers due in it.
     Slot(Shared<tokio::time::Sleep>),
     /// A timer of its own, off the event loops.
@@ -80,9 +84,9 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match self.get_mut() {
-            Sleep::Slot(slot) => slot.poll_unpin(cx),
-            Sleep::Own(sleep) => sleep.as_mut().poll(cx),
+        match &mut self.get_mut().0 {
+            Kind::Slot(slot) => slot.poll_unpin(cx),
+            Kind::Own(sleep) => sleep.as_mut().poll(cx),
         }
     }
 }
@@ -157,7 +161,7 @@ mod tests {
         assert!(!first.ptr_eq(&next), "311 ms is in the next slot");
         // A loop's timers come from its slots; elsewhere each is its own.
         on_an_event_loop();
-        assert!(matches!(sleep(Duration::from_millis(300)), Sleep::Slot(_)));
+        assert!(matches!(sleep(Duration::from_millis(300)).0, Kind::Slot(_)));
     }
 
     #[tokio::test]
@@ -201,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn off_the_loops_a_timer_is_its_own() {
         pretend_event_loop(None);
-        assert!(matches!(sleep(Duration::from_millis(300)), Sleep::Own(_)));
+        assert!(matches!(sleep(Duration::from_millis(300)).0, Kind::Own(_)));
         let started = Instant::now();
         sleep(Duration::from_millis(30)).await;
         assert!(started.elapsed() >= Duration::from_millis(30));
