@@ -3,7 +3,15 @@
 //! requests finish (bounded by the drain timeout), and only then does the
 //! admin listener close.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::Router;
 use tokio::{net::TcpListener, sync::watch};
@@ -348,15 +356,107 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         self.open.decrement(1.0);
         if let Some(on_loop) = &self.on_loop {
-            on_loop.loads[on_loop.index].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let load = &on_loop.loads[on_loop.index];
+            load.open.fetch_sub(1, Ordering::Relaxed);
+            if on_loop.http2 {
+                load.http2.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
 
-/// A connection's place in its event loop's count of open connections.
+/// What an event loop serves: its open connections, and how many of them
+/// are HTTP/2 (counted apart: one carries a whole client's multiplexed
+/// traffic, a gateway's to a replica).
+#[derive(Default)]
+struct LoopLoad {
+    open: AtomicUsize,
+    http2: AtomicUsize,
+}
+
+/// A connection's place in its event loop's counts.
 struct OnLoop {
-    loads: std::sync::Arc<[std::sync::atomic::AtomicUsize]>,
+    loads: Arc<[LoopLoad]>,
     index: usize,
+    http2: bool,
+}
+
+/// A connection on its way from the acceptor (or another loop) to a loop.
+type Handed = (std::net::TcpStream, SocketAddr, Admitted);
+
+/// Where a cleartext HTTP/2 connection is served: the acceptor places
+/// connections by their count alone, before a byte is read, so the few
+/// HTTP/2 connections of a gateway (one per gateway loop, each carrying a
+/// share of all its traffic) could share one loop beside short HTTP/1.1
+/// ones and leave the other cores idle. Once its first bytes show the
+/// HTTP/2 preface, a connection moves to the loop with the fewest HTTP/2
+/// connections (staying where it is on a tie).
+#[derive(Clone)]
+struct Placement {
+    loads: Arc<[LoopLoad]>,
+    /// Weak: the loops' channels close when the acceptor drops its senders.
+    loops: Arc<[tokio::sync::mpsc::WeakUnboundedSender<Handed>]>,
+}
+
+/// The client's first bytes on a cleartext HTTP/2 connection (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Placement {
+    /// Counts `on_loop` as HTTP/2 and returns the loop it should move to,
+    /// `None` when it stays.
+    fn place_http2(&self, on_loop: &mut OnLoop) -> Option<usize> {
+        let here = on_loop.index;
+        let target = (0..self.loads.len())
+            .min_by_key(|&index| {
+                (
+                    self.loads[index].http2.load(Ordering::Relaxed),
+                    index != here,
+                )
+            })
+            .unwrap_or(here);
+        self.loads[target].http2.fetch_add(1, Ordering::Relaxed);
+        on_loop.http2 = true;
+        if target == here {
+            return None;
+        }
+        self.loads[here].open.fetch_sub(1, Ordering::Relaxed);
+        self.loads[target].open.fetch_add(1, Ordering::Relaxed);
+        on_loop.index = target;
+        Some(target)
+    }
+
+    /// Moves a connection that just showed the HTTP/2 preface to the loop
+    /// with the fewest HTTP/2 connections; gives it back when it stays
+    /// here. (A connection whose loop is gone, the service stopping, is
+    /// dropped with it, as the acceptor's would be.)
+    fn http2_to_its_loop(
+        &self,
+        stream: tokio::net::TcpStream,
+        remote: SocketAddr,
+        mut admitted: Admitted,
+    ) -> Option<(tokio::net::TcpStream, Admitted)> {
+        let Some(on_loop) = admitted.on_loop.as_mut().filter(|on_loop| !on_loop.http2) else {
+            return Some((stream, admitted));
+        };
+        let Some(target) = self.place_http2(on_loop) else {
+            return Some((stream, admitted));
+        };
+        let to = self.loops[target].upgrade()?;
+        match stream.into_std() {
+            Ok(stream) => {
+                let _ = to.send((stream, remote, admitted));
+            }
+            Err(err) => tracing::warn!(%err, "connection lost moving to another event loop"),
+        }
+        None
+    }
+}
+
+/// Whether `stream` starts with the HTTP/2 preface (only the bytes already
+/// received are looked at: a preface split over segments stays unknown).
+async fn starts_http2(stream: &tokio::net::TcpStream) -> bool {
+    let mut start = [0u8; HTTP2_PREFACE.len()];
+    matches!(stream.peek(&mut start).await, Ok(read) if read == start.len() && &start == HTTP2_PREFACE)
 }
 
 /// What admits a connection (the one acceptor's, for every event loop):
@@ -438,6 +538,8 @@ struct Connections {
     builder: std::sync::Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
     graceful: hyper_util::server::graceful::GracefulShutdown,
     stop: watch::Receiver<bool>,
+    /// On event loops: where an HTTP/2 connection goes.
+    placement: Option<Placement>,
 }
 
 impl Connections {
@@ -446,6 +548,7 @@ impl Connections {
         limits: ConnectionLimits,
         tls: Option<tokio_rustls::TlsAcceptor>,
         stop: watch::Receiver<bool>,
+        placement: Option<Placement>,
     ) -> Self {
         use hyper_util::rt::{TokioExecutor, TokioTimer};
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -463,6 +566,7 @@ impl Connections {
             builder: std::sync::Arc::new(builder),
             graceful: hyper_util::server::graceful::GracefulShutdown::new(),
             stop,
+            placement,
         }
     }
 
@@ -488,6 +592,9 @@ impl Connections {
         let builder = self.builder.clone();
         let watcher = self.graceful.watcher();
         let stop = self.stop.clone();
+        // TLS connections stay where they are: their protocol is known
+        // only after the handshake.
+        let placement = self.placement.clone().filter(|_| tls.is_none());
         tokio::spawn(async move {
             // hyper's header timer starts with the first byte: a connection
             // that never sends one would hold its slot for ever. (A stop
@@ -504,6 +611,15 @@ impl Connections {
                 drop(admitted);
                 return;
             }
+            let (stream, admitted) = match placement {
+                Some(placement) if starts_http2(&stream).await => {
+                    match placement.http2_to_its_loop(stream, remote, admitted) {
+                        Some(staying) => staying,
+                        None => return,
+                    }
+                }
+                _ => (stream, admitted),
+            };
             let ended = match tls {
                 None => {
                     let stream = ProblemsForUnparseable::new(stream, remote);
@@ -609,8 +725,10 @@ impl<T> PerEventLoop<T> {
 /// runtime serving the connections it is handed: the listener is accepted
 /// from here, under one admission bound for all, and each new connection
 /// goes to the loop with the fewest open (a shared listening socket would
-/// let one busy burst of connects land on one loop and leave a core idle).
-/// A connection and every task it spawns (an upstream connection the
+/// let one busy burst of connects land on one loop and leave a core idle);
+/// a cleartext one that turns out to be HTTP/2 then moves once, to the
+/// loop with the fewest HTTP/2 connections ([`Placement`]). A connection
+/// and every task it spawns (an upstream connection the
 /// gateway dials) then stay on that loop's thread, so a request wakes no
 /// other thread. Returns when every loop has drained; dropped (the drain
 /// timeout), it ends the loops and their connections at once.
@@ -630,20 +748,24 @@ async fn serve_on_event_loops(
             let _ = self.0.send(true);
         }
     }
-    type Handed = (std::net::TcpStream, SocketAddr, Admitted);
-
     let admission = Admission::new(limits.max);
 
     let (end_tx, end_rx) = watch::channel(false);
     let end = EndOnDrop(end_tx);
-    let loads: std::sync::Arc<[std::sync::atomic::AtomicUsize]> = (0..limits.event_loops)
-        .map(|_| std::sync::atomic::AtomicUsize::new(0))
+    let loads: Arc<[LoopLoad]> = (0..limits.event_loops)
+        .map(|_| LoopLoad::default())
         .collect();
+    let (hand_to, receivers): (Vec<_>, Vec<_>) = (0..limits.event_loops)
+        .map(|_| tokio::sync::mpsc::unbounded_channel::<Handed>())
+        .unzip();
+    let placement = Placement {
+        loads: loads.clone(),
+        loops: hand_to.iter().map(|to| to.downgrade()).collect(),
+    };
     let mut loops = futures::stream::FuturesUnordered::new();
-    let mut hand_to = Vec::with_capacity(limits.event_loops);
-    for index in 0..limits.event_loops {
+    for (index, mut handed) in receivers.into_iter().enumerate() {
         let (api, tls, stop, end) = (api.clone(), tls.clone(), stop.clone(), end_rx.clone());
-        let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+        let placement = placement.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("event-loop-{index}"))
@@ -654,9 +776,11 @@ async fn serve_on_event_loops(
                     .build()
                     .map(|runtime| {
                         runtime.block_on(async move {
-                            let connections = Connections::new(api, limits, tls, stop);
+                            let connections =
+                                Connections::new(api, limits, tls, stop, Some(placement));
                             let serving = async {
-                                // Until the acceptor stops handing any.
+                                // Until the acceptor stops handing any (the
+                                // other loops hold weak senders only).
                                 while let Some((stream, remote, admitted)) = handed.recv().await {
                                     let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
                                         tracing::warn!("connection lost joining its event loop");
@@ -678,7 +802,6 @@ async fn serve_on_event_loops(
                 // The runtime is gone here: its connections with it.
                 let _ = done_tx.send(served);
             })?;
-        hand_to.push(handed_tx);
         loops.push(done_rx);
     }
     let accepted = accept_until_stopped(
@@ -688,7 +811,7 @@ async fn serve_on_event_loops(
         stop,
         |stream, remote, mut admitted| {
             let index = (0..loads.len())
-                .min_by_key(|&index| loads[index].load(std::sync::atomic::Ordering::Relaxed))
+                .min_by_key(|&index| loads[index].open.load(Ordering::Relaxed))
                 .unwrap_or(0);
             let stream = match stream.into_std() {
                 Ok(stream) => stream,
@@ -697,10 +820,11 @@ async fn serve_on_event_loops(
                     return;
                 }
             };
-            loads[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            loads[index].open.fetch_add(1, Ordering::Relaxed);
             admitted.on_loop = Some(OnLoop {
                 loads: loads.clone(),
                 index,
+                http2: false,
             });
             // A loop that is gone drops the connection (and its slot) with it.
             let _ = hand_to[index].send((stream, remote, admitted));
@@ -736,7 +860,7 @@ async fn serve_api(
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let admission = Admission::new(limits.max);
-    let connections = Connections::new(api, limits, tls, stop.clone());
+    let connections = Connections::new(api, limits, tls, stop.clone(), None);
     let accepted = accept_until_stopped(
         &listener,
         limits,
@@ -1212,6 +1336,48 @@ mod tests {
             served_by,
             [("Some(0)".to_owned(), 4), ("Some(1)".to_owned(), 4)].into(),
         );
+    }
+
+    #[tokio::test]
+    async fn http2_connections_are_spread_over_the_event_loops_whatever_else_is_open() {
+        // Arrange: an HTTP/2 connection (A) lands on loop 0, then an
+        // HTTP/1.1 one on loop 1: by their counts alone, the next
+        // connection would go to loop 0 again, beside A.
+        let (addr, _stop) = running_server_with(ConnectionLimits {
+            event_loops: 2,
+            ..roomy()
+        })
+        .await;
+        let http2 = || {
+            reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap()
+        };
+        let loop_of = |client: reqwest::Client| async move {
+            let answer = client
+                .get(format!("http://{addr}/loop"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.version(), reqwest::Version::HTTP_2);
+            answer.text().await.unwrap()
+        };
+        let a = http2();
+        assert_eq!(loop_of(a.clone()).await, "Some(0)");
+        let mut http1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(keep_alive_get(&mut http1, "/loop").await, "Some(1)");
+
+        // Act: a second HTTP/2 connection (B).
+        let b = http2();
+        let b_served_by = loop_of(b.clone()).await;
+
+        // Assert: B serves on loop 1, not beside A, and stays there; A
+        // and the HTTP/1.1 connection are where they were.
+        assert_eq!(b_served_by, "Some(1)");
+        assert_eq!(loop_of(b).await, "Some(1)");
+        assert_eq!(loop_of(a).await, "Some(0)");
+        assert_eq!(keep_alive_get(&mut http1, "/loop").await, "Some(1)");
     }
 
     #[tokio::test]
