@@ -452,13 +452,6 @@ impl Placement {
     }
 }
 
-/// Whether `stream` starts with the HTTP/2 preface (only the bytes already
-/// received are looked at: a preface split over segments stays unknown).
-async fn starts_http2(stream: &tokio::net::TcpStream) -> bool {
-    let mut start = [0u8; HTTP2_PREFACE.len()];
-    matches!(stream.peek(&mut start).await, Ok(read) if read == start.len() && &start == HTTP2_PREFACE)
-}
-
 /// What admits a connection (the one acceptor's, for every event loop):
 /// the bound on open connections in all and per client address.
 struct Admission {
@@ -599,20 +592,24 @@ impl Connections {
             // hyper's header timer starts with the first byte: a connection
             // that never sends one would hold its slot for ever. (A stop
             // does not wait for one either.)
-            let mut peeked = [0u8; 1];
+            // The same peek shows whether the connection opens with the
+            // HTTP/2 preface (when it came whole in the first segment, as
+            // a client writes it).
+            let mut start = [0u8; HTTP2_PREFACE.len()];
             let first = tokio::select! {
-                first = tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut peeked)) => first,
+                first = tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut start)) => first,
                 () = stopped(stop) => return,
             };
             // A byte, or the client's end (hyper then ends it at once).
-            if !matches!(first, Ok(Ok(_))) {
+            let Ok(Ok(peeked)) = first else {
                 metrics::counter!("http_connections_refused_total", "reason" => "silent")
                     .increment(1);
                 drop(admitted);
                 return;
-            }
+            };
+            let http2 = peeked == start.len() && &start == HTTP2_PREFACE;
             let (stream, admitted) = match placement {
-                Some(placement) if starts_http2(&stream).await => {
+                Some(placement) if http2 => {
                     match placement.http2_to_its_loop(stream, remote, admitted) {
                         Some(staying) => staying,
                         None => return,
