@@ -442,8 +442,42 @@ pub struct TokenVerifier {
 /// request, hit or not.
 #[derive(Debug)]
 struct VerifiedTokens {
-    entries: std::sync::RwLock<HashMap<Box<str>, (Claims, Instant)>>,
+    entries: std::sync::RwLock<HashMap<Box<str>, (Claims, Instant), SignatureTail>>,
     max_entries: usize,
+}
+
+/// Hashes a token by its last bytes — part of its signature — instead of
+/// the whole text (several hundred bytes of SipHash per request). Lookups
+/// still compare whole tokens. A forged token made to share a cached
+/// token's tail only lands in that entry's bucket: the map holds verified
+/// tokens only, and no two of them share a signature, so crafted tails
+/// cannot pile entries into one bucket.
+#[derive(Debug, Default)]
+struct SignatureTail(std::hash::RandomState);
+
+impl SignatureTail {
+    const HASHED_BYTES: usize = 32;
+}
+
+impl std::hash::BuildHasher for SignatureTail {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(std::hash::DefaultHasher);
+
+impl std::hash::Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = bytes.len().saturating_sub(SignatureTail::HASHED_BYTES);
+        self.0.write(&bytes[tail..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 impl VerifiedTokens {
@@ -506,7 +540,7 @@ impl TokenVerifier {
     #[must_use]
     pub fn with_verified_cache(mut self, max_entries: usize) -> Self {
         self.verified = Some(Arc::new(VerifiedTokens {
-            entries: std::sync::RwLock::new(HashMap::new()),
+            entries: std::sync::RwLock::new(HashMap::default()),
             max_entries: max_entries.max(1),
         }));
         self

@@ -94,6 +94,86 @@ pub fn client_address(
     Some(client)
 }
 
+/// An address as text, on the stack: an IPv4 address written digit by
+/// digit (the request path writes the client's address into a header and
+/// the access line, where `Display` cost over a microsecond), an IPv6 one
+/// through `Display`.
+#[derive(Clone, Copy)]
+pub struct IpText {
+    bytes: [u8; IpText::CAPACITY],
+    len: u8,
+}
+
+impl IpText {
+    /// The longest IPv6 text: eight groups with an IPv4 tail,
+    /// `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
+    const CAPACITY: usize = 45;
+
+    pub fn new(ip: IpAddr) -> Self {
+        let mut text = Self {
+            bytes: [0; Self::CAPACITY],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                use std::fmt::Write as _;
+                let _ = write!(text, "{v6}");
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.bytes.get_mut(usize::from(self.len)) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever pushed.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if usize::from(self.len) + s.len() > Self::CAPACITY {
+            return Err(std::fmt::Error);
+        }
+        s.bytes().for_each(|byte| self.push(byte));
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for IpText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -108,6 +188,24 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static(value));
         headers
+    }
+
+    #[test]
+    fn addresses_as_text_are_what_display_writes() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "192.168.1.20",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
     }
 
     #[test]

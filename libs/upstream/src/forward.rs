@@ -34,6 +34,7 @@ use crate::{
 /// How long the upstream has for a request, in milliseconds, set on every
 /// attempt: the services' common pipeline cuts work nobody waits for any
 /// more.
+use portico_common::http::pipeline::DEADLINE;
 pub use portico_common::http::pipeline::DEADLINE_HEADER;
 
 /// Sends requests over the endpoints' own connection pools; share one per
@@ -359,7 +360,7 @@ impl Transport {
             let remaining = call.deadline.saturating_duration_since(Instant::now());
             let attempt_timeout = policy.attempt_timeout.min(remaining);
             if let Ok(value) = HeaderValue::from_str(&attempt_timeout.as_millis().to_string()) {
-                head.headers_mut().insert(DEADLINE_HEADER, value);
+                head.headers_mut().insert(DEADLINE, value);
             }
 
             let started = Instant::now();

@@ -23,9 +23,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::upgrade::OnUpgrade;
 use portico_common::{
-    http::{access_log::ProxiedFacts, pipeline, server::OverTls},
+    http::{REQUEST_ID_HEADER, access_log::ProxiedFacts, pipeline, server::OverTls},
     jwt::TokenVerifier,
-    net::client_address,
+    net::{IpText, client_address},
     telemetry,
 };
 use portico_upstream::{
@@ -396,7 +396,7 @@ fn upstream_headers(
         }
     }
     if let Some(ip) = client_ip
-        && let Ok(value) = HeaderValue::from_str(&ip.to_string())
+        && let Ok(value) = HeaderValue::from_str(&IpText::new(ip))
     {
         headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
@@ -409,6 +409,15 @@ fn upstream_headers(
     }
     // The gateway's span is the parent of the upstream's.
     telemetry::inject_current_context(&mut headers);
+    // Values new on every request are sent as never-indexed literals over
+    // HTTP/2: indexed, each would be added to both ends' HPACK tables only
+    // to push out entries that do repeat (the forwarding headers, the
+    // deadline), which then go out as literals again.
+    for unique in [REQUEST_ID_HEADER, "traceparent"] {
+        if let Some(value) = headers.get_mut(unique) {
+            value.set_sensitive(true);
+        }
+    }
     headers
 }
 
@@ -421,8 +430,16 @@ async fn downstream_response(
     response: http::Response<UpstreamBody>,
 ) -> Result<Response, hyper::Error> {
     let (mut parts, body) = response.into_parts();
-    for name in HOP_BY_HOP {
-        parts.headers.remove(name);
+    // Looked for before removed: an answer rarely has any, and a removal by
+    // name parses and hashes the name.
+    if parts
+        .headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(&name.as_str()))
+    {
+        for name in HOP_BY_HOP {
+            parts.headers.remove(name);
+        }
     }
     // An upstream's JSON error is its own answer — a problem, or another
     // standard's format (the token endpoint's RFC 6749 errors) — and

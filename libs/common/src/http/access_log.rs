@@ -20,6 +20,8 @@ use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 
+use crate::net::IpText;
+
 /// How the access log is kept.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AccessLog {
@@ -73,6 +75,13 @@ impl Record {
     fn write(&self, bytes_out: u64, complete: bool) {
         let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let cause = self.cause.as_deref().unwrap_or_default();
+        let client_ip = self
+            .proxied
+            .as_ref()
+            .and_then(|proxied| proxied.client_ip)
+            .or(self.client_ip)
+            .map(IpText::new);
+        let client_ip = client_ip.as_deref().unwrap_or_default();
         match &self.proxied {
             Some(proxied) => tracing::info!(
                 target: "access",
@@ -89,7 +98,7 @@ impl Record {
                 attempts = proxied.attempts,
                 request_id = self.request_id.as_str(),
                 trace_id = self.trace_id.as_str(),
-                client_ip = %OrEmpty(proxied.client_ip.or(self.client_ip)),
+                client_ip,
                 complete,
                 cause,
                 "request"
@@ -105,23 +114,11 @@ impl Record {
                 bytes_out,
                 request_id = self.request_id.as_str(),
                 trace_id = self.trace_id.as_str(),
-                client_ip = %OrEmpty(self.client_ip),
+                client_ip,
                 complete,
                 cause,
                 "request"
             ),
-        }
-    }
-}
-
-/// A value's text, or nothing (an empty string in the line).
-struct OrEmpty<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for OrEmpty<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(value) => value.fmt(f),
-            None => Ok(()),
         }
     }
 }

@@ -27,6 +27,9 @@ use crate::{
     telemetry,
 };
 
+/// [`REQUEST_ID_HEADER`] as a name made once, not parsed per request.
+const REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
 /// Largest body an API accepts unless a service says otherwise.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
@@ -142,10 +145,20 @@ fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .into_response()
 }
 
+/// A fresh request id: a UUIDv7 (time-ordered), encoded straight into its
+/// text rather than through `Display`.
+fn new_request_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
+}
+
 /// Accepts a client-sent request id only if it is short and plain, so it can
 /// be logged and echoed safely; otherwise a new one is minted.
 fn incoming_request_id(headers: &axum::http::HeaderMap) -> Option<String> {
-    let value = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let value = headers.get(REQUEST_ID)?.to_str().ok()?;
     let valid = !value.is_empty()
         && value.len() <= 128
         && value
@@ -170,10 +183,9 @@ where
     Fut: Future<Output = Response>,
 {
     let started = Instant::now();
-    let request_id =
-        incoming_request_id(request.headers()).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let request_id = incoming_request_id(request.headers()).unwrap_or_else(new_request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+        request.headers_mut().insert(REQUEST_ID, value);
     }
     request
         .extensions_mut()
@@ -231,9 +243,7 @@ where
         .and_then(|problem| problem.cause.clone());
     let mut response = with_problem_body(response, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+        response.headers_mut().insert(REQUEST_ID, value);
     }
     if matches!(
         response.status(),
@@ -452,6 +462,9 @@ pub struct OwnErrorFormat;
 /// it instead of finishing work nobody waits for.
 pub const DEADLINE_HEADER: &str = "x-portico-deadline-ms";
 
+/// [`DEADLINE_HEADER`] as a name made once, not parsed per request.
+pub const DEADLINE: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
+
 /// Cuts a request short at the caller's deadline ([`DEADLINE_HEADER`]) or
 /// at the handler timeout, whichever comes first.
 async fn within_time(
@@ -478,7 +491,7 @@ where
 {
     let deadline = request
         .headers()
-        .get(DEADLINE_HEADER)
+        .get(DEADLINE)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok())
         .map(Duration::from_millis);

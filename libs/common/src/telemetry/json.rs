@@ -45,9 +45,25 @@ impl<W> JsonLayer<W> {
 }
 
 /// A span's fields, as the members of a JSON object without its braces:
-/// `"method":"GET","route":"/v1/users/me"`.
-#[derive(Debug, Default)]
-struct SpanFields(String);
+/// `"method":"GET","route":"/v1/users/me"`, and which of the span's
+/// declared fields (by their index in its field set) are among them, so
+/// that recording a field not yet there appends it without searching the
+/// text (only a field recorded again is looked for, to be replaced).
+#[derive(Debug)]
+struct SpanFields {
+    members: String,
+    written: u64,
+}
+
+impl SpanFields {
+    fn new() -> Self {
+        // A request span's fields fit without growing the string.
+        Self {
+            members: String::with_capacity(160),
+            written: 0,
+        }
+    }
+}
 
 impl<S, W> Layer<S> for JsonLayer<W>
 where
@@ -58,8 +74,8 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let mut fields = SpanFields::default();
-        attrs.record(&mut SpanVisitor(&mut fields.0));
+        let mut fields = SpanFields::new();
+        attrs.record(&mut SpanVisitor(&mut fields));
         span.extensions_mut().insert(fields);
     }
 
@@ -69,7 +85,7 @@ where
         };
         let mut extensions = span.extensions_mut();
         if let Some(fields) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut SpanVisitor(&mut fields.0));
+            values.record(&mut SpanVisitor(fields));
         }
     }
 
@@ -101,9 +117,9 @@ where
                 line.push_str(",\"span\":{");
                 let extensions = span.extensions();
                 if let Some(fields) = extensions.get::<SpanFields>()
-                    && !fields.0.is_empty()
+                    && !fields.members.is_empty()
                 {
-                    line.push_str(&fields.0);
+                    line.push_str(&fields.members);
                     line.push(',');
                 }
                 line.push_str("\"name\":");
@@ -153,12 +169,12 @@ impl Visit for EventVisitor<'_> {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         push_key(self.0, field.name());
-        let _ = write!(self.0, "{value}");
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         push_key(self.0, field.name());
-        let _ = write!(self.0, "{value}");
+        self.0.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -180,23 +196,32 @@ fn push_key(line: &mut String, name: &str) {
 
 /// A span's fields: a field recorded again replaces its value in place,
 /// so each name appears once, as in an object.
-struct SpanVisitor<'a>(&'a mut String);
+struct SpanVisitor<'a>(&'a mut SpanFields);
 
 impl SpanVisitor<'_> {
-    fn set(&mut self, name: &str, write_value: impl FnOnce(&mut String)) {
-        match member_value(self.0, name) {
+    fn set(&mut self, field: &Field, write_value: impl FnOnce(&mut String)) {
+        // A span declares at most 32 fields (tracing's limit); past 64 the
+        // text is searched every time.
+        let bit = 1u64.checked_shl(field.index() as u32).unwrap_or(0);
+        let members = &mut self.0.members;
+        let written_before = bit == 0 || self.0.written & bit != 0;
+        match written_before
+            .then(|| member_value(members, field.name()))
+            .flatten()
+        {
             Some(range) => {
                 let mut value = String::new();
                 write_value(&mut value);
-                self.0.replace_range(range, &value);
+                members.replace_range(range, &value);
             }
             None => {
-                if !self.0.is_empty() {
-                    self.0.push(',');
+                if !members.is_empty() {
+                    members.push(',');
                 }
-                push_string(self.0, name);
-                self.0.push(':');
-                write_value(self.0);
+                push_string(members, field.name());
+                members.push(':');
+                write_value(members);
+                self.0.written |= bit;
             }
         }
     }
@@ -204,37 +229,33 @@ impl SpanVisitor<'_> {
 
 impl Visit for SpanVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.set(field.name(), |out| push_debug(out, value));
+        self.set(field, |out| push_debug(out, value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.set(field.name(), |out| push_string(out, value));
+        self.set(field, |out| push_string(out, value));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.set(field.name(), |out| push_f64(out, value));
+        self.set(field, |out| push_f64(out, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field.name(), |out| {
-            let _ = write!(out, "{value}");
-        });
+        self.set(field, |out| out.push_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.set(field.name(), |out| {
-            let _ = write!(out, "{value}");
-        });
+        self.set(field, |out| out.push_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field.name(), |out| {
+        self.set(field, |out| {
             out.push_str(if value { "true" } else { "false" })
         });
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.set(field.name(), |out| push_display(out, value));
+        self.set(field, |out| push_display(out, value));
     }
 }
 
@@ -298,9 +319,12 @@ fn push_string(line: &mut String, value: &str) {
 /// `null`, as `serde_json` writes them.
 fn push_f64(line: &mut String, value: f64) {
     if value.is_finite() {
-        let _ = write!(line, "{value}");
-        // `Display` writes a whole number without a point ("2"), which is
-        // valid JSON; keep it.
+        // The shortest text that reads back as the same number (as
+        // `Display` writes it, for a fraction of the cost); a whole number
+        // without its ".0", as `Display` has it.
+        let mut buffer = ryu::Buffer::new();
+        let text = buffer.format_finite(value);
+        line.push_str(text.strip_suffix(".0").unwrap_or(text));
     } else {
         line.push_str("null");
     }
@@ -318,6 +342,12 @@ impl fmt::Write for Escaped<'_> {
 
 /// The JSON escapes (RFC 8259 §7): quote, backslash and control characters.
 fn escape_into(line: &mut String, value: &str) {
+    // Most values have nothing to escape: one pass over the bytes, eight
+    // at a time, and one copy.
+    if !any_needs_escape(value.as_bytes()) {
+        line.push_str(value);
+        return;
+    }
     let mut plain_from = 0;
     for (i, byte) in value.bytes().enumerate() {
         let escape = match byte {
@@ -340,6 +370,35 @@ fn escape_into(line: &mut String, value: &str) {
         plain_from = i + 1;
     }
     line.push_str(&value[plain_from..]);
+}
+
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// Whether any byte needs an escape, tested a word at a time: `(w - 0x20
+/// in every byte) & !w` has a byte's high bit set only if some byte of
+/// `w` is below 0x20, and `(v - 1 in every byte) & !v` only if some byte
+/// of `v` is zero — `v` being `w` with every byte XORed with `"` or `\`.
+/// (Bytes from 0x80 up are never below 0x20 and clear their high bit by
+/// the `& !`.)
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = ONES * 0x80;
+    let has_zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH_BITS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(word);
+        if word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS != 0
+            || has_zero_byte(word ^ (ONES * u64::from(b'"')))
+            || has_zero_byte(word ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&byte| needs_escape(byte))
 }
 
 /// RFC 3339 in UTC with microseconds, `2026-12-04T22:21:49.408148Z`: the
@@ -374,7 +433,15 @@ fn push_timestamp(line: &mut String, now: SystemTime) {
         }
         line.push_str(&second.1);
     });
-    let _ = write!(line, ".{:06}Z", since_epoch.subsec_micros());
+    let mut micros = since_epoch.subsec_micros();
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    line.push('.');
+    line.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+    line.push('Z');
 }
 
 #[cfg(test)]
@@ -472,6 +539,24 @@ mod tests {
         assert_eq!(line["debugged"], "\"x\\\"y\"");
         assert_eq!(line["target"], "access");
         assert!(line.get("span").is_none(), "{line}");
+    }
+
+    #[test]
+    fn a_byte_to_escape_is_found_wherever_it_is_among_any_others() {
+        // Every byte value at every position of a word and of the tail,
+        // among neighbours that need no escape and ones from 0x80 up
+        // (which the word test must not mistake for control characters).
+        for filler in [b'a', 0x7f, 0x80, 0xa0, 0xff] {
+            for len in [1, 7, 8, 9, 16, 23] {
+                for at in 0..len {
+                    for byte in 0..=u8::MAX {
+                        let mut bytes = vec![filler; len];
+                        bytes[at] = byte;
+                        assert_eq!(any_needs_escape(&bytes), needs_escape(byte), "{bytes:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -161,8 +161,8 @@ pub struct TraceContext {
     pub state: Option<http::HeaderValue>,
 }
 
-const TRACEPARENT: &str = "traceparent";
-const TRACESTATE: &str = "tracestate";
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 /// The longest `tracestate` passed on (the W3C limit a vendor must keep).
 const TRACESTATE_MAX: usize = 512;
 
@@ -230,17 +230,22 @@ impl TraceContext {
     }
 
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        let mut digits = [0; 32];
+        lower_hex(self.trace_id, &mut digits);
+        String::from_utf8_lossy(&digits).into_owned()
     }
 
     /// As a `traceparent` value: this span is the parent of the callee's.
     pub fn traceparent(&self) -> http::HeaderValue {
-        let text = format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        );
+        // `00-{trace id:032x}-{span id:016x}-{flags:02x}`, written digit by
+        // digit: on every proxied request, where `format!` cost two
+        // microseconds.
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        lower_hex(self.trace_id, &mut text[3..35]);
+        lower_hex(u128::from(self.span_id), &mut text[36..52]);
+        lower_hex(u128::from(self.flags), &mut text[53..55]);
         // Hex digits and dashes only: always a valid header value.
-        http::HeaderValue::from_str(&text).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+        http::HeaderValue::from_bytes(&text).unwrap_or_else(|_| http::HeaderValue::from_static(""))
     }
 
     /// The context of the request whose task this is.
@@ -313,6 +318,15 @@ pub fn inject_current_context(headers: &mut http::HeaderMap) {
     });
 }
 
+/// `value`'s lowest `out.len() * 4` bits as lowercase hex digits, zero
+/// padded, into `out`.
+fn lower_hex(mut value: u128, out: &mut [u8]) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +339,7 @@ mod tests {
         assert_eq!(context.span_id, 0x00f067aa0ba902b7);
         assert_eq!(context.flags, 1);
         assert_eq!(context.traceparent(), value);
+        assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     #[test]
