@@ -83,6 +83,39 @@ impl Predicate for Compressible {
     }
 }
 
+impl Compressible {
+    pub fn new(config: &CompressionConfig) -> Self {
+        Self {
+            min_bytes: config.min_bytes,
+        }
+    }
+
+    /// What the layer does to an answer for a client that accepts no
+    /// encoding, for one that did not go through it: `Vary:
+    /// Accept-Encoding` on an answer it would have compressed for another
+    /// client (a cache must not hand this copy to one that asked for
+    /// gzip), nothing else.
+    pub fn mark_vary<B: http_body::Body>(&self, response: &mut http::Response<B>) {
+        let would_compress = !response.headers().contains_key(header::CONTENT_ENCODING)
+            && self.should_compress(response);
+        let varies = response
+            .headers()
+            .get_all(header::VARY)
+            .iter()
+            .any(|value| {
+                value
+                    .as_bytes()
+                    .split(|&byte| byte == b',')
+                    .any(|name| name.trim_ascii().eq_ignore_ascii_case(b"accept-encoding"))
+            });
+        if would_compress && !varies {
+            response
+                .headers_mut()
+                .append(header::VARY, header::ACCEPT_ENCODING.into());
+        }
+    }
+}
+
 /// The layer `config` describes, or `None` when compression is off.
 pub fn layer(config: &CompressionConfig) -> Option<CompressionLayer<Compressible>> {
     config.enabled.then(|| {
@@ -93,9 +126,7 @@ pub fn layer(config: &CompressionConfig) -> Option<CompressionLayer<Compressible
             .no_deflate()
             // brotli 4 (nginx's on-the-fly level), gzip 6, zstd 3.
             .quality(CompressionLevel::Default)
-            .compress_when(Compressible {
-                min_bytes: config.min_bytes,
-            })
+            .compress_when(Compressible::new(config))
     })
 }
 
@@ -135,6 +166,32 @@ mod tests {
             );
         }
         assert!(!predicate.should_compress(&response(None, 4096)));
+    }
+
+    #[test]
+    fn an_answer_that_would_be_compressed_for_another_client_varies_on_accept_encoding() {
+        let predicate = Compressible { min_bytes: 1024 };
+        let mut json = response(Some("application/json"), 4096);
+        predicate.mark_vary(&mut json);
+        assert_eq!(json.headers()[header::VARY], "accept-encoding");
+        // Once only, whatever case the upstream wrote it in.
+        let mut varied = response(Some("application/json"), 4096);
+        varied
+            .headers_mut()
+            .insert(header::VARY, "Origin, Accept-Encoding".parse().unwrap());
+        predicate.mark_vary(&mut varied);
+        assert_eq!(varied.headers().get_all(header::VARY).iter().count(), 1);
+        // Small, already encoded, or media: the same for every client.
+        let mut small = response(Some("application/json"), 100);
+        let mut encoded = response(Some("application/json"), 4096);
+        encoded
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        let mut image = response(Some("image/png"), 4096);
+        for same_for_all in [&mut small, &mut encoded, &mut image] {
+            predicate.mark_vary(same_for_all);
+            assert!(!same_for_all.headers().contains_key(header::VARY));
+        }
     }
 
     #[test]

@@ -203,7 +203,8 @@ impl Proxy {
         };
         let name = || upstream.name.clone();
         let sent_at = Instant::now();
-        let result = match self.transport.send(upstream, call).await {
+        // Boxed: see where `forward` is called.
+        let result = match Box::pin(self.transport.send(upstream, call)).await {
             Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => self
                 .switch(response, client_upgrade)
                 .ok_or_else(|| GatewayError::BadGateway {

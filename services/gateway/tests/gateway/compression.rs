@@ -173,3 +173,29 @@ async fn an_answer_the_upstream_compressed_is_not_compressed_again() {
     assert_eq!(used, "gzip");
     assert_eq!(decode("gzip", &body), document().as_bytes());
 }
+
+#[tokio::test]
+async fn a_client_accepting_no_encoding_gets_the_answer_as_sent_marked_as_varying() {
+    let gateway = gateway().await;
+
+    // Not compressed, but a compressible answer says that another client
+    // would get another encoding; one never compressed does not.
+    for (path, varies) in [("/v1/files/doc", true), ("/v1/files/image", false)] {
+        let response = gateway.client.get(gateway.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(
+            !response.headers().contains_key(header::CONTENT_ENCODING),
+            "{path}"
+        );
+        let vary: Vec<_> = response.headers().get_all(header::VARY).iter().collect();
+        assert_eq!(
+            vary.iter().any(|value| *value == "accept-encoding"),
+            varies,
+            "{path}: {vary:?}"
+        );
+        let body = response.bytes().await.unwrap();
+        if path == "/v1/files/doc" {
+            assert_eq!(body, document().as_bytes());
+        }
+    }
+}
