@@ -442,9 +442,12 @@ pub struct TokenVerifier {
 /// request, hit or not.
 #[derive(Debug)]
 struct VerifiedTokens {
-    entries: std::sync::RwLock<HashMap<Box<str>, (Claims, Instant), SignatureTail>>,
+    entries: std::sync::RwLock<VerifiedEntries>,
     max_entries: usize,
 }
+
+/// Claims by token text, with when the token was verified.
+type VerifiedEntries = HashMap<Box<str>, (Arc<Claims>, Instant), SignatureTail>;
 
 /// Hashes a token by its last bytes — part of its signature — instead of
 /// the whole text (several hundred bytes of SipHash per request). Lookups
@@ -483,7 +486,7 @@ impl std::hash::Hasher for TailHasher {
 impl VerifiedTokens {
     const TTL: Duration = Duration::from_secs(30);
 
-    fn get(&self, token: &str) -> Option<Claims> {
+    fn get(&self, token: &str) -> Option<Arc<Claims>> {
         let entries = self
             .entries
             .read()
@@ -492,7 +495,7 @@ impl VerifiedTokens {
         (verified_at.elapsed() < Self::TTL).then(|| claims.clone())
     }
 
-    fn put(&self, token: &str, claims: &Claims) {
+    fn put(&self, token: &str, claims: &Arc<Claims>) {
         let mut entries = self
             .entries
             .write()
@@ -555,6 +558,12 @@ impl TokenVerifier {
 
     /// Checks signature, algorithm, issuer, audience and time claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        self.verify_shared(token).await.map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Self::verify`], the claims shared with the verified-token cache
+    /// rather than copied (a copy is several allocations, per request).
+    pub async fn verify_shared(&self, token: &str) -> Result<Arc<Claims>, VerifyError> {
         let cached = self
             .verified
             .as_ref()
@@ -565,7 +574,7 @@ impl TokenVerifier {
                 // Boxed: fetching keys makes this future large, and it
                 // would otherwise be part of every caller's future (the
                 // gateway's per request) even when the cache answers.
-                let claims = Box::pin(self.verify_signature(token)).await?;
+                let claims = Arc::new(Box::pin(self.verify_signature(token)).await?);
                 if let Some(verified) = &self.verified {
                     verified.put(token, &claims);
                 }
@@ -576,7 +585,7 @@ impl TokenVerifier {
     }
 
     /// What changes with time and revocations: checked on every request.
-    fn check_current(&self, claims: Claims) -> Result<Claims, VerifyError> {
+    fn check_current(&self, claims: Arc<Claims>) -> Result<Arc<Claims>, VerifyError> {
         let now = self.clock.now().unix_timestamp();
         if claims.exp.saturating_add(LEEWAY_SECS) <= now {
             return Err(VerifyError::Rejected("expired".to_owned()));
@@ -612,8 +621,8 @@ impl TokenVerifier {
     }
 
     /// Verifies the bearer token of a request.
-    pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Claims, VerifyError> {
-        self.verify(bearer_token(headers)?).await
+    pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Arc<Claims>, VerifyError> {
+        self.verify_shared(bearer_token(headers)?).await
     }
 
     /// Like [`Self::verify_headers`], answering with the problem a client
@@ -621,6 +630,7 @@ impl TokenVerifier {
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Claims, Problem> {
         self.verify_headers(headers)
             .await
+            .map(Arc::unwrap_or_clone)
             .map_err(|err| err.to_problem())
     }
 }

@@ -121,24 +121,25 @@ impl Proxy {
         if is_ambiguous(parts.uri.path()) {
             return Err(GatewayError::AmbiguousPath);
         }
-        let subject = match &route.auth {
+        let claims = match &route.auth {
             AuthPolicy::Public => None,
-            AuthPolicy::Bearer => Some(self.verifier.verify_headers(&parts.headers).await?.sub),
+            AuthPolicy::Bearer => Some(self.verifier.verify_headers(&parts.headers).await?),
             AuthPolicy::Role(role) => {
                 let claims = self.verifier.verify_headers(&parts.headers).await?;
                 if !claims.roles.contains(role) {
                     return Err(GatewayError::Forbidden(role.clone()));
                 }
-                Some(claims.sub)
+                Some(claims)
             }
         };
+        let subject = claims.as_ref().map(|claims| claims.sub.as_str());
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
         let client_ip = client_address(&parts.headers, peer, &self.trusted_proxies);
         let facts = RequestFacts {
-            subject: subject.as_deref(),
+            subject,
             client_ip,
             headers: &parts.headers,
         };

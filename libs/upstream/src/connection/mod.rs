@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use http_body_util::{Full, combinators::UnsyncBoxBody};
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpStream,
@@ -194,7 +194,7 @@ where
             Ok(Sender::Http1(sender))
         }
         Protocol::Http2 => {
-            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            let (sender, connection) = http2::Builder::new(SpawnBoxed)
                 .timer(TokioTimer::new())
                 // A dead peer is noticed without a request failing on it.
                 .keep_alive_interval(Duration::from_secs(20))
@@ -209,5 +209,22 @@ where
             });
             Ok(Sender::Http2(sender))
         }
+    }
+}
+
+/// Runs the HTTP/2 client's tasks — one per request, waiting for its
+/// answer — on tokio, boxed first: such a task is 1.4 KB, and the spawn
+/// path moves it by value through several calls (≈ 13 KB copied per
+/// proxied request); boxed, each move is a pointer's.
+#[derive(Debug, Clone, Copy)]
+struct SpawnBoxed;
+
+impl<F> hyper::rt::Executor<F> for SpawnBoxed
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
     }
 }
