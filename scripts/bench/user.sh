@@ -10,7 +10,11 @@
 #                        same Redis as the ceiling of the cache-hit path,
 #                        and through nginx in front of the same replicas
 #                        as the reference proxy (its share of direct on
-#                        this machine beside the gateway's)
+#                        this machine beside the gateway's); and, like for
+#                        like, a second gateway and nginx each in front of
+#                        that one replica only (two replicas on two cores
+#                        cost any proxy's path more than one: docs/
+#                        benchmarks.md, eighth run)
 #   outbox               PORTICO_BENCH_WRITERS users PATCH their profiles
 #                        (wrk, PORTICO_BENCH_DURATION); every change is an
 #                        event the relays deliver to a local webhook
@@ -61,6 +65,7 @@ cleanup() {
     stop_release_system
     [[ -n ${SINK_PID:-} ]] && kill "$SINK_PID" 2>/dev/null
     [[ -n ${NGINX_PID:-} ]] && kill "$NGINX_PID" 2>/dev/null
+    [[ -n ${GATEWAY_ONE_PID:-} ]] && kill "$GATEWAY_ONE_PID" 2>/dev/null
     portico_stop_test_services
     rm -rf -- "$WORK"
     exit "$rc"
@@ -113,10 +118,23 @@ NGINX_PORT=$(portico_free_port_block)
         keepalive 64;
         keepalive_requests 1000000;
     }
+    upstream user_one {
+        server 127.0.0.1:$((BASE + 1));
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
     server {
         listen 127.0.0.1:$NGINX_PORT;
         location / {
             proxy_pass http://user;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+    server {
+        listen 127.0.0.1:$((NGINX_PORT + 1));
+        location / {
+            proxy_pass http://user_one;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }
@@ -128,29 +146,56 @@ EOF
     >"$WORK/nginx/stdout.log" 2>&1 &
 NGINX_PID=$!
 NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+NGINX_ONE_URL="http://127.0.0.1:$((NGINX_PORT + 1))"
 for _ in $(seq 1 100); do
     curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$NGINX_URL/v1/users/me" 2>/dev/null && break
     kill -0 "$NGINX_PID" 2>/dev/null || die "nginx did not start: $(cat "$WORK/nginx/stdout.log")"
     sleep 0.1
 done
 curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$NGINX_URL/v1/users/me" || die "nginx does not answer"
+curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$NGINX_ONE_URL/v1/users/me" ||
+    die "nginx (one replica) does not answer"
 mapfile -t NGINX_PIDS < <(pgrep -P "$NGINX_PID")
 NGINX_PIDS+=("$NGINX_PID")
 
 # CPU per request, per process (the figure of record on shared cores).
 GATEWAY_PID=$(pgrep -f "target/release/portico-gateway" | head -1)
+[[ -n $GATEWAY_PID ]] || die "the gateway's process was not found"
+
+# Like for like: a second gateway, configured as the first (its environment
+# as dev.sh set it) but for its addresses and its user upstream, which is
+# replica 1 alone.
+GATEWAY_ONE_PORT=$(portico_free_port_block)
+[[ -n $GATEWAY_ONE_PORT ]] || die "no free port for the second gateway"
+mapfile -d '' -t GATEWAY_ENV <"/proc/$GATEWAY_PID/environ"
+env -i "${GATEWAY_ENV[@]}" \
+    PORTICO_GATEWAY_LISTEN__API="127.0.0.1:$GATEWAY_ONE_PORT" \
+    PORTICO_GATEWAY_LISTEN__ADMIN="127.0.0.1:$((GATEWAY_ONE_PORT + 1))" \
+    PORTICO_GATEWAY_UPSTREAMS__USER__ENDPOINTS="[\"$USER1\"]" \
+    target/release/portico-gateway >"$WORK/gateway-one.log" 2>&1 &
+GATEWAY_ONE_PID=$!
+GATEWAY_ONE="http://127.0.0.1:$GATEWAY_ONE_PORT"
+for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$GATEWAY_ONE/v1/users/me" 2>/dev/null && break
+    kill -0 "$GATEWAY_ONE_PID" 2>/dev/null || die "the second gateway did not start: $(tail -5 "$WORK/gateway-one.log")"
+    sleep 0.1
+done
+curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$GATEWAY_ONE/v1/users/me" ||
+    die "the second gateway does not answer"
 mapfile -t USER_PIDS < <(pgrep -f "target/release/portico-user")
 REDIS_PID=$(pgrep -f "redis-server.*:${PORTICO_TEST_REDIS_URL##*:}" | head -1)
-[[ -n $GATEWAY_PID && ${#USER_PIDS[@]} -gt 0 && -n $REDIS_PID ]] || die "the processes were not found"
+[[ ${#USER_PIDS[@]} -gt 0 && -n $REDIS_PID ]] || die "the processes were not found"
 # Idle time of all cores (idle + iowait ticks, the first line of /proc/stat).
 idle_ticks() { awk '/^cpu / { print $5 + $6 }' /proc/stat; }
-declare -A PROXY_US USER_US REDIS_US IDLE_US SHARES NGINX_SHARES
+declare -A PROXY_US USER_US REDIS_US IDLE_US SHARES NGINX_SHARES ONE_SHARES NGINX_ONE_SHARES
 for pair in $(seq 1 "$PAIRS"); do
-    for target in gateway direct nginx; do
+    for target in gateway direct nginx gateway-one nginx-one; do
         case $target in
             gateway) url=$GATEWAY proxy_pids=("$GATEWAY_PID") ;;
             direct) url=$USER1 proxy_pids=() ;;
             nginx) url=$NGINX_URL proxy_pids=("${NGINX_PIDS[@]}") ;;
+            gateway-one) url=$GATEWAY_ONE proxy_pids=("$GATEWAY_ONE_PID") ;;
+            nginx-one) url=$NGINX_ONE_URL proxy_pids=("${NGINX_PIDS[@]}") ;;
         esac
         run="$target-$pair"
         log "cached GET /v1/users/me, $target (pair $pair of $PAIRS): warm-up, then $DURATION"
@@ -167,9 +212,14 @@ for pair in $(seq 1 "$PAIRS"); do
         REDIS_US[$run]=$(us_per_request $(($(cpu_ticks "$REDIS_PID") - redis0)) "$served")
         IDLE_US[$run]=$(us_per_request $(($(idle_ticks) - idle0)) "$served")
     done
-    for target in gateway nginx; do
+    for target in gateway nginx gateway-one nginx-one; do
         share=$(python3 -c "print(round(100 * $(wrk_field "$WORK/$target-$pair.txt" rps) / $(wrk_field "$WORK/direct-$pair.txt" rps), 1))")
-        if [[ $target == gateway ]]; then SHARES[$pair]=$share; else NGINX_SHARES[$pair]=$share; fi
+        case $target in
+            gateway) SHARES[$pair]=$share ;;
+            nginx) NGINX_SHARES[$pair]=$share ;;
+            gateway-one) ONE_SHARES[$pair]=$share ;;
+            nginx-one) NGINX_ONE_SHARES[$pair]=$share ;;
+        esac
     done
 done
 # The median pair (by share) is the one reported in full.
@@ -177,6 +227,8 @@ MEDIAN=$(for pair in "${!SHARES[@]}"; do echo "${SHARES[$pair]} $pair"; done | s
     awk '{ line[NR] = $2 } END { print line[int((NR + 1) / 2)] }')
 ALL_SHARES=$(for pair in $(seq 1 "$PAIRS"); do printf '%s%% ' "${SHARES[$pair]}"; done)
 ALL_NGINX_SHARES=$(for pair in $(seq 1 "$PAIRS"); do printf '%s%% ' "${NGINX_SHARES[$pair]}"; done)
+ALL_ONE_SHARES=$(for pair in $(seq 1 "$PAIRS"); do printf '%s%% ' "${ONE_SHARES[$pair]}"; done)
+ALL_NGINX_ONE_SHARES=$(for pair in $(seq 1 "$PAIRS"); do printf '%s%% ' "${NGINX_ONE_SHARES[$pair]}"; done)
 HITS=$(curl -fsS "http://127.0.0.1:$((BASE + 1001))/metrics" |
     awk '/^user_profile_cache_lookups_total\{outcome="hit"\}/ { print $2 }')
 log "redis-benchmark GET (the cache-hit ceiling)"
@@ -263,6 +315,7 @@ for depth in 0 10000 500000; do
 done
 
 GATEWAY_RUN="gateway-$MEDIAN" DIRECT_RUN="direct-$MEDIAN" NGINX_RUN="nginx-$MEDIAN"
+ONE_RUN="gateway-one-$MEDIAN" NGINX_ONE_RUN="nginx-one-$MEDIAN"
 GATEWAY_RPS=$(wrk_field "$WORK/$GATEWAY_RUN.txt" rps)
 DIRECT_RPS=$(wrk_field "$WORK/$DIRECT_RUN.txt" rps)
 SHARE=${SHARES[$MEDIAN]}
@@ -275,6 +328,8 @@ cat <<EOF
 | cached \`GET /v1/users/me\` through the gateway (median of $PAIRS pairs) | $GATEWAY_RPS/s, p99 $(wrk_field "$WORK/$GATEWAY_RUN.txt" 99) ms, $(wrk_field "$WORK/$GATEWAY_RUN.txt" bad) failed | ≥ 60% of direct: **${SHARE}%** (pairs: ${ALL_SHARES% }) |
 | the same, straight to one user replica (that pair) | $DIRECT_RPS/s, p99 $(wrk_field "$WORK/$DIRECT_RUN.txt" 99) ms, $(wrk_field "$WORK/$DIRECT_RUN.txt" bad) failed | |
 | the same, through nginx in front of the two replicas (that pair; the reference) | $(wrk_field "$WORK/$NGINX_RUN.txt" rps)/s, p99 $(wrk_field "$WORK/$NGINX_RUN.txt" 99) ms, $(wrk_field "$WORK/$NGINX_RUN.txt" bad) failed | nginx's share: **${NGINX_SHARES[$MEDIAN]}%** (pairs: ${ALL_NGINX_SHARES% }) |
+| like for like: through a second gateway in front of that one replica only (that pair) | $(wrk_field "$WORK/$ONE_RUN.txt" rps)/s, p99 $(wrk_field "$WORK/$ONE_RUN.txt" 99) ms, $(wrk_field "$WORK/$ONE_RUN.txt" bad) failed | share: **${ONE_SHARES[$MEDIAN]}%** (pairs: ${ALL_ONE_SHARES% }) |
+| like for like: through nginx in front of that one replica only (that pair) | $(wrk_field "$WORK/$NGINX_ONE_RUN.txt" rps)/s, p99 $(wrk_field "$WORK/$NGINX_ONE_RUN.txt" 99) ms, $(wrk_field "$WORK/$NGINX_ONE_RUN.txt" bad) failed | nginx's share: **${NGINX_ONE_SHARES[$MEDIAN]}%** (pairs: ${ALL_NGINX_ONE_SHARES% }) |
 | \`redis-benchmark\` GET, same Redis ($CONNECTIONS connections) | $REDIS_RPS/s | the ceiling of a cache hit |
 | cache hits counted by replica 1 | $HITS | every read after the first |
 
@@ -285,6 +340,8 @@ CPU per request in the median pair (user + system, from /proc), the figure of re
 | through the gateway | ${PROXY_US[$GATEWAY_RUN]} µs | ${USER_US[$GATEWAY_RUN]} µs | $(python3 -c "print(round(${PROXY_US[$GATEWAY_RUN]} + ${USER_US[$GATEWAY_RUN]}, 1))") µs | ${REDIS_US[$GATEWAY_RUN]} µs | ${IDLE_US[$GATEWAY_RUN]} µs |
 | straight to one replica | – | ${USER_US[$DIRECT_RUN]} µs | ${USER_US[$DIRECT_RUN]} µs | ${REDIS_US[$DIRECT_RUN]} µs | ${IDLE_US[$DIRECT_RUN]} µs |
 | through nginx (master and workers) | ${PROXY_US[$NGINX_RUN]} µs | ${USER_US[$NGINX_RUN]} µs | $(python3 -c "print(round(${PROXY_US[$NGINX_RUN]} + ${USER_US[$NGINX_RUN]}, 1))") µs | ${REDIS_US[$NGINX_RUN]} µs | ${IDLE_US[$NGINX_RUN]} µs |
+| through the second gateway (one replica) | ${PROXY_US[$ONE_RUN]} µs | ${USER_US[$ONE_RUN]} µs | $(python3 -c "print(round(${PROXY_US[$ONE_RUN]} + ${USER_US[$ONE_RUN]}, 1))") µs | ${REDIS_US[$ONE_RUN]} µs | ${IDLE_US[$ONE_RUN]} µs |
+| through nginx (one replica) | ${PROXY_US[$NGINX_ONE_RUN]} µs | ${USER_US[$NGINX_ONE_RUN]} µs | $(python3 -c "print(round(${PROXY_US[$NGINX_ONE_RUN]} + ${USER_US[$NGINX_ONE_RUN]}, 1))") µs | ${REDIS_US[$NGINX_ONE_RUN]} µs | ${IDLE_US[$NGINX_ONE_RUN]} µs |
 
 (Redis: the server's CPU per request; cores idle: the time both cores
 sat idle during the run, per request — what neither side used.)
