@@ -105,8 +105,8 @@ pub struct IpText {
 }
 
 impl IpText {
-    /// The longest IPv6 text: eight groups with an IPv4 tail,
-    /// `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
+    /// Room for any address's text: `INET6_ADDRSTRLEN` less its NUL (45;
+    /// `Display` writes at most 39, eight full groups).
     const CAPACITY: usize = 45;
 
     pub fn new(ip: IpAddr) -> Self {

@@ -18,6 +18,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::HOST};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use portico_common::http::pipeline::DEADLINE;
 
 use crate::{
     balance::PickContext,
@@ -34,7 +35,6 @@ use crate::{
 /// How long the upstream has for a request, in milliseconds, set on every
 /// attempt: the services' common pipeline cuts work nobody waits for any
 /// more.
-use portico_common::http::pipeline::DEADLINE;
 pub use portico_common::http::pipeline::DEADLINE_HEADER;
 
 /// Sends requests over the endpoints' own connection pools; share one per

@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::upgrade::OnUpgrade;
 use portico_common::{
-    http::{REQUEST_ID_HEADER, access_log::ProxiedFacts, pipeline, server::OverTls},
+    http::{access_log::ProxiedFacts, pipeline, server::OverTls},
     jwt::TokenVerifier,
     net::{IpText, client_address},
     telemetry,
@@ -409,17 +409,10 @@ fn upstream_headers(
     if let Some(host) = incoming.get(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    // The gateway's span is the parent of the upstream's.
+    // The gateway's span is the parent of the upstream's. (This value and
+    // the request id are new per request, so both are made never to be
+    // indexed by HPACK where they are made.)
     telemetry::inject_current_context(&mut headers);
-    // Values new on every request are sent as never-indexed literals over
-    // HTTP/2: indexed, each would be added to both ends' HPACK tables only
-    // to push out entries that do repeat (the forwarding headers, the
-    // deadline), which then go out as literals again.
-    for unique in [REQUEST_ID_HEADER, "traceparent"] {
-        if let Some(value) = headers.get_mut(unique) {
-            value.set_sensitive(true);
-        }
-    }
     headers
 }
 

@@ -162,6 +162,15 @@ fn new_request_id() -> String {
         .to_owned()
 }
 
+/// The request id as a header value, marked never to be indexed by HPACK:
+/// new on every request, it would only take room in the dynamic tables of
+/// an HTTP/2 hop (the gateway's to the replicas) from entries that repeat.
+fn request_id_value(request_id: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(request_id).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 /// Accepts a client-sent request id only if it is short and plain, so it can
 /// be logged and echoed safely; otherwise a new one is minted.
 fn incoming_request_id(headers: &axum::http::HeaderMap) -> Option<String> {
@@ -191,7 +200,7 @@ where
 {
     let started = Instant::now();
     let request_id = incoming_request_id(request.headers()).unwrap_or_else(new_request_id);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Some(value) = request_id_value(&request_id) {
         request.headers_mut().insert(REQUEST_ID, value);
     }
     request
@@ -249,7 +258,7 @@ where
         .get::<Problem>()
         .and_then(|problem| problem.cause.clone());
     let mut response = with_problem_body(response, &request_id);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    if let Some(value) = request_id_value(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     if matches!(
@@ -681,6 +690,19 @@ mod tests {
             .unwrap();
         let id = response.headers()[REQUEST_ID_HEADER].to_str().unwrap();
         assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    }
+
+    #[tokio::test]
+    async fn the_request_id_is_never_indexed_by_hpack_on_its_way_on() {
+        let request = Request::get("/ok").body(Body::empty()).unwrap();
+        let response = around(None, request, |request| async move {
+            // What a handler forwards (the gateway's upstream request) and
+            // what the answer carries.
+            assert!(request.headers()[REQUEST_ID_HEADER].is_sensitive());
+            "ok".into_response()
+        })
+        .await;
+        assert!(response.headers()[REQUEST_ID_HEADER].is_sensitive());
     }
 
     #[tokio::test]

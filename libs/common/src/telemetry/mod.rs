@@ -245,7 +245,12 @@ impl TraceContext {
         lower_hex(u128::from(self.span_id), &mut text[36..52]);
         lower_hex(u128::from(self.flags), &mut text[53..55]);
         // Hex digits and dashes only: always a valid header value.
-        http::HeaderValue::from_bytes(&text).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+        let mut value = http::HeaderValue::from_bytes(&text)
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+        // New on every call: never indexed by HPACK, where it would only
+        // take room in an HTTP/2 hop's tables from entries that repeat.
+        value.set_sensitive(true);
+        value
     }
 
     /// The context of the request whose task this is.
@@ -340,6 +345,10 @@ mod tests {
         assert_eq!(context.flags, 1);
         assert_eq!(context.traceparent(), value);
         assert_eq!(context.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(
+            context.traceparent().is_sensitive(),
+            "never indexed by HPACK"
+        );
     }
 
     #[test]
