@@ -27,6 +27,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
+# The patched h2 (vendor/h2/PORTICO.md) is a dependency, not a member: the
+# recipe leaves it out, and cook builds it from its real sources.
+COPY vendor/ vendor/
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked --bins \
