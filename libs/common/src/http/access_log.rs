@@ -13,14 +13,14 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::net::IpText;
+use crate::{net::IpText, telemetry};
 
 /// How the access log is kept.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,52 +70,124 @@ pub(crate) struct Record {
 }
 
 impl Record {
-    /// Text fields go as `&str`, not `%` (Display): the line takes them
-    /// as they are instead of through the formatting machinery.
     fn write(&self, bytes_out: u64, complete: bool) {
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        let cause = self.cause.as_deref().unwrap_or_default();
+        self.write_to(telemetry::json_output(), bytes_out, complete);
+    }
+
+    /// Into `json_output` when logs are JSON, else as a `tracing` event.
+    pub(crate) fn write_to(
+        &self,
+        json_output: Option<&telemetry::output::LogOutput>,
+        bytes_out: u64,
+        complete: bool,
+    ) {
         let client_ip = self
             .proxied
             .as_ref()
             .and_then(|proxied| proxied.client_ip)
             .or(self.client_ip)
             .map(IpText::new);
-        let client_ip = client_ip.as_deref().unwrap_or_default();
-        match &self.proxied {
+        let line = Line {
+            record: self,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            bytes_out,
+            complete,
+            client_ip: client_ip.as_deref().unwrap_or_default(),
+        };
+        match json_output {
+            // JSON logs: the line goes straight into the log output, if
+            // the log filter lets the `access` target through.
+            Some(output) => {
+                if tracing::enabled!(target: "access", tracing::Level::INFO) {
+                    output.write_line(line.json(SystemTime::now()).as_bytes());
+                }
+            }
+            None => line.log(),
+        }
+    }
+}
+
+/// One access line's values.
+pub(crate) struct Line<'a> {
+    pub record: &'a Record,
+    pub duration_ms: f64,
+    pub bytes_out: u64,
+    pub complete: bool,
+    pub client_ip: &'a str,
+}
+
+impl Line<'_> {
+    /// The line as the JSON log layer writes the event [`Line::log`] logs,
+    /// but for the timestamp: `now`'s.
+    pub(crate) fn json(&self, now: SystemTime) -> String {
+        let record = self.record;
+        let mut line = telemetry::InfoLine::new(now, "request");
+        line.str("method", record.method.as_str());
+        line.str("route", &record.route);
+        line.str("path", &record.path);
+        line.u64("status", u64::from(record.status));
+        line.f64("duration_ms", self.duration_ms);
+        if let Some(proxied) = &record.proxied {
+            line.f64(
+                "upstream_ms",
+                proxied.upstream_duration.as_secs_f64() * 1000.0,
+            );
+        }
+        line.u64("bytes_in", record.bytes_in);
+        line.u64("bytes_out", self.bytes_out);
+        if let Some(proxied) = &record.proxied {
+            line.str("upstream", &proxied.upstream);
+            line.str("endpoint", &proxied.endpoint);
+            line.u64("attempts", u64::from(proxied.attempts));
+        }
+        line.str("request_id", &record.request_id);
+        line.str("trace_id", &record.trace_id);
+        line.str("client_ip", self.client_ip);
+        line.bool("complete", self.complete);
+        line.str("cause", record.cause.as_deref().unwrap_or_default());
+        line.finish("access")
+    }
+
+    /// The line as a `tracing` event, for the pretty (terminal) output.
+    /// Text fields go as `&str`, not `%` (Display): the line takes them as
+    /// they are instead of through the formatting machinery.
+    pub(crate) fn log(&self) {
+        let record = self.record;
+        let cause = record.cause.as_deref().unwrap_or_default();
+        match &record.proxied {
             Some(proxied) => tracing::info!(
                 target: "access",
-                method = self.method.as_str(),
-                route = &*self.route,
-                path = self.path.as_str(),
-                status = self.status,
-                duration_ms,
+                method = record.method.as_str(),
+                route = &*record.route,
+                path = record.path.as_str(),
+                status = record.status,
+                duration_ms = self.duration_ms,
                 upstream_ms = proxied.upstream_duration.as_secs_f64() * 1000.0,
-                bytes_in = self.bytes_in,
-                bytes_out,
+                bytes_in = record.bytes_in,
+                bytes_out = self.bytes_out,
                 upstream = proxied.upstream.as_str(),
                 endpoint = proxied.endpoint.as_str(),
                 attempts = proxied.attempts,
-                request_id = self.request_id.as_str(),
-                trace_id = self.trace_id.as_str(),
-                client_ip,
-                complete,
+                request_id = record.request_id.as_str(),
+                trace_id = record.trace_id.as_str(),
+                client_ip = self.client_ip,
+                complete = self.complete,
                 cause,
                 "request"
             ),
             None => tracing::info!(
                 target: "access",
-                method = self.method.as_str(),
-                route = &*self.route,
-                path = self.path.as_str(),
-                status = self.status,
-                duration_ms,
-                bytes_in = self.bytes_in,
-                bytes_out,
-                request_id = self.request_id.as_str(),
-                trace_id = self.trace_id.as_str(),
-                client_ip,
-                complete,
+                method = record.method.as_str(),
+                route = &*record.route,
+                path = record.path.as_str(),
+                status = record.status,
+                duration_ms = self.duration_ms,
+                bytes_in = record.bytes_in,
+                bytes_out = self.bytes_out,
+                request_id = record.request_id.as_str(),
+                trace_id = record.trace_id.as_str(),
+                client_ip = self.client_ip,
+                complete = self.complete,
                 cause,
                 "request"
             ),

@@ -72,6 +72,16 @@ pub(crate) fn exporting() -> bool {
     EXPORTING.get().copied().unwrap_or(false)
 }
 
+/// The log output when logs are JSON (set once by [`init`]): the access
+/// line is written into it directly ([`json::InfoLine`]).
+static JSON_OUTPUT: OnceLock<output::LogOutput> = OnceLock::new();
+
+pub(crate) fn json_output() -> Option<&'static output::LogOutput> {
+    JSON_OUTPUT.get()
+}
+
+pub(crate) use json::InfoLine;
+
 /// Installs the global subscriber, tracer provider and W3C propagator.
 pub fn init(
     service_name: &'static str,
@@ -115,6 +125,7 @@ pub fn init(
     let (log_output, log_output_guard) =
         output::LogOutput::start(json, output::FLUSH_INTERVAL, std::io::stdout())?;
     let fmt_layer = if json {
+        let _ = JSON_OUTPUT.set(log_output.clone());
         json::JsonLayer::new(log_output).boxed()
     } else {
         tracing_subscriber::fmt::layer()

@@ -103,6 +103,11 @@ impl LogOutput {
         Ok((output, guard))
     }
 
+    /// Writes one whole INFO line (as [`LineWriter`] does for the layer).
+    pub(crate) fn write_line(&self, line: &[u8]) {
+        self.append(line, false);
+    }
+
     fn append(&self, line: &[u8], urgent: bool) {
         let mut state = self.shared.lock();
         if state.closing {
