@@ -105,14 +105,9 @@ where
             line.clear();
             let normalized = event.normalized_metadata();
             let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-            line.push_str("{\"timestamp\":\"");
-            push_timestamp(line, SystemTime::now());
-            line.push_str("\",\"level\":\"");
-            line.push_str(level_name(meta.level()));
-            line.push('"');
+            push_line_start(line, SystemTime::now(), meta.level());
             event.record(&mut EventVisitor(line));
-            line.push_str(",\"target\":");
-            push_string(line, meta.target());
+            push_target(line, meta.target());
             if let Some(span) = ctx.event_span(event) {
                 line.push_str(",\"span\":{");
                 let extensions = span.extensions();
@@ -147,9 +142,8 @@ pub(crate) struct InfoLine(String);
 impl InfoLine {
     pub(crate) fn new(now: SystemTime, message: &str) -> Self {
         let mut line = String::with_capacity(512);
-        line.push_str("{\"timestamp\":\"");
-        push_timestamp(&mut line, now);
-        line.push_str("\",\"level\":\"INFO\",\"message\":");
+        push_line_start(&mut line, now, &Level::INFO);
+        line.push_str(",\"message\":");
         push_string(&mut line, message);
         Self(line)
     }
@@ -185,11 +179,25 @@ impl InfoLine {
 
     /// The whole line, with its target and the newline.
     pub(crate) fn finish(mut self, target: &str) -> String {
-        self.0.push_str(",\"target\":");
-        push_string(&mut self.0, target);
+        push_target(&mut self.0, target);
         self.0.push_str("}\n");
         self.0
     }
+}
+
+/// How every line starts: `{"timestamp":"…","level":"…"`.
+fn push_line_start(line: &mut String, now: SystemTime, level: &Level) {
+    line.push_str("{\"timestamp\":\"");
+    push_timestamp(line, now);
+    line.push_str("\",\"level\":\"");
+    line.push_str(level_name(level));
+    line.push('"');
+}
+
+/// `,"target":"…"`, after an event's fields.
+fn push_target(line: &mut String, target: &str) {
+    line.push_str(",\"target\":");
+    push_string(line, target);
 }
 
 fn level_name(level: &Level) -> &'static str {
