@@ -50,12 +50,15 @@ def register(gateway, account):
     """Registers `account`. A 503 with Retry-After is "try again shortly"
     (the stack has only just come up on a loaded machine, and an auth
     replica may not reach a user replica yet): a real client retries the
-    same registration, so do we, a few times."""
-    for attempt in range(4):
+    same registration, so do we, once a second for up to 20 s. (Four
+    tries were once not enough: the replicas' DNS name stayed unresolvable
+    in auth for over 7 s after they started, on a loaded machine.)"""
+    deadline = time.monotonic() + 20
+    while True:
         try:
             return call(gateway, "POST", "/v1/auth/register", account, expect=201)
         except SystemExit as refused:
-            if attempt == 3 or "got 503" not in str(refused):
+            if time.monotonic() > deadline or "got 503" not in str(refused):
                 raise
             time.sleep(1)
 
