@@ -17,14 +17,14 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::HOST};
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use portico_common::http::pipeline::DEADLINE;
 
 use crate::{
     balance::PickContext,
     config::Protocol,
     connection::{
-        BoxError, OutgoingBody, Sender,
+        BoxError, OutgoingBody, Sender, http2,
         pool::{IdlePolicy, UpstreamBody},
     },
     health::outlier::Outcome,
@@ -115,7 +115,7 @@ impl RequestBody {
     /// The body for one attempt; `None` once a stream has gone out.
     fn take(&mut self) -> Option<OutgoingBody> {
         match self {
-            Self::Buffered(bytes) => Some(OutgoingBody::Whole(Full::new(bytes.clone()))),
+            Self::Buffered(bytes) => Some(OutgoingBody::Whole(bytes.clone())),
             Self::Streamed { body, .. } => body.take().map(OutgoingBody::Stream),
         }
     }
@@ -248,7 +248,7 @@ enum AttemptError {
     /// No connection: nothing reached the endpoint.
     Connect(String),
     /// The exchange broke after the request may have reached it.
-    Broken(hyper::Error),
+    Broken(BoxError),
     /// The request body failed.
     Body(Failure),
     /// A streamed body went out with an earlier attempt.
@@ -457,7 +457,7 @@ impl Transport {
         let idle = self.idle_policy();
         let (mut head, ()) = head.into_parts();
         loop {
-            let (mut sender, reused) = match upstream.connector.protocol {
+            let (sender, reused) = match upstream.connector.protocol {
                 Protocol::Http1 => match endpoint.pool.checkout_http1(idle).await {
                     Some(sender) => (Sender::Http1(sender), true),
                     // Boxed: connecting (TLS included) makes a future of
@@ -487,46 +487,48 @@ impl Transport {
                 return Err(AttemptError::BodyGone);
             };
             let mut request = http::Request::from_parts(head, outgoing);
-            let sent = match &mut sender {
-                Sender::Http1(sender) => {
+            let unsent = match sender {
+                Sender::Http1(mut sender) => {
                     request
                         .headers_mut()
                         .insert(HOST, endpoint.host_header.clone());
-                    sender.try_send_request(request).await
-                }
-                Sender::Http2(sender) => sender.try_send_request(request).await,
-            };
-            match sent {
-                Ok(response) => {
-                    return Ok(match sender {
+                    match sender.try_send_request(request).await {
                         // Switching protocols: the connection is the
                         // upgrade's now, not the pool's.
-                        Sender::Http1(sender)
-                            if response.status() != StatusCode::SWITCHING_PROTOCOLS =>
-                        {
+                        Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                            return Ok(response.map(UpstreamBody::plain));
+                        }
+                        Ok(response) => {
                             let (parts, incoming) = response.into_parts();
-                            http::Response::from_parts(
+                            return Ok(http::Response::from_parts(
                                 parts,
                                 endpoint.pool.returning(incoming, sender, idle),
-                            )
+                            ));
                         }
-                        _ => response.map(UpstreamBody::plain),
-                    });
-                }
-                Err(mut err) => {
-                    let Some(unsent) = err.take_message() else {
-                        return Err(classify(err.into_error()));
-                    };
-                    // It never went out: the body is still whole.
-                    let (parts, outgoing) = unsent.into_parts();
-                    body.restore(outgoing);
-                    head = parts;
-                    head.headers.remove(HOST);
-                    if !reused {
-                        // A fresh connection that cannot take a request.
-                        return Err(AttemptError::Connect(err.into_error().to_string()));
+                        Err(mut err) => match err.take_message() {
+                            Some(unsent) => (unsent, err.into_error().to_string()),
+                            None => return Err(classify(err.into_error())),
+                        },
                     }
                 }
+                Sender::Http2(sender) => match sender.send(request).await {
+                    Ok(response) => return Ok(response.map(UpstreamBody::http2)),
+                    Err(http2::SendError::Unsent(unsent, err)) => (*unsent, err.to_string()),
+                    Err(http2::SendError::Broken(err)) => {
+                        return Err(AttemptError::Broken(err.into()));
+                    }
+                    Err(http2::SendError::Body(err)) => return Err(classify_body(err)),
+                },
+            };
+            // It never went out: the body is still whole.
+            let (request, why) = unsent;
+            let (parts, outgoing) = request.into_parts();
+            body.restore(outgoing);
+            head = parts;
+            head.headers.remove(HOST);
+            if !reused {
+                // A fresh connection that cannot take a request.
+                return Err(AttemptError::Connect(why));
             }
         }
     }
@@ -571,15 +573,29 @@ async fn answer_within<F: Future>(
 /// Whose fault a failed exchange was: the request body's (the caller's),
 /// or the endpoint's.
 fn classify(err: hyper::Error) -> AttemptError {
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        if cause.is::<http_body_util::LengthLimitError>() {
-            return AttemptError::Body(Failure::RequestBodyTooLarge);
-        }
-        source = cause.source();
+    if let Some(failure) = body_limit(&err) {
+        return AttemptError::Body(failure);
     }
     if err.is_user() {
         return AttemptError::Body(Failure::RequestBody(err.to_string()));
     }
-    AttemptError::Broken(err)
+    AttemptError::Broken(err.into())
+}
+
+/// The request body's own failure, as the caller's.
+fn classify_body(err: BoxError) -> AttemptError {
+    AttemptError::Body(body_limit(&*err).unwrap_or_else(|| Failure::RequestBody(err.to_string())))
+}
+
+/// [`Failure::RequestBodyTooLarge`] when `err` is, or is caused by, a body
+/// past its limit.
+fn body_limit(err: &(dyn std::error::Error + 'static)) -> Option<Failure> {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return Some(Failure::RequestBodyTooLarge);
+        }
+        cause = err.source();
+    }
+    None
 }

@@ -423,7 +423,7 @@ const BUFFERED_RESPONSE_MAX: u64 = 64 * 1024;
 
 async fn downstream_response(
     response: http::Response<UpstreamBody>,
-) -> Result<Response, hyper::Error> {
+) -> Result<Response, portico_upstream::connection::BoxError> {
     let (mut parts, body) = response.into_parts();
     // Looked for before removed: an answer rarely has any, and a removal by
     // name parses and hashes the name.

@@ -20,21 +20,18 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-};
+use hyper::{body::Incoming, client::conn::http1};
 
 use portico_common::http::server::{PerEventLoop, event_loop_slot};
 
-use super::OutgoingBody;
+use super::{BoxError, OutgoingBody, http2::Http2Body, http2::Http2Sender};
 
 #[derive(Debug, Default)]
 pub struct Pool {
     inner: Arc<PoolInner>,
     /// Each event loop's HTTP/2 connection; an async lock, held while
     /// dialing.
-    http2: PerEventLoop<tokio::sync::Mutex<Option<http2::SendRequest<OutgoingBody>>>>,
+    http2: PerEventLoop<tokio::sync::Mutex<Option<Http2Sender>>>,
 }
 
 #[derive(Debug, Default)]
@@ -94,9 +91,9 @@ impl Pool {
     pub(crate) async fn loop_http2<F, E>(
         &self,
         dial: impl FnOnce() -> F,
-    ) -> Result<(http2::SendRequest<OutgoingBody>, bool), E>
+    ) -> Result<(Http2Sender, bool), E>
     where
-        F: Future<Output = Result<http2::SendRequest<OutgoingBody>, E>>,
+        F: Future<Output = Result<Http2Sender, E>>,
     {
         let mut connection = self.http2.own().lock().await;
         if let Some(sender) = connection.as_ref()
@@ -129,7 +126,7 @@ impl Pool {
             return UpstreamBody::plain(body);
         }
         UpstreamBody {
-            inner: body,
+            inner: Inner::Http1(body),
             returner: Some(returner),
         }
     }
@@ -198,8 +195,13 @@ impl Returner {
 /// to its pool when the body has been read to its end (dropped before, the
 /// connection closes with it: it cannot carry another request).
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     returner: Option<Returner>,
+}
+
+enum Inner {
+    Http1(Incoming),
+    Http2(Http2Body),
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -211,10 +213,17 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// A body whose connection is not pooled (HTTP/2, an upgrade).
+    /// An HTTP/1.1 body whose connection is not pooled (an upgrade).
     pub(crate) fn plain(inner: Incoming) -> Self {
         Self {
-            inner,
+            inner: Inner::Http1(inner),
+            returner: None,
+        }
+    }
+
+    pub(crate) fn http2(inner: Http2Body) -> Self {
+        Self {
+            inner: Inner::Http2(inner),
             returner: None,
         }
     }
@@ -222,15 +231,22 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let frame = match &mut self.inner {
+            Inner::Http2(body) => {
+                return Pin::new(body)
+                    .poll_frame(cx)
+                    .map(|frame| frame.map(|frame| frame.map_err(Into::into)));
+            }
+            Inner::Http1(body) => std::task::ready!(Pin::new(body).poll_frame(cx)),
+        };
         match &frame {
-            Some(Ok(_)) if !self.inner.is_end_stream() => {}
+            Some(Ok(_)) if !self.is_end_stream() => {}
             // The end: the connection can take the next request.
             Some(Ok(_)) | None => {
                 if let Some(returner) = self.returner.take() {
@@ -240,14 +256,20 @@ impl Body for UpstreamBody {
             // A broken connection is not given back.
             Some(Err(_)) => self.returner = None,
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Http1(body) => body.is_end_stream(),
+            Inner::Http2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Http1(body) => body.size_hint(),
+            Inner::Http2(body) => body.size_hint(),
+        }
     }
 }
