@@ -76,6 +76,8 @@ pub struct ProfileCache(Arc<Inner>);
 struct Inner {
     redis: Option<Resilient>,
     prefix: String,
+    /// `<prefix>profile-cache-epoch`, made once: every lookup reads it.
+    epoch_key: String,
     ttl: Duration,
     loads: Vec<tokio::sync::Mutex<()>>,
     /// A write could not reach Redis: bump the epoch before using it again.
@@ -105,6 +107,7 @@ impl ProfileCache {
         Self(Arc::new(Inner {
             redis: redis.map(|client| Resilient::new(client, timeout)),
             prefix: prefix.to_owned(),
+            epoch_key: format!("{prefix}profile-cache-epoch"),
             ttl,
             loads: (0..LOAD_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -118,12 +121,19 @@ impl ProfileCache {
         Self::new(None, "", Duration::ZERO, Duration::ZERO)
     }
 
-    fn epoch_key(&self) -> String {
-        format!("{}profile-cache-epoch", self.0.prefix)
+    fn epoch_key(&self) -> &str {
+        &self.0.epoch_key
     }
 
+    /// `<prefix>profile:<id>`, written in place (`format!` cost ≈ 0.7 k
+    /// instructions a lookup, on every cached read).
     fn entry_key(&self, id: Uuid) -> String {
-        format!("{}profile:{id}", self.0.prefix)
+        const PART: &str = "profile:";
+        let mut key = String::with_capacity(self.0.prefix.len() + PART.len() + 36);
+        key.push_str(&self.0.prefix);
+        key.push_str(PART);
+        key.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+        key
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -241,4 +251,22 @@ fn outcome(lookup: Lookup) -> Lookup {
     };
     metrics::counter!("user_profile_cache_lookups_total", "outcome" => label).increment(1);
     lookup
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys written in place are the keys other replicas (and older
+    /// builds) use: `<prefix>profile:<hyphenated id>`.
+    #[test]
+    fn keys_are_the_prefix_and_the_hyphenated_id() {
+        let cache = ProfileCache::new(None, "user:", Duration::ZERO, Duration::ZERO);
+        let id = Uuid::parse_str("01a24673-3b80-73eb-9215-9ac2c54b0d2b").unwrap();
+        assert_eq!(
+            cache.entry_key(id),
+            "user:profile:01a24673-3b80-73eb-9215-9ac2c54b0d2b"
+        );
+        assert_eq!(cache.epoch_key(), "user:profile-cache-epoch");
+    }
 }

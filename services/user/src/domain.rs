@@ -24,9 +24,16 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Strong ETag derived from the version counter.
+    /// Strong ETag derived from the version counter (written with `itoa`:
+    /// every read makes it twice, and `format!` cost ≈ 0.5 k instructions).
     pub fn etag(&self) -> String {
-        format!("\"{}\"", self.version)
+        let mut buffer = itoa::Buffer::new();
+        let digits = buffer.format(self.version);
+        let mut etag = String::with_capacity(digits.len() + 2);
+        etag.push('"');
+        etag.push_str(digits);
+        etag.push('"');
+        etag
     }
 }
 
