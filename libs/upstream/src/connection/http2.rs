@@ -425,6 +425,16 @@ mod tests {
         handshake(stream, KeepAlive::DEFAULT).await.unwrap()
     }
 
+    /// Waits (up to [`WAIT`]) for the pool to be told `sender` is closed;
+    /// fails with `still_open` if it never is.
+    async fn closes(sender: &Http2Sender, still_open: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !sender.is_closed() {
+            assert!(tokio::time::Instant::now() < deadline, "{still_open}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn request(body: OutgoingBody) -> http::Request<OutgoingBody> {
         http::Request::post("http://upstream.test/upload")
             .body(body)
@@ -630,14 +640,7 @@ mod tests {
             while connection.accept().await.is_some() {}
         });
         let sender = connect(address).await;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !sender.is_closed() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the closed connection is still open to the pool"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        closes(&sender, "the closed connection is still open to the pool").await;
         let outcome = sender
             .send(request(OutgoingBody::Whole(Bytes::from_static(b"whole"))))
             .await;
@@ -679,13 +682,6 @@ mod tests {
         };
         let sender = handshake(stream, keep_alive).await.unwrap();
         assert!(!sender.is_closed(), "closed before any PING");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !sender.is_closed() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "a silent peer is still taken for alive"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        closes(&sender, "a silent peer is still taken for alive").await;
     }
 }
