@@ -16,7 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::HOST};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header::HOST, uri::PathAndQuery};
 use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use portico_common::http::pipeline::DEADLINE;
 
@@ -306,11 +306,12 @@ impl Transport {
         upstream.budget.count_request();
         let policy = call.policy;
         // HTTP/1.1 requests carry the path alone (and `Host`); HTTP/2 ones
-        // the whole URI, built per endpoint.
-        let origin_form: Uri = call
+        // the whole URI, built per endpoint. The path is parsed once.
+        let path_and_query: PathAndQuery = call
             .path_and_query
             .parse()
             .map_err(|_| Failure::InvalidPath)?;
+        let origin_form = Uri::from(path_and_query.clone());
         let mut last_failure: Option<Result<http::Response<UpstreamBody>, Failure>> = None;
         let mut reached_upstream = false;
         for (attempt, endpoint) in (0..policy.max_attempts).zip(upstream.attempts(call.context)) {
@@ -347,7 +348,7 @@ impl Transport {
                 Protocol::Http2 => Uri::builder()
                     .scheme(endpoint.scheme.clone())
                     .authority(endpoint.authority.clone())
-                    .path_and_query(call.path_and_query)
+                    .path_and_query(path_and_query.clone())
                     .build()
                     .map_err(|_| Failure::InvalidPath)?,
             };
@@ -359,7 +360,8 @@ impl Transport {
             // will no longer wait for.
             let remaining = call.deadline.saturating_duration_since(Instant::now());
             let attempt_timeout = policy.attempt_timeout.min(remaining);
-            if let Ok(value) = HeaderValue::from_str(&attempt_timeout.as_millis().to_string()) {
+            let millis = u64::try_from(attempt_timeout.as_millis()).unwrap_or(u64::MAX);
+            if let Ok(value) = HeaderValue::from_str(itoa::Buffer::new().format(millis)) {
                 head.headers_mut().insert(DEADLINE, value);
             }
 
