@@ -56,6 +56,17 @@ impl Predicate for Compressible {
         {
             return false;
         }
+        // A known size below the bound stays; an unknown one (a stream)
+        // is compressed as it goes. Asked first: it is the cheap test, and
+        // most API answers end here.
+        let known = response
+            .body()
+            .size_hint()
+            .exact()
+            .or_else(|| pipeline::declared_length(response.headers()));
+        if known.is_some_and(|len| len < self.min_bytes) {
+            return false;
+        }
         let Some(content_type) = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -64,22 +75,16 @@ impl Predicate for Compressible {
             // Unknown data: it may be compressed already.
             return false;
         };
-        let content_type = content_type.trim().to_ascii_lowercase();
-        let incompressible = INCOMPRESSIBLE
-            .iter()
-            .any(|prefix| content_type.starts_with(prefix))
-            && !content_type.starts_with("image/svg+xml");
-        if incompressible {
-            return false;
-        }
-        // A known size below the bound stays; an unknown one (a stream)
-        // is compressed as it goes.
-        let known = response
-            .body()
-            .size_hint()
-            .exact()
-            .or_else(|| pipeline::declared_length(response.headers()));
-        known.is_none_or(|len| len >= self.min_bytes)
+        // Prefixes compared without regard to case, nothing copied.
+        let content_type = content_type.trim().as_bytes();
+        let starts_with = |prefix: &str| {
+            content_type
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
+        };
+        let incompressible = INCOMPRESSIBLE.iter().any(|prefix| starts_with(prefix))
+            && !starts_with("image/svg+xml");
+        !incompressible
     }
 }
 
@@ -166,6 +171,21 @@ mod tests {
             );
         }
         assert!(!predicate.should_compress(&response(None, 4096)));
+    }
+
+    /// Media types are compared without regard to case (RFC 9110 §8.3.1)
+    /// and around surrounding spaces.
+    #[test]
+    fn media_types_match_whatever_their_case() {
+        let predicate = Compressible { min_bytes: 1024 };
+        for skipped in ["Image/PNG", " TEXT/Event-Stream ", "Application/GRPC"] {
+            assert!(
+                !predicate.should_compress(&response(Some(skipped), 4096)),
+                "{skipped}"
+            );
+        }
+        assert!(predicate.should_compress(&response(Some("Image/SVG+XML"), 4096)));
+        assert!(predicate.should_compress(&response(Some("Application/JSON"), 4096)));
     }
 
     #[test]
