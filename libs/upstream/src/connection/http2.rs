@@ -213,7 +213,7 @@ impl Http2Sender {
             }
         };
         let response = response.map_err(SendError::Broken)?;
-        let remaining = declared_length(response.headers());
+        let remaining = portico_common::http::pipeline::declared_length(response.headers());
         Ok(response.map(|stream| Http2Body {
             stream,
             remaining,
@@ -235,15 +235,6 @@ fn strip_connection_specific(headers: &mut HeaderMap) {
     {
         headers.remove(header::TE);
     }
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 #[derive(Debug)]
@@ -505,6 +496,33 @@ mod tests {
                 .to_bytes();
             assert_eq!(body.len(), LENGTH);
         }
+    }
+
+    /// An answer's declared length is its body's size (hyper's server
+    /// frames a body of known size by it), counting down as it is read.
+    #[tokio::test]
+    async fn a_declared_length_is_the_bodys_exact_size() {
+        let address = endpoint(|_, mut respond| async move {
+            let answer = http::Response::builder()
+                .header(header::CONTENT_LENGTH, 5)
+                .body(())
+                .unwrap();
+            let mut stream = respond.send_response(answer, false).unwrap();
+            stream
+                .send_data(Bytes::from_static(b"hello"), true)
+                .unwrap();
+        })
+        .await;
+        let sender = connect(address).await;
+        let response = sender
+            .send(request(OutgoingBody::Whole(Bytes::new())))
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert_eq!(body.size_hint().exact(), Some(0));
     }
 
     /// A streamed upload larger than the endpoint's window goes out whole,
