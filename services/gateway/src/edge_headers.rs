@@ -107,10 +107,9 @@ impl SecurityHeaders {
         for name in &self.removed {
             headers.remove(name);
         }
+        // One lookup each (not a test, then an insert).
         for (name, value) in &self.defaults {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
+            headers.entry(name).or_insert_with(|| value.clone());
         }
     }
 

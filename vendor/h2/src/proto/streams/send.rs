@@ -78,6 +78,11 @@ impl Send {
     }
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
+        // Portico: one pass over the names first; the lookups below (a hash
+        // each) only when one of them is there (see PORTICO.md).
+        if !fields.keys().any(maybe_connection_specific) {
+            return Ok(());
+        }
         // 8.1.2.2. Connection-Specific Header Fields
         if fields.contains_key(http::header::CONNECTION)
             || fields.contains_key(http::header::TRANSFER_ENCODING)
@@ -664,4 +669,13 @@ impl Send {
     pub(crate) fn is_extended_connect_protocol_enabled(&self) -> bool {
         self.is_extended_connect_protocol_enabled
     }
+}
+
+/// Portico: whether `name` is one `check_headers` looks up (`te` included).
+fn maybe_connection_specific(name: &http::header::HeaderName) -> bool {
+    use http::header;
+    matches!(
+        *name,
+        header::CONNECTION | header::TRANSFER_ENCODING | header::UPGRADE | header::TE
+    ) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
