@@ -645,15 +645,23 @@ impl Iterator for Attempts<'_> {
     fn next(&mut self) -> Option<Arc<Endpoint>> {
         let endpoints = &self.endpoints;
         let now = Instant::now();
-        let untried = (0..endpoints.len()).filter(|i| !self.tried.contains(i));
-        // An open breaker keeps its endpoint out entirely (panic or not);
-        // a half-open one lets its probes through.
-        let (closed, open): (Vec<usize>, Vec<usize>) =
-            untried.partition(|&i| !endpoints[i].breaker.is_open(self.breaker_policy));
-        self.tried.extend(open);
-        let (healthy, unfit): (Vec<usize>, Vec<usize>) = closed
-            .into_iter()
-            .partition(|&i| self.panic || endpoints[i].is_available(now));
+        // One pass, one list sized for all (unfit ones are rare): an open
+        // breaker keeps its endpoint out entirely (panic or not); a
+        // half-open one lets its probes through.
+        let mut healthy = Vec::with_capacity(endpoints.len());
+        let mut unfit = Vec::new();
+        for i in 0..endpoints.len() {
+            if self.tried.contains(&i) {
+                continue;
+            }
+            if endpoints[i].breaker.is_open(self.breaker_policy) {
+                self.tried.push(i);
+            } else if self.panic || endpoints[i].is_available(now) {
+                healthy.push(i);
+            } else {
+                unfit.push(i);
+            }
+        }
         for candidates in [healthy, unfit] {
             let mut candidates = candidates;
             while !candidates.is_empty() {
