@@ -159,7 +159,9 @@ mapfile -t NGINX_PIDS < <(pgrep -P "$NGINX_PID")
 NGINX_PIDS+=("$NGINX_PID")
 
 # CPU per request, per process (the figure of record on shared cores).
-GATEWAY_PID=$(pgrep -f "target/release/portico-gateway" | head -1)
+# The system's own processes, by the pid files dev.sh writes (another
+# Portico running on the machine must not be taken for them).
+GATEWAY_PID=$(cat "$WORK/logs/gateway.pid" 2>/dev/null)
 [[ -n $GATEWAY_PID ]] || die "the gateway's process was not found"
 
 # Like for like: a second gateway, configured as the first (its environment
@@ -182,9 +184,12 @@ for _ in $(seq 1 100); do
 done
 curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "$GATEWAY_ONE/v1/users/me" ||
     die "the second gateway does not answer"
-mapfile -t USER_PIDS < <(pgrep -f "target/release/portico-user")
+USER_PIDS=()
+for replica in 1 2; do
+    USER_PIDS+=("$(cat "$WORK/logs/user-$replica.pid" 2>/dev/null)")
+done
 REDIS_PID=$(pgrep -f "redis-server.*:${PORTICO_TEST_REDIS_URL##*:}" | head -1)
-[[ ${#USER_PIDS[@]} -gt 0 && -n $REDIS_PID ]] || die "the processes were not found"
+[[ -n ${USER_PIDS[0]} && -n ${USER_PIDS[1]} && -n $REDIS_PID ]] || die "the processes were not found"
 # Idle time of all cores (idle + iowait ticks, the first line of /proc/stat).
 idle_ticks() { awk '/^cpu / { print $5 + $6 }' /proc/stat; }
 declare -A PROXY_US USER_US REDIS_US IDLE_US SHARES NGINX_SHARES ONE_SHARES NGINX_ONE_SHARES
