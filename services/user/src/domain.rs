@@ -25,7 +25,7 @@ pub struct Profile {
 
 impl Profile {
     /// Strong ETag derived from the version counter (written with `itoa`:
-    /// every read makes it twice, and `format!` cost ≈ 0.5 k instructions).
+    /// every read makes one; two by `format!` cost ≈ 0.5 k instructions).
     pub fn etag(&self) -> String {
         let mut buffer = itoa::Buffer::new();
         let digits = buffer.format(self.version);

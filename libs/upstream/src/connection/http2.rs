@@ -22,7 +22,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::future::poll_fn;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -54,16 +54,6 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// Request body bytes h2 holds per stream while the window is shut.
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
-
-/// Headers that describe one HTTP/1.1 connection; HTTP/2 forbids them in a
-/// request (RFC 9113 §8.2.2), and h2 refuses a request that has one.
-const CONNECTION_SPECIFIC: [header::HeaderName; 5] = [
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::HeaderName::from_static("keep-alive"),
-    header::HeaderName::from_static("proxy-connection"),
-];
 
 /// A connection's request side: cheap to clone, one per request.
 #[derive(Clone)]
@@ -222,32 +212,30 @@ impl Http2Sender {
     }
 }
 
+/// Takes out what HTTP/2 forbids in a request (h2 refuses a request that
+/// has any of it).
 fn strip_connection_specific(headers: &mut HeaderMap) {
-    // The gateway has dropped them already: one pass over the names finds
-    // that out, where a removal per name would hash each.
-    if !headers.keys().any(maybe_connection_specific) {
-        return;
-    }
-    for name in &CONNECTION_SPECIFIC {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
-    }
-    // `te` may only say "trailers" (gRPC does).
-    if headers
-        .get(header::TE)
-        .is_some_and(|value| value != "trailers")
-    {
-        headers.remove(header::TE);
+    // One pass over the fields: the gateway has dropped them already, and
+    // a removal per name would hash each.
+    let forbidden: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(name, value)| is_connection_specific(name, value))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in forbidden {
+        headers.remove(name);
     }
 }
 
-/// Whether `name` is one of [`CONNECTION_SPECIFIC`] or `te`.
-fn maybe_connection_specific(name: &header::HeaderName) -> bool {
+/// Whether a field describes one HTTP/1.1 connection, which HTTP/2 forbids
+/// in a request (RFC 9113 §8.2.2); `te` may stay when it says "trailers"
+/// (gRPC sends it).
+fn is_connection_specific(name: &HeaderName, value: &HeaderValue) -> bool {
     matches!(
         *name,
-        header::CONNECTION | header::TRANSFER_ENCODING | header::UPGRADE | header::TE
+        header::CONNECTION | header::TRANSFER_ENCODING | header::UPGRADE
     ) || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+        || (name == header::TE && value != "trailers")
 }
 
 #[derive(Debug)]
@@ -731,12 +719,12 @@ mod tests {
             ("accept", "kept"),
         ] {
             headers.append(
-                header::HeaderName::from_static(name),
+                HeaderName::from_static(name),
                 HeaderValue::from_static(value),
             );
         }
         strip_connection_specific(&mut headers);
-        let mut left: Vec<_> = headers.keys().map(header::HeaderName::as_str).collect();
+        let mut left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "keep-alives", "x-connection"]);
 
@@ -748,10 +736,26 @@ mod tests {
     }
 
     #[test]
-    fn the_one_pass_test_knows_every_connection_specific_name() {
-        for name in CONNECTION_SPECIFIC.iter().chain([&header::TE]) {
-            assert!(maybe_connection_specific(name), "{name} missed");
+    fn every_connection_specific_field_is_known_and_no_look_alike() {
+        let any = HeaderValue::from_static("close");
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            let name = HeaderName::from_static(name);
+            assert!(is_connection_specific(&name, &any), "{name} missed");
         }
+        assert!(is_connection_specific(
+            &header::TE,
+            &HeaderValue::from_static("gzip")
+        ));
+        assert!(!is_connection_specific(
+            &header::TE,
+            &HeaderValue::from_static("trailers")
+        ));
         for name in [
             "x-connection",
             "keep-alives",
@@ -759,8 +763,8 @@ mod tests {
             "upgrade-insecure-requests",
             "accept",
         ] {
-            let name = header::HeaderName::from_static(name);
-            assert!(!maybe_connection_specific(&name), "{name} taken for one");
+            let name = HeaderName::from_static(name);
+            assert!(!is_connection_specific(&name, &any), "{name} taken for one");
         }
     }
 

@@ -117,16 +117,19 @@ fn profile_response(profile: Profile) -> Response {
     response
 }
 
-/// The profile, or 304 when the client's `If-None-Match` names it.
+/// The profile, or 304 when the client's `If-None-Match` names it; either
+/// carries the ETag (made once).
 fn conditional_read(headers: &HeaderMap, profile: Profile) -> Response {
-    if conditional::client_has_current(headers, &profile.etag()) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Some(etag) = etag_of(&profile) {
-            response.headers_mut().insert(header::ETAG, etag);
-        }
-        return response;
+    let etag = profile.etag();
+    let mut response = if conditional::client_has_current(headers, &etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ApiJson(ProfileBody::from(profile)).into_response()
+    };
+    if let Ok(etag) = HeaderValue::try_from(etag) {
+        response.headers_mut().insert(header::ETAG, etag);
     }
-    profile_response(profile)
+    response
 }
 
 /// The caller's profile.
